@@ -1,0 +1,118 @@
+"""The narrow interface the planner and workers use; everything Redis stays behind it."""
+
+import uuid
+
+import redis
+
+from ..errors import BrokerUnavailable, WireError
+from ..messages import Message, Reply
+from ..wire import decode, encode
+from .keys import Keys
+from .queue import PERFORM, make_queue
+from .semaphore import Semaphores
+
+__all__ = ("RedisBroker",)
+
+_REPLY_TTL = 3600
+_FAILURE_TTL = 24 * 3600
+
+
+class RedisBroker:
+    """Queues, inboxes and pool slots on one Redis server."""
+
+    def __init__(self, client: redis.Redis, keys: Keys):
+        self.client = client
+        self.keys = keys
+        self.semaphores = Semaphores(client, keys)
+        self._queue = None
+
+    def _rq_queue(self):  # type: ignore[no-untyped-def]
+        if self._queue is None:
+            self._queue = make_queue(self.client, self.keys)
+        return self._queue
+
+    # Planner side
+
+    def submit(self, jobs: list[tuple[Message, str, bool]]) -> None:
+        """Put (message, description, at_front) jobs on the RQ queue, in one pipeline."""
+        if not jobs:
+            return
+        queue = self._rq_queue()
+        datas = [
+            queue.prepare_data(
+                PERFORM,
+                args=[encode(message)],
+                timeout=-1,  # Steps may run for days; RQ's default would kill them at 180 s.
+                result_ttl=0,
+                failure_ttl=_FAILURE_TTL,
+                description=description[:200],
+                job_id=uuid.uuid4().hex,
+                at_front=at_front,
+            )
+            for message, description, at_front in jobs
+        ]
+        try:
+            with self.client.pipeline() as pipe:
+                queue.enqueue_many(datas, pipeline=pipe)
+                pipe.execute()
+        except redis.RedisError as exc:
+            raise BrokerUnavailable(f"cannot enqueue jobs: {exc}") from exc
+
+    def receive(self, build: str, timeout: float, limit: int = 1000) -> list[Message | WireError]:
+        """Messages from the build's inbox: wait up to `timeout` for the first, then drain."""
+        key = self.keys.inbox(build)
+        try:
+            first = self.client.blpop([key], timeout=timeout)
+            if first is None:
+                return []
+            raws = [first[1]]
+            more = self.client.lpop(key, limit)
+            if more:
+                raws.extend(more)
+        except redis.RedisError as exc:
+            raise BrokerUnavailable(f"lost the connection to Redis: {exc}") from exc
+        result: list[Message | WireError] = []
+        for raw in raws:
+            try:
+                result.append(decode(raw))
+            except WireError as exc:
+                result.append(exc)
+        return result
+
+    def reply(self, reply_to: str, reply: Reply) -> None:
+        try:
+            with self.client.pipeline(transaction=False) as pipe:
+                pipe.rpush(reply_to, encode(reply))
+                pipe.expire(reply_to, _REPLY_TTL)
+                pipe.execute()
+        except redis.RedisError as exc:
+            raise BrokerUnavailable(f"cannot answer an API call: {exc}") from exc
+
+    def forget_build(self, build: str) -> None:
+        try:
+            self.client.delete(self.keys.inbox(build))
+        except redis.RedisError:
+            pass
+
+    # Worker side
+
+    def post(self, build: str, message: Message) -> None:
+        """Send a message to the planner of `build`."""
+        try:
+            self.client.rpush(self.keys.inbox(build), encode(message))
+        except redis.RedisError as exc:
+            raise BrokerUnavailable(f"cannot report to the planner: {exc}") from exc
+
+    # Pools
+
+    def plan_pool(self, build: str, name: str) -> str:
+        return self.keys.plan_pool_id(build, name)
+
+    def acquire(self, pools: list[tuple[str, int]], token: str, lease: float) -> bool:
+        return self.semaphores.acquire(pools, token, lease)
+
+    def renew(self, pool_ids: list[str], token: str, lease: float) -> bool:
+        return self.semaphores.renew(pool_ids, token, lease)
+
+    def release(self, pool_ids: list[str], token: str) -> int:
+        return self.semaphores.release(pool_ids, token)

@@ -1,0 +1,40 @@
+"""RQ glue: the queue the planner pushes jobs onto and the job class workers accept.
+
+RQ reads its key prefix from `RQ_KEY_PREFIX` once, when it is first imported; `load_rq`
+sets it from our prefix so that RQ's keys, too, live under `STEPUP_DIST_PREFIX`.
+"""
+
+import os
+import sys
+from types import ModuleType
+
+from ..errors import ConfigError
+from .keys import QUEUE_NAME, Keys
+
+__all__ = ("PERFORM", "load_rq")
+
+PERFORM = "stepup_dist.worker.perform"
+"""The only function name a worker runs; any other job is refused."""
+
+
+def load_rq(keys: Keys) -> ModuleType:
+    """Import rq with its keys under our prefix."""
+    if "rq" in sys.modules:
+        from rq.defaults import RQ_KEY_PREFIX
+
+        if keys.rq_prefix != RQ_KEY_PREFIX:
+            raise ConfigError(
+                f"rq was already loaded with key prefix {RQ_KEY_PREFIX!r}, not {keys.rq_prefix!r}"
+            )
+    else:
+        os.environ["RQ_KEY_PREFIX"] = keys.rq_prefix
+    import rq
+
+    return rq
+
+
+def make_queue(client, keys: Keys):  # type: ignore[no-untyped-def]
+    rq = load_rq(keys)
+    from ..wire import MsgpackSerializer
+
+    return rq.Queue(QUEUE_NAME, connection=client, serializer=MsgpackSerializer)

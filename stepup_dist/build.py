@@ -1,0 +1,113 @@
+"""One `stepup-dist build`: server, local workers and planner, started and stopped together."""
+
+import contextlib
+import fcntl
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from .broker.broker import RedisBroker
+from .broker.connection import connect
+from .broker.keys import Keys
+from .broker.server import EmbeddedServer, die_with_parent
+from .config import Config
+from .errors import ExitCode, UserError
+from .planner import Outcome, Planner
+from .report import ConsoleReporter
+from .store import STATE_DIR
+
+__all__ = ("run_build",)
+
+
+@contextlib.contextmanager
+def _lock(state_dir: Path) -> Iterator[None]:
+    state_dir.mkdir(exist_ok=True)
+    with open(state_dir / "lock", "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(f"another stepup-dist build is running in {state_dir.parent}") from None
+        yield
+
+
+def _start_workers(count: int, url: str, config: Config, log_path: Path) -> list[subprocess.Popen]:
+    host = socket.gethostname()
+    env = dict(os.environ, STEPUP_DIST_LEASE=str(config.lease))
+    procs = []
+    with open(log_path, "ab") as log:
+        for i in range(count):
+            cmd = [
+                sys.executable, "-m", "stepup_dist.worker",
+                "--redis", url, "--prefix", config.prefix, "--name", f"{host}.{os.getpid()}.{i}",
+            ]  # fmt: skip
+            procs.append(
+                subprocess.Popen(
+                    cmd,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=log,
+                    env=env,
+                    preexec_fn=die_with_parent,
+                )
+            )
+    return procs
+
+
+def _stop_workers(procs: list[subprocess.Popen], grace: float = 10.0) -> None:
+    for proc in procs:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for proc in procs:
+        try:
+            proc.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _summary(reporter: ConsoleReporter, outcome: Outcome, elapsed: float) -> ExitCode:
+    for line in outcome.stuck:
+        reporter.line("STUCK", line)
+    parts = [f"{outcome.succeeded} succeeded", f"{outcome.skipped} skipped"]
+    parts.append(f"{len(outcome.failed)} failed")
+    if outcome.stuck:
+        parts.append(f"{len(outcome.stuck)} blocked")
+    reporter.line("SUMMARY", f"{', '.join(parts)} in {elapsed:.2f} s")
+    if outcome.plan_errors:
+        for message in outcome.plan_errors:
+            print(f"stepup-dist: error: {message}", file=sys.stderr)
+        return ExitCode.USAGE
+    if outcome.failed or outcome.stuck:
+        return ExitCode.STEP_FAILED
+    return ExitCode.OK
+
+
+def run_build(config: Config, root: Path, workers: int) -> ExitCode:
+    start = time.monotonic()
+    root = root.resolve()
+    if not (root / "plan.py").is_file():
+        raise UserError(f"there is no plan.py in {root}")
+    state_dir = root / STATE_DIR
+    reporter = ConsoleReporter()
+    with _lock(state_dir), contextlib.ExitStack() as stack:
+        if config.redis_url is None:
+            server = EmbeddedServer(state_dir)
+            server.start()
+            stack.callback(server.stop)
+            url = server.url
+        else:
+            url = config.redis_url
+        client = connect(url)
+        broker = RedisBroker(client, Keys(config.prefix))
+        procs = _start_workers(workers, url, config, state_dir / "workers.log")
+        stack.callback(_stop_workers, procs)
+        planner = Planner(broker, reporter, root, lease=config.lease)
+        stack.callback(broker.forget_build, planner.build)
+        outcome = planner.run()
+        return _summary(reporter, outcome, time.monotonic() - start)

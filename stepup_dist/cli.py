@@ -1,0 +1,67 @@
+"""`stepup-dist`: the command line. The only place that prints errors and picks exit codes."""
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from .config import load_config
+from .errors import ExitCode, UserError
+
+__all__ = ("main",)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="stepup-dist")
+def cli() -> None:
+    """Run StepUp plans with every step executed by workers through Redis."""
+
+
+@cli.command()
+@click.option(
+    "-w",
+    "--workers",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Local workers to start (default: number of CPUs; 0: only workers started elsewhere).",
+)
+@click.option("--redis", "redis_url", metavar="URL", help="Use this server [STEPUP_DIST_REDIS_URL].")
+@click.option("--prefix", metavar="PREFIX", help="Key prefix [STEPUP_DIST_PREFIX].")
+@click.option("--lease", metavar="SECONDS", help="Pool slot lease [STEPUP_DIST_LEASE].")
+@click.option(
+    "-C",
+    "--root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("."),
+    help="Directory holding plan.py (default: the current one).",
+)
+def build(
+    workers: int | None, redis_url: str | None, prefix: str | None, lease: str | None, root: Path
+) -> None:
+    """Run ./plan.py and every step it defines; skip steps whose hashes are unchanged."""
+    from .build import run_build
+
+    config = load_config(redis_url=redis_url, prefix=prefix, lease=lease)
+    count = workers if workers is not None else (os.cpu_count() or 1)
+    sys.exit(run_build(config, root, count))
+
+
+def main() -> None:
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(ExitCode.USAGE)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        print("stepup-dist: interrupted", file=sys.stderr)
+        sys.exit(ExitCode.INTERRUPTED)
+    except UserError as exc:
+        print(f"stepup-dist: error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,172 @@
+"""What a worker does with a job: run a step's command, or hash files. No Redis here.
+
+A step runs as `sh -c command` in its workdir, in a session of its own (so the whole process
+tree can be stopped), with stdin closed and stdout/stderr captured in temporary files.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .hashing import file_state
+from .messages import Checked, CheckJob, FileState, RunJob, StepDone
+
+__all__ = ("MAX_CAPTURE", "WorkerContext", "check_files", "run_step", "step_environment")
+
+MAX_CAPTURE = 1 << 20
+"""Bytes of stdout and of stderr kept per step; the rest is cut with a note."""
+
+SHIM_DIR = Path(__file__).resolve().parent / "_shim"
+"""Holds `stepup/core/api.py`, so plans written for StepUp import our API unchanged."""
+
+
+@dataclass(frozen=True)
+class WorkerContext:
+    """Who runs the job and how its steps reach the planner."""
+
+    host: str
+    name: str
+    redis_url: str
+    prefix: str
+
+
+def step_environment(job: RunJob, ctx: WorkerContext) -> dict[str, str]:
+    """The worker's environment plus what StepUp gives a step and the declared variables."""
+    env = dict(os.environ)
+    # The interpreter running this worker comes first, so `#!/usr/bin/env python` in a plan
+    # finds the stepup_dist API, and the shim answers `import stepup.core.api`.
+    bindir = os.path.dirname(sys.executable)
+    paths = env.get("PATH", "").split(os.pathsep)
+    if paths[0] != bindir:
+        env["PATH"] = os.pathsep.join([bindir, *paths])
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(SHIM_DIR), env.get("PYTHONPATH", "")) if p
+    )
+    workdir = job.workdir
+    depth = 0 if workdir == "./" else workdir.rstrip("/").count("/") + 1
+    env.update(
+        STEPUP_ROOT=job.root,
+        HERE=workdir,
+        ROOT="./" if depth == 0 else "../" * depth,
+        STEPUP_STEP_KEY=job.step,
+        STEPUP_DIST_BUILD=job.build,
+        STEPUP_DIST_REDIS_URL=ctx.redis_url,
+        STEPUP_DIST_PREFIX=ctx.prefix,
+    )
+    for name, value in job.env.items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
+    return env
+
+
+def _read_capture(fh: "tempfile._TemporaryFileWrapper[bytes]") -> str:
+    fh.seek(0, os.SEEK_END)
+    size = fh.tell()
+    fh.seek(0)
+    data = fh.read(MAX_CAPTURE)
+    text = data.decode("utf-8", "replace")
+    if size > MAX_CAPTURE:
+        text += f"\n[stepup-dist: {size - MAX_CAPTURE} more bytes not shown]\n"
+    return text
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
+def run_step(
+    job: RunJob,
+    ctx: WorkerContext,
+    keep_going: Callable[[], bool] = lambda: True,
+    interval: float = 10.0,
+) -> StepDone:
+    """Run the step; call `keep_going` every `interval` s and kill the step if it says no."""
+    start = time.monotonic()
+    cwd = os.path.join(job.root, job.workdir)
+
+    def done(returncode: int, stdout: str = "", stderr: str = "", error: str = "", states=None):
+        return StepDone(
+            build=job.build,
+            step=job.step,
+            attempt=job.attempt,
+            returncode=returncode,
+            duration=time.monotonic() - start,
+            host=ctx.host,
+            worker=ctx.name,
+            stdout=stdout,
+            stderr=stderr,
+            out_states=states or {},
+            error=error,
+        )
+
+    if not os.path.isdir(cwd):
+        return done(-1, error=f"working directory {job.workdir} does not exist on {ctx.host}")
+    if not keep_going():
+        return done(-1, error="pool slot lease was lost before the step started")
+    with (
+        tempfile.TemporaryFile() as out_fh,
+        tempfile.TemporaryFile() as err_fh,
+    ):
+        proc = subprocess.Popen(
+            ["/bin/sh", "-c", job.command],
+            cwd=cwd,
+            env=step_environment(job, ctx),
+            stdin=subprocess.DEVNULL,
+            stdout=out_fh,
+            stderr=err_fh,
+            start_new_session=True,
+        )
+        lost = False
+        try:
+            while True:
+                try:
+                    returncode = proc.wait(timeout=interval)
+                    break
+                except subprocess.TimeoutExpired:
+                    if not keep_going():
+                        lost = True
+                        _kill_group(proc)
+                        returncode = proc.returncode
+                        break
+        except BaseException:
+            _kill_group(proc)
+            raise
+        stdout = _read_capture(out_fh)
+        stderr = _read_capture(err_fh)
+    if lost:
+        return done(returncode, stdout, stderr, "pool slot lease was lost; the step was killed")
+    if returncode != 0:
+        return done(returncode, stdout, stderr)
+    states: dict[str, FileState] = {}
+    missing = []
+    for path in job.out:
+        state = file_state(os.path.join(job.root, path))
+        if state is None:
+            missing.append(path)
+        else:
+            states[path] = state
+    if missing:
+        error = "did not create declared output" + ("s " if len(missing) > 1 else " ")
+        return done(returncode, stdout, stderr, error + ", ".join(missing), states)
+    return done(returncode, stdout, stderr, states=states)
+
+
+def check_files(job: CheckJob, ctx: WorkerContext) -> Checked:
+    """Hash the requested paths, reusing known digests for unchanged files."""
+    states = [
+        file_state(os.path.join(job.root, path), known)
+        for path, known in zip(job.paths, job.known, strict=True)
+    ]
+    return Checked(build=job.build, request=job.request, host=ctx.host, states=states)

@@ -1,0 +1,172 @@
+"""The messages that travel between planner, workers and plans, as plain frozen data.
+
+This module knows nothing of their encoding; `wire.py` turns them into bytes and back.
+
+- `RunJob`: planner -> worker, run one step.
+- `CheckJob`: planner -> worker, hash files to decide which steps can be skipped.
+- `Started`: worker -> planner, a `RunJob` began on this host.
+- `StepDone`: worker -> planner, the outcome of a `RunJob`.
+- `Checked`: worker -> planner, the file states asked for by a `CheckJob`.
+- `Call`: plan (any step) -> planner, one API call such as `step()` or `pool()`.
+- `Reply`: planner -> plan, the answer to a `Call`.
+"""
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+__all__ = (
+    "Call",
+    "CheckJob",
+    "Checked",
+    "FileState",
+    "Message",
+    "Reply",
+    "RunJob",
+    "Started",
+    "StepDone",
+)
+
+
+@dataclass(frozen=True)
+class FileState:
+    """What is known of a file or directory on disk: enough to detect changes cheaply."""
+
+    mode: int
+    """`st_mode`, including the file type bits."""
+
+    mtime_ns: int
+    """Modification time in nanoseconds."""
+
+    size: int
+    """Size in bytes (0 for directories)."""
+
+    inode: int
+    """Inode number; with mtime and size, the shortcut that avoids rehashing."""
+
+    digest: bytes
+    """xxh3-128 of the contents (of the link target text for symlinks, empty for dirs)."""
+
+    def same_stat(self, other: "FileState") -> bool:
+        """True when the cheap stat fields agree, so the old digest can be trusted."""
+        return (self.mode, self.mtime_ns, self.size, self.inode) == (
+            other.mode,
+            other.mtime_ns,
+            other.size,
+            other.inode,
+        )
+
+
+@dataclass(frozen=True)
+class Message:
+    """Base of every message; `TYPE` is the tag written on the wire."""
+
+    TYPE: ClassVar[str] = ""
+
+
+@dataclass(frozen=True)
+class RunJob(Message):
+    """Run one step's command on a worker."""
+
+    TYPE: ClassVar[str] = "run"
+    build: str
+    """Id of the build that asked; names the inbox the result goes to."""
+    step: str
+    """Key of the step in the planner's graph."""
+    attempt: int
+    """1 for the first run of this step in this build, higher when it is run again."""
+    command: str
+    """Shell command, run with `sh -c`."""
+    root: str
+    """Absolute path of the build's root directory on the shared filesystem."""
+    workdir: str
+    """Working directory relative to the root, ending with a slash."""
+    env: dict[str, str | None]
+    """Values of the step's declared environment variables (None: unset)."""
+    out: list[str]
+    """Declared outputs relative to the root; the worker hashes them afterwards."""
+    pools: list[str] = field(default_factory=list)
+    """Ids of the pools whose slots the planner took for this step."""
+    token: str = ""
+    """Owner token of those slots; the worker renews the leases while the step runs."""
+    lease: float = 30.0
+    """Lease length in seconds."""
+
+
+@dataclass(frozen=True)
+class CheckJob(Message):
+    """Hash files, reusing known digests when (mode, mtime, size, inode) still match."""
+
+    TYPE: ClassVar[str] = "check"
+    build: str
+    request: int
+    """Number chosen by the planner to match the answer to the question."""
+    root: str
+    paths: list[str]
+    known: list[FileState | None]
+    """The last recorded state of each path, or None."""
+
+
+@dataclass(frozen=True)
+class Started(Message):
+    """A worker took a `RunJob` and starts its command."""
+
+    TYPE: ClassVar[str] = "started"
+    build: str
+    step: str
+    attempt: int
+    host: str
+    worker: str
+
+
+@dataclass(frozen=True)
+class StepDone(Message):
+    """Outcome of a `RunJob`."""
+
+    TYPE: ClassVar[str] = "done"
+    build: str
+    step: str
+    attempt: int
+    returncode: int
+    duration: float
+    host: str
+    worker: str
+    stdout: str
+    stderr: str
+    out_states: dict[str, FileState]
+    """States of the declared outputs that exist."""
+    error: str = ""
+    """Why the step failed besides its exit code (missing output, lost lease, ...)."""
+
+
+@dataclass(frozen=True)
+class Checked(Message):
+    """Answer to a `CheckJob`: one state per path, None where the path does not exist."""
+
+    TYPE: ClassVar[str] = "checked"
+    build: str
+    request: int
+    host: str
+    states: list[FileState | None]
+
+
+@dataclass(frozen=True)
+class Call(Message):
+    """An API call made by a running step (usually plan.py), answered by the planner."""
+
+    TYPE: ClassVar[str] = "call"
+    build: str
+    step: str
+    method: str
+    args: dict[str, Any]
+    reply_to: str
+    """Key of the list where the planner pushes the `Reply`."""
+
+
+@dataclass(frozen=True)
+class Reply(Message):
+    """Answer to a `Call`."""
+
+    TYPE: ClassVar[str] = "reply"
+    ok: bool
+    value: Any = None
+    error: str = ""

@@ -1,0 +1,93 @@
+"""What a build remembers between runs: `.stepup/graph.mpk`.
+
+One msgpack map, written to a temporary file, fsynced and renamed over the old one, so a
+kill at any moment leaves either the old or the new file, never half of one::
+
+    {"v": 1,
+     "steps": {key: [command, workdir, inp, out, vol, env, amended, pool, creator,
+                     digest, out_states, calls]},
+     "files": {path: [mode, mtime_ns, size, inode, digest]}}
+"""
+
+import os
+from dataclasses import astuple, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgpack
+
+from .messages import FileState
+
+__all__ = ("STATE_DIR", "Record", "Store")
+
+STATE_DIR = ".stepup"
+_VERSION = 1
+
+
+@dataclass
+class Record:
+    """A step as it was when it last succeeded."""
+
+    command: str
+    workdir: str
+    inp: list[str]
+    out: list[str]
+    vol: list[str]
+    env: list[str]
+    """Declared when the step was defined."""
+    amended: list[list[str]]
+    """[inp, out, vol, env] added by `amend()` while the step ran."""
+    pool: str | None
+    creator: str | None
+    digest: bytes
+    out_states: dict[str, FileState] = field(default_factory=dict)
+    calls: list[list[Any]] = field(default_factory=list)
+
+
+def _state(raw: list) -> FileState:
+    return FileState(*raw)
+
+
+class Store:
+    """Load and atomically save the records of one build root."""
+
+    def __init__(self, root: Path):
+        self.dir = root / STATE_DIR
+        self.path = self.dir / "graph.mpk"
+
+    def load(self) -> tuple[dict[str, Record], dict[str, FileState]]:
+        """Return (records, file states); empty when there is no usable file."""
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            return {}, {}
+        try:
+            obj = msgpack.unpackb(data, raw=False, strict_map_key=False)
+            if obj.get("v") != _VERSION:
+                return {}, {}
+            records = {}
+            for key, raw in obj["steps"].items():
+                rec = Record(*raw)
+                rec.out_states = {p: _state(s) for p, s in rec.out_states.items()}
+                records[key] = rec
+            files = {p: _state(s) for p, s in obj["files"].items()}
+        except (ValueError, TypeError, KeyError, AttributeError, msgpack.UnpackException):
+            # An unreadable file only costs a full rebuild; say so rather than fail.
+            print(f"warning: ignoring unreadable {self.path}; every step will run")
+            return {}, {}
+        return records, files
+
+    def save(self, records: dict[str, Record], files: dict[str, FileState]) -> None:
+        self.dir.mkdir(exist_ok=True)
+        obj = {
+            "v": _VERSION,
+            "steps": {key: list(astuple(rec)) for key, rec in records.items()},
+            "files": {path: list(astuple(state)) for path, state in files.items()},
+        }
+        data = msgpack.packb(obj)
+        tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.path)

@@ -1,0 +1,183 @@
+"""The wire format: every payload stepup-dist puts on Redis.
+
+Each payload is one msgpack map::
+
+    {"v": 1, "t": <type tag>, "f": {<field name>: <value>, ...}}
+
+- `v` is the format version; a payload with another version is refused.
+- `t` names one message class of `messages.py` (`run`, `check`, `started`, `done`,
+  `checked`, `call`, `reply`).
+- `f` holds exactly the fields of that class; missing or unknown fields, or a value of the
+  wrong type, are refused. A `FileState` travels as the list
+  `[mode, mtime_ns, size, inode, digest]`.
+
+Only msgpack's plain types are accepted (no extension types), so decoding never runs code.
+A payload that does not decode raises `WireError`, which carries the first bytes.
+RQ jobs carry the same bytes: `MsgpackSerializer` is the serializer RQ is given, so nothing
+on Redis is ever unpickled.
+"""
+
+import types
+import typing
+from dataclasses import MISSING, fields
+from typing import Any
+
+import msgpack
+
+from .errors import WireError
+from .messages import (
+    Call,
+    Checked,
+    CheckJob,
+    FileState,
+    Message,
+    Reply,
+    RunJob,
+    Started,
+    StepDone,
+)
+
+__all__ = ("MAX_PAYLOAD", "VERSION", "MsgpackSerializer", "decode", "encode")
+
+VERSION = 1
+MAX_PAYLOAD = 64 * 1024 * 1024
+"""Larger payloads are refused before they are unpacked."""
+
+_CLASSES: dict[str, type[Message]] = {
+    cls.TYPE: cls for cls in (RunJob, CheckJob, Started, StepDone, Checked, Call, Reply)
+}
+_HINTS = {tag: typing.get_type_hints(cls) for tag, cls in _CLASSES.items()}
+
+
+def _pack_default(obj: Any) -> Any:
+    if isinstance(obj, FileState):
+        return [obj.mode, obj.mtime_ns, obj.size, obj.inode, obj.digest]
+    raise TypeError(f"cannot encode {type(obj).__name__}")
+
+
+def encode(message: Message) -> bytes:
+    """Turn a message into a versioned msgpack payload."""
+    body = {f.name: getattr(message, f.name) for f in fields(message)}
+    return msgpack.packb({"v": VERSION, "t": message.TYPE, "f": body}, default=_pack_default)
+
+
+def _unpack(data: bytes) -> Any:
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise WireError(f"expected bytes, got {type(data).__name__}")
+    if len(data) > MAX_PAYLOAD:
+        raise WireError(f"payload of {len(data)} bytes exceeds {MAX_PAYLOAD}", bytes(data[:64]))
+    try:
+        return msgpack.unpackb(data, raw=False, strict_map_key=True, timestamp=0)
+    except Exception as exc:
+        raise WireError(f"not msgpack ({exc})", bytes(data)) from exc
+
+
+def decode(data: bytes, *expected: type[Message]) -> Message:
+    """Decode and validate a payload; optionally require one of the `expected` classes."""
+    obj = _unpack(data)
+    payload = bytes(data)
+    if not isinstance(obj, dict) or set(obj) != {"v", "t", "f"}:
+        raise WireError("not a stepup-dist message (expected keys v, t, f)", payload)
+    if obj["v"] != VERSION:
+        raise WireError(f"unsupported version {obj['v']!r} (this is version {VERSION})", payload)
+    tag = obj["t"]
+    cls = _CLASSES.get(tag) if isinstance(tag, str) else None
+    if cls is None:
+        raise WireError(f"unknown message type {tag!r}", payload)
+    if expected and cls not in expected:
+        names = ", ".join(c.TYPE for c in expected)
+        raise WireError(f"got message type {tag!r}, expected {names}", payload)
+    body = obj["f"]
+    if not isinstance(body, dict):
+        raise WireError("message fields are not a map", payload)
+    hints = _HINTS[tag]
+    names = {f.name for f in fields(cls)}
+    required = {f.name for f in fields(cls) if f.default is f.default_factory is MISSING}
+    unknown = set(body) - names
+    if unknown:
+        raise WireError(f"unknown fields {sorted(map(str, unknown))} in {tag!r}", payload)
+    missing = required - set(body)
+    if missing:
+        raise WireError(f"missing fields {sorted(missing)} in {tag!r}", payload)
+    values = {}
+    for name, value in body.items():
+        try:
+            values[name] = _check(value, hints[name])
+        except TypeError as exc:
+            raise WireError(f"field {name!r} of {tag!r}: {exc}", payload) from None
+    return cls(**values)
+
+
+def _check(value: Any, tp: Any) -> Any:
+    """Validate `value` against the annotation `tp`, converting FileState lists."""
+    if tp is Any:
+        _check_plain(value, depth=0)
+        return value
+    if tp is FileState:
+        if (
+            isinstance(value, list)
+            and len(value) == 5
+            and all(type(v) is int for v in value[:4])
+            and isinstance(value[4], bytes)
+        ):
+            return FileState(*value)
+        raise TypeError("expected [mode, mtime_ns, size, inode, digest]")
+    origin = typing.get_origin(tp)
+    if origin in (types.UnionType, typing.Union):
+        for option in typing.get_args(tp):
+            if option is type(None) and value is None:
+                return None
+            if option is not type(None):
+                try:
+                    return _check(value, option)
+                except TypeError:
+                    continue
+        raise TypeError(f"expected {tp}, got {type(value).__name__}")
+    if origin is list:
+        if not isinstance(value, list):
+            raise TypeError(f"expected a list, got {type(value).__name__}")
+        (item_tp,) = typing.get_args(tp)
+        return [_check(item, item_tp) for item in value]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise TypeError(f"expected a map, got {type(value).__name__}")
+        key_tp, item_tp = typing.get_args(tp)
+        return {_check(k, key_tp): _check(v, item_tp) for k, v in value.items()}
+    if tp is float and type(value) is int:
+        return float(value)
+    if type(value) is not tp:
+        raise TypeError(f"expected {tp.__name__}, got {type(value).__name__}")
+    return value
+
+
+def _check_plain(value: Any, depth: int) -> None:
+    """Free-form values (API call arguments) may only nest plain types, not too deeply."""
+    if depth > 32:
+        raise TypeError("nested too deeply")
+    if value is None or type(value) in (bool, int, float, str, bytes):
+        return
+    if isinstance(value, list):
+        for item in value:
+            _check_plain(item, depth + 1)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_plain(key, depth + 1)
+            _check_plain(item, depth + 1)
+    else:
+        raise TypeError(f"type {type(value).__name__} is not allowed")
+
+
+class MsgpackSerializer:
+    """RQ serializer: msgpack for the job data RQ stores, never pickle.
+
+    RQ stores `(func_name, instance, args, kwargs)`; ours is always
+    `("stepup_dist.worker.perform", None, [payload], {})` with `payload` from `encode`.
+    """
+
+    @staticmethod
+    def dumps(obj: Any) -> bytes:
+        return msgpack.packb(obj, default=_pack_default)
+
+    @staticmethod
+    def loads(data: bytes) -> Any:
+        return _unpack(data)
