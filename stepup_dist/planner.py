@@ -97,6 +97,7 @@ class Planner:
         self._check_queue: list[tuple[tuple[str, str], str, FileState | None]] = []
         self._checks: dict[int, list[tuple[tuple[str, str], str]]] = {}
         self._check_states: dict[str, dict[str, FileState | None]] = {}
+        self._check_hosts: dict[str, str] = {}
         self._next_request = 0
         self._in_flight: set[str] = set()
         self._pending_runs: list[Step] = []
@@ -334,6 +335,7 @@ class Planner:
                 if states is None:
                     continue
                 states[path] = state
+                self._check_hosts[name] = checked.host
                 old = self.old_records[name]
                 if len(states) == len(old.out) + len(old.amended[1]):
                     self._decide_skip(self.graph.steps[name])
@@ -350,7 +352,7 @@ class Planner:
         if len(out_states) == len(states) and digest == old.digest:
             step.status = StepStatus.SKIPPED
             self.outcome.skipped += 1
-            self.reporter.line("SKIP", step.key)
+            self.reporter.line("SKIP", step.key, self._check_hosts.pop(step.key, ""))
             for method, args in old.calls:
                 if method == "static":
                     # The recorded stats are those of the last run: let a worker look again.
