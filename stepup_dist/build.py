@@ -39,7 +39,7 @@ def _start_workers(count: int, url: str, config: Config, log_path: Path) -> list
     host = socket.gethostname()
     env = dict(os.environ, STEPUP_DIST_LEASE=str(config.lease))
     procs = []
-    with open(log_path, "ab") as log:
+    with open(log_path, "wb") as log:
         for i in range(count):
             cmd = [
                 sys.executable, "-m", "stepup_dist.worker",
@@ -52,7 +52,7 @@ def _start_workers(count: int, url: str, config: Config, log_path: Path) -> list
                     stdout=log,
                     stderr=log,
                     env=env,
-                    preexec_fn=die_with_parent,
+                    preexec_fn=die_with_parent,  # noqa: PLW1509 (the build runs no threads)
                 )
             )
     return procs
@@ -107,7 +107,8 @@ def run_build(config: Config, root: Path, workers: int) -> ExitCode:
         broker = RedisBroker(client, Keys(config.prefix))
         procs = _start_workers(workers, url, config, state_dir / "workers.log")
         stack.callback(_stop_workers, procs)
-        planner = Planner(broker, reporter, root, lease=config.lease)
+        alive = (lambda: any(p.poll() is None for p in procs)) if procs else None
+        planner = Planner(broker, reporter, root, lease=config.lease, workers_alive=alive)
         stack.callback(broker.forget_build, planner.build)
         outcome = planner.run()
         return _summary(reporter, outcome, time.monotonic() - start)

@@ -26,7 +26,9 @@ def cli() -> None:
     default=None,
     help="Local workers to start (default: number of CPUs; 0: only workers started elsewhere).",
 )
-@click.option("--redis", "redis_url", metavar="URL", help="Use this server [STEPUP_DIST_REDIS_URL].")
+@click.option(
+    "--redis", "redis_url", metavar="URL", help="Use this server [STEPUP_DIST_REDIS_URL]."
+)
 @click.option("--prefix", metavar="PREFIX", help="Key prefix [STEPUP_DIST_PREFIX].")
 @click.option("--lease", metavar="SECONDS", help="Pool slot lease [STEPUP_DIST_LEASE].")
 @click.option(

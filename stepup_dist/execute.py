@@ -4,6 +4,7 @@ A step runs as `sh -c command` in its workdir, in a session of its own (so the w
 tree can be stopped), with stdin closed and stdout/stderr captured in temporary files.
 """
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -13,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from .hashing import file_state
 from .messages import Checked, CheckJob, FileState, RunJob, StepDone
@@ -45,9 +47,7 @@ def step_environment(job: RunJob, ctx: WorkerContext) -> dict[str, str]:
     paths = env.get("PATH", "").split(os.pathsep)
     if paths[0] != bindir:
         env["PATH"] = os.pathsep.join([bindir, *paths])
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(SHIM_DIR), env.get("PYTHONPATH", "")) if p
-    )
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(SHIM_DIR), env.get("PYTHONPATH", "")) if p)
     workdir = job.workdir
     depth = 0 if workdir == "./" else workdir.rstrip("/").count("/") + 1
     env.update(
@@ -67,7 +67,7 @@ def step_environment(job: RunJob, ctx: WorkerContext) -> dict[str, str]:
     return env
 
 
-def _read_capture(fh: "tempfile._TemporaryFileWrapper[bytes]") -> str:
+def _read_capture(fh: IO[bytes]) -> str:
     fh.seek(0, os.SEEK_END)
     size = fh.tell()
     fh.seek(0)
@@ -79,10 +79,8 @@ def _read_capture(fh: "tempfile._TemporaryFileWrapper[bytes]") -> str:
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     proc.wait()
 
 

@@ -15,12 +15,12 @@ import os
 import time
 import uuid
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from .errors import PlanError, WireError
+from .errors import PlanError, UserError, WireError
 from .graph import DONE, Graph, Step, StepStatus
 from .hashing import step_digest
 from .messages import (
@@ -79,6 +79,7 @@ class Planner:
         lease: float = 30.0,
         build: str | None = None,
         environ: Mapping[str, str] | None = None,
+        workers_alive: Callable[[], bool] | None = None,
     ):
         self.broker = broker
         self.reporter = reporter
@@ -86,6 +87,7 @@ class Planner:
         self.lease = lease
         self.build = build or uuid.uuid4().hex[:16]
         self.environ = dict(os.environ if environ is None else environ)
+        self._workers_alive = workers_alive
         self.store = Store(root)
         self.old_records, self.old_files = self.store.load()
         self.records: dict[str, Record] = {}
@@ -130,7 +132,9 @@ class Planner:
             step.status = StepStatus.READY
             self._ready.append(step)
 
-    def amend(self, key: str, inp: list[str], out: list[str], vol: list[str], env: list[str]) -> bool:
+    def amend(
+        self, key: str, inp: list[str], out: list[str], vol: list[str], env: list[str]
+    ) -> bool:
         step = self.graph.steps.get(key)
         if step is None:
             raise PlanError(f"amend() called by {key!r}, which is not a step of this build")
@@ -205,7 +209,7 @@ class Planner:
         full: set[str] = set()
         for step in list(self._waiting_pool):
             # One refusal per pool and round: the others in that pool would be refused too.
-            if step.pool not in full:
+            if step.pool is not None and step.pool not in full:
                 self._queue_run(step)
                 if step.status is StepStatus.WAITING_POOL:
                     full.add(step.pool)
@@ -353,10 +357,9 @@ class Planner:
             step.status = StepStatus.SKIPPED
             self.outcome.skipped += 1
             self.reporter.line("SKIP", step.key, self._check_hosts.pop(step.key, ""))
-            for method, args in old.calls:
-                if method == "static":
-                    # The recorded stats are those of the last run: let a worker look again.
-                    args = {**args, "stats": None}
+            for method, recorded in old.calls:
+                # The recorded stats are those of the last run: let a worker look again.
+                args = {**recorded, "stats": None} if method == "static" else recorded
                 try:
                     handle_call(self, step.key, method, args)
                 except PlanError as exc:
@@ -424,7 +427,7 @@ class Planner:
             step.pool,
             step.creator,
             digest,
-            {p: s for p, s in result.out_states.items()},
+            dict(result.out_states),
             step.calls,
         )
         for path in step.vol:
@@ -457,6 +460,8 @@ class Planner:
                     self.broker.renew(self._pool_ids(step), step.token, self.lease)
         if now - self._last_save > SAVE_INTERVAL:
             self.save(final=False)
+            if self._workers_alive is not None and not self._workers_alive():
+                raise UserError("every local worker has exited; see .stepup/workers.log")
 
     # End of the build
 

@@ -67,9 +67,9 @@ class Store:
                 return {}, {}
             records = {}
             for key, raw in obj["steps"].items():
-                rec = Record(*raw)
-                rec.out_states = {p: _state(s) for p, s in rec.out_states.items()}
-                records[key] = rec
+                fields = list(raw)
+                fields[10] = {p: _state(s) for p, s in fields[10].items()}
+                records[key] = Record(*fields)
             files = {p: _state(s) for p, s in obj["files"].items()}
         except (ValueError, TypeError, KeyError, AttributeError, msgpack.UnpackException):
             # An unreadable file only costs a full rebuild; say so rather than fail.

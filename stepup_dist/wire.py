@@ -85,8 +85,8 @@ def decode(data: bytes, *expected: type[Message]) -> Message:
     if cls is None:
         raise WireError(f"unknown message type {tag!r}", payload)
     if expected and cls not in expected:
-        names = ", ".join(c.TYPE for c in expected)
-        raise WireError(f"got message type {tag!r}, expected {names}", payload)
+        wanted = ", ".join(c.TYPE for c in expected)
+        raise WireError(f"got message type {tag!r}, expected {wanted}", payload)
     body = obj["f"]
     if not isinstance(body, dict):
         raise WireError("message fields are not a map", payload)

@@ -89,11 +89,15 @@ def make_worker_class(rq: Any) -> type:
                     return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
                 except (rq.exceptions.DeserializationError, ValueError, TypeError) as exc:
                     # A job hash that RQ itself cannot read: drop it, keep serving.
-                    log.error("refused job %s: malformed job data (%s)", getattr(exc, "job_id", "?"), exc)
+                    log.error(
+                        "refused job %s: malformed job data (%s)", getattr(exc, "job_id", "?"), exc
+                    )
 
         def perform_job(self, job: Any, queue: Any, execution: Any) -> bool:
             try:
-                self.prepare_job_execution(job, remove_from_intermediate_queue=len(self.queues) == 1)
+                self.prepare_job_execution(
+                    job, remove_from_intermediate_queue=len(self.queues) == 1
+                )
                 job.started_at = now()
                 message = vet_job(job)
                 self.handle(message, job, execution)
@@ -127,7 +131,8 @@ def make_worker_class(rq: Any) -> type:
 
             ctx = self.context
             self.broker.post(
-                message.build, Started(message.build, message.step, message.attempt, ctx.host, ctx.name)
+                message.build,
+                Started(message.build, message.step, message.attempt, ctx.host, ctx.name),
             )
             interval = message.lease / 3 if pools else 60.0
             try:
@@ -180,7 +185,9 @@ def run_worker(
 @click.option("--name", metavar="NAME", help="Worker name (default: host.pid).")
 @click.option("--burst", is_flag=True, help="Stop when the queue is empty.")
 @click.option("-v", "--verbose", is_flag=True, help="Log every job.")
-def cli(redis_url: str | None, prefix: str | None, name: str | None, burst: bool, verbose: bool) -> None:
+def cli(
+    redis_url: str | None, prefix: str | None, name: str | None, burst: bool, verbose: bool
+) -> None:
     """Run steps from a stepup-dist server until stopped (SIGTERM lets the step finish)."""
     config = load_config(redis_url=redis_url, prefix=prefix)
     run_worker(config, name=name, burst=burst, verbose=verbose)

@@ -1,6 +1,8 @@
 """The narrow interface the planner and workers use; everything Redis stays behind it."""
 
+import contextlib
 import uuid
+from typing import cast
 
 import redis
 
@@ -65,10 +67,11 @@ class RedisBroker:
             first = self.client.blpop([key], timeout=timeout)
             if first is None:
                 return []
-            raws = [first[1]]
+            # Without decode_responses, redis-py returns bytes.
+            raws = [cast(bytes, first[1])]
             more = self.client.lpop(key, limit)
-            if more:
-                raws.extend(more)
+            if isinstance(more, list):
+                raws.extend(cast(list[bytes], more))
         except redis.RedisError as exc:
             raise BrokerUnavailable(f"lost the connection to Redis: {exc}") from exc
         result: list[Message | WireError] = []
@@ -89,10 +92,8 @@ class RedisBroker:
             raise BrokerUnavailable(f"cannot answer an API call: {exc}") from exc
 
     def forget_build(self, build: str) -> None:
-        try:
+        with contextlib.suppress(redis.RedisError):
             self.client.delete(self.keys.inbox(build))
-        except redis.RedisError:
-            pass
 
     # Worker side
 

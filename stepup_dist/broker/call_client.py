@@ -2,7 +2,7 @@
 
 import os
 import uuid
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -38,6 +38,6 @@ class CallClient:
         if answer is None:
             raise BrokerUnavailable(f"the planner did not answer {method}() in {timeout} s")
         self._client.delete(reply_to)
-        reply = decode(answer[1], Reply)
+        reply = decode(cast(bytes, answer[1]), Reply)
         assert isinstance(reply, Reply)
         return reply

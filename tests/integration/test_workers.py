@@ -74,8 +74,13 @@ def test_sigterm_lets_the_running_step_finish(project: Project, server, prefix: 
 def test_worker_without_server_is_one_line(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "STEPUP_DIST_REDIS_URL"}
     proc = subprocess.run(
-        [str(BIN / "stepup-worker")], capture_output=True, text=True, env=env, timeout=30,
-        check=False, cwd=tmp_path,
+        [str(BIN / "stepup-worker")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
+        check=False,
+        cwd=tmp_path,
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0
