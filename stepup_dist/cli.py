@@ -55,7 +55,8 @@ def main() -> None:
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
-        exc.show()
+        # One line, as for every user error; click would add the usage and a --help hint.
+        print(f"stepup-dist: error: {exc.format_message()}", file=sys.stderr)
         sys.exit(ExitCode.USAGE)
     except (click.exceptions.Abort, KeyboardInterrupt):
         print("stepup-dist: interrupted", file=sys.stderr)

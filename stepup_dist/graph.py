@@ -117,6 +117,10 @@ class Graph:
             if old.definition() != step.definition():
                 raise PlanError(f"step {step.key!r} is defined twice with different arguments")
             return old
+        # Validate everything before changing anything: the planner goes on after a PlanError.
+        for path in step.inp:
+            if path in step.out or path in step.vol:
+                raise PlanError(f"step {step.key!r} lists {path} as both input and output")
         for path in step.out + step.vol:
             node = self.files.get(path)
             if node is not None and node.static:

@@ -71,7 +71,10 @@ def step_digest(
     for part in (command, workdir):
         hasher.update(part.encode("utf-8", "surrogateescape") + b"\0")
     for name, value in sorted(env.items()):
-        hasher.update(name.encode() + (b"=" + value.encode() if value is not None else b"!"))
+        # os.environ carries undecodable bytes as lone surrogates: keep them, do not crash.
+        raw = name.encode("utf-8", "surrogateescape")
+        raw += b"!" if value is None else b"=" + value.encode("utf-8", "surrogateescape")
+        hasher.update(raw)
         hasher.update(b"\0")
     hasher.update(b"\1inp\0")
     _feed_files(hasher, inp.items())

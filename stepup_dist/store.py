@@ -44,8 +44,46 @@ class Record:
     calls: list[list[Any]] = field(default_factory=list)
 
 
-def _state(raw: list) -> FileState:
+def _state(raw: Any) -> FileState:
+    if not (
+        isinstance(raw, list)
+        and len(raw) == 5
+        and all(type(x) is int for x in raw[:4])
+        and type(raw[4]) is bytes
+    ):
+        raise TypeError(f"not a file state: {raw!r}")
     return FileState(*raw)
+
+
+def _strs(value: Any) -> bool:
+    return isinstance(value, list) and all(type(x) is str for x in value)
+
+
+def _record(raw: Any) -> Record:
+    """Check the types the planner relies on: a corrupt file must fail here, not later."""
+    if not isinstance(raw, list) or len(raw) != 12:
+        raise TypeError("a step record is a list of 12 fields")
+    command, workdir, inp, out, vol, env, amended, pool, creator, digest, states, calls = raw
+    if not (
+        type(command) is str
+        and type(workdir) is str
+        and all(_strs(x) for x in (inp, out, vol, env))
+        and isinstance(amended, list)
+        and len(amended) == 4
+        and all(_strs(x) for x in amended)
+        and all(x is None or type(x) is str for x in (pool, creator))
+        and type(digest) is bytes
+        and isinstance(states, dict)
+        and all(type(p) is str for p in states)
+        and isinstance(calls, list)
+        and all(isinstance(c, list) and len(c) == 2 and type(c[0]) is str for c in calls)
+        and all(isinstance(c[1], dict) for c in calls)
+    ):
+        raise TypeError("malformed step record")
+    states = {p: _state(s) for p, s in states.items()}
+    return Record(
+        command, workdir, inp, out, vol, env, amended, pool, creator, digest, states, calls
+    )
 
 
 class Store:
@@ -67,10 +105,12 @@ class Store:
                 return {}, {}
             records = {}
             for key, raw in obj["steps"].items():
-                fields = list(raw)
-                fields[10] = {p: _state(s) for p, s in fields[10].items()}
-                records[key] = Record(*fields)
+                if type(key) is not str:
+                    raise TypeError(f"step key {key!r} is not a string")
+                records[key] = _record(raw)
             files = {p: _state(s) for p, s in obj["files"].items()}
+            if not all(type(p) is str for p in files):
+                raise TypeError("a file path is not a string")
         except (ValueError, TypeError, KeyError, AttributeError, msgpack.UnpackException):
             # An unreadable file only costs a full rebuild; say so rather than fail.
             print(f"warning: ignoring unreadable {self.path}; every step will run")

@@ -78,7 +78,7 @@ def decode(data: bytes, *expected: type[Message]) -> Message:
     payload = bytes(data)
     if not isinstance(obj, dict) or set(obj) != {"v", "t", "f"}:
         raise WireError("not a stepup-dist message (expected keys v, t, f)", payload)
-    if obj["v"] != VERSION:
+    if type(obj["v"]) is not int or obj["v"] != VERSION:  # True and 1.0 equal 1 in Python
         raise WireError(f"unsupported version {obj['v']!r} (this is version {VERSION})", payload)
     tag = obj["t"]
     cls = _CLASSES.get(tag) if isinstance(tag, str) else None

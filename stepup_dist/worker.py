@@ -103,6 +103,9 @@ def make_worker_class(rq: Any) -> type:
                 self.handle(message, job, execution)
                 self._finalize_success(job, queue, execution, None)
             except Exception as exc:
+                if isinstance(exc, rq.exceptions.DeserializationError):
+                    # RQ read the job data first (for its procline) and could not decode it.
+                    exc = WireError(f"job data does not decode ({exc.__cause__ or exc})")
                 if isinstance(exc, WireError):
                     log.error("refused job %s: %s", job.id, exc)
                 else:
@@ -110,6 +113,13 @@ def make_worker_class(rq: Any) -> type:
                 self._finalize_failure(job, queue, execution, sys.exc_info())
                 return False
             return True
+
+        def handle_exception(self, job: Any, *exc_info: Any) -> None:
+            # A refused job is the sender's mistake, already logged as one line by
+            # perform_job; RQ would log it again with a traceback.
+            if isinstance(exc_info[1], WireError | rq.exceptions.DeserializationError):
+                return
+            super().handle_exception(job, *exc_info)
 
         def handle(self, message: RunJob | CheckJob, job: Any, execution: Any) -> None:
             if isinstance(message, CheckJob):
@@ -199,7 +209,7 @@ def main() -> None:
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
-        exc.show()
+        print(f"stepup-worker: error: {exc.format_message()}", file=sys.stderr)
         sys.exit(ExitCode.USAGE)
     except click.exceptions.Abort:
         sys.exit(ExitCode.INTERRUPTED)
