@@ -140,7 +140,42 @@ class Graph:
                     step.inp.append(directory)
         self.steps[step.key] = step
         self.add_inputs(step, step.inp)
+        # ... also when the step making the directory comes second.
+        for directory in step.out:
+            if directory.endswith("/"):
+                self._wait_for_directory(directory, step.key)
         return step
+
+    def _wait_for_directory(self, directory: str, maker: str) -> None:
+        for node in list(self.files.values()):
+            writer = self.steps.get(node.producer) if node.producer else None
+            if (
+                writer is not None
+                and writer.key != maker
+                and parent(node.path) == directory
+                and directory not in writer.inp
+                and writer.status in (StepStatus.PENDING, StepStatus.READY)
+            ):
+                writer.inp.append(directory)
+                self.add_inputs(writer, [directory])
+
+    def check_amend(
+        self, step: Step, inp: Iterable[str], out: Iterable[str], vol: Iterable[str]
+    ) -> None:
+        """Raise PlanError for an amend() that cannot be applied, before changing anything."""
+        new_out = {*out, *vol}
+        for path in inp:
+            node = self.files.get(path)
+            if path in new_out or (node is not None and node.producer == step.key):
+                raise PlanError(f"step {step.key!r} lists {path} as both input and output")
+        for path in new_out:
+            node = self.files.get(path)
+            if node is not None and node.static:
+                raise PlanError(f"output {path} of step {step.key!r} is declared static")
+            if node is not None and node.producer not in (None, step.key):
+                raise PlanError(
+                    f"two steps declare output {path}: {node.producer!r} and {step.key!r}"
+                )
 
     def add_inputs(self, step: Step, paths: Iterable[str]) -> None:
         """Make `step` consume `paths` (already listed in step.inp)."""
@@ -151,6 +186,8 @@ class Graph:
             node.consumers.add(step.key)
             if not node.available:
                 step.missing.add(path)
+                if step.status is StepStatus.READY:
+                    step.status = StepStatus.PENDING
 
     def add_outputs(self, step: Step, out: Iterable[str], vol: Iterable[str]) -> None:
         """Outputs amended by a running step."""

@@ -15,6 +15,9 @@ def norm(path: str) -> str:
         raise ValueError(f"not a path: {path!r}")
     trailing = path.endswith("/") or path in (".", "..") or path.endswith(("/.", "/.."))
     result = posixpath.normpath(path)
+    if result.startswith("//"):
+        # POSIX keeps a leading double slash; on Linux it is just the root.
+        result = "/" + result.lstrip("/")
     if result == ".":
         return "./"
     if trailing and not result.endswith("/"):
@@ -38,6 +41,8 @@ def parent(path: str) -> str | None:
     stripped = path.rstrip("/")
     if stripped in ("", "."):
         return None
+    if posixpath.basename(stripped) == "..":
+        return stripped + "/../"
     head = posixpath.dirname(stripped)
     if head == "":
         return "./"

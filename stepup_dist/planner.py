@@ -138,6 +138,7 @@ class Planner:
         step = self.graph.steps.get(key)
         if step is None:
             raise PlanError(f"amend() called by {key!r}, which is not a step of this build")
+        self.graph.check_amend(step, inp, out, vol)
         new_inp = [p for p in inp if p not in step.inp]
         step.inp.extend(new_inp)
         step.amended[0].extend(new_inp)

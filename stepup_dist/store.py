@@ -16,6 +16,7 @@ from typing import Any
 
 import msgpack
 
+from .errors import UserError
 from .messages import FileState
 
 __all__ = ("STATE_DIR", "Record", "Store")
@@ -99,6 +100,8 @@ class Store:
             data = self.path.read_bytes()
         except FileNotFoundError:
             return {}, {}
+        except OSError as exc:
+            raise UserError(f"cannot read {self.path}: {exc.strerror}") from exc
         try:
             obj = msgpack.unpackb(data, raw=False, strict_map_key=False)
             if obj.get("v") != _VERSION:
@@ -131,3 +134,12 @@ class Store:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, self.path)
+        # The rename itself must reach the disk, or a power loss could bring back the old file.
+        dir_fd = os.open(self.dir, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+        for stale in self.dir.glob(f"{self.path.name}.*.tmp"):
+            # Left by a build killed while saving; ours was renamed away above.
+            stale.unlink(missing_ok=True)

@@ -43,6 +43,9 @@ VERSION = 1
 MAX_PAYLOAD = 64 * 1024 * 1024
 """Larger payloads are refused before they are unpacked."""
 
+# Environment values and paths may hold bytes that are not UTF-8 (Python's surrogates).
+_UNICODE_ERRORS = "surrogateescape"
+
 _CLASSES: dict[str, type[Message]] = {
     cls.TYPE: cls for cls in (RunJob, CheckJob, Started, StepDone, Checked, Call, Reply)
 }
@@ -58,7 +61,11 @@ def _pack_default(obj: Any) -> Any:
 def encode(message: Message) -> bytes:
     """Turn a message into a versioned msgpack payload."""
     body = {f.name: getattr(message, f.name) for f in fields(message)}
-    return msgpack.packb({"v": VERSION, "t": message.TYPE, "f": body}, default=_pack_default)
+    return msgpack.packb(
+        {"v": VERSION, "t": message.TYPE, "f": body},
+        default=_pack_default,
+        unicode_errors=_UNICODE_ERRORS,
+    )
 
 
 def _unpack(data: bytes) -> Any:
@@ -67,7 +74,9 @@ def _unpack(data: bytes) -> Any:
     if len(data) > MAX_PAYLOAD:
         raise WireError(f"payload of {len(data)} bytes exceeds {MAX_PAYLOAD}", bytes(data[:64]))
     try:
-        return msgpack.unpackb(data, raw=False, strict_map_key=True, timestamp=0)
+        return msgpack.unpackb(
+            data, raw=False, strict_map_key=True, timestamp=0, unicode_errors=_UNICODE_ERRORS
+        )
     except Exception as exc:
         raise WireError(f"not msgpack ({exc})", bytes(data)) from exc
 
@@ -176,7 +185,7 @@ class MsgpackSerializer:
 
     @staticmethod
     def dumps(obj: Any) -> bytes:
-        return msgpack.packb(obj, default=_pack_default)
+        return msgpack.packb(obj, default=_pack_default, unicode_errors=_UNICODE_ERRORS)
 
     @staticmethod
     def loads(data: bytes) -> Any:

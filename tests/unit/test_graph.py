@@ -313,3 +313,35 @@ def test_find_cycle_ignores_inputs_already_available() -> None:
     graph.add_step(make_step("B", inp=["a"], out=["b"]))
     graph.make_available("b", STATE)
     assert graph.find_cycle(["A", "B"]) is None
+
+
+def test_step_waits_for_a_directory_whose_maker_is_defined_later() -> None:
+    graph = Graph()
+    writer = graph.add_step(make_step("touch sub/a", out=["sub/a"]))
+    writer.status = StepStatus.READY
+    graph.add_step(make_step("mkdir sub", out=["sub/"]))
+    assert writer.missing == {"sub/"}
+    assert writer.status is StepStatus.PENDING
+    assert graph.make_available("sub/", None) == [writer]
+
+
+def test_a_running_writer_gets_no_late_directory_input() -> None:
+    graph = Graph()
+    writer = graph.add_step(make_step("touch sub/a", out=["sub/a"]))
+    writer.status = StepStatus.QUEUED
+    graph.add_step(make_step("mkdir sub", out=["sub/"]))
+    assert writer.missing == set()
+
+
+def test_check_amend_refuses_conflicts_without_changing_anything() -> None:
+    graph = Graph()
+    graph.add_static("s.txt")
+    other = graph.add_step(make_step("make o", out=["o.txt"]))
+    step = graph.add_step(make_step("run", out=["r.txt"]))
+    before = snapshot(graph)
+    for inp, out in ((["r.txt"], []), ([], ["s.txt"]), ([], ["o.txt"]), (["x"], ["x"])):
+        with pytest.raises(PlanError):
+            graph.check_amend(step, inp, out, [])
+    assert snapshot(graph) == before
+    assert other.out == ["o.txt"]
+    graph.check_amend(step, ["s.txt"], ["new.txt"], [])

@@ -94,3 +94,13 @@ def test_is_dir() -> None:
     assert is_dir("sub/")
     assert is_dir("./")
     assert not is_dir("sub")
+
+
+def test_leading_double_slash_is_the_root() -> None:
+    assert norm("//a") == "/a"
+    assert norm("///a/b/") == "/a/b/"
+
+
+def test_parent_of_parent_directories() -> None:
+    assert parent("../") == "../../"
+    assert parent("../../x") == "../../"

@@ -264,3 +264,22 @@ def test_fuzz_mutated_file(tmp_path: Path, data: st.DataObject) -> None:
         raw[pos] ^= data.draw(st.integers(1, 255))
     s.path.write_bytes(bytes(raw))
     assert_well_typed(*s.load())
+
+
+def test_save_removes_temp_files_left_by_a_killed_build(tmp_path: Path) -> None:
+    s = Store(tmp_path)
+    s.dir.mkdir()
+    leftover = s.dir / "graph.mpk.12345.tmp"
+    leftover.write_bytes(b"half")
+    s.save({}, {})
+    assert not leftover.exists()
+    assert sorted(p.name for p in s.dir.iterdir()) == ["graph.mpk"]
+
+
+def test_unreadable_state_is_a_user_error(tmp_path: Path) -> None:
+    from stepup_dist.errors import UserError
+
+    s = Store(tmp_path)
+    s.path.mkdir(parents=True)  # a directory where the file should be
+    with pytest.raises(UserError, match="cannot read"):
+        s.load()
