@@ -49,16 +49,23 @@ class _Client:
     def call(self, method: str, **args: Any) -> Any:
         if not self.active:
             return None
-        if self._impl is None:
-            from .broker.call_client import CallClient
+        from .errors import UserError
 
-            self._impl = CallClient(
-                os.environ["STEPUP_DIST_REDIS_URL"],
-                os.environ.get("STEPUP_DIST_PREFIX", "stepup"),
-                os.environ["STEPUP_DIST_BUILD"],
-                os.environ.get("STEPUP_STEP_KEY", "./plan.py"),
-            )
-        reply = self._impl.call(method, args)
+        try:
+            if self._impl is None:
+                from .broker.call_client import CallClient
+                from .config import load_config
+
+                self._impl = CallClient(
+                    load_config(),
+                    os.environ["STEPUP_DIST_BUILD"],
+                    os.environ.get("STEPUP_STEP_KEY", "./plan.py"),
+                )
+            reply = self._impl.call(method, args)
+        except UserError as exc:
+            # No server, a refused login, a bad secret file: one line, as for a plan error.
+            print(f"error: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
         if not reply.ok:
             # A plan error: one line naming it; the planner reports it too and exits with 2.
             print(f"error: {reply.error}", file=sys.stderr)

@@ -9,13 +9,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 from .broker.broker import RedisBroker
-from .broker.connection import connect
+from .broker.connection import connect_config
 from .broker.keys import Keys
 from .broker.server import EmbeddedServer, die_with_parent
-from .config import Config
+from .config import Config, to_environ
 from .errors import ExitCode, UserError
 from .planner import Outcome, Planner
 from .report import ConsoleReporter
@@ -35,15 +36,20 @@ def _lock(state_dir: Path) -> Iterator[None]:
         yield
 
 
-def _start_workers(count: int, url: str, config: Config, log_path: Path) -> list[subprocess.Popen]:
+def _start_workers(
+    count: int, config: Config, root: Path, log_path: Path
+) -> list[subprocess.Popen]:
+    """Local workers serving only this build's root. The server URL, which may hold a
+    password, goes through the environment: a command line is visible to anyone in `ps`."""
     host = socket.gethostname()
-    env = dict(os.environ, STEPUP_DIST_LEASE=str(config.lease))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STEPUP_DIST_")}
+    env.update(to_environ(config))
     procs = []
     with open(log_path, "wb") as log:
         for i in range(count):
             cmd = [
                 sys.executable, "-m", "stepup_dist.worker",
-                "--redis", url, "--prefix", config.prefix, "--name", f"{host}.{os.getpid()}.{i}",
+                "--root", str(root), "--name", f"{host}.{os.getpid()}.{i}",
             ]  # fmt: skip
             procs.append(
                 subprocess.Popen(
@@ -100,12 +106,18 @@ def run_build(config: Config, root: Path, workers: int) -> ExitCode:
             server = EmbeddedServer(state_dir)
             server.start()
             stack.callback(server.stop)
-            url = server.url
-        else:
-            url = config.redis_url
-        client = connect(url)
-        broker = RedisBroker(client, Keys(config.prefix))
-        procs = _start_workers(workers, url, config, state_dir / "workers.log")
+            # The embedded server takes no password and no TLS.
+            config = replace(
+                config,
+                redis_url=server.url,
+                redis_password=None,
+                tls_ca=None,
+                tls_cert=None,
+                tls_key=None,
+            )
+        client = connect_config(config)
+        broker = RedisBroker(client, Keys(config.prefix), config.keyring)
+        procs = _start_workers(workers, config, root, state_dir / "workers.log")
         stack.callback(_stop_workers, procs)
         alive = (lambda: any(p.poll() is None for p in procs)) if procs else None
         planner = Planner(broker, reporter, root, lease=config.lease, workers_alive=alive)

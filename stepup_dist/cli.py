@@ -31,6 +31,9 @@ def cli() -> None:
 )
 @click.option("--prefix", metavar="PREFIX", help="Key prefix [STEPUP_DIST_PREFIX].")
 @click.option("--lease", metavar="SECONDS", help="Pool slot lease [STEPUP_DIST_LEASE].")
+@click.option("--tls-ca", metavar="FILE", help="CA certificate [STEPUP_DIST_TLS_CA].")
+@click.option("--tls-cert", metavar="FILE", help="Client certificate [STEPUP_DIST_TLS_CERT].")
+@click.option("--tls-key", metavar="FILE", help="Client key [STEPUP_DIST_TLS_KEY].")
 @click.option(
     "-C",
     "--root",
@@ -39,12 +42,27 @@ def cli() -> None:
     help="Directory holding plan.py (default: the current one).",
 )
 def build(
-    workers: int | None, redis_url: str | None, prefix: str | None, lease: str | None, root: Path
+    *,
+    workers: int | None,
+    redis_url: str | None,
+    prefix: str | None,
+    lease: str | None,
+    tls_ca: str | None,
+    tls_cert: str | None,
+    tls_key: str | None,
+    root: Path,
 ) -> None:
     """Run ./plan.py and every step it defines; skip steps whose hashes are unchanged."""
     from .build import run_build
 
-    config = load_config(redis_url=redis_url, prefix=prefix, lease=lease)
+    config = load_config(
+        redis_url=redis_url,
+        prefix=prefix,
+        lease=lease,
+        tls_ca=tls_ca,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+    )
     count = workers if workers is not None else (os.cpu_count() or 1)
     sys.exit(run_build(config, root, count))
 

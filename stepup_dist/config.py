@@ -1,31 +1,67 @@
 """One frozen, validated configuration object built from flags, environment and defaults.
 
 Precedence: command line, then `STEPUP_DIST_*` environment variables, then defaults.
-Every problem is reported at once in a single `ConfigError`.
+Every problem is reported at once in a single `ConfigError`. `to_environ` turns a config
+back into those variables, for the processes a build or a worker starts.
 """
 
 import os
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass
+import stat
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit, urlunsplit
 
 from .errors import ConfigError
+from .signing import DEFAULT_TTL, Keyring
 
-__all__ = ("DEFAULT_LEASE", "DEFAULT_PREFIX", "Config", "load_config")
+__all__ = (
+    "DEFAULT_LEASE",
+    "DEFAULT_PREFIX",
+    "Config",
+    "load_config",
+    "redact",
+    "split_password",
+    "to_environ",
+)
 
 DEFAULT_PREFIX = "stepup"
 DEFAULT_LEASE = 30.0
+MIN_SECRET = 16
+"""Characters a secret needs at least; `openssl rand -hex 32` makes a good one."""
 
 # RQ accepts only these characters in RQ_KEY_PREFIX; ours becomes part of it.
 _PREFIX_RE = re.compile(r"[A-Za-z0-9_.:-]+")
 _URL_SCHEMES = ("redis://", "rediss://", "unix://", "valkey://", "valkeys://")
+_TLS_SCHEMES = ("rediss://", "valkeys://")
+
+
+def split_password(url: str) -> tuple[str, str | None]:
+    """The URL without its password, and the password (None when it has none)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url, None
+    user = parts.username or ""
+    host = parts.netloc.rsplit("@", 1)[1]
+    netloc = f"{user}@{host}" if user else host
+    return urlunsplit(parts._replace(netloc=netloc)), parts.password
+
+
+def redact(url: str) -> str:
+    """The URL with its password shown as `***`, for messages."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        user = creds.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}" if ":" in creds else f"{scheme}://{user}@{host}"
+    return url
 
 
 @dataclass(frozen=True)
 class Config:
     """Settings shared by the planner, the workers and the plan API client."""
 
-    redis_url: str | None
+    redis_url: str | None = field(repr=False)
     """Server URL; None means: start an embedded server for this build."""
 
     prefix: str
@@ -34,12 +70,93 @@ class Config:
     lease: float
     """Seconds a pool slot stays held without renewal (`STEPUP_DIST_LEASE`)."""
 
+    redis_password: str | None = field(default=None, repr=False)
+    """Password given apart from the URL (`STEPUP_DIST_REDIS_PASSWORD`); wins over the URL's."""
+
+    tls_ca: str | None = None
+    """CA certificate file that the server's certificate must chain to (`--tls-ca`)."""
+
+    tls_cert: str | None = None
+    """Client certificate file, for servers that ask for one (`--tls-cert`)."""
+
+    tls_key: str | None = None
+    """Private key of the client certificate (`--tls-key`)."""
+
+    secret_file: str | None = None
+    """File with one or two shared secrets (`STEPUP_DIST_SECRET_FILE`); None: no signing."""
+
+    secrets: tuple[bytes, ...] = field(default=(), repr=False)
+    """The secrets read from `secret_file`: the first signs, either verifies."""
+
+    signature_ttl: float = DEFAULT_TTL
+    """Seconds a signed payload stays valid (`STEPUP_DIST_SIGNATURE_TTL`)."""
+
+    roots: tuple[str, ...] = ()
+    """Directories (symlinks resolved) a worker serves; empty: any (`--root`)."""
+
+    @property
+    def keyring(self) -> Keyring | None:
+        return Keyring(self.secrets, self.signature_ttl) if self.secrets else None
+
+
+def _read_secrets(path: str, problems: list[str]) -> tuple[bytes, ...]:
+    where = f"secret file {path} (STEPUP_DIST_SECRET_FILE)"
+    try:
+        with open(path, "rb") as fh:
+            st = os.fstat(fh.fileno())
+            data = fh.read(64 * 1024)
+    except OSError as exc:
+        problems.append(f"cannot read {where}: {exc.strerror}")
+        return ()
+    if not stat.S_ISREG(st.st_mode):
+        problems.append(f"{where} is not a regular file")
+        return ()
+    if st.st_mode & 0o077:
+        mode = oct(stat.S_IMODE(st.st_mode))
+        problems.append(f"{where} must be readable only by its owner (mode {mode}; chmod 600 it)")
+        return ()
+    if st.st_uid != os.geteuid():
+        problems.append(f"{where} must belong to the user running stepup-dist")
+        return ()
+    secrets = tuple(line.strip() for line in data.splitlines() if line.strip())
+    if not 1 <= len(secrets) <= 2:
+        problems.append(f"{where} must hold one or two secrets, one per line")
+        return ()
+    if any(len(s) < MIN_SECRET for s in secrets):
+        problems.append(f"each secret in {where} needs at least {MIN_SECRET} characters")
+        return ()
+    return secrets
+
+
+def _number(raw: object, name: str, low: float, high: float, problems: list[str]) -> float:
+    try:
+        value = float(raw)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        what = name.rsplit("_", 1)[-1].lower()
+        problems.append(f"{what} {raw!r} is not a number of seconds ({name})")
+        return low
+    if not low <= value <= high:
+        what = name.removeprefix("STEPUP_DIST_").replace("_", " ").lower()
+        problems.append(f"{what} {raw!r} must lie between {low:.10g} and {high:.10g} seconds")
+    return value
+
+
+def _file(flag: str | None, env: Mapping[str, str], name: str, problems: list[str]) -> str | None:
+    path = flag or env.get(name) or None
+    if path is not None and not os.path.isfile(path):
+        problems.append(f"{path} is not a readable file ({name})")
+    return path
+
 
 def load_config(
     *,
     redis_url: str | None = None,
     prefix: str | None = None,
     lease: float | str | None = None,
+    tls_ca: str | None = None,
+    tls_cert: str | None = None,
+    tls_key: str | None = None,
+    roots: Sequence[str] = (),
     environ: Mapping[str, str] | None = None,
 ) -> Config:
     """Merge explicit values (from flags) with the environment and defaults, then validate."""
@@ -48,7 +165,9 @@ def load_config(
 
     url = redis_url or env.get("STEPUP_DIST_REDIS_URL") or None
     if url is not None and not url.startswith(_URL_SCHEMES):
-        problems.append(f"Redis URL {url!r} must start with one of {', '.join(_URL_SCHEMES)}")
+        problems.append(
+            f"Redis URL {redact(url)!r} must start with one of {', '.join(_URL_SCHEMES)}"
+        )
 
     pfx = prefix or env.get("STEPUP_DIST_PREFIX") or DEFAULT_PREFIX
     if not _PREFIX_RE.fullmatch(pfx):
@@ -57,15 +176,74 @@ def load_config(
         )
 
     raw_lease = lease if lease is not None else env.get("STEPUP_DIST_LEASE", DEFAULT_LEASE)
-    try:
-        lease_value = float(raw_lease)
-    except (TypeError, ValueError):
-        lease_value = DEFAULT_LEASE
-        problems.append(f"lease {raw_lease!r} is not a number of seconds (STEPUP_DIST_LEASE)")
-    else:
-        if not 1.0 <= lease_value <= 86400.0:
-            problems.append(f"lease {raw_lease!r} must lie between 1 and 86400 seconds")
+    lease_value = _number(raw_lease, "STEPUP_DIST_LEASE", 1.0, 86400.0, problems)
+
+    ca = _file(tls_ca, env, "STEPUP_DIST_TLS_CA", problems)
+    cert = _file(tls_cert, env, "STEPUP_DIST_TLS_CERT", problems)
+    key = _file(tls_key, env, "STEPUP_DIST_TLS_KEY", problems)
+    if (cert is None) != (key is None):
+        problems.append("--tls-cert and --tls-key go together (STEPUP_DIST_TLS_CERT, _KEY)")
+    if (ca or cert or key) and not (url or "").startswith(_TLS_SCHEMES):
+        problems.append("TLS options need a rediss:// or valkeys:// server URL")
+
+    secret_file = env.get("STEPUP_DIST_SECRET_FILE") or None
+    secrets = () if secret_file is None else _read_secrets(secret_file, problems)
+    raw_ttl = env.get("STEPUP_DIST_SIGNATURE_TTL", DEFAULT_TTL)
+    ttl = _number(raw_ttl, "STEPUP_DIST_SIGNATURE_TTL", 60.0, 30 * 86400.0, problems)
+
+    given_roots = list(roots) or [r for r in env.get("STEPUP_DIST_ROOTS", "").split(":") if r]
+    real_roots = []
+    for root in given_roots:
+        if not os.path.isdir(root):
+            problems.append(f"root {root} is not a directory (--root, STEPUP_DIST_ROOTS)")
+        else:
+            real_roots.append(os.path.realpath(root))
 
     if problems:
         raise ConfigError("; ".join(problems))
-    return Config(redis_url=url, prefix=pfx, lease=lease_value)
+    return Config(
+        redis_url=url,
+        prefix=pfx,
+        lease=lease_value,
+        redis_password=env.get("STEPUP_DIST_REDIS_PASSWORD") or None,
+        tls_ca=ca,
+        tls_cert=cert,
+        tls_key=key,
+        secret_file=secret_file,
+        secrets=secrets,
+        signature_ttl=ttl,
+        roots=tuple(dict.fromkeys(real_roots)),
+    )
+
+
+def to_environ(config: Config, *, with_password: bool = True) -> dict[str, str]:
+    """The `STEPUP_DIST_*` variables that give a child process this configuration.
+
+    Without `with_password`, the URL loses its password, which moves to
+    `STEPUP_DIST_REDIS_PASSWORD`, so that printing the URL shows no password.
+    """
+    env: dict[str, str] = {
+        "STEPUP_DIST_PREFIX": config.prefix,
+        "STEPUP_DIST_LEASE": str(config.lease),
+        "STEPUP_DIST_SIGNATURE_TTL": str(config.signature_ttl),
+    }
+    password = config.redis_password
+    if config.redis_url is not None:
+        url = config.redis_url
+        if not with_password:
+            url, in_url = split_password(url)
+            password = password or in_url
+        env["STEPUP_DIST_REDIS_URL"] = url
+    if password is not None:
+        env["STEPUP_DIST_REDIS_PASSWORD"] = password
+    for name, value in (
+        ("STEPUP_DIST_TLS_CA", config.tls_ca),
+        ("STEPUP_DIST_TLS_CERT", config.tls_cert),
+        ("STEPUP_DIST_TLS_KEY", config.tls_key),
+        ("STEPUP_DIST_SECRET_FILE", config.secret_file),
+    ):
+        if value is not None:
+            env[name] = os.path.abspath(value)
+    if config.roots:
+        env["STEPUP_DIST_ROOTS"] = ":".join(config.roots)
+    return env

@@ -15,6 +15,7 @@ __all__ = (
     "ExitCode",
     "LeaseLost",
     "PlanError",
+    "SignatureError",
     "StepupDistError",
     "UserError",
     "WireError",
@@ -70,6 +71,21 @@ class WireError(StepupDistError):
         self.payload = payload
         shown = "" if payload is None else f" (payload {payload[:64]!r}, {len(payload)} bytes)"
         super().__init__(f"malformed message: {reason}{shown}")
+
+
+class SignatureError(WireError):
+    """A payload that is unsigned, forged, expired, replayed or addressed elsewhere.
+
+    `inner` holds the payload found inside (or the whole data when it was not signed); it is
+    untrusted and may only be used to name where a refusal is reported.
+    """
+
+    def __init__(self, reason: str, inner: bytes | None = None, *, replayed: bool = False):
+        StepupDistError.__init__(self, f"unverified message: {reason}")
+        self.reason = reason
+        self.payload = None
+        self.inner = inner
+        self.replayed = replayed
 
 
 class LeaseLost(StepupDistError):

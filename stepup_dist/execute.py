@@ -2,6 +2,10 @@
 
 A step runs as `sh -c command` in its workdir, in a session of its own (so the whole process
 tree can be stopped), with stdin closed and stdout/stderr captured in temporary files.
+
+A worker given roots (`stepup-worker --root DIR`) refuses a step whose workdir, and a check
+or an output whose folder, lies outside all of them once symlinks are resolved. Roots say
+where work starts and which files are hashed; they are no sandbox for the command itself.
 """
 
 import contextlib
@@ -11,15 +15,22 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
 from .hashing import file_state
 from .messages import Checked, CheckJob, FileState, RunJob, StepDone
 
-__all__ = ("MAX_CAPTURE", "WorkerContext", "check_files", "run_step", "step_environment")
+__all__ = (
+    "MAX_CAPTURE",
+    "WorkerContext",
+    "check_files",
+    "outside_roots",
+    "run_step",
+    "step_environment",
+)
 
 MAX_CAPTURE = 1 << 20
 """Bytes of stdout and of stderr kept per step; the rest is cut with a note."""
@@ -30,12 +41,38 @@ SHIM_DIR = Path(__file__).resolve().parent / "_shim"
 
 @dataclass(frozen=True)
 class WorkerContext:
-    """Who runs the job and how its steps reach the planner."""
+    """Who runs the job, how its steps reach the planner, and where it may work."""
 
     host: str
     name: str
-    redis_url: str
-    prefix: str
+    step_vars: Mapping[str, str] = field(default_factory=dict)
+    """`STEPUP_DIST_*` variables a step needs for its API calls (server, prefix, secret)."""
+    roots: tuple[str, ...] = ()
+    """Resolved directories this worker serves; empty: any."""
+
+
+def outside_roots(path: str, roots: tuple[str, ...], *, follow: bool = True) -> str | None:
+    """`path` resolved, when it lies outside every root; None when it lies inside one.
+
+    With `follow=False` the last component is not resolved: a declared output may be a
+    symlink, and hashing reads the link, not its target.
+    """
+    if not roots:
+        return None
+    if follow:
+        real = os.path.realpath(path)
+    else:
+        head, tail = os.path.split(path.rstrip("/") or "/")
+        real = os.path.join(os.path.realpath(head or "."), tail)
+    for root in roots:
+        if real == root or real.startswith(root.rstrip("/") + "/"):
+            return None
+    return real
+
+
+def _refusal(what: str, place: str, ctx: WorkerContext) -> str:
+    roots = ", ".join(ctx.roots)
+    return f"refused: {what} {place} lies outside the roots {ctx.name} serves ({roots})"
 
 
 def step_environment(job: RunJob, ctx: WorkerContext) -> dict[str, str]:
@@ -56,9 +93,8 @@ def step_environment(job: RunJob, ctx: WorkerContext) -> dict[str, str]:
         ROOT="./" if depth == 0 else "../" * depth,
         STEPUP_STEP_KEY=job.step,
         STEPUP_DIST_BUILD=job.build,
-        STEPUP_DIST_REDIS_URL=ctx.redis_url,
-        STEPUP_DIST_PREFIX=ctx.prefix,
     )
+    env.update(ctx.step_vars)
     for name, value in job.env.items():
         if value is None:
             env.pop(name, None)
@@ -109,6 +145,9 @@ def run_step(
             error=error,
         )
 
+    outside = outside_roots(cwd, ctx.roots)
+    if outside is not None:
+        return done(-1, error=_refusal("working directory", outside, ctx))
     if not os.path.isdir(cwd):
         return done(-1, error=f"working directory {job.workdir} does not exist on {ctx.host}")
     if not keep_going():
@@ -150,6 +189,9 @@ def run_step(
     states: dict[str, FileState] = {}
     missing = []
     for path in job.out:
+        outside = outside_roots(os.path.join(job.root, path), ctx.roots, follow=False)
+        if outside is not None:
+            return done(returncode, stdout, stderr, _refusal("output", outside, ctx))
         state = file_state(os.path.join(job.root, path))
         if state is None:
             missing.append(path)
@@ -163,6 +205,11 @@ def run_step(
 
 def check_files(job: CheckJob, ctx: WorkerContext) -> Checked:
     """Hash the requested paths, reusing known digests for unchanged files."""
+    for path in job.paths:
+        outside = outside_roots(os.path.join(job.root, path), ctx.roots, follow=False)
+        if outside is not None:
+            error = _refusal("path", outside, ctx)
+            return Checked(job.build, job.request, ctx.host, states=[], error=error)
     states = [
         file_state(os.path.join(job.root, path), known)
         for path, known in zip(job.paths, job.known, strict=True)

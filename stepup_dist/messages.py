@@ -147,6 +147,8 @@ class Checked(Message):
     request: int
     host: str
     states: list[FileState | None]
+    error: str = ""
+    """Why the worker refused the check (then `states` is empty)."""
 
 
 @dataclass(frozen=True)

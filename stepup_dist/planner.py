@@ -325,9 +325,16 @@ class Planner:
             self.reporter.line("ERROR", message)
 
     def _on_checked(self, checked: Checked) -> None:
-        asked = self._checks.pop(checked.request, None)
+        asked = self._checks.get(checked.request)
+        if asked is not None and checked.error:
+            # A refused check cannot tell what exists: report it; what waited on it is stuck.
+            del self._checks[checked.request]
+            self._in_flight.discard(f"check:{checked.request}")
+            self._plan_error(f"hash check refused on {checked.host}: {checked.error}")
+            return
         if asked is None or len(asked) != len(checked.states):
             return
+        del self._checks[checked.request]
         self._in_flight.discard(f"check:{checked.request}")
         for ((kind, name), path), state in zip(asked, checked.states, strict=True):
             if kind == "static":

@@ -37,7 +37,7 @@ from .messages import (
     StepDone,
 )
 
-__all__ = ("MAX_PAYLOAD", "VERSION", "MsgpackSerializer", "decode", "encode")
+__all__ = ("MAX_PAYLOAD", "VERSION", "MsgpackSerializer", "decode", "encode", "unpack")
 
 VERSION = 1
 MAX_PAYLOAD = 64 * 1024 * 1024
@@ -68,7 +68,8 @@ def encode(message: Message) -> bytes:
     )
 
 
-def _unpack(data: bytes) -> Any:
+def unpack(data: bytes) -> Any:
+    """msgpack bytes to plain values, refusing oversized or malformed data with `WireError`."""
     if not isinstance(data, bytes | bytearray | memoryview):
         raise WireError(f"expected bytes, got {type(data).__name__}")
     if len(data) > MAX_PAYLOAD:
@@ -83,7 +84,7 @@ def _unpack(data: bytes) -> Any:
 
 def decode(data: bytes, *expected: type[Message]) -> Message:
     """Decode and validate a payload; optionally require one of the `expected` classes."""
-    obj = _unpack(data)
+    obj = unpack(data)
     payload = bytes(data)
     if not isinstance(obj, dict) or set(obj) != {"v", "t", "f"}:
         raise WireError("not a stepup-dist message (expected keys v, t, f)", payload)
@@ -189,4 +190,4 @@ class MsgpackSerializer:
 
     @staticmethod
     def loads(data: bytes) -> Any:
-        return _unpack(data)
+        return unpack(data)

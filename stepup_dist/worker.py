@@ -2,9 +2,17 @@
 
 It is a `SimpleWorker` (no fork per job, about 4x the throughput of RQ's forking worker)
 whose job loop is ours: every job must name `perform` with one msgpack payload that
-decodes as a `RunJob` or a `CheckJob`. Anything else (another function, an instance,
-callbacks, a payload that does not decode) is refused and failed; the worker lives on.
-While a step runs, the worker renews its pool leases and RQ's heartbeats.
+decodes as a `RunJob` or a `CheckJob`, signed when a secret is configured. Anything else
+(another function, an instance, callbacks, a payload that does not decode, a missing,
+forged, expired or replayed signature) is refused, logged as one line, and failed; the
+worker lives on. Of a job's hash only the fields RQ's bookkeeping needs are read, so RQ
+webhooks, retries and repeats that a writer adds are ignored, and the job data may not
+inflate past `MAX_JOB_DATA`. While a step runs, the worker renews its pool leases and RQ's
+heartbeats.
+
+A refused `RunJob` (or `CheckJob`) whose build and step can be read is reported to that
+build's inbox as a failure, so its planner shows FAIL instead of waiting. The untrusted
+payload only names where the report goes; the report itself is always a failure.
 """
 
 import logging
@@ -16,38 +24,35 @@ from typing import Any
 import click
 
 from .broker.broker import RedisBroker
-from .broker.connection import connect, redact
+from .broker.connection import connect_config, redact, refusal
 from .broker.keys import QUEUE_NAME, Keys
 from .broker.queue import PERFORM, load_rq
-from .config import Config, load_config
-from .errors import BrokerUnavailable, ExitCode, UserError, WireError
+from .config import Config, load_config, split_password, to_environ
+from .errors import BrokerUnavailable, ExitCode, SignatureError, UserError, WireError
 from .execute import WorkerContext, check_files, run_step
 from .messages import CheckJob, RunJob, Started
-from .wire import MsgpackSerializer, decode
+from .vetting import JOB_FIELDS, inflate, refusal_report, vet_job
+from .wire import MsgpackSerializer
 
 __all__ = ("main", "perform", "run_worker")
 
 log = logging.getLogger("stepup_dist.worker")
 
+_STEP_VARS = (
+    "STEPUP_DIST_REDIS_URL",
+    "STEPUP_DIST_REDIS_PASSWORD",
+    "STEPUP_DIST_PREFIX",
+    "STEPUP_DIST_TLS_CA",
+    "STEPUP_DIST_TLS_CERT",
+    "STEPUP_DIST_TLS_KEY",
+    "STEPUP_DIST_SECRET_FILE",
+    "STEPUP_DIST_SIGNATURE_TTL",
+)
+
 
 def perform(payload: bytes) -> None:
     """The job function named in every RQ job; only `stepup-worker` executes it, inline."""
     raise RuntimeError("stepup-dist jobs run only on stepup-worker")
-
-
-def vet_job(job: Any) -> RunJob | CheckJob:
-    """Accept only our own job shape; raise WireError for anything else."""
-    try:
-        func_name, instance, args, kwargs = job.func_name, job.instance, job.args, job.kwargs
-    except Exception as exc:
-        raise WireError(f"job data does not decode ({exc.__cause__ or exc})") from exc
-    if func_name != PERFORM:
-        raise WireError(f"refusing job naming {func_name!r}; only {PERFORM} is run")
-    if instance is not None or kwargs or not isinstance(args, list | tuple) or len(args) != 1:
-        raise WireError("refusing job: expected exactly one payload argument")
-    message = decode(args[0], RunJob, CheckJob)
-    assert isinstance(message, RunJob | CheckJob)
-    return message
 
 
 def make_worker_class(rq: Any) -> type:
@@ -75,6 +80,19 @@ def make_worker_class(rq: Any) -> type:
         def stopped_callback(self) -> None:
             return None
 
+        def restore(self, raw_data: Any) -> None:
+            kept = {k: v for k, v in raw_data.items() if k in JOB_FIELDS}
+            data = kept.get(b"data")
+            try:
+                inflated = None if data is None else inflate(data)
+            except WireError as exc:
+                raise rq.exceptions.DeserializationError(str(exc)) from exc
+            if data is not None:
+                kept[b"data"] = b""  # RQ would inflate it again, without a limit
+            super().restore(kept)
+            if inflated is not None:
+                self.data = inflated
+
     class StepWorker(rq.SimpleWorker):
         job_class = StepJob
 
@@ -99,7 +117,7 @@ def make_worker_class(rq: Any) -> type:
                     job, remove_from_intermediate_queue=len(self.queues) == 1
                 )
                 job.started_at = now()
-                message = vet_job(job)
+                message = self.broker.open_job(vet_job(job))
                 self.handle(message, job, execution)
                 self._finalize_success(job, queue, execution, None)
             except Exception as exc:
@@ -108,6 +126,8 @@ def make_worker_class(rq: Any) -> type:
                     exc = WireError(f"job data does not decode ({exc.__cause__ or exc})")
                 if isinstance(exc, WireError):
                     log.error("refused job %s: %s", job.id, exc)
+                    if isinstance(exc, SignatureError):
+                        self.report_refusal(exc)
                 else:
                     log.exception("job %s failed", job.id)
                 self._finalize_failure(job, queue, execution, sys.exc_info())
@@ -120,6 +140,15 @@ def make_worker_class(rq: Any) -> type:
             if isinstance(exc_info[1], WireError | rq.exceptions.DeserializationError):
                 return
             super().handle_exception(job, *exc_info)
+
+        def report_refusal(self, exc: SignatureError) -> None:
+            report = refusal_report(exc, self.context.host, self.context.name)
+            if report is None:
+                return
+            try:
+                self.broker.post(report.build, report)
+            except BrokerUnavailable as err:
+                log.warning("could not report the refusal: %s", err)
 
         def handle(self, message: RunJob | CheckJob, job: Any, execution: Any) -> None:
             if isinstance(message, CheckJob):
@@ -158,6 +187,12 @@ def make_worker_class(rq: Any) -> type:
     return StepWorker
 
 
+def _step_vars(config: Config) -> dict[str, str]:
+    """What a step needs for API calls: the URL without its password, which goes apart."""
+    env = to_environ(config, with_password=False)
+    return {name: env[name] for name in _STEP_VARS if name in env}
+
+
 def run_worker(
     config: Config, *, name: str | None = None, burst: bool = False, verbose: bool = False
 ) -> bool:
@@ -171,35 +206,82 @@ def run_worker(
     logging.getLogger("rq").setLevel(logging.INFO if verbose else logging.WARNING)
     keys = Keys(config.prefix)
     rq = load_rq(keys)
-    client = connect(config.redis_url)
+    client = connect_config(config)
     host = socket.gethostname()
     worker_name = name or f"{host}.{os.getpid()}"
-    context = WorkerContext(host, worker_name, config.redis_url, config.prefix)
+    context = WorkerContext(host, worker_name, _step_vars(config), config.roots)
     worker_cls = make_worker_class(rq)
     worker = worker_cls(
         [QUEUE_NAME],
         name=worker_name,
         connection=client,
         serializer=MsgpackSerializer,
-        broker=RedisBroker(client, keys),
+        broker=RedisBroker(client, keys, config.keyring),
         context=context,
         log_job_description=False,
     )
     log.info("worker %s serving %s", worker_name, redact(config.redis_url))
-    return worker.work(burst=burst, logging_level="INFO" if verbose else "WARNING")
+    if config.keyring is None and not config.redis_url.startswith("unix://"):
+        log.warning(
+            "no secret (STEPUP_DIST_SECRET_FILE): anyone who can write to %s can run "
+            "commands as this user",
+            redact(config.redis_url),
+        )
+    try:
+        return worker.work(burst=burst, logging_level="INFO" if verbose else "WARNING")
+    except rq.exceptions.ConnectionError as exc:  # type: ignore[attr-defined]
+        raise refusal(exc, "the worker lost the server") from exc
+    except Exception as exc:
+        import redis
+
+        if isinstance(exc, redis.RedisError):
+            raise refusal(exc, "the worker cannot serve") from exc
+        raise
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--redis", "redis_url", metavar="URL", help="Server URL [STEPUP_DIST_REDIS_URL].")
 @click.option("--prefix", metavar="PREFIX", help="Key prefix [STEPUP_DIST_PREFIX].")
+@click.option(
+    "--root",
+    "roots",
+    metavar="DIR",
+    multiple=True,
+    help="Serve only steps under DIR; repeatable [STEPUP_DIST_ROOTS, colon-separated].",
+)
+@click.option("--tls-ca", metavar="FILE", help="CA certificate [STEPUP_DIST_TLS_CA].")
+@click.option("--tls-cert", metavar="FILE", help="Client certificate [STEPUP_DIST_TLS_CERT].")
+@click.option("--tls-key", metavar="FILE", help="Client key [STEPUP_DIST_TLS_KEY].")
 @click.option("--name", metavar="NAME", help="Worker name (default: host.pid).")
 @click.option("--burst", is_flag=True, help="Stop when the queue is empty.")
 @click.option("-v", "--verbose", is_flag=True, help="Log every job.")
 def cli(
-    redis_url: str | None, prefix: str | None, name: str | None, burst: bool, verbose: bool
+    *,
+    redis_url: str | None,
+    prefix: str | None,
+    roots: tuple[str, ...],
+    tls_ca: str | None,
+    tls_cert: str | None,
+    tls_key: str | None,
+    name: str | None,
+    burst: bool,
+    verbose: bool,
 ) -> None:
     """Run steps from a stepup-dist server until stopped (SIGTERM lets the step finish)."""
-    config = load_config(redis_url=redis_url, prefix=prefix)
+    config = load_config(
+        redis_url=redis_url,
+        prefix=prefix,
+        roots=roots,
+        tls_ca=tls_ca,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+    )
+    if redis_url and split_password(redis_url)[1] is not None:
+        print(
+            "stepup-worker: warning: a password in --redis shows in ps; "
+            "set STEPUP_DIST_REDIS_URL instead",
+            file=sys.stderr,
+        )
     run_worker(config, name=name, burst=burst, verbose=verbose)
 
 

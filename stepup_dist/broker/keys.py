@@ -6,6 +6,7 @@
 | `{p}:build:{b}:inbox` | list | msgpack messages for the planner of build `b` |
 | `{p}:build:{b}:reply:{n}` | list | the planner's reply to API call `n` (expires) |
 | `{p}:pool:{id}:holders` | zset | lease token -> expiry (ms, server clock) |
+| `{p}:seen:{id}` | string | id of a signed job a worker accepted; expires with its signature |
 
 Pool ids: `plan:{b}:{name}` for a pool defined by the plan of build `b`.
 """
@@ -34,6 +35,9 @@ class Keys:
 
     def pool_holders(self, pool_id: str) -> str:
         return f"{self.prefix}:pool:{pool_id}:holders"
+
+    def seen(self, envelope_id: str) -> str:
+        return f"{self.prefix}:seen:{envelope_id}"
 
     @staticmethod
     def plan_pool_id(build: str, name: str) -> str:

@@ -132,6 +132,7 @@ def test_payload_layout_is_the_documented_one() -> None:
             "request": 1,
             "host": "h",
             "states": [[STATE.mode, STATE.mtime_ns, STATE.size, STATE.inode, STATE.digest], None],
+            "error": "",
         },
     }
 
