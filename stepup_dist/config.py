@@ -10,7 +10,7 @@ import re
 import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from .errors import ConfigError
 from .signing import DEFAULT_TTL, Keyring
@@ -37,14 +37,14 @@ _TLS_SCHEMES = ("rediss://", "valkeys://")
 
 
 def split_password(url: str) -> tuple[str, str | None]:
-    """The URL without its password, and the password (None when it has none)."""
+    """The URL without its password, and the password, %-decoded as redis-py reads it."""
     parts = urlsplit(url)
     if parts.password is None:
         return url, None
     user = parts.username or ""
     host = parts.netloc.rsplit("@", 1)[1]
     netloc = f"{user}@{host}" if user else host
-    return urlunsplit(parts._replace(netloc=netloc)), parts.password
+    return urlunsplit(parts._replace(netloc=netloc)), unquote(parts.password)
 
 
 def redact(url: str) -> str:

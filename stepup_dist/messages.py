@@ -136,6 +136,8 @@ class StepDone(Message):
     """States of the declared outputs that exist."""
     error: str = ""
     """Why the step failed besides its exit code (missing output, lost lease, ...)."""
+    refused: bytes = b""
+    """For a job the worker refused: the payload it got, so the planner can check it is its own."""
 
 
 @dataclass(frozen=True)
@@ -149,6 +151,8 @@ class Checked(Message):
     states: list[FileState | None]
     error: str = ""
     """Why the worker refused the check (then `states` is empty)."""
+    refused: bytes = b""
+    """As in `StepDone`: the payload of a check job that failed its signature check."""
 
 
 @dataclass(frozen=True)

@@ -12,10 +12,12 @@ from .errors import SignatureError, WireError
 from .messages import Checked, CheckJob, RunJob, StepDone
 from .wire import MAX_PAYLOAD, decode
 
-__all__ = ("JOB_FIELDS", "MAX_JOB_DATA", "inflate", "refusal_report", "vet_job")
+__all__ = ("JOB_FIELDS", "MAX_JOB_DATA", "MAX_REFUSED", "inflate", "refusal_report", "vet_job")
 
 MAX_JOB_DATA = MAX_PAYLOAD + 64 * 1024
 """Bytes a job's data may inflate to; more is refused before it is read."""
+MAX_REFUSED = 1 << 20
+"""A refused job larger than this is not sent back with the report (nor reported)."""
 
 # The fields of an RQ job hash the worker's bookkeeping reads; callbacks, webhooks, retries,
 # repeats, dependencies, meta and rate limits are whatever a writer put there: ignored.
@@ -54,13 +56,17 @@ def vet_job(job: Any) -> bytes:
     return args[0]
 
 
-def refusal_report(exc: SignatureError, host: str, worker: str) -> StepDone | Checked | None:
+def refusal_report(
+    exc: SignatureError, payload: bytes, host: str, worker: str
+) -> StepDone | Checked | None:
     """The failure to report for a refused job, or None when it names no build to tell.
 
-    The payload is untrusted: it only names the build (and step) that hears of the
-    refusal. A replay is not reported: the original was accepted and reports for itself.
+    The job's `payload` is untrusted: it only names the build (and step) to tell, and it
+    travels with the report so that the planner acts on it only when it signed that job
+    itself (an expired job, or one signed with a secret this worker does not hold). A
+    replay is not reported: the original was accepted and reports for itself.
     """
-    if exc.replayed or exc.inner is None:
+    if exc.replayed or exc.inner is None or len(payload) > MAX_REFUSED:
         return None
     try:
         message = decode(exc.inner, RunJob, CheckJob)
@@ -71,7 +77,9 @@ def refusal_report(exc: SignatureError, host: str, worker: str) -> StepDone | Ch
         return None
     error = f"refused by worker {worker}: {exc.reason}"
     if isinstance(message, CheckJob):
-        return Checked(message.build, message.request, host, states=[], error=error)
+        return Checked(
+            message.build, message.request, host, states=[], error=error, refused=payload
+        )
     assert isinstance(message, RunJob)
     return StepDone(
         build=message.build,
@@ -85,4 +93,5 @@ def refusal_report(exc: SignatureError, host: str, worker: str) -> StepDone | Ch
         stderr="",
         out_states={},
         error=error,
+        refused=payload,
     )

@@ -112,12 +112,14 @@ def make_worker_class(rq: Any) -> type:
                     )
 
         def perform_job(self, job: Any, queue: Any, execution: Any) -> bool:
+            payload = b""
             try:
                 self.prepare_job_execution(
                     job, remove_from_intermediate_queue=len(self.queues) == 1
                 )
                 job.started_at = now()
-                message = self.broker.open_job(vet_job(job))
+                payload = vet_job(job)
+                message = self.broker.open_job(payload)
                 self.handle(message, job, execution)
                 self._finalize_success(job, queue, execution, None)
             except Exception as exc:
@@ -127,7 +129,7 @@ def make_worker_class(rq: Any) -> type:
                 if isinstance(exc, WireError):
                     log.error("refused job %s: %s", job.id, exc)
                     if isinstance(exc, SignatureError):
-                        self.report_refusal(exc)
+                        self.report_refusal(exc, payload)
                 else:
                     log.exception("job %s failed", job.id)
                 self._finalize_failure(job, queue, execution, sys.exc_info())
@@ -141,8 +143,8 @@ def make_worker_class(rq: Any) -> type:
                 return
             super().handle_exception(job, *exc_info)
 
-        def report_refusal(self, exc: SignatureError) -> None:
-            report = refusal_report(exc, self.context.host, self.context.name)
+        def report_refusal(self, exc: SignatureError, payload: bytes) -> None:
+            report = refusal_report(exc, payload, self.context.host, self.context.name)
             if report is None:
                 return
             try:

@@ -1,14 +1,15 @@
 """The narrow interface the planner and workers use; everything Redis stays behind it.
 
 With a keyring every payload is sealed on the way out and checked on the way in
-(`signing.py`). What fails the check:
+(`signing.py`):
 
-- a job (`open_job`, worker side) is refused, and accepted ids are remembered in Redis
-  (`SET NX`, expiring with the signature) so that no worker accepts a payload twice;
-- an inbox message (`receive`, planner side) is dropped with a warning, except that an
-  unverified `done` or `checked` for this build is turned into a failure: a message that
-  nobody vouches for may make a step fail, never succeed. That keeps a misconfigured worker
-  (no secret, another secret) from leaving a build waiting forever.
+- a job (`open_job`, worker side) that fails the check is refused; the ids of accepted jobs
+  are claimed in Redis (`SET NX`, expiring with the signature), so no worker accepts the
+  same payload twice;
+- an inbox message (`receive`, planner side) that fails the check is dropped, as a
+  `WireError` the planner shows as a warning. A worker's report of a job it refused counts
+  only when the refused payload it carries is a job this build signed: a writer without
+  the secret cannot make a step fail by forging jobs that name it.
 """
 
 import contextlib
@@ -26,42 +27,40 @@ from .keys import Keys
 from .queue import PERFORM, make_queue
 from .semaphore import Semaphores
 
-__all__ = ("RedisBroker", "unverified_report")
+__all__ = ("RedisBroker", "own_refusal")
 
 _REPLY_TTL = 3600
+_INBOX_TTL = 86400
+"""An inbox no planner drained for this long belongs to no running build."""
 _FAILURE_TTL = 24 * 3600
 _MAX_SEEN = 100_000
 
 
-def unverified_report(exc: SignatureError, build: str) -> Message | WireError:
-    """What a planner makes of an inbox message that failed the check: at most a failure."""
-    if exc.replayed or exc.inner is None:
-        return exc
+def own_refusal(keyring: Keyring | None, report: StepDone | Checked, build: str) -> bool:
+    """True when a refusal report concerns a job that this build signed (expired or not)."""
+    if keyring is None:
+        return True
     try:
-        message = decode(exc.inner, StepDone, Checked)
+        job = decode(unseal(keyring, report.refused, to=JOB, check_expiry=False).payload)
     except WireError:
-        return exc
-    assert isinstance(message, StepDone | Checked)
-    if message.build != build:
-        return exc
-    host = message.host[:64]
-    note = f"refused an unverified report from {host!r} ({exc.reason})"
-    if isinstance(message, Checked):
-        return Checked(build, message.request, host, states=[], error=note)
-    said = f": it said {message.error[:200]!r}" if message.error else ""
-    return StepDone(
-        build=build,
-        step=message.step,
-        attempt=message.attempt,
-        returncode=-1,
-        duration=0.0,
-        host=host,
-        worker=message.worker[:64],
-        stdout="",
-        stderr="",
-        out_states={},
-        error=note + said,
-    )
+        return False
+    if isinstance(report, StepDone):
+        return isinstance(job, RunJob) and (job.build, job.step, job.attempt) == (
+            build,
+            report.step,
+            report.attempt,
+        )
+    return isinstance(job, CheckJob) and (job.build, job.request) == (build, report.request)
+
+
+def _sender(inner: bytes | None) -> str:
+    """A hint of who sent an unverified message (untrusted, for the warning only)."""
+    try:
+        message = decode(inner or b"")
+    except WireError:
+        return ""
+    host = getattr(message, "host", None)
+    return f" ({message.TYPE!r}" + (f" from host {host[:64]!r})" if host else ")")
 
 
 class RedisBroker:
@@ -138,13 +137,20 @@ class RedisBroker:
                     raise SignatureError("replayed", opened.payload, replayed=True)
                 self._remember(opened)
         except SignatureError as exc:
-            return unverified_report(exc, build)
+            return SignatureError(exc.reason + _sender(exc.inner), replayed=exc.replayed)
         except WireError as exc:
             return exc
         if isinstance(message, Call) and not message.reply_to.startswith(
             self.keys.reply(build, "")
         ):
             return WireError(f"call wants its reply in {message.reply_to[:100]!r}")
+        if (
+            isinstance(message, StepDone | Checked)
+            and message.refused
+            and not own_refusal(self.keyring, message, build)
+        ):
+            sender = _sender(opened.payload)
+            return WireError(f"report of a refused job that this build did not sign{sender}")
         return message
 
     def _remember(self, opened: Opened) -> None:
@@ -189,9 +195,17 @@ class RedisBroker:
         return message
 
     def post(self, build: str, message: Message) -> None:
-        """Send a message to the planner of `build`."""
+        """Send a message to the planner of `build`.
+
+        A live planner drains its inbox within a second; the expiry (set only on a new
+        list) removes the inbox of a build that is gone, or that a forged job named.
+        """
+        key = self.keys.inbox(build)
         try:
-            self.client.rpush(self.keys.inbox(build), self._seal(message, build, INBOX))
+            with self.client.pipeline(transaction=False) as pipe:
+                pipe.rpush(key, self._seal(message, build, INBOX))
+                pipe.expire(key, _INBOX_TTL, nx=True)
+                pipe.execute()
         except redis.RedisError as exc:
             raise refusal(exc, "cannot report to the planner") from exc
 

@@ -1,10 +1,18 @@
 """Configuration: flags over `STEPUP_DIST_*` over defaults, validated, every problem at once."""
 
 import dataclasses
+import os
 
 import pytest
 
-from stepup_dist.config import DEFAULT_LEASE, DEFAULT_PREFIX, Config, load_config
+from stepup_dist.config import (
+    DEFAULT_LEASE,
+    DEFAULT_PREFIX,
+    Config,
+    load_config,
+    split_password,
+    to_environ,
+)
 from stepup_dist.errors import ConfigError, UserError
 
 
@@ -156,3 +164,142 @@ def test_config_is_frozen() -> None:
     config = load_config(environ={})
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.prefix = "other"  # type: ignore[misc]
+
+
+# Secrets, TLS files, roots and the environment handed to child processes
+
+
+def _secret_file(tmp_path, text: str, mode: int = 0o600):  # type: ignore[no-untyped-def]
+    path = tmp_path / "secret"
+    path.write_text(text)
+    path.chmod(mode)
+    return path
+
+
+def test_secret_file_with_two_secrets(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = _secret_file(tmp_path, "a" * 32 + "\n\n" + "b" * 20 + "\n")
+    config = load_config(environ={"STEPUP_DIST_SECRET_FILE": str(path)})
+    assert config.secrets == (b"a" * 32, b"b" * 20)
+    assert config.keyring is not None
+    assert config.keyring.secrets == config.secrets
+    assert "a" * 32 not in repr(config)
+    assert load_config(environ={}).keyring is None
+
+
+@pytest.mark.parametrize("mode", [0o640, 0o604, 0o660, 0o644])
+def test_secret_file_readable_by_others_is_refused(tmp_path, mode: int) -> None:  # type: ignore[no-untyped-def]
+    path = _secret_file(tmp_path, "a" * 32, mode)
+    with pytest.raises(ConfigError) as info:
+        load_config(environ={"STEPUP_DIST_SECRET_FILE": str(path)})
+    message = str(info.value)
+    assert "\n" not in message
+    assert "readable only by its owner" in message
+    assert oct(mode) in message
+    assert "a" * 32 not in message
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("", "one or two secrets"),
+        ("a" * 32 + "\n" + "b" * 32 + "\n" + "c" * 32, "one or two secrets"),
+        ("short", "at least 16 characters"),
+    ],
+)
+def test_bad_secret_files(tmp_path, text: str, why: str) -> None:  # type: ignore[no-untyped-def]
+    path = _secret_file(tmp_path, text)
+    with pytest.raises(ConfigError, match=why):
+        load_config(environ={"STEPUP_DIST_SECRET_FILE": str(path)})
+
+
+def test_missing_secret_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ConfigError, match="cannot read secret file .*nothere"):
+        load_config(environ={"STEPUP_DIST_SECRET_FILE": str(tmp_path / "nothere")})
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can give a file to another user")
+def test_secret_file_of_another_user_is_refused(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = _secret_file(tmp_path, "a" * 32)
+    os.chown(path, 12345, 12345)
+    with pytest.raises(ConfigError, match="must belong to the user running stepup-dist"):
+        load_config(environ={"STEPUP_DIST_SECRET_FILE": str(path)})
+
+
+@pytest.mark.parametrize(("ttl", "ok"), [("60", True), ("2592000", True), ("59", False), ("x", False)])
+def test_signature_ttl(ttl: str, ok: bool) -> None:
+    environ = {"STEPUP_DIST_SIGNATURE_TTL": ttl}
+    if ok:
+        assert load_config(environ=environ).signature_ttl == float(ttl)
+    else:
+        with pytest.raises(ConfigError, match="STEPUP_DIST_SIGNATURE_TTL|signature ttl"):
+            load_config(environ=environ)
+
+
+def test_roots_from_flags_or_environment_are_resolved(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    real = os.path.realpath(tmp_path / "real")
+    config = load_config(roots=[str(tmp_path / "link"), str(tmp_path / "real")], environ={})
+    assert config.roots == (real,)
+    environ = {"STEPUP_DIST_ROOTS": f"{tmp_path / 'link'}:/"}
+    assert load_config(environ=environ).roots == (real, "/")
+    with pytest.raises(ConfigError, match="root .*nothere is not a directory"):
+        load_config(roots=[str(tmp_path / "nothere")], environ={})
+
+
+def test_tls_files(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    ca = tmp_path / "ca.crt"
+    ca.write_text("x")
+    config = load_config(redis_url="rediss://h:6380", tls_ca=str(ca), environ={})
+    assert config.tls_ca == str(ca)
+    with pytest.raises(ConfigError, match="need a rediss:// or valkeys:// server URL"):
+        load_config(redis_url="redis://h", tls_ca=str(ca), environ={})
+    with pytest.raises(ConfigError, match="go together"):
+        load_config(redis_url="rediss://h", tls_cert=str(ca), environ={})
+    with pytest.raises(ConfigError, match="not a readable file"):
+        load_config(redis_url="rediss://h", environ={"STEPUP_DIST_TLS_CA": str(tmp_path / "no")})
+
+
+def test_bad_url_message_hides_the_password() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(redis_url="http://user:hunter2hunter2@h", environ={})
+    assert "hunter2" not in str(info.value)
+    assert "user:***@h" in str(info.value)
+
+
+def test_to_environ_gives_the_same_config_back(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    secret = _secret_file(tmp_path, "s" * 32)
+    (tmp_path / "ca").write_text("x")
+    environ = {
+        "STEPUP_DIST_REDIS_URL": "rediss://u:pw@h:6380",
+        "STEPUP_DIST_PREFIX": "p",
+        "STEPUP_DIST_LEASE": "7",
+        "STEPUP_DIST_TLS_CA": str(tmp_path / "ca"),
+        "STEPUP_DIST_SECRET_FILE": str(secret),
+        "STEPUP_DIST_SIGNATURE_TTL": "600",
+        "STEPUP_DIST_ROOTS": str(tmp_path),
+    }
+    config = load_config(environ=environ)
+    assert load_config(environ=to_environ(config)) == config
+
+
+def test_to_environ_without_password_moves_it_apart() -> None:
+    config = load_config(environ={"STEPUP_DIST_REDIS_URL": "redis://u:pw%40x@h:1/0"})
+    env = to_environ(config, with_password=False)
+    assert env["STEPUP_DIST_REDIS_URL"] == "redis://u@h:1/0"
+    assert env["STEPUP_DIST_REDIS_PASSWORD"] == "pw@x"
+    again = load_config(environ=env)
+    assert (again.redis_url, again.redis_password) == ("redis://u@h:1/0", "pw@x")
+
+
+@pytest.mark.parametrize(
+    ("url", "bare", "password"),
+    [
+        ("redis://h:1", "redis://h:1", None),
+        ("redis://:pw@h:1", "redis://h:1", "pw"),
+        ("rediss://u:pw@h:1/2?ssl_ca_certs=/c", "rediss://u@h:1/2?ssl_ca_certs=/c", "pw"),
+        ("unix://u:pw@/tmp/s.sock", "unix://u@/tmp/s.sock", "pw"),
+    ],
+)
+def test_split_password(url: str, bare: str, password: str | None) -> None:
+    assert split_password(url) == (bare, password)
