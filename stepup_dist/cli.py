@@ -67,6 +67,24 @@ def build(
     sys.exit(run_build(config, root, count))
 
 
+@cli.command()
+@click.option("--prefix", metavar="PREFIX", help="Key prefix [STEPUP_DIST_PREFIX].")
+@click.option(
+    "--role",
+    type=click.Choice(["planner", "worker", "both"]),
+    default="both",
+    show_default=True,
+    help="planner: stepup-dist build -w0; worker: stepup-worker; both: a build with local workers.",
+)
+@click.option("--user", default="stepup", show_default=True, help="ACL user name.")
+def acl(prefix: str | None, role: str, user: str) -> None:
+    """Print an ACL SETUSER line for a user confined to the key prefix (add the password)."""
+    from .broker.acl import setuser_line
+
+    config = load_config(prefix=prefix)
+    click.echo(setuser_line(user, role, config.prefix))
+
+
 def main() -> None:
     try:
         cli.main(standalone_mode=False)

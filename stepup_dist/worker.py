@@ -19,6 +19,7 @@ import logging
 import os
 import socket
 import sys
+import warnings
 from typing import Any
 
 import click
@@ -206,6 +207,9 @@ def run_worker(
         format="%(asctime)s stepup-worker %(levelname)s %(message)s",
     )
     logging.getLogger("rq").setLevel(logging.INFO if verbose else logging.WARNING)
+    # RQ asks for CLIENT LIST (every client's address) only to note its own; the worker's
+    # ACL user has no business listing other clients.
+    warnings.filterwarnings("ignore", message="CLIENT LIST command not supported")
     keys = Keys(config.prefix)
     rq = load_rq(keys)
     client = connect_config(config)

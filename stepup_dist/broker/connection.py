@@ -13,7 +13,7 @@ __all__ = ("connect", "connect_config", "redact", "refusal")
 def refusal(exc: redis.RedisError, doing: str) -> BrokerUnavailable:
     """One line for a Redis error, naming a missing grant or a refused login plainly."""
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    if isinstance(exc, redis.exceptions.NoPermissionError) or text.startswith("NOPERM"):
+    if isinstance(exc, redis.exceptions.NoPermissionError) or "no permissions" in text:
         return BrokerUnavailable(f"{doing}: the Redis user lacks a grant ({text})")
     if isinstance(exc, redis.AuthenticationError):
         return BrokerUnavailable(f"{doing}: Redis refused the login ({text})")

@@ -225,7 +225,9 @@ def test_secret_file_of_another_user_is_refused(tmp_path) -> None:  # type: igno
         load_config(environ={"STEPUP_DIST_SECRET_FILE": str(path)})
 
 
-@pytest.mark.parametrize(("ttl", "ok"), [("60", True), ("2592000", True), ("59", False), ("x", False)])
+@pytest.mark.parametrize(
+    ("ttl", "ok"), [("60", True), ("2592000", True), ("59", False), ("x", False)]
+)
 def test_signature_ttl(ttl: str, ok: bool) -> None:
     environ = {"STEPUP_DIST_SIGNATURE_TTL": ttl}
     if ok:

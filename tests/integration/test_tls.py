@@ -1,0 +1,125 @@
+"""A build end to end over TLS with ACL users, and the one-line refusals TLS adds.
+
+The server (see `servers.tls_binary`) asks clients for a certificate from the test's own
+throwaway CA (`tls-auth-clients yes`).
+"""
+
+import os
+import secrets
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from stepup_dist.errors import ExitCode
+from tests.conftest import Project
+from tests.integration.servers import (
+    AclServer,
+    NoTls,
+    Worker,
+    clean_env,
+    make_certs,
+    start_server,
+    tls_binary,
+    write_secret,
+)
+from tests.integration.test_acl import PLAN, assert_no_password
+
+pytestmark = pytest.mark.timeout(90)
+
+
+@pytest.fixture(scope="module")
+def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AclServer]:
+    binary = tls_binary()
+    required = bool(os.environ.get("STEPUP_DIST_TEST_TLS_SERVER"))
+    if binary is None:
+        pytest.skip("no redis-server or valkey-server with TLS on PATH (.ci/run installs one)")
+    folder = tmp_path_factory.mktemp("tls")
+    users = {
+        "planner": (secrets.token_hex(12), "planner", "tls"),
+        "worker": (secrets.token_hex(12), "worker", "tls"),
+    }
+    try:
+        server = start_server(folder, users, binary=binary, tls=make_certs(folder / "certs"))
+    except NoTls as exc:
+        if required:
+            raise
+        pytest.skip(f"{binary} has no TLS support: {exc}")
+    yield server
+    server.stop()
+
+
+def tls_env(server: AclServer, user: str, **extra: str) -> dict[str, str]:
+    assert server.tls is not None
+    return {
+        "STEPUP_DIST_REDIS_URL": server.url(user),
+        "STEPUP_DIST_PREFIX": "tls",
+        "STEPUP_DIST_TLS_CA": str(server.tls.ca),
+        "STEPUP_DIST_TLS_CERT": str(server.tls.client_cert),
+        "STEPUP_DIST_TLS_KEY": str(server.tls.client_key),
+        **extra,
+    }
+
+
+def test_build_over_tls_with_acl_users(
+    tls_server: AclServer, project: Project, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    side = tmp_path_factory.mktemp("side")
+    secret = write_secret(side / "secret", secrets.token_hex(32))
+    worker_env = clean_env(**tls_env(tls_server, "worker", STEPUP_DIST_SECRET_FILE=str(secret)))
+    worker = Worker(side / "worker.log", worker_env, "--root", str(project.root))
+    try:
+        project.plan(PLAN)
+        assert tls_server.tls is not None
+        # The planner takes its TLS files as flags, the worker from the environment.
+        env = {"STEPUP_DIST_REDIS_URL": tls_server.url("planner"), "STEPUP_DIST_PREFIX": "tls"}
+        env["STEPUP_DIST_SECRET_FILE"] = str(secret)
+        tls = tls_server.tls
+        flags = ["--tls-ca", str(tls.ca), "--tls-cert", str(tls.client_cert)]
+        flags += ["--tls-key", str(tls.client_key)]
+        result = project.build("-w0", *flags, env=env)
+        shown = result.stdout + result.stderr + worker.log()
+        assert result.returncode == ExitCode.OK, shown
+        assert len(result.lines("SUCCESS")) == 4, shown
+        ps = worker.cmdline()
+    finally:
+        worker.stop()
+    assert (project.root / "two.txt").read_text() == "one\n"
+    url = (project.root / "url.txt").read_text().strip()
+    assert url == f"rediss://worker@127.0.0.1:{tls_server.tls_port}"
+    assert_no_password(tls_server, result.stdout, result.stderr, worker.log(), ps, url)
+    # Nothing travelled in the clear: the server has no plain TCP port at all.
+    assert tls_server.admin.config_get("port") == {"port": "0"}
+
+
+@pytest.mark.parametrize(
+    ("drop", "expected"),
+    [
+        ("STEPUP_DIST_TLS_CERT", "certificate required"),  # the server asks for one
+        ("STEPUP_DIST_TLS_CA", "certificate verify failed"),  # the server is not trusted
+    ],
+)
+def test_tls_refusals_are_one_line(
+    tls_server: AclServer, tmp_path: Path, drop: str, expected: str | None
+) -> None:
+    env = clean_env(**tls_env(tls_server, "worker"))
+    env.pop(drop)
+    if drop == "STEPUP_DIST_TLS_CERT":
+        env.pop("STEPUP_DIST_TLS_KEY")
+    proc = subprocess.run(
+        ["stepup-worker", "--burst"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert proc.returncode == ExitCode.USAGE, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("stepup-worker: error: cannot reach Redis at rediss://worker:***@")
+    if expected:
+        assert expected in lines[0]
+    assert_no_password(tls_server, proc.stdout, proc.stderr)
