@@ -213,7 +213,7 @@ def test_bad_secret_files(tmp_path, text: str, why: str) -> None:  # type: ignor
 
 
 def test_missing_secret_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    with pytest.raises(ConfigError, match="cannot read secret file .*nothere"):
+    with pytest.raises(ConfigError, match=r"cannot read secret file .*nothere"):
         load_config(environ={"STEPUP_DIST_SECRET_FILE": str(tmp_path / "nothere")})
 
 
@@ -233,7 +233,7 @@ def test_signature_ttl(ttl: str, ok: bool) -> None:
     if ok:
         assert load_config(environ=environ).signature_ttl == float(ttl)
     else:
-        with pytest.raises(ConfigError, match="STEPUP_DIST_SIGNATURE_TTL|signature ttl"):
+        with pytest.raises(ConfigError, match=r"STEPUP_DIST_SIGNATURE_TTL|signature ttl"):
             load_config(environ=environ)
 
 
@@ -245,7 +245,7 @@ def test_roots_from_flags_or_environment_are_resolved(tmp_path) -> None:  # type
     assert config.roots == (real,)
     environ = {"STEPUP_DIST_ROOTS": f"{tmp_path / 'link'}:/"}
     assert load_config(environ=environ).roots == (real, "/")
-    with pytest.raises(ConfigError, match="root .*nothere is not a directory"):
+    with pytest.raises(ConfigError, match=r"root .*nothere is not a directory"):
         load_config(roots=[str(tmp_path / "nothere")], environ={})
 
 
