@@ -81,6 +81,8 @@ class Opened:
     payload: bytes
     verified: bool
     """True when a secret checked the MAC, expiry and address."""
+    sealed: bool = True
+    """False for a plain payload (accepted only without a keyring)."""
     build: str = ""
     id: str = ""
     exp: int = 0
@@ -145,7 +147,9 @@ def unseal(
     """
     body = _envelope(data)
     if keyring is None:
-        return Opened(bytes(data) if body is None else body["p"], verified=False)
+        if body is None:
+            return Opened(bytes(data), verified=False, sealed=False)
+        return Opened(body["p"], verified=False)
     if body is None:
         raise SignatureError("not signed", bytes(data))
     inner = body["p"]

@@ -7,13 +7,18 @@ With a keyring every payload is sealed on the way out and checked on the way in
   are claimed in Redis (`SET NX`, expiring with the signature), so no worker accepts the
   same payload twice;
 - an inbox message (`receive`, planner side) that fails the check is dropped, as a
-  `WireError` the planner shows as a warning. A worker's report of a job it refused counts
-  only when the refused payload it carries is a job this build signed: a writer without
-  the secret cannot make a step fail by forging jobs that name it.
+  `WireError` the planner shows as a warning;
+- a worker's report of a job it refused counts only when the refused payload it carries is
+  a job this build signed. Then it counts even unsigned (a worker without our secret made
+  it): the step fails visibly instead of waiting forever. So a writer without the secret
+  cannot make a step fail by forging jobs that name it; with a copy of a job still queued
+  it can, as it could make the step wait forever by deleting that job. It can never make a
+  step succeed, nor run anything.
 """
 
 import contextlib
 import uuid
+from dataclasses import replace
 from typing import cast
 
 import redis
@@ -137,7 +142,7 @@ class RedisBroker:
                     raise SignatureError("replayed", opened.payload, replayed=True)
                 self._remember(opened)
         except SignatureError as exc:
-            return SignatureError(exc.reason + _sender(exc.inner), replayed=exc.replayed)
+            return self._unverified(exc, build)
         except WireError as exc:
             return exc
         if isinstance(message, Call) and not message.reply_to.startswith(
@@ -152,6 +157,29 @@ class RedisBroker:
             sender = _sender(opened.payload)
             return WireError(f"report of a refused job that this build did not sign{sender}")
         return message
+
+    def _unverified(self, exc: SignatureError, build: str) -> Message | WireError:
+        """An inbox message that failed the check counts only as a refusal of our own job.
+
+        A worker without our secret cannot sign its report, but the job it refused, carried
+        in the report, proves that it was ours: the step fails visibly instead of waiting.
+        Anything else is dropped.
+        """
+        report = None
+        if not exc.replayed and exc.inner is not None:
+            with contextlib.suppress(WireError):
+                report = decode(exc.inner, StepDone, Checked)
+        if not (
+            isinstance(report, StepDone | Checked)
+            and report.refused
+            and report.build == build
+            and own_refusal(self.keyring, report, build)
+        ):
+            return SignatureError(exc.reason + _sender(exc.inner), replayed=exc.replayed)
+        error = f"{report.error[:300]} (the report, too: {exc.reason})"
+        if isinstance(report, Checked):
+            return replace(report, states=[], error=error)
+        return replace(report, returncode=-1, stdout="", stderr="", out_states={}, error=error)
 
     def _remember(self, opened: Opened) -> None:
         if len(self._seen) >= _MAX_SEEN:
@@ -180,6 +208,10 @@ class RedisBroker:
         A signed payload is claimed once in Redis: a second copy is refused as replayed.
         """
         opened = unseal(self.keyring, payload, to=JOB)
+        if opened.sealed and self.keyring is None:
+            # It would run, but its planner would drop the unsigned results: say so instead.
+            reason = "signed, but this worker has no secret (STEPUP_DIST_SECRET_FILE)"
+            raise SignatureError(reason, opened.payload)
         message = decode(opened.payload, RunJob, CheckJob)
         assert isinstance(message, RunJob | CheckJob)
         if opened.verified:

@@ -1,0 +1,78 @@
+"""Secrets end to end: rotation keeps work going, a mismatch fails visibly instead of hanging."""
+
+from pathlib import Path
+
+import pytest
+
+from stepup_dist.broker.server import EmbeddedServer
+from stepup_dist.errors import ExitCode
+from tests.conftest import Project, Result
+from tests.integration.servers import Worker, clean_env, write_secret
+
+pytestmark = pytest.mark.timeout(90)
+
+NEW = "new-secret-0123456789abcdef"
+OLD = "old-secret-0123456789abcdef"
+PLAN = 'from stepup.core.api import step\nstep("echo x > x.txt", out="x.txt")\n'
+
+
+@pytest.fixture
+def base(server: EmbeddedServer, prefix: str) -> dict[str, str]:
+    return {"STEPUP_DIST_REDIS_URL": server.url, "STEPUP_DIST_PREFIX": prefix}
+
+
+@pytest.fixture
+def side(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("side")
+
+
+def build_with(
+    base: dict[str, str], project: Project, side: Path, secrets: tuple[tuple, tuple]
+) -> tuple[Result, str]:
+    """Build with -w0 and one worker; `secrets` holds the planner's and the worker's."""
+    planner, worker = secrets
+    worker_env = dict(base)
+    if worker:
+        worker_env["STEPUP_DIST_SECRET_FILE"] = str(write_secret(side / "w.secret", *worker))
+    planner_env = dict(base)
+    if planner:
+        planner_env["STEPUP_DIST_SECRET_FILE"] = str(write_secret(side / "p.secret", *planner))
+    proc = Worker(side / "worker.log", clean_env(**worker_env))
+    try:
+        project.plan(PLAN)
+        # A hang would end in TimeoutExpired: a mismatch must end the build by itself.
+        result = project.build("-w0", env=planner_env, timeout=60)
+    finally:
+        proc.stop()
+    return result, proc.log()
+
+
+def test_rotation_signs_with_the_first_secret_and_accepts_both(
+    base: dict[str, str], project: Project, side: Path
+) -> None:
+    result, log = build_with(base, project, side, ((NEW, OLD), (OLD, NEW)))
+    assert result.returncode == ExitCode.OK, result.stdout + result.stderr + log
+    assert (project.root / "x.txt").read_text() == "x\n"
+    assert "refused" not in log
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        ((NEW,), (), "this worker has no secret"),
+        ((), (NEW,), "not signed"),
+        ((NEW,), (OLD,), "bad signature"),
+    ],
+)
+def test_secret_mismatch_ends_the_build_with_the_reason(
+    base: dict[str, str], project: Project, side: Path, case: tuple
+) -> None:
+    planner, worker, reason = case
+    result, log = build_with(base, project, side, (planner, worker))
+    shown = result.stdout + result.stderr + log
+    # The first job is the hash check of plan.py: its refusal is a plan error (exit 2).
+    assert result.returncode == ExitCode.USAGE, shown
+    assert "hash check refused on" in result.stdout, shown
+    assert reason in result.stdout, shown
+    assert "Traceback" not in shown
+    assert not (project.root / "x.txt").exists()
