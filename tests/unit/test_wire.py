@@ -133,6 +133,7 @@ def test_payload_layout_is_the_documented_one() -> None:
             "host": "h",
             "states": [[STATE.mode, STATE.mtime_ns, STATE.size, STATE.inode, STATE.digest], None],
             "error": "",
+            "refused": b"",
         },
     }
 
