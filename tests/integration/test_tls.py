@@ -96,12 +96,14 @@ def test_build_over_tls_with_acl_users(
 @pytest.mark.parametrize(
     ("drop", "expected"),
     [
-        ("STEPUP_DIST_TLS_CERT", "certificate required"),  # the server asks for one
-        ("STEPUP_DIST_TLS_CA", "certificate verify failed"),  # the server is not trusted
+        # The server asks for a client certificate. With TLS 1.3 its alert may arrive
+        # after the client's first write, which then meets a closed connection.
+        ("STEPUP_DIST_TLS_CERT", ("certificate required", "EOF occurred")),
+        ("STEPUP_DIST_TLS_CA", ("certificate verify failed",)),  # the server is not trusted
     ],
 )
 def test_tls_refusals_are_one_line(
-    tls_server: AclServer, tmp_path: Path, drop: str, expected: str | None
+    tls_server: AclServer, tmp_path: Path, drop: str, expected: tuple[str, ...]
 ) -> None:
     env = clean_env(**tls_env(tls_server, "worker"))
     env.pop(drop)
@@ -120,6 +122,5 @@ def test_tls_refusals_are_one_line(
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith("stepup-worker: error: cannot reach Redis at rediss://worker:***@")
-    if expected:
-        assert expected in lines[0]
+    assert any(text in lines[0] for text in expected), lines[0]
     assert_no_password(tls_server, proc.stdout, proc.stderr)
