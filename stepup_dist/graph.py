@@ -64,8 +64,6 @@ class Step:
     """[inp, out, vol, env] added by `amend()`; also included in the lists above."""
     declared: tuple = ()
     """(inp, out, vol, env) as the step was defined, set by `Graph.add_step`."""
-    token: str = ""
-    """Owner token of the pool slots it holds while queued or running."""
     skip_blocked: bool = False
     """Skipping was ruled out (for instance an amended input of the last run is gone)."""
     rerun: bool = False

@@ -33,8 +33,10 @@ from .messages import (
     RunJob,
     Started,
     StepDone,
+    Wake,
 )
 from .plan_calls import RECORDED, handle_call
+from .pools import PoolBroker, PoolKeeper
 from .store import Record, Store
 
 __all__ = ("Broker", "Outcome", "Planner", "Reporter")
@@ -44,14 +46,10 @@ CHECK_BATCH = 64
 SAVE_INTERVAL = 5.0
 
 
-class Broker(Protocol):
+class Broker(PoolBroker, Protocol):
     def submit(self, jobs: list[tuple[Message, str, bool]]) -> None: ...
     def receive(self, build: str, timeout: float) -> list[Message | WireError]: ...
     def reply(self, reply_to: str, reply: Reply) -> None: ...
-    def plan_pool(self, build: str, name: str) -> str: ...
-    def acquire(self, pools: list[tuple[str, int]], token: str, lease: float) -> bool: ...
-    def renew(self, pool_ids: list[str], token: str, lease: float) -> bool: ...
-    def release(self, pool_ids: list[str], token: str) -> int: ...
 
 
 class Reporter(Protocol):
@@ -92,10 +90,10 @@ class Planner:
         self.old_records, self.old_files = self.store.load()
         self.records: dict[str, Record] = {}
         self.graph = Graph()
-        self.pools: dict[str, int] = {}
+        self.slots = PoolKeeper(broker, self.build, lease)
+        self.pools = self.slots.plan_sizes
         self.outcome = Outcome()
         self._ready: deque[Step] = deque()
-        self._waiting_pool: list[Step] = []
         self._check_queue: list[tuple[tuple[str, str], str, FileState | None]] = []
         self._checks: dict[int, list[tuple[tuple[str, str], str]]] = {}
         self._check_states: dict[str, dict[str, FileState | None]] = {}
@@ -109,7 +107,7 @@ class Planner:
     # Definitions (from API calls or replayed records)
 
     def has_pool(self, name: str) -> bool:
-        return name in self.pools
+        return self.slots.exists(name)
 
     def declare_static(self, path: str, stat: Any) -> None:
         node = self.graph.add_static(path)
@@ -163,19 +161,18 @@ class Planner:
         try:
             while True:
                 self._dispatch()
-                if not self._in_flight and not self._waiting_pool:
+                if not self._in_flight and not self.slots.waiting:
                     if self._unblock_stalled():
                         continue
                     break
-                timeout = 0.2 if self._waiting_pool else 1.0
-                for message in self.broker.receive(self.build, timeout):
+                for message in self.broker.receive(self.build, 1.0):
                     self._handle(message)
                 self._maintain()
         except BaseException:
-            self._release_all()
+            self.slots.close()
             self.save(final=False)
             raise
-        self._release_all()
+        self.slots.close()
         self._report_stuck()
         self.save(final=True)
         return self.outcome
@@ -207,13 +204,8 @@ class Planner:
                     self._check_queue.append((("skip", step.key), path, old.out_states.get(path)))
             else:
                 self._queue_run(step)
-        full: set[str] = set()
-        for step in list(self._waiting_pool):
-            # One refusal per pool and round: the others in that pool would be refused too.
-            if step.pool is not None and step.pool not in full:
-                self._queue_run(step)
-                if step.status is StepStatus.WAITING_POOL:
-                    full.add(step.pool)
+        for step in self.slots.retry_waiting():
+            self._queued(step)
         for step in self._pending_runs:
             jobs.append((self._run_job(step), step.key, False))
         self._pending_runs = []
@@ -230,29 +222,33 @@ class Planner:
         ) and tuple(old.env) == step.declared[3]
 
     def _queue_run(self, step: Step) -> None:
-        if step.pool is not None:
-            if not step.token:
-                step.token = uuid.uuid4().hex
-            pool_id = self.broker.plan_pool(self.build, step.pool)
-            if not self.broker.acquire([(pool_id, self.pools[step.pool])], step.token, self.lease):
-                if step.status is not StepStatus.WAITING_POOL:
-                    step.status = StepStatus.WAITING_POOL
-                    self._waiting_pool.append(step)
-                return
-            if step.status is StepStatus.WAITING_POOL:
-                self._waiting_pool.remove(step)
+        try:
+            ahead = any(w.pool == step.pool for w in self.slots.waiting)
+            granted = step.pool is None or (not ahead and self.slots.take(step))
+        except PlanError as exc:
+            self._plan_error(str(exc))
+            step.status = StepStatus.FAILED
+            self.outcome.failed.append(step.key)
+            return
+        if not granted:
+            # Behind earlier steps of this build, or refused: wait in line.
+            if step not in self.slots.waiting:
+                self.slots.waiting.append(step)
+            step.status = StepStatus.WAITING_POOL
+            return
+        self._queued(step)
+
+    def _queued(self, step: Step) -> None:
         step.status = StepStatus.QUEUED
         step.attempt += 1
         self._in_flight.add(step.key)
         self._pending_runs.append(step)
 
-    def _pool_ids(self, step: Step) -> list[str]:
-        return [] if step.pool is None else [self.broker.plan_pool(self.build, step.pool)]
-
     def _env_values(self, step: Step) -> dict[str, str | None]:
         return {name: self.environ.get(name) for name in step.env}
 
     def _run_job(self, step: Step) -> RunJob:
+        pool_ids, sizes, token = self.slots.job_fields(step)
         return RunJob(
             build=self.build,
             step=step.key,
@@ -262,8 +258,9 @@ class Planner:
             workdir=step.workdir,
             env=self._env_values(step),
             out=list(step.declared[1]),
-            pools=self._pool_ids(step),
-            token=step.token,
+            pools=pool_ids,
+            sizes=sizes,
+            token=token,
             lease=self.lease,
         )
 
@@ -302,6 +299,8 @@ class Planner:
             self._on_done(message)
         elif isinstance(message, Checked):
             self._on_checked(message)
+        elif isinstance(message, Wake):
+            self.slots.retry = True
         else:
             self.reporter.line("WARNING", f"ignored an unexpected {message.TYPE!r} message")
 
@@ -443,22 +442,16 @@ class Planner:
     # Pools and leases
 
     def _release(self, step: Step) -> None:
-        if step.pool is not None and step.token:
-            self.broker.release(self._pool_ids(step), step.token)
-            step.token = ""
-
-    def _release_all(self) -> None:
-        for step in self.graph.steps.values():
-            if step.token:
-                self._release(step)
+        self.slots.release(step)
 
     def _maintain(self) -> None:
         now = time.monotonic()
         if now - self._last_renew > self.lease / 3:
             self._last_renew = now
-            for step in self.graph.steps.values():
-                if step.token and step.status is StepStatus.QUEUED:
-                    self.broker.renew(self._pool_ids(step), step.token, self.lease)
+            queued = [k for k, s in self.graph.steps.items() if s.status is StepStatus.QUEUED]
+            self.slots.renew(queued)
+            # Also keeps this build's place in the lines it waits in.
+            self.slots.retry = True
         if now - self._last_save > SAVE_INTERVAL:
             self.save(final=False)
             if self._workers_alive is not None and not self._workers_alive():

@@ -19,10 +19,13 @@ from .broker.broker import RedisBroker
 from .broker.connection import connect, redact
 from .broker.keys import QUEUE_NAME, Keys
 from .broker.queue import PERFORM, load_rq
+from .broker.semaphore import PoolRef
 from .config import Config, load_config
 from .errors import BrokerUnavailable, ExitCode, UserError, WireError
-from .execute import WorkerContext, check_files, run_step
+from .execute import WorkerContext, check_files, lease_lost, run_step
+from .lease import LeaseGuard
 from .messages import CheckJob, RunJob, Started
+from .watchdog import Watchdog
 from .wire import MsgpackSerializer, decode
 
 __all__ = ("main", "perform", "run_worker")
@@ -78,10 +81,24 @@ def make_worker_class(rq: Any) -> type:
     class StepWorker(rq.SimpleWorker):
         job_class = StepJob
 
-        def __init__(self, *args: Any, broker: RedisBroker, context: WorkerContext, **kw: Any):
+        def __init__(
+            self,
+            *args: Any,
+            broker: RedisBroker,
+            leases: RedisBroker,
+            context: WorkerContext,
+            **kw: Any,
+        ):
             super().__init__(*args, **kw)
             self.broker = broker
+            self.leases = leases
+            """A connection with a short timeout, so a lost server is noticed in time."""
             self.context = context
+            self.watchdog = Watchdog()
+
+        def teardown(self) -> None:
+            super().teardown()
+            self.watchdog.close()
 
         def dequeue_job_and_maintain_ttl(self, timeout: Any, max_idle_time: Any = None) -> Any:
             while True:
@@ -125,32 +142,35 @@ def make_worker_class(rq: Any) -> type:
             if isinstance(message, CheckJob):
                 self.broker.post(message.build, check_files(message, self.context))
                 return
-            pools, token = message.pools, message.token
+            ctx = self.context
+            refs = [PoolRef(i, s) for i, s in zip(message.pools, message.sizes, strict=False)]
+            renew = None
+            if message.pools:
+                info = (message.build, message.step, ctx.host)
 
-            def keep_going() -> bool:
+                def renew() -> bool:
+                    return self.leases.renew(message.pools, message.token, message.lease, info)
+
+            def heartbeat() -> None:
                 try:
                     self.maintain_heartbeats(job, execution)
                 except Exception:  # RQ's bookkeeping must not stop the step.
                     log.warning("could not renew RQ heartbeat of job %s", job.id)
-                if not pools:
-                    return True
-                try:
-                    return self.broker.renew(pools, token, message.lease)
-                except BrokerUnavailable:
-                    return False
 
-            ctx = self.context
-            self.broker.post(
-                message.build,
-                Started(message.build, message.step, message.attempt, ctx.host, ctx.name),
-            )
-            interval = message.lease / 3 if pools else 60.0
+            guard = LeaseGuard(renew, message.lease, self.watchdog, heartbeat)
             try:
-                result = run_step(message, self.context, keep_going, interval)
+                if not guard.renew():
+                    result = lease_lost(message, ctx)
+                else:
+                    self.broker.post(
+                        message.build,
+                        Started(message.build, message.step, message.attempt, ctx.host, ctx.name),
+                    )
+                    result = run_step(message, ctx, guard)
             finally:
-                if pools:
+                if refs:
                     try:
-                        self.broker.release(pools, token)
+                        self.leases.release(refs, message.token)
                     except BrokerUnavailable:
                         log.warning("could not release pool slots of %s", message.step)
             self.broker.post(message.build, result)
@@ -175,6 +195,7 @@ def run_worker(
     host = socket.gethostname()
     worker_name = name or f"{host}.{os.getpid()}"
     context = WorkerContext(host, worker_name, config.redis_url, config.prefix)
+    lease_client = connect(config.redis_url, socket_timeout=max(0.5, config.lease / 6))
     worker_cls = make_worker_class(rq)
     worker = worker_cls(
         [QUEUE_NAME],
@@ -182,6 +203,7 @@ def run_worker(
         connection=client,
         serializer=MsgpackSerializer,
         broker=RedisBroker(client, keys),
+        leases=RedisBroker(lease_client, keys),
         context=context,
         log_job_description=False,
     )

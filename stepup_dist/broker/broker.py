@@ -1,21 +1,23 @@
 """The narrow interface the planner and workers use; everything Redis stays behind it."""
 
 import contextlib
+import socket
 import uuid
 from typing import cast
 
 import redis
 
 from ..errors import BrokerUnavailable, WireError
-from ..messages import Message, Reply
+from ..messages import Message, Reply, Wake
 from ..wire import decode, encode
 from .keys import Keys
 from .queue import PERFORM, make_queue
-from .semaphore import Semaphores
+from .semaphore import PoolRef, Semaphores
 
 __all__ = ("RedisBroker",)
 
 _REPLY_TTL = 3600
+_HOST = socket.gethostname()
 _FAILURE_TTL = 24 * 3600
 
 
@@ -106,14 +108,35 @@ class RedisBroker:
 
     # Pools
 
-    def plan_pool(self, build: str, name: str) -> str:
-        return self.keys.plan_pool_id(build, name)
+    def plan_pool(self, build: str, name: str, size: int) -> PoolRef:
+        return PoolRef(self.keys.plan_pool_id(build, name), size)
 
-    def acquire(self, pools: list[tuple[str, int]], token: str, lease: float) -> bool:
-        return self.semaphores.acquire(pools, token, lease)
+    def cluster_pool(self, name: str) -> PoolRef | None:
+        """The cluster pool `name`, if `stepup-dist pool set` made one."""
+        if self.semaphores.cluster_size(name) is None:
+            return None
+        return PoolRef(self.keys.cluster_pool_id(name), 0)
 
-    def renew(self, pool_ids: list[str], token: str, lease: float) -> bool:
-        return self.semaphores.renew(pool_ids, token, lease)
+    def acquire(
+        self, pools: list[PoolRef], token: str, lease: float, *, build: str, step: str
+    ) -> tuple[bool, str]:
+        return self.semaphores.acquire(
+            pools, token, lease, waiter=build, build=build, step=step, host=_HOST
+        )
 
-    def release(self, pool_ids: list[str], token: str) -> int:
-        return self.semaphores.release(pool_ids, token)
+    def renew(
+        self,
+        pool_ids: list[str],
+        token: str,
+        lease: float,
+        info: tuple[str, str, str] | None = None,
+    ) -> bool:
+        return self.semaphores.renew(pool_ids, token, lease, info=info)
+
+    def release(self, pools: list[PoolRef], token: str) -> None:
+        """Give the slots back and wake the builds first in line for them."""
+        for waiter in self.semaphores.release(pools, token):
+            self.post(waiter, Wake())
+
+    def withdraw(self, pools: list[PoolRef], build: str) -> None:
+        self.semaphores.withdraw(pools, build)

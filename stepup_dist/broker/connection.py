@@ -17,7 +17,7 @@ def redact(url: str) -> str:
     return url
 
 
-def connect(url: str, *, check: bool = True) -> redis.Redis:
+def connect(url: str, *, check: bool = True, socket_timeout: float | None = None) -> redis.Redis:
     """A client for `url` (`redis://`, `rediss://`, `unix://` or `valkey[s]://`)."""
     normalized = url
     for alias, real in (("valkey://", "redis://"), ("valkeys://", "rediss://")):
@@ -25,7 +25,10 @@ def connect(url: str, *, check: bool = True) -> redis.Redis:
             normalized = real + normalized[len(alias) :]
     try:
         client = redis.Redis.from_url(
-            normalized, socket_connect_timeout=5, health_check_interval=30
+            normalized,
+            socket_connect_timeout=5 if socket_timeout is None else socket_timeout,
+            socket_timeout=socket_timeout,
+            health_check_interval=30,
         )
         if check:
             client.ping()

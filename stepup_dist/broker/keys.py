@@ -5,9 +5,15 @@
 | `{p}:rq:...` | RQ's own | RQ's queues, jobs and registries (`RQ_KEY_PREFIX={p}:rq`) |
 | `{p}:build:{b}:inbox` | list | msgpack messages for the planner of build `b` |
 | `{p}:build:{b}:reply:{n}` | list | the planner's reply to API call `n` (expires) |
+| `{p}:pools` | hash | cluster pool name -> size (`stepup-dist pool set`) |
+| `{p}:pool-tickets` | string | counter handing out places in the waiting lines |
 | `{p}:pool:{id}:holders` | zset | lease token -> expiry (ms, server clock) |
+| `{p}:pool:{id}:waiters` | zset | waiting build -> ticket (lowest first) |
+| `{p}:pool:{id}:waiting` | zset | waiting build -> expiry of its place in line (ms) |
+| `{p}:pool:{id}:info` | hash | lease token -> "build, step, host, since" (for `pool list`) |
 
-Pool ids: `plan:{b}:{name}` for a pool defined by the plan of build `b`.
+Pool ids: `cluster:{name}` for a cluster pool, `plan:{b}:{name}` for a pool defined by the
+plan of build `b`.
 """
 
 from dataclasses import dataclass
@@ -26,15 +32,47 @@ class Keys:
     def rq_prefix(self) -> str:
         return f"{self.prefix}:rq"
 
+    def rq_job(self, job_id: str) -> str:
+        """RQ's hash of one job (RQ builds it the same way from `rq_prefix`)."""
+        return f"{self.rq_prefix}:job:{job_id}"
+
     def inbox(self, build: str) -> str:
         return f"{self.prefix}:build:{build}:inbox"
 
     def reply(self, build: str, call_id: str) -> str:
         return f"{self.prefix}:build:{build}:reply:{call_id}"
 
+    @property
+    def pool_sizes(self) -> str:
+        return f"{self.prefix}:pools"
+
+    @property
+    def pool_tickets(self) -> str:
+        return f"{self.prefix}:pool-tickets"
+
     def pool_holders(self, pool_id: str) -> str:
         return f"{self.prefix}:pool:{pool_id}:holders"
+
+    def pool_waiters(self, pool_id: str) -> str:
+        return f"{self.prefix}:pool:{pool_id}:waiters"
+
+    def pool_waiting(self, pool_id: str) -> str:
+        return f"{self.prefix}:pool:{pool_id}:waiting"
+
+    def pool_info(self, pool_id: str) -> str:
+        return f"{self.prefix}:pool:{pool_id}:info"
+
+    def pool_pattern(self) -> str:
+        """Match the holders of every pool (for listings)."""
+        return f"{self.prefix}:pool:*:holders"
+
+    def pool_id_of(self, holders_key: str) -> str:
+        return holders_key[len(f"{self.prefix}:pool:") : -len(":holders")]
 
     @staticmethod
     def plan_pool_id(build: str, name: str) -> str:
         return f"plan:{build}:{name}"
+
+    @staticmethod
+    def cluster_pool_id(name: str) -> str:
+        return f"cluster:{name}"
