@@ -11,7 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Protocol
 
@@ -43,6 +43,8 @@ class WorkerContext:
     name: str
     redis_url: str
     prefix: str
+    resources: dict[str, int] = field(default_factory=dict)
+    """What this host offers to steps that ask for resources."""
 
 
 def step_environment(job: RunJob, ctx: WorkerContext) -> dict[str, str]:

@@ -55,6 +55,8 @@ class Step:
     pool: str | None
     creator: str | None
     """Key of the step whose API calls defined this one (None for the root plan)."""
+    resources: dict[str, int] = field(default_factory=dict)
+    """Units of host resources it needs while it runs (`gpu: 1`), on one host."""
     status: StepStatus = StepStatus.PENDING
     missing: set[str] = field(default_factory=set)
     """Inputs not yet available."""
@@ -71,7 +73,7 @@ class Step:
     attempt: int = 0
 
     def definition(self) -> tuple:
-        return (self.command, self.workdir, self.declared, self.pool)
+        return (self.command, self.workdir, self.declared, self.pool, self.resources)
 
 
 @dataclass

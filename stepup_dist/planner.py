@@ -44,10 +44,12 @@ __all__ = ("Broker", "Outcome", "Planner", "Reporter")
 CHECK_BATCH = 64
 """Paths per hash-check job: enough to amortize a job, small enough to spread over workers."""
 SAVE_INTERVAL = 5.0
+UNSERVED_GRACE = 5.0
+"""Seconds to wait, once nothing else is left, for a worker offering missing resources."""
 
 
 class Broker(PoolBroker, Protocol):
-    def submit(self, jobs: list[tuple[Message, str, bool]]) -> None: ...
+    def submit(self, jobs: list[tuple[Message, str, bool]], host: str | None = None) -> None: ...
     def receive(self, build: str, timeout: float) -> list[Message | WireError]: ...
     def reply(self, reply_to: str, reply: Reply) -> None: ...
 
@@ -101,6 +103,10 @@ class Planner:
         self._next_request = 0
         self._in_flight: set[str] = set()
         self._pending_runs: list[Step] = []
+        self._told_unserved: set[str] = set()
+        self._running: set[str] = set()
+        """Queued steps whose worker reported that it started them."""
+        self._idle_since: float | None = None
         self._last_renew = time.monotonic()
         self._last_save = time.monotonic()
 
@@ -165,6 +171,8 @@ class Planner:
                     if self._unblock_stalled():
                         continue
                     break
+                if self._only_unserved_left():
+                    break
                 for message in self.broker.receive(self.build, 1.0):
                     self._handle(message)
                 self._maintain()
@@ -206,11 +214,25 @@ class Planner:
                 self._queue_run(step)
         for step in self.slots.retry_waiting():
             self._queued(step)
+        placed: dict[str, list[tuple[Message, str, bool]]] = {}
         for step in self._pending_runs:
-            jobs.append((self._run_job(step), step.key, False))
+            job = (self._run_job(step), step.key, False)
+            host = self.slots.host_of(step)
+            if host is None:
+                jobs.append(job)
+            else:
+                placed.setdefault(host, []).append(job)
         self._pending_runs = []
         jobs.extend(self._check_jobs())
         self.broker.submit(jobs)
+        for host, host_jobs in placed.items():
+            self.broker.submit(host_jobs, host=host)
+        for key, wanted in self.slots.unserved.items():
+            if key not in self._told_unserved:
+                self._told_unserved.add(key)
+                self.reporter.line(
+                    "WAITING", f"{key} (needs {wanted}: no connected worker offers it)"
+                )
 
     def _matches(self, step: Step, old: Record) -> bool:
         return (old.command, old.workdir, tuple(old.inp), tuple(old.out), tuple(old.vol)) == (
@@ -223,8 +245,9 @@ class Planner:
 
     def _queue_run(self, step: Step) -> None:
         try:
-            ahead = any(w.pool == step.pool for w in self.slots.waiting)
-            granted = step.pool is None or (not ahead and self.slots.take(step))
+            line = self.slots.line_of(step)
+            ahead = any(self.slots.line_of(w) == line for w in self.slots.waiting)
+            granted = not self.slots.needs_slots(step) or (not ahead and self.slots.take(step))
         except PlanError as exc:
             self._plan_error(str(exc))
             step.status = StepStatus.FAILED
@@ -294,6 +317,9 @@ class Planner:
         elif isinstance(message, Started):
             step = self.graph.steps.get(message.step)
             if step is not None and step.attempt == message.attempt:
+                # From now on its worker renews the leases, and alone: a worker cut off
+                # from Redis must see them lapse and kill the step.
+                self._running.add(step.key)
                 self.reporter.line("START", step.key, message.host)
         elif isinstance(message, StepDone):
             self._on_done(message)
@@ -386,6 +412,7 @@ class Planner:
         if step is None or step.status is not StepStatus.QUEUED or result.attempt != step.attempt:
             return
         self._in_flight.discard(step.key)
+        self._running.discard(step.key)
         self._release(step)
         ok = result.returncode == 0 and not result.error
         if ok and step.rerun and step.missing:
@@ -448,7 +475,11 @@ class Planner:
         now = time.monotonic()
         if now - self._last_renew > self.lease / 3:
             self._last_renew = now
-            queued = [k for k, s in self.graph.steps.items() if s.status is StepStatus.QUEUED]
+            queued = [
+                k
+                for k, s in self.graph.steps.items()
+                if s.status is StepStatus.QUEUED and k not in self._running
+            ]
             self.slots.renew(queued)
             # Also keeps this build's place in the lines it waits in.
             self.slots.retry = True
@@ -458,6 +489,26 @@ class Planner:
                 raise UserError("every local worker has exited; see .stepup/workers.log")
 
     # End of the build
+
+    def _only_unserved_left(self) -> bool:
+        """True when the rest is done and no worker offered the resources still wanted."""
+        waiting = self.slots.waiting
+        if self._in_flight or not waiting or any(s.key not in self.slots.unserved for s in waiting):
+            self._idle_since = None
+            return False
+        now = time.monotonic()
+        if self._idle_since is None:
+            self._idle_since = now
+            return False
+        if now - self._idle_since < UNSERVED_GRACE:
+            return False
+        for step in waiting:
+            self.outcome.stuck.append(
+                f"step {step.key!r} needs {self.slots.unserved[step.key]}, "
+                "which no connected worker offers (start one with stepup-worker --resources)"
+            )
+        waiting.clear()
+        return True
 
     def _unblock_stalled(self) -> bool:
         """Steps waiting only for inputs their last run amended: give up skipping them."""

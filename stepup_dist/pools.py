@@ -28,6 +28,8 @@ class PoolRefLike(Protocol):
 class PoolBroker(Protocol):
     def plan_pool(self, build: str, name: str, size: int) -> PoolRefLike: ...
     def cluster_pool(self, name: str) -> PoolRefLike | None: ...
+    def host_pool(self, host: str, resource: str, capacity: int, units: int) -> PoolRefLike: ...
+    def hosts(self) -> dict[str, dict[str, int]]: ...
     def acquire(
         self, pools: list, token: str, lease: float, *, build: str, step: str
     ) -> tuple[bool, str]: ...
@@ -49,12 +51,21 @@ class PoolKeeper:
         """Set when a slot may have come free: retry the waiting steps."""
         self._held: dict[str, tuple[list, str]] = {}
         self._lines: dict[str, object] = {}
+        self._placed: dict[str, str] = {}
+        self.unserved: dict[str, str] = {}
+        """Steps that need resources no connected worker offers, and what they need."""
+        self._rotation = 0
 
     def exists(self, name: str) -> bool:
         return name in self.plan_sizes or self.broker.cluster_pool(name) is not None
 
+    @staticmethod
+    def needs_slots(step: Step) -> bool:
+        return step.pool is not None or bool(step.resources)
+
     def _refs(self, step: Step) -> list:
-        assert step.pool is not None
+        if step.pool is None:
+            return []
         refs = []
         cluster = self.broker.cluster_pool(step.pool)
         if cluster is not None:
@@ -65,29 +76,67 @@ class PoolKeeper:
             raise PlanError(f"step {step.key!r} uses undefined pool {step.pool!r}")
         return refs
 
+    def _candidate_hosts(self, step: Step) -> list[tuple[str, dict[str, int]]]:
+        """Hosts whose declared capacity can ever hold the step's resources, rotated."""
+        fit = [
+            (host, capacity)
+            for host, capacity in sorted(self.broker.hosts().items())
+            if all(capacity.get(name, 0) >= units for name, units in step.resources.items())
+        ]
+        if fit:
+            self._rotation = (self._rotation + 1) % len(fit)
+            fit = fit[self._rotation :] + fit[: self._rotation]
+        return fit
+
     def take(self, step: Step) -> bool:
         """Try to take the step's slots; on refusal the step waits (in order)."""
-        if step.pool is None or step.key in self._held:
+        if not self.needs_slots(step) or step.key in self._held:
             return True
-        for _ in range(2):
-            refs = self._refs(step)
-            token = uuid.uuid4().hex
-            ok, reason = self.broker.acquire(
-                refs, token, self.lease, build=self.build, step=step.key
-            )
-            if ok:
-                self._held[step.key] = (refs, token)
-                if step in self.waiting:
-                    self.waiting.remove(step)
-                return True
-            for ref in refs:
-                self._lines[ref.id] = ref
-            if not reason.startswith("nopool:"):
-                break
-            # The cluster pool was removed meanwhile: ask again with what remains.
+        placements: list[tuple[str | None, dict[str, int]]] = [(None, {})]
+        if step.resources:
+            placements = list(self._candidate_hosts(step))
+            if not placements:
+                wanted = ",".join(f"{n}:{u}" for n, u in sorted(step.resources.items()))
+                self.unserved[step.key] = wanted
+                if step not in self.waiting:
+                    self.waiting.append(step)
+                return False
+            self.unserved.pop(step.key, None)
+        for host, capacity in placements:
+            for _ in range(2):
+                refs = self._refs(step) + [
+                    self.broker.host_pool(host, name, capacity[name], units)
+                    for name, units in sorted(step.resources.items())
+                    if host is not None
+                ]
+                token = uuid.uuid4().hex
+                ok, reason = self.broker.acquire(
+                    refs, token, self.lease, build=self.build, step=step.key
+                )
+                if ok:
+                    self._held[step.key] = (refs, token)
+                    if host is not None:
+                        self._placed[step.key] = host
+                    if step in self.waiting:
+                        self.waiting.remove(step)
+                    return True
+                for ref in refs:
+                    self._lines[ref.id] = ref
+                if not reason.startswith("nopool:"):
+                    break
+                # The cluster pool was removed meanwhile: ask again with what remains.
         if step not in self.waiting:
             self.waiting.append(step)
         return False
+
+    def host_of(self, step: Step) -> str | None:
+        """The host a step was placed on for its resources (its jobs go to that host's queue)."""
+        return self._placed.get(step.key)
+
+    @staticmethod
+    def line_of(step: Step) -> tuple:
+        """Steps of one build with the same line key are served first come, first served."""
+        return (step.pool, tuple(sorted(step.resources.items())))
 
     def retry_waiting(self, force: bool = False) -> list[Step]:
         """Give slots to waiting steps, oldest first; return those that got them."""
@@ -95,15 +144,15 @@ class PoolKeeper:
             return []
         self.retry = False
         granted = []
-        refused: set[str] = set()
+        refused: set[tuple] = set()
         for step in list(self.waiting):
             # Within a build: first come, first served per pool.
-            if step.pool in refused:
+            if self.line_of(step) in refused:
                 continue
             if self.take(step):
                 granted.append(step)
             else:
-                refused.add(step.pool or "")
+                refused.add(self.line_of(step))
         return granted
 
     def job_fields(self, step: Step) -> tuple[list[str], list[int], str]:
@@ -114,6 +163,7 @@ class PoolKeeper:
         return [r.id for r in refs], [r.size for r in refs], token
 
     def release(self, step: Step) -> None:
+        self._placed.pop(step.key, None)
         held = self._held.pop(step.key, None)
         if held is not None:
             refs, token = held

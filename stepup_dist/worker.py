@@ -96,6 +96,15 @@ def make_worker_class(rq: Any) -> type:
             self.context = context
             self.watchdog = Watchdog()
 
+        def heartbeat(self, timeout: Any = None, pipeline: Any = None) -> None:
+            super().heartbeat(timeout, pipeline)
+            if self.context.resources and pipeline is None:
+                # Planners place resource steps only on hosts heard from recently.
+                try:
+                    self.broker.register_host(self.context.host, self.context.resources)
+                except BrokerUnavailable:
+                    log.warning("could not register the resources of %s", self.context.host)
+
         def teardown(self) -> None:
             super().teardown()
             self.watchdog.close()
@@ -178,8 +187,27 @@ def make_worker_class(rq: Any) -> type:
     return StepWorker
 
 
+def parse_resources(text: str | None) -> dict[str, int]:
+    """`gpu:2,mem:64` -> {"gpu": 2, "mem": 64}; UserError for anything else."""
+    result: dict[str, int] = {}
+    for item in (text or "").split(","):
+        if not item.strip():
+            continue
+        name, sep, units = item.strip().partition(":")
+        if not sep or not name or not units.isdigit() or int(units) < 1 or "=" in name:
+            raise UserError(f"resources: {item.strip()!r} is not NAME:UNITS with UNITS >= 1")
+        result[name] = int(units)
+    return result
+
+
 def run_worker(
-    config: Config, *, name: str | None = None, burst: bool = False, verbose: bool = False
+    config: Config,
+    *,
+    name: str | None = None,
+    burst: bool = False,
+    verbose: bool = False,
+    resources: dict[str, int] | None = None,
+    host: str | None = None,
 ) -> bool:
     """Serve jobs until stopped (or until the queue is empty with `burst`)."""
     if config.redis_url is None:
@@ -192,13 +220,15 @@ def run_worker(
     keys = Keys(config.prefix)
     rq = load_rq(keys)
     client = connect(config.redis_url)
-    host = socket.gethostname()
+    host = host or socket.gethostname()
     worker_name = name or f"{host}.{os.getpid()}"
-    context = WorkerContext(host, worker_name, config.redis_url, config.prefix)
+    context = WorkerContext(host, worker_name, config.redis_url, config.prefix, resources or {})
+    # A worker with resources also serves the steps placed on its host for them.
+    queues = [keys.host_queue(host), QUEUE_NAME] if resources else [QUEUE_NAME]
     lease_client = connect(config.redis_url, socket_timeout=max(0.5, config.lease / 6))
     worker_cls = make_worker_class(rq)
     worker = worker_cls(
-        [QUEUE_NAME],
+        queues,
         name=worker_name,
         connection=client,
         serializer=MsgpackSerializer,
@@ -206,6 +236,7 @@ def run_worker(
         leases=RedisBroker(lease_client, keys),
         context=context,
         log_job_description=False,
+        worker_ttl=60,  # heartbeats (and host registration) at least every 45 s
     )
     log.info("worker %s serving %s", worker_name, redact(config.redis_url))
     return worker.work(burst=burst, logging_level="INFO" if verbose else "WARNING")
@@ -216,13 +247,38 @@ def run_worker(
 @click.option("--prefix", metavar="PREFIX", help="Key prefix [STEPUP_DIST_PREFIX].")
 @click.option("--name", metavar="NAME", help="Worker name (default: host.pid).")
 @click.option("--burst", is_flag=True, help="Stop when the queue is empty.")
+@click.option(
+    "--resources",
+    metavar="NAME:UNITS,...",
+    envvar="STEPUP_DIST_RESOURCES",
+    help="What this host offers to steps with resources=, e.g. gpu:2,mem:64 "
+    "(the same on every worker of the host) [STEPUP_DIST_RESOURCES].",
+)
+@click.option(
+    "--host",
+    metavar="NAME",
+    help="Host name to report and to place resource steps by (default: the hostname).",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log every job.")
 def cli(
-    redis_url: str | None, prefix: str | None, name: str | None, burst: bool, verbose: bool
+    redis_url: str | None,
+    prefix: str | None,
+    name: str | None,
+    burst: bool,
+    resources: str | None,
+    host: str | None,
+    verbose: bool,
 ) -> None:
     """Run steps from a stepup-dist server until stopped (SIGTERM lets the step finish)."""
     config = load_config(redis_url=redis_url, prefix=prefix)
-    run_worker(config, name=name, burst=burst, verbose=verbose)
+    run_worker(
+        config,
+        name=name,
+        burst=burst,
+        verbose=verbose,
+        resources=parse_resources(resources),
+        host=host,
+    )
 
 
 def main() -> None:

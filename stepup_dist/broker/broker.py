@@ -3,20 +3,22 @@
 import contextlib
 import socket
 import uuid
-from typing import cast
+from typing import Any, cast
 
 import redis
 
 from ..errors import BrokerUnavailable, WireError
 from ..messages import Message, Reply, Wake
 from ..wire import decode, encode
-from .keys import Keys
+from .keys import QUEUE_NAME, Keys
 from .queue import PERFORM, make_queue
 from .semaphore import PoolRef, Semaphores
 
 __all__ = ("RedisBroker",)
 
 _REPLY_TTL = 3600
+HOST_MAX_AGE = 150.0
+"""A host whose workers were not heard from for this long is not given steps."""
 _HOST = socket.gethostname()
 _FAILURE_TTL = 24 * 3600
 
@@ -28,20 +30,24 @@ class RedisBroker:
         self.client = client
         self.keys = keys
         self.semaphores = Semaphores(client, keys)
-        self._queue = None
+        self._queues: dict[str, Any] = {}
 
-    def _rq_queue(self):  # type: ignore[no-untyped-def]
-        if self._queue is None:
-            self._queue = make_queue(self.client, self.keys)
-        return self._queue
+    def _rq_queue(self, host: str | None = None):  # type: ignore[no-untyped-def]
+        name = QUEUE_NAME if host is None else self.keys.host_queue(host)
+        if name not in self._queues:
+            self._queues[name] = make_queue(self.client, self.keys, name)
+        return self._queues[name]
 
     # Planner side
 
-    def submit(self, jobs: list[tuple[Message, str, bool]]) -> None:
-        """Put (message, description, at_front) jobs on the RQ queue, in one pipeline."""
+    def submit(self, jobs: list[tuple[Message, str, bool]], host: str | None = None) -> None:
+        """Put (message, description, at_front) jobs on the RQ queue, in one pipeline.
+
+        With `host`, on the queue of that host (steps placed there for its resources).
+        """
         if not jobs:
             return
-        queue = self._rq_queue()
+        queue = self._rq_queue(host)
         datas = [
             queue.prepare_data(
                 PERFORM,
@@ -140,3 +146,15 @@ class RedisBroker:
 
     def withdraw(self, pools: list[PoolRef], build: str) -> None:
         self.semaphores.withdraw(pools, build)
+
+    # Host resources
+
+    def register_host(self, host: str, capacity: dict[str, int]) -> None:
+        self.semaphores.register_host(host, capacity)
+
+    def hosts(self) -> dict[str, dict[str, int]]:
+        """Hosts whose workers with resources were heard from recently, and their capacity."""
+        return self.semaphores.hosts(HOST_MAX_AGE)
+
+    def host_pool(self, host: str, resource: str, capacity: int, units: int) -> PoolRef:
+        return PoolRef(self.keys.host_pool_id(host, resource), capacity, units)

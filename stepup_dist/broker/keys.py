@@ -11,9 +11,16 @@
 | `{p}:pool:{id}:waiters` | zset | waiting build -> ticket (lowest first) |
 | `{p}:pool:{id}:waiting` | zset | waiting build -> expiry of its place in line (ms) |
 | `{p}:pool:{id}:info` | hash | lease token -> "build, step, host, since" (for `pool list`) |
+| `{p}:pool:{id}:units` | hash | lease token -> units held, where more than 1 (host resources) |
+| `{p}:hosts` | hash | host -> capacity its workers declare (`gpu=2,mem=64`) |
+| `{p}:hosts-seen` | hash | host -> last heartbeat of a worker with resources (ms, server clock) |
 
 Pool ids: `cluster:{name}` for a cluster pool, `plan:{b}:{name}` for a pool defined by the
-plan of build `b`.
+plan of build `b`, `host:{host}:{resource}` for a resource of one host (its size is the
+capacity its workers declare with `--resources`).
+
+RQ queues: `steps` for every worker; `host.{host}` for steps placed on that host because they
+need its resources (workers started with `--resources` listen to both).
 """
 
 from dataclasses import dataclass
@@ -62,6 +69,9 @@ class Keys:
     def pool_info(self, pool_id: str) -> str:
         return f"{self.prefix}:pool:{pool_id}:info"
 
+    def pool_units(self, pool_id: str) -> str:
+        return f"{self.prefix}:pool:{pool_id}:units"
+
     def pool_pattern(self) -> str:
         """Match the holders of every pool (for listings)."""
         return f"{self.prefix}:pool:*:holders"
@@ -76,3 +86,19 @@ class Keys:
     @staticmethod
     def cluster_pool_id(name: str) -> str:
         return f"cluster:{name}"
+
+    @staticmethod
+    def host_pool_id(host: str, resource: str) -> str:
+        return f"host:{host}:{resource}"
+
+    @staticmethod
+    def host_queue(host: str) -> str:
+        return f"host.{host}"
+
+    @property
+    def hosts(self) -> str:
+        return f"{self.prefix}:hosts"
+
+    @property
+    def hosts_seen(self) -> str:
+        return f"{self.prefix}:hosts-seen"

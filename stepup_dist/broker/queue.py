@@ -34,11 +34,11 @@ def load_rq(keys: Keys) -> ModuleType:
     return rq
 
 
-def make_queue(client, keys: Keys):  # type: ignore[no-untyped-def]
+def make_queue(client, keys: Keys, name: str = QUEUE_NAME):  # type: ignore[no-untyped-def]
     rq = load_rq(keys)
     from ..wire import MsgpackSerializer
 
-    return rq.Queue(QUEUE_NAME, connection=client, serializer=MsgpackSerializer)
+    return rq.Queue(name, connection=client, serializer=MsgpackSerializer)
 
 
 def queue_status(client, keys: Keys) -> dict:  # type: ignore[no-untyped-def]

@@ -32,6 +32,8 @@ class PoolRef:
     """`cluster:{name}` or `plan:{build}:{name}` (see keys.py)."""
     size: int
     """The size for a plan pool; 0 for a cluster pool, whose size lives on the server."""
+    units: int = 1
+    """Units to take: 1 for a pool slot, more for host resources such as memory."""
 
     @property
     def name(self) -> str:
@@ -67,6 +69,7 @@ class Semaphores:
         self._acquire = client.register_script(_script("acquire"))
         self._renew = client.register_script(_script("renew"))
         self._release = client.register_script(_script("release"))
+        self._host = client.register_script(_script("host"))
 
     def _call(self, what: str, script: Any, keys: list[str], args: list[Any]) -> Any:
         try:
@@ -100,8 +103,9 @@ class Semaphores:
                 k.pool_waiters(pid),
                 k.pool_waiting(pid),
                 k.pool_info(pid),
+                k.pool_units(pid),
             ]
-            args += [ref.size or "", ref.name]
+            args += [ref.size or "", ref.name, ref.units]
         result = self._call("acquire", self._acquire, keys, args)
         if int(result[0]) == 1:
             return True, ""
@@ -131,7 +135,12 @@ class Semaphores:
         keys = [k.pool_sizes]
         args: list[Any] = [token]
         for ref in pools:
-            keys += [k.pool_holders(ref.id), k.pool_waiters(ref.id), k.pool_info(ref.id)]
+            keys += [
+                k.pool_holders(ref.id),
+                k.pool_waiters(ref.id),
+                k.pool_info(ref.id),
+                k.pool_units(ref.id),
+            ]
             args += [ref.size or "", ref.name]
         return [w.decode() for w in self._call("release", self._release, keys, args)]
 
@@ -145,6 +154,30 @@ class Semaphores:
                 pipe.execute()
         except redis.RedisError as exc:
             raise BrokerUnavailable(f"cannot leave the pool lines: {exc}") from exc
+
+    # Host resources
+
+    def register_host(self, host: str, capacity: dict[str, int]) -> None:
+        text = ",".join(f"{name}={units}" for name, units in sorted(capacity.items()))
+        self._call("register", self._host, [self._keys.hosts, self._keys.hosts_seen], [host, text])
+
+    def hosts(self, max_age: float) -> dict[str, dict[str, int]]:
+        """Capacity of every host a worker with resources reported from in `max_age` s."""
+        c: Any = self._client
+        try:
+            capacities = c.hgetall(self._keys.hosts)
+            seen = c.hgetall(self._keys.hosts_seen)
+            seconds, micros = c.time()
+        except redis.RedisError as exc:
+            raise BrokerUnavailable(f"cannot read the hosts: {exc}") from exc
+        now = seconds * 1000 + micros // 1000
+        result = {}
+        for host, text in capacities.items():
+            if now - int(seen.get(host, 0)) > max_age * 1000:
+                continue
+            pairs = (item.split("=") for item in text.decode().split(",") if item)
+            result[host.decode()] = {name: int(units) for name, units in pairs}
+        return result
 
     # Cluster pools
 

@@ -13,7 +13,7 @@ def sem(client, prefix: str) -> Semaphores:  # type: ignore[no-untyped-def]
     return Semaphores(client, Keys(prefix))
 
 
-def P(name: str, size: int) -> PoolRef:  # noqa: N802
+def P(name: str, size: int) -> PoolRef:
     return PoolRef(f"plan:b:{name}", size)
 
 
@@ -116,3 +116,21 @@ def test_status_lists_holders_and_waiters(sem: Semaphores) -> None:
     assert sem.renew([lic.id], "tok", 30, info=("b1", "run it", "worker-host"))
     (status,) = [s for s in sem.status() if s.id == "cluster:lic"]
     assert status.holders[0].host == "worker-host"
+
+
+def test_units_of_a_host_resource(sem: Semaphores) -> None:
+    mem = PoolRef("host:h1:mem", 64, units=40)
+    assert take(sem, [mem], "big", waiter="a")
+    # 40 of 64 are held: 30 more do not fit, 20 do.
+    assert not sem.acquire([PoolRef("host:h1:mem", 64, units=30)], "b", 30, waiter="b")[0]
+    sem.withdraw([mem], "b")
+    assert sem.acquire([PoolRef("host:h1:mem", 64, units=20)], "c", 30, waiter="c")[0]
+    assert sem.release([mem], "big") == []
+    assert sem.acquire([PoolRef("host:h1:mem", 64, units=30)], "b", 30, waiter="b")[0]
+
+
+def test_registered_hosts_expire(sem: Semaphores) -> None:
+    sem.register_host("node1", {"gpu": 2, "mem": 64})
+    assert sem.hosts(max_age=60) == {"node1": {"gpu": 2, "mem": 64}}
+    time.sleep(0.3)
+    assert sem.hosts(max_age=0.1) == {}
