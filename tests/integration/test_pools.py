@@ -81,14 +81,14 @@ def pool_cli(*args: str, cwd: Path) -> str:
     return result.stdout
 
 
-def test_two_builds_share_a_cluster_pool(tmp_path: Path, server, prefix: str) -> None:  # type: ignore[no-untyped-def]
+def test_three_builds_share_a_cluster_pool(tmp_path: Path, server, prefix: str) -> None:  # type: ignore[no-untyped-def]
     url = server.url
     pool_cli("set", "lic", "2", "--redis", url, "--prefix", prefix, cwd=tmp_path)
     workers = [start_worker(url, prefix) for _ in range(5)]
     log = tmp_path / "log.txt"
     try:
         builds = []
-        for name in ("a", "b"):
+        for name in ("a", "b", "c"):
             project = Project(tmp_path / name)
             project.plan(HEAD + timed_steps(4, 0.4, log, name, pool="lic"))
             builds.append(
@@ -106,8 +106,8 @@ def test_two_builds_share_a_cluster_pool(tmp_path: Path, server, prefix: str) ->
     finally:
         stop(workers)
     spans = intervals(log)
-    assert len(spans) == 8
-    assert {t[0][0] for t in spans} == {"a", "b"}
+    assert len(spans) == 12
+    assert {t[0][0] for t in spans} == {"a", "b", "c"}
     assert peak(spans) == 2
     listing = json.loads(
         pool_cli("list", "--json", "--redis", url, "--prefix", prefix, cwd=tmp_path)
@@ -252,3 +252,100 @@ def test_stopped_worker_has_its_step_killed_before_the_lease_lapses(
     assert not (project.root / "done.txt").exists()
     assert build.returncode == 1, text
     assert "lease" in text
+
+
+def _start_build(
+    project: Project, url: str, prefix: str, env: dict | None = None
+) -> subprocess.Popen:
+    return subprocess.Popen(
+        [str(BIN / "stepup-dist"), "build", "-w0", "--redis", url, "--prefix", prefix],
+        cwd=project.root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_builds_take_turns_on_a_busy_pool(tmp_path: Path, server, prefix: str) -> None:  # type: ignore[no-untyped-def]
+    url = server.url
+    pool_cli("set", "one", "1", "--redis", url, "--prefix", prefix, cwd=tmp_path)
+    workers = [start_worker(url, prefix) for _ in range(3)]
+    log = tmp_path / "log.txt"
+    try:
+        big = Project(tmp_path / "big")
+        big.plan(HEAD + timed_steps(20, 0.2, log, "big", pool="one"))
+        small = Project(tmp_path / "small")
+        small.plan(
+            HEAD
+            + timed_steps(2, 0.2, log, "small", pool="one")
+            + f"import time\nopen({str(log)!r}, 'a').write(f'queued {{time.time()}} 0\\n')\n"
+        )
+        big_build = _start_build(big, url, prefix)
+        while not log.exists() or "big1" not in log.read_text():
+            time.sleep(0.05)
+        small_build = _start_build(small, url, prefix)
+        for build in (small_build, big_build):
+            out, _ = build.communicate(timeout=90)
+            assert build.returncode == 0, out
+    finally:
+        stop(workers)
+    spans = intervals(log)
+    (queued,) = [start for tag, start, _ in spans if tag == "queued"]
+    starts = sorted((start, tag) for tag, start, _ in spans if tag != "queued")
+    small_starts = [start for start, tag in starts if tag.startswith("small")]
+    assert len(small_starts) == 2
+    previous = queued
+    for start in small_starts:
+        grants_to_big = [t for s, t in starts if previous < s < start and t.startswith("big")]
+        # Each small step starts within two grants, not after the big backlog.
+        assert len(grants_to_big) <= 2, (grants_to_big, starts)
+        previous = start
+    assert peak([s for s in spans if s[0] != "queued"]) == 1
+
+
+def test_a_release_wakes_the_waiting_build_without_polling(
+    tmp_path: Path, server, prefix: str
+) -> None:  # type: ignore[no-untyped-def]
+    from stepup_dist.broker.broker import RedisBroker
+    from stepup_dist.broker.connection import connect
+    from stepup_dist.broker.keys import Keys
+    from stepup_dist.broker.semaphore import PoolRef
+
+    url = server.url
+    client = connect(url)
+    broker = RedisBroker(client, Keys(prefix))
+    pool_cli("set", "one", "1", "--redis", url, "--prefix", prefix, cwd=tmp_path)
+    ref = PoolRef("cluster:one", 0)
+    assert broker.acquire([ref], "outsider", 300, build="outsider", step="manual")[0]
+    project = Project(tmp_path / "p")
+    project.plan(HEAD + 'step("echo done", pool="one")\n')
+    build = _start_build(project, url, prefix, {"STEPUP_DIST_LEASE": "60"})
+    worker = start_worker(url, prefix)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            listing = json.loads(
+                pool_cli("list", "--json", "--redis", url, "--prefix", prefix, cwd=tmp_path)
+            )
+            (one,) = [p for p in listing if p["id"] == "cluster:one"]
+            if one["waiters"]:
+                break
+            time.sleep(0.1)
+        assert one["waiters"], "the build never waited"
+
+        def evals() -> int:
+            stats = client.info("commandstats")
+            return sum(v["calls"] for k, v in stats.items() if k.startswith("cmdstat_eval"))
+
+        before = evals()
+        time.sleep(3.0)
+        # With a 60 s lease the build retries on its own every 20 s: waiting costs nothing.
+        assert evals() - before <= 2
+        released = time.monotonic()
+        broker.release([ref], "outsider")
+        out, _ = build.communicate(timeout=30)
+        assert build.returncode == 0, out
+        assert time.monotonic() - released < 10
+    finally:
+        stop([build, worker])
