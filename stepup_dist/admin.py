@@ -5,6 +5,7 @@ import time
 from dataclasses import asdict
 from typing import Any
 
+from .broker.broker import HOST_MAX_AGE
 from .broker.connection import connect
 from .broker.keys import Keys
 from .broker.queue import queue_status
@@ -64,6 +65,9 @@ def status(config: Config, as_json: bool = False) -> str:
     assert config.redis_url is not None
     pools = sems.status()
     queues: dict[str, Any] = queue_status(connect(config.redis_url), Keys(config.prefix))
+    hosts = sems.hosts(max_age=HOST_MAX_AGE)
+    for worker in queues["workers"]:
+        worker["resources"] = hosts.get(worker["host"], {})
     if as_json:
         return json.dumps({"pools": [asdict(p) for p in pools], **queues}, indent=2)
     lines = _pool_rows(pools)
@@ -75,4 +79,7 @@ def status(config: Config, as_json: bool = False) -> str:
             f"{w['name']:<32} {w['host']:<16} {w['pid']:>7} {w['state']:<8} "
             f"{w['beat']:>5.0f}s  {w['step']}"
         )
+        if w["resources"]:
+            offered = ",".join(f"{k}:{v}" for k, v in sorted(w["resources"].items()))
+            lines.append(f"    host offers {offered}")
     return "\n".join(lines)

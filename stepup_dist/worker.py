@@ -238,6 +238,7 @@ def run_worker(
         log_job_description=False,
         worker_ttl=60,  # heartbeats (and host registration) at least every 45 s
     )
+    worker.hostname = host  # what RQ (and `stepup-dist status`) shows
     log.info("worker %s serving %s", worker_name, redact(config.redis_url))
     return worker.work(burst=burst, logging_level="INFO" if verbose else "WARNING")
 

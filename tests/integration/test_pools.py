@@ -349,3 +349,52 @@ def test_a_release_wakes_the_waiting_build_without_polling(
         assert time.monotonic() - released < 10
     finally:
         stop([build, worker])
+
+
+def test_skips_never_wait_for_a_pool(tmp_path: Path, server, prefix: str) -> None:  # type: ignore[no-untyped-def]
+    from stepup_dist.broker.broker import RedisBroker
+    from stepup_dist.broker.connection import connect
+    from stepup_dist.broker.keys import Keys
+    from stepup_dist.broker.semaphore import PoolRef
+
+    url = server.url
+    pool_cli("set", "one", "1", "--redis", url, "--prefix", prefix, cwd=tmp_path)
+    project = Project(tmp_path / "p")
+    project.plan(HEAD + 'step("echo 1 > a.txt", out="a.txt", pool="one")\n')
+    assert project.build("-w1", "--redis", url, "--prefix", prefix).returncode == 0
+    broker = RedisBroker(connect(url), Keys(prefix))
+    ref = PoolRef("cluster:one", 0)
+    assert broker.acquire([ref], "outsider", 300, build="outsider", step="manual")[0]
+    try:
+        result = project.build("-w1", "--redis", url, "--prefix", prefix, timeout=30)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert result.lines("SKIP") == ["./plan.py", "echo 1 > a.txt"]
+    finally:
+        broker.release([ref], "outsider")
+
+
+def test_status_shows_pools_workers_and_resources(tmp_path: Path, server, prefix: str) -> None:  # type: ignore[no-untyped-def]
+    url = server.url
+    pool_cli("set", "lic", "3", "--redis", url, "--prefix", prefix, cwd=tmp_path)
+    worker = start_worker(url, prefix, "--host", "gpubox", "--resources", "gpu:2")
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            result = run_cli(
+                ["stepup-dist", "status", "--json", "--redis", url, "--prefix", prefix], tmp_path
+            )
+            assert result.returncode == 0, result.stderr
+            data = json.loads(result.stdout)
+            if data["workers"] and data["workers"][0]["resources"]:
+                break
+            time.sleep(0.2)
+        (w,) = data["workers"]
+        assert w["host"] == "gpubox"
+        assert w["resources"] == {"gpu": 2}
+        assert w["pid"] == worker.pid
+        assert [p["size"] for p in data["pools"] if p["id"] == "cluster:lic"] == [3]
+        text = run_cli(["stepup-dist", "status", "--redis", url, "--prefix", prefix], tmp_path)
+        assert "gpu:2" in text.stdout
+        assert "cluster:lic" in text.stdout
+    finally:
+        stop([worker])
