@@ -44,11 +44,15 @@ __all__ = ("Broker", "Outcome", "Planner", "Reporter")
 CHECK_BATCH = 64
 """Paths per hash-check job: enough to amortize a job, small enough to spread over workers."""
 SAVE_INTERVAL = 5.0
+MAX_ATTEMPTS = 3
+"""A step whose worker vanishes this many times fails."""
 UNSERVED_GRACE = 5.0
 """Seconds to wait, once nothing else is left, for a worker offering missing resources."""
 
 
 class Broker(PoolBroker, Protocol):
+    def keep_alive(self, build: str, lease: float) -> None: ...
+    def live_runs(self, build: str, tokens: list[str]) -> set[str]: ...
     def submit(self, jobs: list[tuple[Message, str, bool]], host: str | None = None) -> None: ...
     def receive(self, build: str, timeout: float) -> list[Message | WireError]: ...
     def reply(self, reply_to: str, reply: Reply) -> None: ...
@@ -105,6 +109,7 @@ class Planner:
         self._pending_runs: list[Step] = []
         self._told_unserved: set[str] = set()
         self._running: set[str] = set()
+        self._hosts: dict[str, str] = {}
         """Queued steps whose worker reported that it started them."""
         self._idle_since: float | None = None
         self._last_renew = time.monotonic()
@@ -162,6 +167,7 @@ class Planner:
     def run(self) -> Outcome:
         if not (self.root / "plan.py").is_file():
             raise PlanError(f"there is no plan.py in {self.root}")
+        self.broker.keep_alive(self.build, self.lease)
         self.declare_static("plan.py", None)
         self.declare_step(Step("./plan.py", "./plan.py", "./", ["plan.py"], [], [], [], None, None))
         try:
@@ -246,8 +252,10 @@ class Planner:
     def _queue_run(self, step: Step) -> None:
         try:
             line = self.slots.line_of(step)
-            ahead = any(self.slots.line_of(w) == line for w in self.slots.waiting)
-            granted = not self.slots.needs_slots(step) or (not ahead and self.slots.take(step))
+            ahead = self.slots.needs_slots(step) and any(
+                self.slots.line_of(w) == line for w in self.slots.waiting
+            )
+            granted = not ahead and self.slots.take(step)
         except PlanError as exc:
             self._plan_error(str(exc))
             step.status = StepStatus.FAILED
@@ -320,6 +328,7 @@ class Planner:
                 # From now on its worker renews the leases, and alone: a worker cut off
                 # from Redis must see them lapse and kill the step.
                 self._running.add(step.key)
+                self._hosts[step.key] = message.host
                 self.reporter.line("START", step.key, message.host)
         elif isinstance(message, StepDone):
             self._on_done(message)
@@ -480,13 +489,44 @@ class Planner:
                 for k, s in self.graph.steps.items()
                 if s.status is StepStatus.QUEUED and k not in self._running
             ]
+            self.broker.keep_alive(self.build, self.lease)
             self.slots.renew(queued)
             # Also keeps this build's place in the lines it waits in.
             self.slots.retry = True
+            self._find_lost()
         if now - self._last_save > SAVE_INTERVAL:
             self.save(final=False)
             if self._workers_alive is not None and not self._workers_alive():
                 raise UserError("every local worker has exited; see .stepup/workers.log")
+
+    def _find_lost(self) -> None:
+        """Started steps whose run lease lapsed: their worker is gone. Run them again."""
+        started = [self.graph.steps[key] for key in sorted(self._running)]
+        tokens = {self.slots.token_of(step): step for step in started}
+        live = self.broker.live_runs(self.build, list(tokens))
+        for token, step in tokens.items():
+            if token in live:
+                continue
+            self._running.discard(step.key)
+            self._in_flight.discard(step.key)
+            self.slots.release(step)
+            host = self._hosts.pop(step.key, "")
+            if step.attempt >= MAX_ATTEMPTS:
+                step.status = StepStatus.FAILED
+                self.outcome.failed.append(step.key)
+                self.records.pop(step.key, None)
+                self.old_records.pop(step.key, None)
+                self.reporter.line(
+                    "FAIL",
+                    f"{step.key} (lost {step.attempt} times: its worker stopped renewing)",
+                    host,
+                )
+                continue
+            self.reporter.line(
+                "LOST", f"{step.key} (its worker stopped renewing; running it again)", host
+            )
+            step.status = StepStatus.READY
+            self._queue_run(step)
 
     # End of the build
 

@@ -29,6 +29,7 @@ class PoolBroker(Protocol):
     def plan_pool(self, build: str, name: str, size: int) -> PoolRefLike: ...
     def cluster_pool(self, name: str) -> PoolRefLike | None: ...
     def host_pool(self, host: str, resource: str, capacity: int, units: int) -> PoolRefLike: ...
+    def run_pool(self, build: str) -> PoolRefLike: ...
     def hosts(self) -> dict[str, dict[str, int]]: ...
     def acquire(
         self, pools: list, token: str, lease: float, *, build: str, step: str
@@ -89,8 +90,12 @@ class PoolKeeper:
         return fit
 
     def take(self, step: Step) -> bool:
-        """Try to take the step's slots; on refusal the step waits (in order)."""
-        if not self.needs_slots(step) or step.key in self._held:
+        """Try to take the step's slots; on refusal the step waits (in order).
+
+        Every step also takes a run lease (a pool without limit): while its worker renews
+        it, the step is alive; when it lapses, the planner knows the worker is gone.
+        """
+        if step.key in self._held:
             return True
         placements: list[tuple[str | None, dict[str, int]]] = [(None, {})]
         if step.resources:
@@ -104,10 +109,14 @@ class PoolKeeper:
             self.unserved.pop(step.key, None)
         for host, capacity in placements:
             for _ in range(2):
-                refs = self._refs(step) + [
-                    self.broker.host_pool(host, name, capacity[name], units)
-                    for name, units in sorted(step.resources.items())
-                    if host is not None
+                refs = [
+                    *self._refs(step),
+                    *(
+                        self.broker.host_pool(host, name, capacity[name], units)
+                        for name, units in sorted(step.resources.items())
+                        if host is not None
+                    ),
+                    self.broker.run_pool(self.build),
                 ]
                 token = uuid.uuid4().hex
                 ok, reason = self.broker.acquire(
@@ -161,6 +170,10 @@ class PoolKeeper:
             return [], [], ""
         refs, token = self._held[step.key]
         return [r.id for r in refs], [r.size for r in refs], token
+
+    def token_of(self, step: Step) -> str:
+        held = self._held.get(step.key)
+        return "" if held is None else held[1]
 
     def release(self, step: Step) -> None:
         self._placed.pop(step.key, None)

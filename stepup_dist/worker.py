@@ -158,7 +158,9 @@ def make_worker_class(rq: Any) -> type:
                 info = (message.build, message.step, ctx.host)
 
                 def renew() -> bool:
-                    return self.leases.renew(message.pools, message.token, message.lease, info)
+                    return self.leases.renew(
+                        message.pools, message.token, message.lease, info, message.build
+                    )
 
             def heartbeat() -> None:
                 try:

@@ -17,6 +17,7 @@ from .semaphore import PoolRef, Semaphores
 __all__ = ("RedisBroker",)
 
 _REPLY_TTL = 3600
+RUN_POOL_SIZE = 1 << 40
 HOST_MAX_AGE = 150.0
 """A host whose workers were not heard from for this long is not given steps."""
 _HOST = socket.gethostname()
@@ -101,7 +102,7 @@ class RedisBroker:
 
     def forget_build(self, build: str) -> None:
         with contextlib.suppress(redis.RedisError):
-            self.client.delete(self.keys.inbox(build))
+            self.client.delete(self.keys.inbox(build), self.keys.build_alive(build))
 
     # Worker side
 
@@ -136,8 +137,25 @@ class RedisBroker:
         token: str,
         lease: float,
         info: tuple[str, str, str] | None = None,
+        build: str | None = None,
     ) -> bool:
-        return self.semaphores.renew(pool_ids, token, lease, info=info)
+        """Extend leases; with `build`, only while that build's planner is alive."""
+        alive = None if build is None else self.keys.build_alive(build)
+        return self.semaphores.renew(pool_ids, token, lease, info=info, alive=alive)
+
+    def run_pool(self, build: str) -> PoolRef:
+        """The run lease every started step holds: it has no limit."""
+        return PoolRef(self.keys.run_pool_id(build), RUN_POOL_SIZE)
+
+    def live_runs(self, build: str, tokens: list[str]) -> set[str]:
+        return self.semaphores.live(self.keys.run_pool_id(build), tokens)
+
+    def keep_alive(self, build: str, lease: float) -> None:
+        """Say that the planner of `build` lives, for one more lease."""
+        try:
+            self.client.set(self.keys.build_alive(build), b"1", px=int(lease * 1000))
+        except redis.RedisError as exc:
+            raise BrokerUnavailable(f"lost the connection to Redis: {exc}") from exc
 
     def release(self, pools: list[PoolRef], token: str) -> None:
         """Give the slots back and wake the builds first in line for them."""

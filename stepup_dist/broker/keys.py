@@ -5,6 +5,7 @@
 | `{p}:rq:...` | RQ's own | RQ's queues, jobs and registries (`RQ_KEY_PREFIX={p}:rq`) |
 | `{p}:build:{b}:inbox` | list | msgpack messages for the planner of build `b` |
 | `{p}:build:{b}:reply:{n}` | list | the planner's reply to API call `n` (expires) |
+| `{p}:build:{b}:alive` | string | exists while build `b`'s planner lives (expires in a lease) |
 | `{p}:pools` | hash | cluster pool name -> size (`stepup-dist pool set`) |
 | `{p}:pool-tickets` | string | counter handing out places in the waiting lines |
 | `{p}:pool:{id}:holders` | zset | lease token -> expiry (ms, server clock) |
@@ -15,9 +16,11 @@
 | `{p}:hosts` | hash | host -> capacity its workers declare (`gpu=2,mem=64`) |
 | `{p}:hosts-seen` | hash | host -> last heartbeat of a worker with resources (ms, server clock) |
 
-Pool ids: `cluster:{name}` for a cluster pool, `plan:{b}:{name}` for a pool defined by the
-plan of build `b`, `host:{host}:{resource}` for a resource of one host (its size is the
-capacity its workers declare with `--resources`).
+Pool ids: `cluster:{name}` for a cluster pool; `plan:{b}:{name}` for a pool defined by the
+plan of build `b`; `run:{b}` for the run lease every step of build `b` holds (it has no
+limit: a lapsed run lease tells the planner that the worker is gone);
+`host:{host}:{resource}` for a resource of one host (its size is the capacity its workers
+declare with `--resources`).
 
 RQ queues: `steps` for every worker; `host.{host}` for steps placed on that host because they
 need its resources (workers started with `--resources` listen to both).
@@ -45,6 +48,10 @@ class Keys:
 
     def inbox(self, build: str) -> str:
         return f"{self.prefix}:build:{build}:inbox"
+
+    def build_alive(self, build: str) -> str:
+        """Exists while the planner of the build lives (it expires after one lease)."""
+        return f"{self.prefix}:build:{build}:alive"
 
     def reply(self, build: str, call_id: str) -> str:
         return f"{self.prefix}:build:{build}:reply:{call_id}"
@@ -86,6 +93,10 @@ class Keys:
     @staticmethod
     def cluster_pool_id(name: str) -> str:
         return f"cluster:{name}"
+
+    @staticmethod
+    def run_pool_id(build: str) -> str:
+        return f"run:{build}"
 
     @staticmethod
     def host_pool_id(host: str, resource: str) -> str:

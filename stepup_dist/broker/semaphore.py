@@ -121,13 +121,32 @@ class Semaphores:
         lease: float,
         *,
         info: tuple[str, str, str] | None = None,
+        alive: str | None = None,
     ) -> bool:
-        """Extend the leases; False when any of them was already lost."""
+        """Extend the leases; False when any was lost, or when the key `alive` is gone."""
         keys = []
         for pid in pool_ids:
             keys += [self._keys.pool_holders(pid), self._keys.pool_info(pid)]
+        if alive is not None:
+            keys.append(alive)
         text = _info(*info) if info else ""
-        return bool(self._call("renew", self._renew, keys, [token, int(lease * 1000), text]))
+        flag = "1" if alive is not None else ""
+        return bool(self._call("renew", self._renew, keys, [token, int(lease * 1000), text, flag]))
+
+    def live(self, pool_id: str, tokens: list[str]) -> set[str]:
+        """Those of `tokens` whose lease in the pool has not lapsed (server clock)."""
+        if not tokens:
+            return set()
+        c: Any = self._client
+        try:
+            with c.pipeline(transaction=False) as pipe:
+                pipe.time()
+                pipe.zmscore(self._keys.pool_holders(pool_id), tokens)
+                (seconds, micros), scores = pipe.execute()
+        except redis.RedisError as exc:
+            raise BrokerUnavailable(f"cannot read leases: {exc}") from exc
+        now = seconds * 1000 + micros // 1000
+        return {t for t, s in zip(tokens, scores, strict=True) if s is not None and s > now}
 
     def release(self, pools: list[PoolRef], token: str) -> list[str]:
         """Give the slots back; return the waiters first in line for them."""
