@@ -58,10 +58,27 @@ def _start_workers(count: int, url: str, config: Config, log_path: Path) -> list
     return procs
 
 
-def _stop_workers(procs: list[subprocess.Popen], grace: float = 10.0) -> None:
+@contextlib.contextmanager
+def _workers(procs: list[subprocess.Popen]) -> Iterator[None]:
+    """Stop the local workers at the end: let their steps finish, unless cancelled."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        # A second Ctrl-C: cancel. Each dead worker's watchdog kills its step at once.
+        _stop_workers(procs, signal.SIGKILL)
+        raise
+    except BaseException:
+        _stop_workers(procs)
+        raise
+    _stop_workers(procs)
+
+
+def _stop_workers(
+    procs: list[subprocess.Popen], sig: signal.Signals = signal.SIGTERM, grace: float = 10.0
+) -> None:
     for proc in procs:
         with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
+            proc.send_signal(sig)
     deadline = time.monotonic() + grace
     for proc in procs:
         try:
@@ -79,6 +96,8 @@ def _summary(reporter: ConsoleReporter, outcome: Outcome, elapsed: float) -> Exi
     if outcome.stuck:
         parts.append(f"{len(outcome.stuck)} blocked")
     reporter.line("SUMMARY", f"{', '.join(parts)} in {elapsed:.2f} s")
+    if outcome.interrupted:
+        return ExitCode.INTERRUPTED
     if outcome.plan_errors:
         for message in outcome.plan_errors:
             print(f"stepup-dist: error: {message}", file=sys.stderr)
@@ -106,7 +125,7 @@ def run_build(config: Config, root: Path, workers: int) -> ExitCode:
         client = connect(url)
         broker = RedisBroker(client, Keys(config.prefix))
         procs = _start_workers(workers, url, config, state_dir / "workers.log")
-        stack.callback(_stop_workers, procs)
+        stack.enter_context(_workers(procs))
         alive = (lambda: any(p.poll() is None for p in procs)) if procs else None
         planner = Planner(broker, reporter, root, lease=config.lease, workers_alive=alive)
         stack.callback(broker.forget_build, planner.build)

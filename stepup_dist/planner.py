@@ -71,6 +71,8 @@ class Outcome:
     stuck: list[str] = field(default_factory=list)
     """One line per step that could not run: what it waits for."""
     plan_errors: list[str] = field(default_factory=list)
+    interrupted: bool = False
+    """Stopped by Ctrl-C after the running steps finished."""
 
 
 class Planner:
@@ -172,24 +174,58 @@ class Planner:
         self.declare_step(Step("./plan.py", "./plan.py", "./", ["plan.py"], [], [], [], None, None))
         try:
             while True:
-                self._dispatch()
-                if not self._in_flight and not self.slots.waiting:
-                    if self._unblock_stalled():
-                        continue
-                    break
-                if self._only_unserved_left():
-                    break
-                for message in self.broker.receive(self.build, 1.0):
-                    self._handle(message)
-                self._maintain()
+                try:
+                    if self._loop_once():
+                        break
+                except KeyboardInterrupt:
+                    if self.outcome.interrupted:
+                        raise  # the second Ctrl-C cancels the running steps too
+                    self._drain()
         except BaseException:
             self.slots.close()
             self.save(final=False)
             raise
         self.slots.close()
+        if self.outcome.interrupted:
+            self.save(final=False)
+            return self.outcome
         self._report_stuck()
         self.save(final=True)
         return self.outcome
+
+    def _loop_once(self) -> bool:
+        """One round of the loop; True when the build is over."""
+        if not self.outcome.interrupted:
+            self._dispatch()
+        elif not self._running:
+            return True
+        if not self._in_flight and not self.slots.waiting:
+            return not self._unblock_stalled()
+        if self._only_unserved_left():
+            return True
+        for message in self.broker.receive(self.build, 1.0):
+            self._handle(message)
+        self._maintain()
+        return False
+
+    def _drain(self) -> None:
+        """Ctrl-C: dispatch nothing more, let the running steps finish, keep their results."""
+        self.outcome.interrupted = True
+        for key in list(self._in_flight):
+            step = self.graph.steps.get(key)
+            if key not in self._running:
+                # Not started: give its slots back, so that its job is refused if a
+                # worker still takes it.
+                self._in_flight.discard(key)
+                if step is not None:
+                    self.slots.release(step)
+                    step.status = StepStatus.PENDING
+        self.slots.waiting.clear()
+        self._ready.clear()
+        self.reporter.line(
+            "INTERRUPT",
+            f"waiting for {len(self._running)} running steps (Ctrl-C again to cancel them)",
+        )
 
     def _dispatch(self) -> None:
         jobs: list[tuple[Message, str, bool]] = []

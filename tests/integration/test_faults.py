@@ -135,3 +135,36 @@ def test_the_next_build_resumes_after_a_killed_planner(
     assert result.returncode == 0, result.stdout + result.stderr
     assert "echo a > a.txt" in result.lines("SKIP")
     assert "cat a.txt > b.txt" in result.lines("SUCCESS")
+
+
+def test_ctrl_c_lets_running_steps_finish_and_keeps_their_results(project: Project) -> None:
+    project.plan(
+        "from stepup.core.api import pool, step\n"
+        'pool("one", 1)\n'
+        'step("touch running; sleep 2; echo 1 > first.txt", out="first.txt", pool="one")\n'
+        'step("echo 2 > second.txt", out="second.txt", pool="one")\n'
+    )
+    build = subprocess.Popen(
+        [str(BIN / "stepup-dist"), "build", "-w2"],
+        cwd=project.root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal would make it
+    )
+    try:
+        _wait_for(project.root / "running")
+        os.killpg(build.pid, signal.SIGINT)  # what Ctrl-C sends to the foreground group
+        text, _ = build.communicate(timeout=60)
+    finally:
+        stop([build])
+    assert build.returncode == 130, text
+    assert "INTERRUPT" in text
+    assert (project.root / "first.txt").read_text() == "1\n"
+    assert not (project.root / "second.txt").exists()
+    assert "Traceback" not in text
+    # What finished was recorded: the next build skips it and runs the rest.
+    result = project.build("-w2")
+    assert result.returncode == 0, result.stdout
+    assert "touch running; sleep 2; echo 1 > first.txt" in result.lines("SKIP")
+    assert result.lines("SUCCESS") == ["echo 2 > second.txt"]
