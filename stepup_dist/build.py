@@ -127,7 +127,14 @@ def run_build(config: Config, root: Path, workers: int) -> ExitCode:
         procs = _start_workers(workers, url, config, state_dir / "workers.log")
         stack.enter_context(_workers(procs))
         alive = (lambda: any(p.poll() is None for p in procs)) if procs else None
-        planner = Planner(broker, reporter, root, lease=config.lease, workers_alive=alive)
+        planner = Planner(
+            broker,
+            reporter,
+            root,
+            lease=config.lease,
+            workers_alive=alive,
+            reconnect=config.reconnect,
+        )
         stack.callback(broker.forget_build, planner.build)
         outcome = planner.run()
         return _summary(reporter, outcome, time.monotonic() - start)

@@ -34,6 +34,10 @@ class Config:
     lease: float
     """Seconds a pool slot stays held without renewal (`STEPUP_DIST_LEASE`)."""
 
+    reconnect: float = 60.0
+    """Seconds the planner keeps trying to reach a server that went away
+    (`STEPUP_DIST_RECONNECT`)."""
+
 
 def load_config(
     *,
@@ -66,6 +70,17 @@ def load_config(
         if not 1.0 <= lease_value <= 86400.0:
             problems.append(f"lease {raw_lease!r} must lie between 1 and 86400 seconds")
 
+    raw_reconnect = env.get("STEPUP_DIST_RECONNECT", "60")
+    try:
+        reconnect = float(raw_reconnect)
+        if reconnect < 0:
+            raise ValueError
+    except ValueError:
+        reconnect = 60.0
+        problems.append(
+            f"reconnect {raw_reconnect!r} is not a number of seconds >= 0 (STEPUP_DIST_RECONNECT)"
+        )
+
     if problems:
         raise ConfigError("; ".join(problems))
-    return Config(redis_url=url, prefix=pfx, lease=lease_value)
+    return Config(redis_url=url, prefix=pfx, lease=lease_value, reconnect=reconnect)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from .errors import PlanError, UserError, WireError
+from .errors import BrokerUnavailable, PlanError, UserError, WireError
 from .graph import DONE, Graph, Step, StepStatus
 from .hashing import step_digest
 from .messages import (
@@ -44,6 +44,8 @@ __all__ = ("Broker", "Outcome", "Planner", "Reporter")
 CHECK_BATCH = 64
 """Paths per hash-check job: enough to amortize a job, small enough to spread over workers."""
 SAVE_INTERVAL = 5.0
+RECONNECT_FOR = 60.0
+"""Seconds the planner keeps trying to reach a server that went away."""
 MAX_ATTEMPTS = 3
 """A step whose worker vanishes this many times fails."""
 UNSERVED_GRACE = 5.0
@@ -86,6 +88,7 @@ class Planner:
         build: str | None = None,
         environ: Mapping[str, str] | None = None,
         workers_alive: Callable[[], bool] | None = None,
+        reconnect: float = RECONNECT_FOR,
     ):
         self.broker = broker
         self.reporter = reporter
@@ -94,6 +97,7 @@ class Planner:
         self.build = build or uuid.uuid4().hex[:16]
         self.environ = dict(os.environ if environ is None else environ)
         self._workers_alive = workers_alive
+        self.reconnect = reconnect
         self.store = Store(root)
         self.old_records, self.old_files = self.store.load()
         self.records: dict[str, Record] = {}
@@ -106,12 +110,14 @@ class Planner:
         self._checks: dict[int, list[tuple[tuple[str, str], str]]] = {}
         self._check_states: dict[str, dict[str, FileState | None]] = {}
         self._check_hosts: dict[str, str] = {}
+        self._check_sent: dict[int, CheckJob] = {}
         self._next_request = 0
         self._in_flight: set[str] = set()
         self._pending_runs: list[Step] = []
         self._told_unserved: set[str] = set()
         self._running: set[str] = set()
         self._hosts: dict[str, str] = {}
+        self._lost: dict[str, int] = {}
         """Queued steps whose worker reported that it started them."""
         self._idle_since: float | None = None
         self._last_renew = time.monotonic()
@@ -177,6 +183,8 @@ class Planner:
                 try:
                     if self._loop_once():
                         break
+                except BrokerUnavailable as exc:
+                    self._reconnect(exc)
                 except KeyboardInterrupt:
                     if self.outcome.interrupted:
                         raise  # the second Ctrl-C cancels the running steps too
@@ -207,6 +215,40 @@ class Planner:
             self._handle(message)
         self._maintain()
         return False
+
+    def _reconnect(self, exc: BrokerUnavailable) -> None:
+        """The server went away: retry with backoff, then resend what may have been lost."""
+        self.reporter.line("REDIS", f"{exc}; reconnecting")
+        deadline = time.monotonic() + self.reconnect
+        delay = 0.2
+        while True:
+            time.sleep(delay)
+            try:
+                self.broker.keep_alive(self.build, self.lease)
+                break
+            except BrokerUnavailable:
+                if time.monotonic() > deadline:
+                    raise BrokerUnavailable(
+                        f"{exc}; gave up reconnecting after {self.reconnect:.0f} s"
+                    ) from None
+                delay = min(2 * delay, 5.0)
+        self.reporter.line("REDIS", "reconnected")
+        # A restarted server lost its queue, leases and inbox: queue again what had not
+        # started (a job that did survive is refused by its worker, whose lease is gone),
+        # ask again the open hash checks, and look for started steps whose lease is gone.
+        for key in list(self._in_flight):
+            step = self.graph.steps.get(key)
+            if step is not None and step.status is StepStatus.QUEUED and key not in self._running:
+                self._in_flight.discard(key)
+                self.slots.release(step)
+                step.status = StepStatus.READY
+                self._queue_run(step)
+        self._pending_runs = [s for s in self._pending_runs if s.status is StepStatus.QUEUED]
+        checks: list[tuple[Message, str, bool]] = [
+            (job, f"hash check {job.request}", True) for job in self._check_sent.values()
+        ]
+        self.broker.submit(checks)
+        self._find_lost()
 
     def _drain(self) -> None:
         """Ctrl-C: dispatch nothing more, let the running steps finish, keep their results."""
@@ -340,7 +382,7 @@ class Planner:
             request = self._next_request
             self._checks[request] = [(purpose, path) for purpose, path, _ in chunk]
             self._in_flight.add(f"check:{request}")
-            job = CheckJob(
+            job = self._check_sent[request] = CheckJob(
                 build=self.build,
                 request=request,
                 root=str(self.root),
@@ -398,6 +440,7 @@ class Planner:
         asked = self._checks.pop(checked.request, None)
         if asked is None or len(asked) != len(checked.states):
             return
+        self._check_sent.pop(checked.request, None)
         self._in_flight.discard(f"check:{checked.request}")
         for ((kind, name), path), state in zip(asked, checked.states, strict=True):
             if kind == "static":
@@ -547,14 +590,15 @@ class Planner:
             self._in_flight.discard(step.key)
             self.slots.release(step)
             host = self._hosts.pop(step.key, "")
-            if step.attempt >= MAX_ATTEMPTS:
+            lost = self._lost[step.key] = self._lost.get(step.key, 0) + 1
+            if lost >= MAX_ATTEMPTS:
                 step.status = StepStatus.FAILED
                 self.outcome.failed.append(step.key)
                 self.records.pop(step.key, None)
                 self.old_records.pop(step.key, None)
                 self.reporter.line(
                     "FAIL",
-                    f"{step.key} (lost {step.attempt} times: its worker stopped renewing)",
+                    f"{step.key} (lost {lost} times: its worker stopped renewing)",
                     host,
                 )
                 continue

@@ -8,11 +8,12 @@ build, when one of its own pooled steps ends, and every third of a lease (which 
 the build's place in line).
 """
 
+import contextlib
 import uuid
 from collections.abc import Iterable
 from typing import Protocol
 
-from .errors import PlanError
+from .errors import BrokerUnavailable, PlanError
 from .graph import Step
 
 __all__ = ("PoolBroker", "PoolKeeper")
@@ -180,8 +181,10 @@ class PoolKeeper:
         held = self._held.pop(step.key, None)
         if held is not None:
             refs, token = held
-            self.broker.release(refs, token)
             self.retry = True
+            with contextlib.suppress(BrokerUnavailable):
+                # Unreachable: the leases lapse on their own.
+                self.broker.release(refs, token)
 
     def renew(self, keys: Iterable[str]) -> None:
         for key in keys:
@@ -192,9 +195,10 @@ class PoolKeeper:
 
     def close(self) -> None:
         """Release every slot and leave every line (end of the build)."""
-        for key in list(self._held):
-            refs, token = self._held.pop(key)
-            self.broker.release(refs, token)
-        if self._lines:
-            self.broker.withdraw(list(self._lines.values()), self.build)
-            self._lines.clear()
+        with contextlib.suppress(BrokerUnavailable):  # leases and places in line lapse
+            for key in list(self._held):
+                refs, token = self._held.pop(key)
+                self.broker.release(refs, token)
+            if self._lines:
+                self.broker.withdraw(list(self._lines.values()), self.build)
+                self._lines.clear()

@@ -11,9 +11,11 @@ import logging
 import os
 import socket
 import sys
+import time
 from typing import Any
 
 import click
+import redis
 
 from .broker.broker import RedisBroker
 from .broker.connection import connect, redact
@@ -242,7 +244,28 @@ def run_worker(
     )
     worker.hostname = host  # what RQ (and `stepup-dist status`) shows
     log.info("worker %s serving %s", worker_name, redact(config.redis_url))
-    return worker.work(burst=burst, logging_level="INFO" if verbose else "WARNING")
+    level = "INFO" if verbose else "WARNING"
+    delay = 0.5
+    while True:
+        try:
+            worked = worker.work(burst=burst, logging_level=level)
+        except redis.RedisError as exc:
+            # RQ's bookkeeping at the end of its loop (register_death) met the outage.
+            log.warning("lost the server (%s)", exc)
+            worked = False
+        if burst or worker._shutdown_requested_date is not None:  # SIGTERM or Ctrl-C
+            return worked
+        # RQ left its loop because the server went away (restart, dropped connection):
+        # serve again once it is back, under the same name.
+        log.warning("reconnecting to %s in %.1f s", redact(config.redis_url), delay)
+        time.sleep(delay)
+        delay = min(2 * delay, 10.0)
+        try:
+            client.ping()
+            client.delete(worker.key)
+            delay = 0.5
+        except redis.RedisError:
+            continue
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})

@@ -168,3 +168,71 @@ def test_ctrl_c_lets_running_steps_finish_and_keeps_their_results(project: Proje
     assert result.returncode == 0, result.stdout
     assert "touch running; sleep 2; echo 1 > first.txt" in result.lines("SKIP")
     assert result.lines("SUCCESS") == ["echo 2 > second.txt"]
+
+
+def test_a_build_survives_a_redis_restart(tmp_path: Path, prefix: str) -> None:
+    from stepup_dist.broker.server import EmbeddedServer
+
+    server = EmbeddedServer(tmp_path / "srv")
+    server.start()
+    workers = [start_worker(server.url, prefix, env=LEASE) for _ in range(2)]
+    project = Project(tmp_path / "p")
+    project.plan(
+        "from stepup.core.api import step\n"
+        "for i in range(6):\n"
+        '    step(f"touch started{i}; sleep 1; echo {i} > o{i}.txt", out=f"o{i}.txt")\n'
+    )
+    build = _build(project, server.url, prefix)
+    try:
+        _wait_for(project.root / "started1")
+        server.stop()  # no persistence: queue, leases and inbox are gone
+        time.sleep(1.0)
+        server.start()
+        text, _ = build.communicate(timeout=120)
+    finally:
+        stop([build, *workers])
+        server.stop()
+    assert build.returncode == 0, text
+    assert "reconnected" in text
+    for i in range(6):
+        assert (project.root / f"o{i}.txt").read_text() == f"{i}\n"
+    # Nothing recorded is lost: a second build skips everything.
+    server.start()
+    try:
+        again = project.build("-w1", "--redis", server.url, "--prefix", prefix)
+    finally:
+        server.stop()
+    assert again.returncode == 0, again.stdout
+    assert again.lines("SUCCESS") == []
+
+
+def test_a_server_that_stays_away_ends_the_build_with_a_message(
+    tmp_path: Path, prefix: str
+) -> None:
+    from stepup_dist.broker.server import EmbeddedServer
+
+    server = EmbeddedServer(tmp_path / "srv")
+    server.start()
+    worker = start_worker(server.url, prefix, env=LEASE)
+    project = Project(tmp_path / "p")
+    project.plan('from stepup.core.api import step\nstep("touch go; sleep 30")\n')
+    env = {**LEASE}
+    build = subprocess.Popen(
+        [str(BIN / "stepup-dist"), "build", "-w0", "--redis", server.url, "--prefix", prefix],
+        cwd=project.root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **env, "STEPUP_DIST_RECONNECT": "3"},
+    )
+    try:
+        _wait_for(project.root / "go")
+        server.stop()
+        out, err = build.communicate(timeout=120)
+    finally:
+        stop([build, worker])
+        server.stop()
+    assert build.returncode == 2, out + err
+    assert "gave up reconnecting" in err
+    assert len(err.strip().splitlines()) == 1
+    assert "Traceback" not in out + err
