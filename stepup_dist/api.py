@@ -144,8 +144,12 @@ def step(
     optional: bool = False,
     pool: str | None = None,
     block: bool = False,
+    resources: str | dict[str, int] | None = None,
 ) -> StepInfo:
     """Add a step: `command` runs with `sh -c` in `workdir` once all `inp` exist.
+
+    `resources="gpu:1,mem:8"` (or a dict) runs it only on a host whose workers declared those
+    units (`stepup-worker --resources`) while they are free there.
 
     `${inp}`, `${out}` and `${vol}` in the command are replaced by the paths as given.
     """
@@ -165,8 +169,22 @@ def step(
         vol=[_paths.join(base, p) for p in vol_l],
         env=env_l,
         pool=pool,
+        resources=_resources(resources),
     )
     return StepInfo(key or "dummy:", inp_l, env_l, out_l, vol_l)
+
+
+def _resources(value: str | dict[str, int] | None) -> dict[str, object]:
+    if value is None:
+        return {}
+    if isinstance(value, dict):
+        return dict(value)
+    result: dict[str, object] = {}
+    for item in str(value).split(","):
+        if item.strip():
+            name, _, units = item.strip().partition(":")
+            result[name] = int(units) if units.isdigit() else units
+    return result
 
 
 def pool(name: str, size: int) -> None:

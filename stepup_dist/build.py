@@ -36,13 +36,21 @@ def _lock(state_dir: Path) -> Iterator[None]:
         yield
 
 
+_WORKER_SETTINGS = {
+    "STEPUP_DIST_REDIS_URL", "STEPUP_DIST_REDIS_PASSWORD", "STEPUP_DIST_PREFIX",
+    "STEPUP_DIST_TLS_CA", "STEPUP_DIST_TLS_CERT", "STEPUP_DIST_TLS_KEY",
+    "STEPUP_DIST_SECRET_FILE", "STEPUP_DIST_ROOTS",
+}  # fmt: skip
+
+
 def _start_workers(
     count: int, config: Config, root: Path, log_path: Path
 ) -> list[subprocess.Popen]:
     """Local workers serving only this build's root. The server URL, which may hold a
     password, goes through the environment: a command line is visible to anyone in `ps`."""
     host = socket.gethostname()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STEPUP_DIST_")}
+    # The build's settings replace any the environment has (roots come as --root).
+    env = {k: v for k, v in os.environ.items() if k not in _WORKER_SETTINGS}
     env.update(to_environ(config))
     procs = []
     with open(log_path, "wb") as log:
@@ -64,10 +72,27 @@ def _start_workers(
     return procs
 
 
-def _stop_workers(procs: list[subprocess.Popen], grace: float = 10.0) -> None:
+@contextlib.contextmanager
+def _workers(procs: list[subprocess.Popen]) -> Iterator[None]:
+    """Stop the local workers at the end: let their steps finish, unless cancelled."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        # A second Ctrl-C: cancel. Each dead worker's watchdog kills its step at once.
+        _stop_workers(procs, signal.SIGKILL)
+        raise
+    except BaseException:
+        _stop_workers(procs)
+        raise
+    _stop_workers(procs)
+
+
+def _stop_workers(
+    procs: list[subprocess.Popen], sig: signal.Signals = signal.SIGTERM, grace: float = 10.0
+) -> None:
     for proc in procs:
         with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
+            proc.send_signal(sig)
     deadline = time.monotonic() + grace
     for proc in procs:
         try:
@@ -85,6 +110,8 @@ def _summary(reporter: ConsoleReporter, outcome: Outcome, elapsed: float) -> Exi
     if outcome.stuck:
         parts.append(f"{len(outcome.stuck)} blocked")
     reporter.line("SUMMARY", f"{', '.join(parts)} in {elapsed:.2f} s")
+    if outcome.interrupted:
+        return ExitCode.INTERRUPTED
     if outcome.plan_errors:
         for message in outcome.plan_errors:
             print(f"stepup-dist: error: {message}", file=sys.stderr)
@@ -118,9 +145,16 @@ def run_build(config: Config, root: Path, workers: int) -> ExitCode:
         client = connect_config(config)
         broker = RedisBroker(client, Keys(config.prefix), config.keyring)
         procs = _start_workers(workers, config, root, state_dir / "workers.log")
-        stack.callback(_stop_workers, procs)
+        stack.enter_context(_workers(procs))
         alive = (lambda: any(p.poll() is None for p in procs)) if procs else None
-        planner = Planner(broker, reporter, root, lease=config.lease, workers_alive=alive)
+        planner = Planner(
+            broker,
+            reporter,
+            root,
+            lease=config.lease,
+            workers_alive=alive,
+            reconnect=config.reconnect,
+        )
         stack.callback(broker.forget_build, planner.build)
         outcome = planner.run()
         return _summary(reporter, outcome, time.monotonic() - start)

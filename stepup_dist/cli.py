@@ -67,14 +67,72 @@ def build(
     sys.exit(run_build(config, root, count))
 
 
+_REDIS = click.option(
+    "--redis", "redis_url", metavar="URL", help="Server URL [STEPUP_DIST_REDIS_URL]."
+)
+_PREFIX = click.option("--prefix", metavar="PREFIX", help="Key prefix [STEPUP_DIST_PREFIX].")
+_JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+
+
+@cli.group()
+def pool() -> None:
+    """Cluster pools: limits shared by every build and worker on a server (licenses)."""
+
+
+@pool.command("set")
+@click.argument("name")
+@click.argument("size", type=int)
+@_REDIS
+@_PREFIX
+def pool_set(name: str, size: int, redis_url: str | None, prefix: str | None) -> None:
+    """Create the cluster pool NAME or change its size (applies to the next acquire)."""
+    from .admin import pool_set as run
+
+    click.echo(run(load_config(redis_url=redis_url, prefix=prefix), name, size))
+
+
+@pool.command("rm")
+@click.argument("name")
+@_REDIS
+@_PREFIX
+def pool_rm(name: str, redis_url: str | None, prefix: str | None) -> None:
+    """Remove the cluster pool NAME."""
+    from .admin import pool_rm as run
+
+    click.echo(run(load_config(redis_url=redis_url, prefix=prefix), name))
+
+
+@pool.command("list")
+@_REDIS
+@_PREFIX
+@_JSON
+def pool_list(redis_url: str | None, prefix: str | None, as_json: bool) -> None:
+    """Show each pool's size, slots held, waiters and holders."""
+    from .admin import pool_list as run
+
+    click.echo(run(load_config(redis_url=redis_url, prefix=prefix), as_json))
+
+
+@cli.command()
+@_REDIS
+@_PREFIX
+@_JSON
+def status(redis_url: str | None, prefix: str | None, as_json: bool) -> None:
+    """Show pools, workers and the queue of a server."""
+    from .admin import status as run
+
+    click.echo(run(load_config(redis_url=redis_url, prefix=prefix), as_json))
+
+
 @cli.command()
 @click.option("--prefix", metavar="PREFIX", help="Key prefix [STEPUP_DIST_PREFIX].")
 @click.option(
     "--role",
-    type=click.Choice(["planner", "worker", "both"]),
+    type=click.Choice(["planner", "worker", "both", "admin"]),
     default="both",
     show_default=True,
-    help="planner: stepup-dist build -w0; worker: stepup-worker; both: a build with local workers.",
+    help="planner: stepup-dist build -w0; worker: stepup-worker; both: a build with local "
+    "workers; admin: also stepup-dist status and pool (may SCAN every key name).",
 )
 @click.option("--user", default="stepup", show_default=True, help="ACL user name.")
 def acl(prefix: str | None, role: str, user: str) -> None:

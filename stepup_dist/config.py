@@ -22,6 +22,7 @@ __all__ = (
     "load_config",
     "redact",
     "split_password",
+    "step_environ",
     "to_environ",
 )
 
@@ -69,6 +70,10 @@ class Config:
 
     lease: float
     """Seconds a pool slot stays held without renewal (`STEPUP_DIST_LEASE`)."""
+
+    reconnect: float = 60.0
+    """Seconds the planner keeps trying to reach a server that went away
+    (`STEPUP_DIST_RECONNECT`)."""
 
     redis_password: str | None = field(default=None, repr=False)
     """Password given apart from the URL (`STEPUP_DIST_REDIS_PASSWORD`); wins over the URL's."""
@@ -199,12 +204,24 @@ def load_config(
         else:
             real_roots.append(os.path.realpath(root))
 
+    raw_reconnect = env.get("STEPUP_DIST_RECONNECT", "60")
+    try:
+        reconnect = float(raw_reconnect)
+        if reconnect < 0:
+            raise ValueError
+    except ValueError:
+        reconnect = 60.0
+        problems.append(
+            f"reconnect {raw_reconnect!r} is not a number of seconds >= 0 (STEPUP_DIST_RECONNECT)"
+        )
+
     if problems:
         raise ConfigError("; ".join(problems))
     return Config(
         redis_url=url,
         prefix=pfx,
         lease=lease_value,
+        reconnect=reconnect,
         redis_password=env.get("STEPUP_DIST_REDIS_PASSWORD") or None,
         tls_ca=ca,
         tls_cert=cert,
@@ -226,6 +243,7 @@ def to_environ(config: Config, *, with_password: bool = True) -> dict[str, str]:
         "STEPUP_DIST_PREFIX": config.prefix,
         "STEPUP_DIST_LEASE": str(config.lease),
         "STEPUP_DIST_SIGNATURE_TTL": str(config.signature_ttl),
+        "STEPUP_DIST_RECONNECT": str(config.reconnect),
     }
     password = config.redis_password
     if config.redis_url is not None:
@@ -247,3 +265,21 @@ def to_environ(config: Config, *, with_password: bool = True) -> dict[str, str]:
     if config.roots:
         env["STEPUP_DIST_ROOTS"] = ":".join(config.roots)
     return env
+
+
+_STEP_VARS = (
+    "STEPUP_DIST_REDIS_URL",
+    "STEPUP_DIST_REDIS_PASSWORD",
+    "STEPUP_DIST_PREFIX",
+    "STEPUP_DIST_TLS_CA",
+    "STEPUP_DIST_TLS_CERT",
+    "STEPUP_DIST_TLS_KEY",
+    "STEPUP_DIST_SECRET_FILE",
+    "STEPUP_DIST_SIGNATURE_TTL",
+)
+
+
+def step_environ(config: Config) -> dict[str, str]:
+    """What a step needs for API calls: the URL without its password, which goes apart."""
+    env = to_environ(config, with_password=False)
+    return {name: env[name] for name in _STEP_VARS if name in env}

@@ -15,18 +15,20 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Protocol
 
 from .hashing import file_state
 from .messages import Checked, CheckJob, FileState, RunJob, StepDone
 
 __all__ = (
     "MAX_CAPTURE",
+    "Guard",
     "WorkerContext",
     "check_files",
+    "lease_lost",
     "outside_roots",
     "run_step",
     "step_environment",
@@ -49,6 +51,8 @@ class WorkerContext:
     """`STEPUP_DIST_*` variables a step needs for its API calls (server, prefix, secret)."""
     roots: tuple[str, ...] = ()
     """Resolved directories this worker serves; empty: any."""
+    resources: dict[str, int] = field(default_factory=dict)
+    """What this host offers to steps that ask for resources."""
 
 
 def outside_roots(path: str, roots: tuple[str, ...], *, follow: bool = True) -> str | None:
@@ -120,13 +124,38 @@ def _kill_group(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
-def run_step(
-    job: RunJob,
-    ctx: WorkerContext,
-    keep_going: Callable[[], bool] = lambda: True,
-    interval: float = 10.0,
-) -> StepDone:
-    """Run the step; call `keep_going` every `interval` s and kill the step if it says no."""
+class Guard(Protocol):
+    """Watches over a running step on behalf of its pool leases and the worker's health."""
+
+    interval: float
+    """Seconds between calls of `check`."""
+
+    def started(self, pgid: int) -> bool:
+        """The step's process group exists; False: its lease is already lost."""
+
+    def check(self) -> bool:
+        """Still allowed to run? False: the lease is lost, kill the step."""
+
+    def finished(self, pgid: int) -> None:
+        """The step's processes are gone."""
+
+
+class _NoGuard:
+    interval = 3600.0
+
+    def started(self, pgid: int) -> bool:
+        return True
+
+    def check(self) -> bool:
+        return True
+
+    def finished(self, pgid: int) -> None:
+        pass
+
+
+def run_step(job: RunJob, ctx: WorkerContext, guard: Guard | None = None) -> StepDone:
+    """Run the step under `guard`; kill it as soon as the guard says it may not go on."""
+    guard = guard or _NoGuard()
     start = time.monotonic()
     cwd = os.path.join(job.root, job.workdir)
 
@@ -150,8 +179,6 @@ def run_step(
         return done(-1, error=_refusal("working directory", outside, ctx))
     if not os.path.isdir(cwd):
         return done(-1, error=f"working directory {job.workdir} does not exist on {ctx.host}")
-    if not keep_going():
-        return done(-1, error="pool slot lease was lost before the step started")
     with (
         tempfile.TemporaryFile() as out_fh,
         tempfile.TemporaryFile() as err_fh,
@@ -165,21 +192,24 @@ def run_step(
             stderr=err_fh,
             start_new_session=True,
         )
-        lost = False
         try:
-            while True:
+            lost = not guard.started(proc.pid)
+            while not lost:
                 try:
-                    returncode = proc.wait(timeout=interval)
+                    proc.wait(timeout=guard.interval)
                     break
                 except subprocess.TimeoutExpired:
-                    if not keep_going():
-                        lost = True
-                        _kill_group(proc)
-                        returncode = proc.returncode
-                        break
+                    lost = not guard.check()
+            if lost:
+                _kill_group(proc)
+            # A step that ended after its lease lapsed may have shared its seat: not a success.
+            lost = lost or not guard.check()
         except BaseException:
             _kill_group(proc)
             raise
+        finally:
+            guard.finished(proc.pid)
+        returncode = proc.returncode
         stdout = _read_capture(out_fh)
         stderr = _read_capture(err_fh)
     if lost:
@@ -201,6 +231,23 @@ def run_step(
         error = "did not create declared output" + ("s " if len(missing) > 1 else " ")
         return done(returncode, stdout, stderr, error + ", ".join(missing), states)
     return done(returncode, stdout, stderr, states=states)
+
+
+def lease_lost(job: RunJob, ctx: WorkerContext) -> StepDone:
+    """The outcome of a step whose pool slots were lost before it could start."""
+    return StepDone(
+        build=job.build,
+        step=job.step,
+        attempt=job.attempt,
+        returncode=-1,
+        duration=0.0,
+        host=ctx.host,
+        worker=ctx.name,
+        stdout="",
+        stderr="",
+        out_states={},
+        error="pool slot lease was lost before the step started",
+    )
 
 
 def check_files(job: CheckJob, ctx: WorkerContext) -> Checked:

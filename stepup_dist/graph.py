@@ -55,6 +55,8 @@ class Step:
     pool: str | None
     creator: str | None
     """Key of the step whose API calls defined this one (None for the root plan)."""
+    resources: dict[str, int] = field(default_factory=dict)
+    """Units of host resources it needs while it runs (`gpu: 1`), on one host."""
     status: StepStatus = StepStatus.PENDING
     missing: set[str] = field(default_factory=set)
     """Inputs not yet available."""
@@ -64,8 +66,6 @@ class Step:
     """[inp, out, vol, env] added by `amend()`; also included in the lists above."""
     declared: tuple = ()
     """(inp, out, vol, env) as the step was defined, set by `Graph.add_step`."""
-    token: str = ""
-    """Owner token of the pool slots it holds while queued or running."""
     skip_blocked: bool = False
     """Skipping was ruled out (for instance an amended input of the last run is gone)."""
     rerun: bool = False
@@ -73,7 +73,7 @@ class Step:
     attempt: int = 0
 
     def definition(self) -> tuple:
-        return (self.command, self.workdir, self.declared, self.pool)
+        return (self.command, self.workdir, self.declared, self.pool, self.resources)
 
 
 @dataclass

@@ -8,6 +8,7 @@ This module knows nothing of their encoding; `wire.py` turns them into bytes and
 - `StepDone`: worker -> planner, the outcome of a `RunJob`.
 - `Checked`: worker -> planner, the file states asked for by a `CheckJob`.
 - `Call`: plan (any step) -> planner, one API call such as `step()` or `pool()`.
+- `Wake`: whoever released a pool slot -> a planner waiting for one.
 - `Reply`: planner -> plan, the answer to a `Call`.
 """
 
@@ -24,6 +25,7 @@ __all__ = (
     "RunJob",
     "Started",
     "StepDone",
+    "Wake",
 )
 
 
@@ -86,6 +88,8 @@ class RunJob(Message):
     """Declared outputs relative to the root; the worker hashes them afterwards."""
     pools: list[str] = field(default_factory=list)
     """Ids of the pools whose slots the planner took for this step."""
+    sizes: list[int] = field(default_factory=list)
+    """Size of each of those pools; 0 for a cluster pool (its size lives on the server)."""
     token: str = ""
     """Owner token of those slots; the worker renews the leases while the step runs."""
     lease: float = 30.0
@@ -176,3 +180,10 @@ class Reply(Message):
     ok: bool
     value: Any = None
     error: str = ""
+
+
+@dataclass(frozen=True)
+class Wake(Message):
+    """A pool slot was released: retry the steps waiting for one."""
+
+    TYPE: ClassVar[str] = "wake"

@@ -66,7 +66,21 @@ def call_step(planner: "Planner", caller: str, args: dict[str, Any]) -> str:
     key = step_key(command, workdir)
     if pool is not None and not planner.has_pool(pool):
         raise PlanError(f"step {key!r} uses undefined pool {pool!r}; define it with pool()")
-    step = Step(key, command, workdir, inp, out, vol, env, pool, caller)
+    resources = args.get("resources") or {}
+    if not isinstance(resources, dict) or not all(
+        isinstance(name, str)
+        and name
+        and ":" not in name
+        and "," not in name
+        and "=" not in name
+        and type(units) is int
+        and units >= 1
+        for name, units in resources.items()
+    ):
+        raise PlanError(
+            f"step {key!r}: resources must be NAME:UNITS with UNITS >= 1, got {resources!r}"
+        )
+    step = Step(key, command, workdir, inp, out, vol, env, pool, caller, resources)
     planner.declare_step(step)
     return key
 

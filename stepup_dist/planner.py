@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from .errors import PlanError, UserError, WireError
+from .errors import BrokerUnavailable, PlanError, UserError, WireError
 from .graph import DONE, Graph, Step, StepStatus
 from .hashing import step_digest
 from .messages import (
@@ -33,8 +33,10 @@ from .messages import (
     RunJob,
     Started,
     StepDone,
+    Wake,
 )
 from .plan_calls import RECORDED, handle_call
+from .pools import PoolBroker, PoolKeeper
 from .store import Record, Store
 
 __all__ = ("Broker", "Outcome", "Planner", "Reporter")
@@ -42,16 +44,20 @@ __all__ = ("Broker", "Outcome", "Planner", "Reporter")
 CHECK_BATCH = 64
 """Paths per hash-check job: enough to amortize a job, small enough to spread over workers."""
 SAVE_INTERVAL = 5.0
+RECONNECT_FOR = 60.0
+"""Seconds the planner keeps trying to reach a server that went away."""
+MAX_ATTEMPTS = 3
+"""A step whose worker vanishes this many times fails."""
+UNSERVED_GRACE = 5.0
+"""Seconds to wait, once nothing else is left, for a worker offering missing resources."""
 
 
-class Broker(Protocol):
-    def submit(self, jobs: list[tuple[Message, str, bool]]) -> None: ...
+class Broker(PoolBroker, Protocol):
+    def keep_alive(self, build: str, lease: float) -> None: ...
+    def live_runs(self, build: str, tokens: list[str]) -> set[str]: ...
+    def submit(self, jobs: list[tuple[Message, str, bool]], host: str | None = None) -> None: ...
     def receive(self, build: str, timeout: float) -> list[Message | WireError]: ...
     def reply(self, reply_to: str, reply: Reply) -> None: ...
-    def plan_pool(self, build: str, name: str) -> str: ...
-    def acquire(self, pools: list[tuple[str, int]], token: str, lease: float) -> bool: ...
-    def renew(self, pool_ids: list[str], token: str, lease: float) -> bool: ...
-    def release(self, pool_ids: list[str], token: str) -> int: ...
 
 
 class Reporter(Protocol):
@@ -67,6 +73,8 @@ class Outcome:
     stuck: list[str] = field(default_factory=list)
     """One line per step that could not run: what it waits for."""
     plan_errors: list[str] = field(default_factory=list)
+    interrupted: bool = False
+    """Stopped by Ctrl-C after the running steps finished."""
 
 
 class Planner:
@@ -80,6 +88,7 @@ class Planner:
         build: str | None = None,
         environ: Mapping[str, str] | None = None,
         workers_alive: Callable[[], bool] | None = None,
+        reconnect: float = RECONNECT_FOR,
     ):
         self.broker = broker
         self.reporter = reporter
@@ -88,28 +97,36 @@ class Planner:
         self.build = build or uuid.uuid4().hex[:16]
         self.environ = dict(os.environ if environ is None else environ)
         self._workers_alive = workers_alive
+        self.reconnect = reconnect
         self.store = Store(root)
         self.old_records, self.old_files = self.store.load()
         self.records: dict[str, Record] = {}
         self.graph = Graph()
-        self.pools: dict[str, int] = {}
+        self.slots = PoolKeeper(broker, self.build, lease)
+        self.pools = self.slots.plan_sizes
         self.outcome = Outcome()
         self._ready: deque[Step] = deque()
-        self._waiting_pool: list[Step] = []
         self._check_queue: list[tuple[tuple[str, str], str, FileState | None]] = []
         self._checks: dict[int, list[tuple[tuple[str, str], str]]] = {}
         self._check_states: dict[str, dict[str, FileState | None]] = {}
         self._check_hosts: dict[str, str] = {}
+        self._check_sent: dict[int, CheckJob] = {}
         self._next_request = 0
         self._in_flight: set[str] = set()
         self._pending_runs: list[Step] = []
+        self._told_unserved: set[str] = set()
+        self._running: set[str] = set()
+        self._hosts: dict[str, str] = {}
+        self._lost: dict[str, int] = {}
+        """Queued steps whose worker reported that it started them."""
+        self._idle_since: float | None = None
         self._last_renew = time.monotonic()
         self._last_save = time.monotonic()
 
     # Definitions (from API calls or replayed records)
 
     def has_pool(self, name: str) -> bool:
-        return name in self.pools
+        return self.slots.exists(name)
 
     def declare_static(self, path: str, stat: Any) -> None:
         node = self.graph.add_static(path)
@@ -158,27 +175,99 @@ class Planner:
     def run(self) -> Outcome:
         if not (self.root / "plan.py").is_file():
             raise PlanError(f"there is no plan.py in {self.root}")
+        self.broker.keep_alive(self.build, self.lease)
         self.declare_static("plan.py", None)
         self.declare_step(Step("./plan.py", "./plan.py", "./", ["plan.py"], [], [], [], None, None))
         try:
             while True:
-                self._dispatch()
-                if not self._in_flight and not self._waiting_pool:
-                    if self._unblock_stalled():
-                        continue
-                    break
-                timeout = 0.2 if self._waiting_pool else 1.0
-                for message in self.broker.receive(self.build, timeout):
-                    self._handle(message)
-                self._maintain()
+                try:
+                    if self._loop_once():
+                        break
+                except BrokerUnavailable as exc:
+                    self._reconnect(exc)
+                except KeyboardInterrupt:
+                    if self.outcome.interrupted:
+                        raise  # the second Ctrl-C cancels the running steps too
+                    self._drain()
         except BaseException:
-            self._release_all()
+            self.slots.close()
             self.save(final=False)
             raise
-        self._release_all()
+        self.slots.close()
+        if self.outcome.interrupted:
+            self.save(final=False)
+            return self.outcome
         self._report_stuck()
         self.save(final=True)
         return self.outcome
+
+    def _loop_once(self) -> bool:
+        """One round of the loop; True when the build is over."""
+        if not self.outcome.interrupted:
+            self._dispatch()
+        elif not self._running:
+            return True
+        if not self._in_flight and not self.slots.waiting:
+            return not self._unblock_stalled()
+        if self._only_unserved_left():
+            return True
+        for message in self.broker.receive(self.build, 1.0):
+            self._handle(message)
+        self._maintain()
+        return False
+
+    def _reconnect(self, exc: BrokerUnavailable) -> None:
+        """The server went away: retry with backoff, then resend what may have been lost."""
+        self.reporter.line("REDIS", f"{exc}; reconnecting")
+        deadline = time.monotonic() + self.reconnect
+        delay = 0.2
+        while True:
+            time.sleep(delay)
+            try:
+                self.broker.keep_alive(self.build, self.lease)
+                break
+            except BrokerUnavailable:
+                if time.monotonic() > deadline:
+                    raise BrokerUnavailable(
+                        f"{exc}; gave up reconnecting after {self.reconnect:.0f} s"
+                    ) from None
+                delay = min(2 * delay, 5.0)
+        self.reporter.line("REDIS", "reconnected")
+        # A restarted server lost its queue, leases and inbox: queue again what had not
+        # started (a job that did survive is refused by its worker, whose lease is gone),
+        # ask again the open hash checks, and look for started steps whose lease is gone.
+        for key in list(self._in_flight):
+            step = self.graph.steps.get(key)
+            if step is not None and step.status is StepStatus.QUEUED and key not in self._running:
+                self._in_flight.discard(key)
+                self.slots.release(step)
+                step.status = StepStatus.READY
+                self._queue_run(step)
+        self._pending_runs = [s for s in self._pending_runs if s.status is StepStatus.QUEUED]
+        checks: list[tuple[Message, str, bool]] = [
+            (job, f"hash check {job.request}", True) for job in self._check_sent.values()
+        ]
+        self.broker.submit(checks)
+        self._find_lost()
+
+    def _drain(self) -> None:
+        """Ctrl-C: dispatch nothing more, let the running steps finish, keep their results."""
+        self.outcome.interrupted = True
+        for key in list(self._in_flight):
+            step = self.graph.steps.get(key)
+            if key not in self._running:
+                # Not started: give its slots back, so that its job is refused if a
+                # worker still takes it.
+                self._in_flight.discard(key)
+                if step is not None:
+                    self.slots.release(step)
+                    step.status = StepStatus.PENDING
+        self.slots.waiting.clear()
+        self._ready.clear()
+        self.reporter.line(
+            "INTERRUPT",
+            f"waiting for {len(self._running)} running steps (Ctrl-C again to cancel them)",
+        )
 
     def _dispatch(self) -> None:
         jobs: list[tuple[Message, str, bool]] = []
@@ -207,18 +296,27 @@ class Planner:
                     self._check_queue.append((("skip", step.key), path, old.out_states.get(path)))
             else:
                 self._queue_run(step)
-        full: set[str] = set()
-        for step in list(self._waiting_pool):
-            # One refusal per pool and round: the others in that pool would be refused too.
-            if step.pool is not None and step.pool not in full:
-                self._queue_run(step)
-                if step.status is StepStatus.WAITING_POOL:
-                    full.add(step.pool)
+        for step in self.slots.retry_waiting():
+            self._queued(step)
+        placed: dict[str, list[tuple[Message, str, bool]]] = {}
         for step in self._pending_runs:
-            jobs.append((self._run_job(step), step.key, False))
+            job = (self._run_job(step), step.key, False)
+            host = self.slots.host_of(step)
+            if host is None:
+                jobs.append(job)
+            else:
+                placed.setdefault(host, []).append(job)
         self._pending_runs = []
         jobs.extend(self._check_jobs())
         self.broker.submit(jobs)
+        for host, host_jobs in placed.items():
+            self.broker.submit(host_jobs, host=host)
+        for key, wanted in self.slots.unserved.items():
+            if key not in self._told_unserved:
+                self._told_unserved.add(key)
+                self.reporter.line(
+                    "WAITING", f"{key} (needs {wanted}: no connected worker offers it)"
+                )
 
     def _matches(self, step: Step, old: Record) -> bool:
         return (old.command, old.workdir, tuple(old.inp), tuple(old.out), tuple(old.vol)) == (
@@ -230,29 +328,36 @@ class Planner:
         ) and tuple(old.env) == step.declared[3]
 
     def _queue_run(self, step: Step) -> None:
-        if step.pool is not None:
-            if not step.token:
-                step.token = uuid.uuid4().hex
-            pool_id = self.broker.plan_pool(self.build, step.pool)
-            if not self.broker.acquire([(pool_id, self.pools[step.pool])], step.token, self.lease):
-                if step.status is not StepStatus.WAITING_POOL:
-                    step.status = StepStatus.WAITING_POOL
-                    self._waiting_pool.append(step)
-                return
-            if step.status is StepStatus.WAITING_POOL:
-                self._waiting_pool.remove(step)
+        try:
+            line = self.slots.line_of(step)
+            ahead = self.slots.needs_slots(step) and any(
+                self.slots.line_of(w) == line for w in self.slots.waiting
+            )
+            granted = not ahead and self.slots.take(step)
+        except PlanError as exc:
+            self._plan_error(str(exc))
+            step.status = StepStatus.FAILED
+            self.outcome.failed.append(step.key)
+            return
+        if not granted:
+            # Behind earlier steps of this build, or refused: wait in line.
+            if step not in self.slots.waiting:
+                self.slots.waiting.append(step)
+            step.status = StepStatus.WAITING_POOL
+            return
+        self._queued(step)
+
+    def _queued(self, step: Step) -> None:
         step.status = StepStatus.QUEUED
         step.attempt += 1
         self._in_flight.add(step.key)
         self._pending_runs.append(step)
 
-    def _pool_ids(self, step: Step) -> list[str]:
-        return [] if step.pool is None else [self.broker.plan_pool(self.build, step.pool)]
-
     def _env_values(self, step: Step) -> dict[str, str | None]:
         return {name: self.environ.get(name) for name in step.env}
 
     def _run_job(self, step: Step) -> RunJob:
+        pool_ids, sizes, token = self.slots.job_fields(step)
         return RunJob(
             build=self.build,
             step=step.key,
@@ -262,8 +367,9 @@ class Planner:
             workdir=step.workdir,
             env=self._env_values(step),
             out=list(step.declared[1]),
-            pools=self._pool_ids(step),
-            token=step.token,
+            pools=pool_ids,
+            sizes=sizes,
+            token=token,
             lease=self.lease,
         )
 
@@ -276,7 +382,7 @@ class Planner:
             request = self._next_request
             self._checks[request] = [(purpose, path) for purpose, path, _ in chunk]
             self._in_flight.add(f"check:{request}")
-            job = CheckJob(
+            job = self._check_sent[request] = CheckJob(
                 build=self.build,
                 request=request,
                 root=str(self.root),
@@ -297,11 +403,17 @@ class Planner:
         elif isinstance(message, Started):
             step = self.graph.steps.get(message.step)
             if step is not None and step.attempt == message.attempt:
+                # From now on its worker renews the leases, and alone: a worker cut off
+                # from Redis must see them lapse and kill the step.
+                self._running.add(step.key)
+                self._hosts[step.key] = message.host
                 self.reporter.line("START", step.key, message.host)
         elif isinstance(message, StepDone):
             self._on_done(message)
         elif isinstance(message, Checked):
             self._on_checked(message)
+        elif isinstance(message, Wake):
+            self.slots.retry = True
         else:
             self.reporter.line("WARNING", f"ignored an unexpected {message.TYPE!r} message")
 
@@ -329,12 +441,14 @@ class Planner:
         if asked is not None and checked.error:
             # A refused check cannot tell what exists: report it; what waited on it is stuck.
             del self._checks[checked.request]
+            self._check_sent.pop(checked.request, None)
             self._in_flight.discard(f"check:{checked.request}")
             self._plan_error(f"hash check refused on {checked.host}: {checked.error}")
             return
         if asked is None or len(asked) != len(checked.states):
             return
         del self._checks[checked.request]
+        self._check_sent.pop(checked.request, None)
         self._in_flight.discard(f"check:{checked.request}")
         for ((kind, name), path), state in zip(asked, checked.states, strict=True):
             if kind == "static":
@@ -394,6 +508,7 @@ class Planner:
         if step is None or step.status is not StepStatus.QUEUED or result.attempt != step.attempt:
             return
         self._in_flight.discard(step.key)
+        self._running.discard(step.key)
         self._release(step)
         ok = result.returncode == 0 and not result.error
         if ok and step.rerun and step.missing:
@@ -450,28 +565,78 @@ class Planner:
     # Pools and leases
 
     def _release(self, step: Step) -> None:
-        if step.pool is not None and step.token:
-            self.broker.release(self._pool_ids(step), step.token)
-            step.token = ""
-
-    def _release_all(self) -> None:
-        for step in self.graph.steps.values():
-            if step.token:
-                self._release(step)
+        self.slots.release(step)
 
     def _maintain(self) -> None:
         now = time.monotonic()
         if now - self._last_renew > self.lease / 3:
             self._last_renew = now
-            for step in self.graph.steps.values():
-                if step.token and step.status is StepStatus.QUEUED:
-                    self.broker.renew(self._pool_ids(step), step.token, self.lease)
+            queued = [
+                k
+                for k, s in self.graph.steps.items()
+                if s.status is StepStatus.QUEUED and k not in self._running
+            ]
+            self.broker.keep_alive(self.build, self.lease)
+            self.slots.renew(queued)
+            # Also keeps this build's place in the lines it waits in.
+            self.slots.retry = True
+            self._find_lost()
         if now - self._last_save > SAVE_INTERVAL:
             self.save(final=False)
             if self._workers_alive is not None and not self._workers_alive():
                 raise UserError("every local worker has exited; see .stepup/workers.log")
 
+    def _find_lost(self) -> None:
+        """Started steps whose run lease lapsed: their worker is gone. Run them again."""
+        started = [self.graph.steps[key] for key in sorted(self._running)]
+        tokens = {self.slots.token_of(step): step for step in started}
+        live = self.broker.live_runs(self.build, list(tokens))
+        for token, step in tokens.items():
+            if token in live:
+                continue
+            self._running.discard(step.key)
+            self._in_flight.discard(step.key)
+            self.slots.release(step)
+            host = self._hosts.pop(step.key, "")
+            lost = self._lost[step.key] = self._lost.get(step.key, 0) + 1
+            if lost >= MAX_ATTEMPTS:
+                step.status = StepStatus.FAILED
+                self.outcome.failed.append(step.key)
+                self.records.pop(step.key, None)
+                self.old_records.pop(step.key, None)
+                self.reporter.line(
+                    "FAIL",
+                    f"{step.key} (lost {lost} times: its worker stopped renewing)",
+                    host,
+                )
+                continue
+            self.reporter.line(
+                "LOST", f"{step.key} (its worker stopped renewing; running it again)", host
+            )
+            step.status = StepStatus.READY
+            self._queue_run(step)
+
     # End of the build
+
+    def _only_unserved_left(self) -> bool:
+        """True when the rest is done and no worker offered the resources still wanted."""
+        waiting = self.slots.waiting
+        if self._in_flight or not waiting or any(s.key not in self.slots.unserved for s in waiting):
+            self._idle_since = None
+            return False
+        now = time.monotonic()
+        if self._idle_since is None:
+            self._idle_since = now
+            return False
+        if now - self._idle_since < UNSERVED_GRACE:
+            return False
+        for step in waiting:
+            self.outcome.stuck.append(
+                f"step {step.key!r} needs {self.slots.unserved[step.key]}, "
+                "which no connected worker offers (start one with stepup-worker --resources)"
+            )
+        waiting.clear()
+        return True
 
     def _unblock_stalled(self) -> bool:
         """Steps waiting only for inputs their last run amended: give up skipping them."""

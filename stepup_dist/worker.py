@@ -19,36 +19,30 @@ import logging
 import os
 import socket
 import sys
+import time
 import warnings
 from typing import Any
 
 import click
+import redis
 
 from .broker.broker import RedisBroker
 from .broker.connection import connect_config, redact, refusal
 from .broker.keys import QUEUE_NAME, Keys
 from .broker.queue import PERFORM, load_rq
-from .config import Config, load_config, split_password, to_environ
+from .broker.semaphore import PoolRef
+from .config import Config, load_config, split_password, step_environ
 from .errors import BrokerUnavailable, ExitCode, SignatureError, UserError, WireError
-from .execute import WorkerContext, check_files, run_step
+from .execute import WorkerContext, check_files, lease_lost, run_step
+from .lease import LeaseGuard
 from .messages import CheckJob, RunJob, Started
 from .vetting import JOB_FIELDS, inflate, refusal_report, vet_job
+from .watchdog import Watchdog
 from .wire import MsgpackSerializer
 
 __all__ = ("main", "perform", "run_worker")
 
 log = logging.getLogger("stepup_dist.worker")
-
-_STEP_VARS = (
-    "STEPUP_DIST_REDIS_URL",
-    "STEPUP_DIST_REDIS_PASSWORD",
-    "STEPUP_DIST_PREFIX",
-    "STEPUP_DIST_TLS_CA",
-    "STEPUP_DIST_TLS_CERT",
-    "STEPUP_DIST_TLS_KEY",
-    "STEPUP_DIST_SECRET_FILE",
-    "STEPUP_DIST_SIGNATURE_TTL",
-)
 
 
 def perform(payload: bytes) -> None:
@@ -97,10 +91,33 @@ def make_worker_class(rq: Any) -> type:
     class StepWorker(rq.SimpleWorker):
         job_class = StepJob
 
-        def __init__(self, *args: Any, broker: RedisBroker, context: WorkerContext, **kw: Any):
+        def __init__(
+            self,
+            *args: Any,
+            broker: RedisBroker,
+            leases: RedisBroker,
+            context: WorkerContext,
+            **kw: Any,
+        ):
             super().__init__(*args, **kw)
             self.broker = broker
+            self.leases = leases
+            """A connection with a short timeout, so a lost server is noticed in time."""
             self.context = context
+            self.watchdog = Watchdog()
+
+        def heartbeat(self, timeout: Any = None, pipeline: Any = None) -> None:
+            super().heartbeat(timeout, pipeline)
+            if self.context.resources and pipeline is None:
+                # Planners place resource steps only on hosts heard from recently.
+                try:
+                    self.broker.register_host(self.context.host, self.context.resources)
+                except BrokerUnavailable:
+                    log.warning("could not register the resources of %s", self.context.host)
+
+        def teardown(self) -> None:
+            super().teardown()
+            self.watchdog.close()
 
         def dequeue_job_and_maintain_ttl(self, timeout: Any, max_idle_time: Any = None) -> Any:
             while True:
@@ -157,32 +174,37 @@ def make_worker_class(rq: Any) -> type:
             if isinstance(message, CheckJob):
                 self.broker.post(message.build, check_files(message, self.context))
                 return
-            pools, token = message.pools, message.token
+            ctx = self.context
+            refs = [PoolRef(i, s) for i, s in zip(message.pools, message.sizes, strict=False)]
+            renew = None
+            if message.pools:
+                info = (message.build, message.step, ctx.host)
 
-            def keep_going() -> bool:
+                def renew() -> bool:
+                    return self.leases.renew(
+                        message.pools, message.token, message.lease, info, message.build
+                    )
+
+            def heartbeat() -> None:
                 try:
                     self.maintain_heartbeats(job, execution)
                 except Exception:  # RQ's bookkeeping must not stop the step.
                     log.warning("could not renew RQ heartbeat of job %s", job.id)
-                if not pools:
-                    return True
-                try:
-                    return self.broker.renew(pools, token, message.lease)
-                except BrokerUnavailable:
-                    return False
 
-            ctx = self.context
-            self.broker.post(
-                message.build,
-                Started(message.build, message.step, message.attempt, ctx.host, ctx.name),
-            )
-            interval = message.lease / 3 if pools else 60.0
+            guard = LeaseGuard(renew, message.lease, self.watchdog, heartbeat)
             try:
-                result = run_step(message, self.context, keep_going, interval)
+                if not guard.renew():
+                    result = lease_lost(message, ctx)
+                else:
+                    self.broker.post(
+                        message.build,
+                        Started(message.build, message.step, message.attempt, ctx.host, ctx.name),
+                    )
+                    result = run_step(message, ctx, guard)
             finally:
-                if pools:
+                if refs:
                     try:
-                        self.broker.release(pools, token)
+                        self.leases.release(refs, message.token)
                     except BrokerUnavailable:
                         log.warning("could not release pool slots of %s", message.step)
             self.broker.post(message.build, result)
@@ -190,14 +212,27 @@ def make_worker_class(rq: Any) -> type:
     return StepWorker
 
 
-def _step_vars(config: Config) -> dict[str, str]:
-    """What a step needs for API calls: the URL without its password, which goes apart."""
-    env = to_environ(config, with_password=False)
-    return {name: env[name] for name in _STEP_VARS if name in env}
+def parse_resources(text: str | None) -> dict[str, int]:
+    """`gpu:2,mem:64` -> {"gpu": 2, "mem": 64}; UserError for anything else."""
+    result: dict[str, int] = {}
+    for item in (text or "").split(","):
+        if not item.strip():
+            continue
+        name, sep, units = item.strip().partition(":")
+        if not sep or not name or not units.isdigit() or int(units) < 1 or "=" in name:
+            raise UserError(f"resources: {item.strip()!r} is not NAME:UNITS with UNITS >= 1")
+        result[name] = int(units)
+    return result
 
 
 def run_worker(
-    config: Config, *, name: str | None = None, burst: bool = False, verbose: bool = False
+    config: Config,
+    *,
+    name: str | None = None,
+    burst: bool = False,
+    verbose: bool = False,
+    resources: dict[str, int] | None = None,
+    host: str | None = None,
 ) -> bool:
     """Serve jobs until stopped (or until the queue is empty with `burst`)."""
     if config.redis_url is None:
@@ -213,19 +248,27 @@ def run_worker(
     keys = Keys(config.prefix)
     rq = load_rq(keys)
     client = connect_config(config)
-    host = socket.gethostname()
+    host = host or socket.gethostname()
     worker_name = name or f"{host}.{os.getpid()}"
-    context = WorkerContext(host, worker_name, _step_vars(config), config.roots)
+    context = WorkerContext(
+        host, worker_name, step_environ(config), config.roots, resources=resources or {}
+    )
+    # A worker with resources also serves the steps placed on its host for them.
+    queues = [keys.host_queue(host), QUEUE_NAME] if resources else [QUEUE_NAME]
+    lease_client = connect_config(config, socket_timeout=max(0.5, config.lease / 6))
     worker_cls = make_worker_class(rq)
     worker = worker_cls(
-        [QUEUE_NAME],
+        queues,
         name=worker_name,
         connection=client,
         serializer=MsgpackSerializer,
         broker=RedisBroker(client, keys, config.keyring),
+        leases=RedisBroker(lease_client, keys, config.keyring),
         context=context,
         log_job_description=False,
+        worker_ttl=60,  # heartbeats (and host registration) at least every 45 s
     )
+    worker.hostname = host  # what RQ (and `stepup-dist status`) shows
     log.info("worker %s serving %s", worker_name, redact(config.redis_url))
     if config.keyring is None and not config.redis_url.startswith("unix://"):
         log.warning(
@@ -233,16 +276,33 @@ def run_worker(
             "commands as this user",
             redact(config.redis_url),
         )
-    try:
-        return worker.work(burst=burst, logging_level="INFO" if verbose else "WARNING")
-    except rq.exceptions.ConnectionError as exc:  # type: ignore[attr-defined]
-        raise refusal(exc, "the worker lost the server") from exc
-    except Exception as exc:
-        import redis
-
-        if isinstance(exc, redis.RedisError):
+    level = "INFO" if verbose else "WARNING"
+    delay = 0.5
+    while True:
+        try:
+            worked = worker.work(burst=burst, logging_level=level)
+        except (redis.exceptions.NoPermissionError, redis.AuthenticationError) as exc:
+            # No reconnecting fixes a missing grant or a refused login.
             raise refusal(exc, "the worker cannot serve") from exc
-        raise
+        except redis.RedisError as exc:
+            if "no permissions" in str(exc):
+                raise refusal(exc, "the worker cannot serve") from exc
+            # RQ's bookkeeping at the end of its loop (register_death) met the outage.
+            log.warning("lost the server (%s)", exc)
+            worked = False
+        if burst or worker._shutdown_requested_date is not None:  # SIGTERM or Ctrl-C
+            return worked
+        # RQ left its loop because the server went away (restart, dropped connection):
+        # serve again once it is back, under the same name.
+        log.warning("reconnecting to %s in %.1f s", redact(config.redis_url), delay)
+        time.sleep(delay)
+        delay = min(2 * delay, 10.0)
+        try:
+            client.ping()
+            client.delete(worker.key)
+            delay = 0.5
+        except redis.RedisError:
+            continue
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -260,6 +320,18 @@ def run_worker(
 @click.option("--tls-key", metavar="FILE", help="Client key [STEPUP_DIST_TLS_KEY].")
 @click.option("--name", metavar="NAME", help="Worker name (default: host.pid).")
 @click.option("--burst", is_flag=True, help="Stop when the queue is empty.")
+@click.option(
+    "--resources",
+    metavar="NAME:UNITS,...",
+    envvar="STEPUP_DIST_RESOURCES",
+    help="What this host offers to steps with resources=, e.g. gpu:2,mem:64 "
+    "(the same on every worker of the host) [STEPUP_DIST_RESOURCES].",
+)
+@click.option(
+    "--host",
+    metavar="NAME",
+    help="Host name to report and to place resource steps by (default: the hostname).",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log every job.")
 def cli(
     *,
@@ -271,6 +343,8 @@ def cli(
     tls_key: str | None,
     name: str | None,
     burst: bool,
+    resources: str | None,
+    host: str | None,
     verbose: bool,
 ) -> None:
     """Run steps from a stepup-dist server until stopped (SIGTERM lets the step finish)."""
@@ -288,7 +362,14 @@ def cli(
             "set STEPUP_DIST_REDIS_URL instead",
             file=sys.stderr,
         )
-    run_worker(config, name=name, burst=burst, verbose=verbose)
+    run_worker(
+        config,
+        name=name,
+        burst=burst,
+        verbose=verbose,
+        resources=parse_resources(resources),
+        host=host,
+    )
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""Redis ACL rules for the two roles, confined to one key prefix.
+"""Redis ACL rules for the roles of stepup-dist, each confined to one key prefix.
 
 `stepup-dist acl` prints them as `ACL SETUSER` lines for an operator. The tests start
 servers with exactly these rules, so a command missing here fails the tests.
@@ -9,29 +9,36 @@ servers with exactly these rules, so a command missing here fails the tests.
 - worker (`stepup-worker`, and the API calls of the steps it runs): RQ's worker bookkeeping
   (registration, heartbeats, registries, results, its command channel), the claim of each
   signed job, reports to inboxes, pool leases, and what a step's API call needs.
+- admin (`stepup-dist status`, `stepup-dist pool ...`): both of the above, plus `SCAN`.
 
-Both see only keys and channels under `{prefix}:` (`~{prefix}:*`, `&{prefix}:*`). Neither
-gets `KEYS` or `SCAN` (which list every key name whatever the key patterns), `FLUSH*`,
-`CONFIG`, `CLIENT KILL`, `MONITOR` or any other administrative command.
+All see only keys and channels under `{prefix}:` (`~{prefix}:*`, `&{prefix}:*`). None gets
+`KEYS`, `FLUSH*`, `CONFIG`, `CLIENT KILL`, `MONITOR` or any other administrative command,
+and only admin gets `SCAN` (it lists key names whatever the key patterns).
 """
 
-__all__ = ("PLANNER", "ROLES", "WORKER", "acl_rule", "setuser_line")
+__all__ = ("ADMIN", "PLANNER", "ROLES", "WORKER", "acl_rule", "setuser_line")
 
 # Not CLIENT SETINFO: Redis 7.0 does not know it (so a rule naming it fails there), and
 # redis-py ignores its refusal. Not CLIENT LIST: it shows every client of the server.
 _CONNECTION = ("auth", "hello", "ping", "client|setname", "client|getname", "client|info")
+
+# Pool slots, run leases and host resources: Lua scripts (EVALSHA, or SCRIPT LOAD when the
+# server lost them) and what they call. Planners take slots, workers renew and release them.
+_POOLS = (
+    "evalsha", "eval", "script|load", "script|exists",
+    "time", "exists", "incr", "pexpire",
+    "hget", "hgetall", "hset", "hdel",
+    "zadd", "zcard", "zrange", "zrangebyscore", "zrank", "zrem", "zremrangebyscore", "zscore",
+)  # fmt: skip
 
 PLANNER = (
     *_CONNECTION,
     # RQ's enqueue (job hash, queue list, queue set) and cleanup of the build's inbox
     "hset", "hget", "hgetall", "sadd", "rpush", "lpush", "expire", "persist", "del", "exists",
     "multi", "exec", "watch", "unwatch",
-    # the inbox and the replies to API calls
-    "blpop", "lpop",
-    # pool slots: Lua scripts (EVALSHA, SCRIPT LOAD when the server lost them) and what
-    # they call
-    "evalsha", "eval", "script|load", "script|exists",
-    "time", "zadd", "zrem", "zscore", "zcard", "zremrangebyscore", "pexpire",
+    # the inbox, the replies to API calls, and the key that says the planner lives
+    "blpop", "lpop", "set",
+    *_POOLS,
     # RQ reads the server's version
     "info",
 )  # fmt: skip
@@ -53,12 +60,21 @@ WORKER = (
     "xadd", "xrevrange", "xtrim",
     # RQ's command channel (shutdown, kill horse)
     "subscribe", "unsubscribe", "publish",
-    # pool leases (Lua)
-    "evalsha", "eval", "script|load", "script|exists",
+    *_POOLS,
 )  # fmt: skip
 """Commands `stepup-worker` runs, and the API calls of its steps (`rpush`, `blpop`, `del`)."""
 
-ROLES = {"planner": PLANNER, "worker": WORKER, "both": tuple(dict.fromkeys(PLANNER + WORKER))}
+ADMIN = ("scan", "llen")
+"""Added for `stepup-dist status` and `stepup-dist pool ...`, which list the pools with SCAN.
+SCAN can list the key names of every prefix (ACL key patterns do not filter it): give this
+role to operators only."""
+
+ROLES = {
+    "planner": tuple(dict.fromkeys(PLANNER)),
+    "worker": tuple(dict.fromkeys(WORKER)),
+    "both": tuple(dict.fromkeys(PLANNER + WORKER)),
+    "admin": tuple(dict.fromkeys(PLANNER + WORKER + ADMIN)),
+}
 
 
 def acl_rule(role: str, prefix: str) -> list[str]:

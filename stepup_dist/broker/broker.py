@@ -17,26 +17,31 @@ With a keyring every payload is sealed on the way out and checked on the way in
 """
 
 import contextlib
+import socket
 import uuid
 from dataclasses import replace
-from typing import cast
+from typing import Any, cast
 
 import redis
 
 from ..errors import SignatureError, WireError
-from ..messages import Call, Checked, CheckJob, Message, Reply, RunJob, StepDone
+from ..messages import Call, Checked, CheckJob, Message, Reply, RunJob, StepDone, Wake
 from ..signing import CLOCK_SKEW, INBOX, JOB, Keyring, Opened, seal, unseal
 from ..wire import decode, encode
 from .connection import refusal
-from .keys import Keys
+from .keys import QUEUE_NAME, Keys
 from .queue import PERFORM, make_queue
-from .semaphore import Semaphores
+from .semaphore import PoolRef, Semaphores
 
 __all__ = ("RedisBroker", "own_refusal")
 
 _REPLY_TTL = 3600
 _INBOX_TTL = 86400
 """An inbox no planner drained for this long belongs to no running build."""
+RUN_POOL_SIZE = 1 << 40
+HOST_MAX_AGE = 150.0
+"""A host whose workers were not heard from for this long is not given steps."""
+_HOST = socket.gethostname()
 _FAILURE_TTL = 24 * 3600
 _MAX_SEEN = 100_000
 
@@ -76,25 +81,29 @@ class RedisBroker:
         self.keys = keys
         self.keyring = keyring
         self.semaphores = Semaphores(client, keys)
-        self._queue = None
+        self._queues: dict[str, Any] = {}
         self._seen: dict[str, int] = {}
         """Ids of the signed inbox messages taken so far, with their expiry."""
 
     def _seal(self, message: Message, build: str, to: str) -> bytes:
         return seal(self.keyring, encode(message), build=build, to=to)
 
-    def _rq_queue(self):  # type: ignore[no-untyped-def]
-        if self._queue is None:
-            self._queue = make_queue(self.client, self.keys)
-        return self._queue
+    def _rq_queue(self, host: str | None = None):  # type: ignore[no-untyped-def]
+        name = QUEUE_NAME if host is None else self.keys.host_queue(host)
+        if name not in self._queues:
+            self._queues[name] = make_queue(self.client, self.keys, name)
+        return self._queues[name]
 
     # Planner side
 
-    def submit(self, jobs: list[tuple[Message, str, bool]]) -> None:
-        """Put (message, description, at_front) jobs on the RQ queue, in one pipeline."""
+    def submit(self, jobs: list[tuple[Message, str, bool]], host: str | None = None) -> None:
+        """Put (message, description, at_front) jobs on the RQ queue, in one pipeline.
+
+        With `host`, on the queue of that host (steps placed there for its resources).
+        """
         if not jobs:
             return
-        queue = self._rq_queue()
+        queue = self._rq_queue(host)
         datas = [
             queue.prepare_data(
                 PERFORM,
@@ -198,7 +207,7 @@ class RedisBroker:
 
     def forget_build(self, build: str) -> None:
         with contextlib.suppress(redis.RedisError):
-            self.client.delete(self.keys.inbox(build))
+            self.client.delete(self.keys.inbox(build), self.keys.build_alive(build))
 
     # Worker side
 
@@ -243,14 +252,64 @@ class RedisBroker:
 
     # Pools
 
-    def plan_pool(self, build: str, name: str) -> str:
-        return self.keys.plan_pool_id(build, name)
+    def plan_pool(self, build: str, name: str, size: int) -> PoolRef:
+        return PoolRef(self.keys.plan_pool_id(build, name), size)
 
-    def acquire(self, pools: list[tuple[str, int]], token: str, lease: float) -> bool:
-        return self.semaphores.acquire(pools, token, lease)
+    def cluster_pool(self, name: str) -> PoolRef | None:
+        """The cluster pool `name`, if `stepup-dist pool set` made one."""
+        if self.semaphores.cluster_size(name) is None:
+            return None
+        return PoolRef(self.keys.cluster_pool_id(name), 0)
 
-    def renew(self, pool_ids: list[str], token: str, lease: float) -> bool:
-        return self.semaphores.renew(pool_ids, token, lease)
+    def acquire(
+        self, pools: list[PoolRef], token: str, lease: float, *, build: str, step: str
+    ) -> tuple[bool, str]:
+        return self.semaphores.acquire(
+            pools, token, lease, waiter=build, build=build, step=step, host=_HOST
+        )
 
-    def release(self, pool_ids: list[str], token: str) -> int:
-        return self.semaphores.release(pool_ids, token)
+    def renew(
+        self,
+        pool_ids: list[str],
+        token: str,
+        lease: float,
+        info: tuple[str, str, str] | None = None,
+        build: str | None = None,
+    ) -> bool:
+        """Extend leases; with `build`, only while that build's planner is alive."""
+        alive = None if build is None else self.keys.build_alive(build)
+        return self.semaphores.renew(pool_ids, token, lease, info=info, alive=alive)
+
+    def run_pool(self, build: str) -> PoolRef:
+        """The run lease every started step holds: it has no limit."""
+        return PoolRef(self.keys.run_pool_id(build), RUN_POOL_SIZE)
+
+    def live_runs(self, build: str, tokens: list[str]) -> set[str]:
+        return self.semaphores.live(self.keys.run_pool_id(build), tokens)
+
+    def keep_alive(self, build: str, lease: float) -> None:
+        """Say that the planner of `build` lives, for one more lease."""
+        try:
+            self.client.set(self.keys.build_alive(build), b"1", px=int(lease * 1000))
+        except redis.RedisError as exc:
+            raise refusal(exc, "lost the connection to Redis") from exc
+
+    def release(self, pools: list[PoolRef], token: str) -> None:
+        """Give the slots back and wake the builds first in line for them."""
+        for waiter in self.semaphores.release(pools, token):
+            self.post(waiter, Wake())
+
+    def withdraw(self, pools: list[PoolRef], build: str) -> None:
+        self.semaphores.withdraw(pools, build)
+
+    # Host resources
+
+    def register_host(self, host: str, capacity: dict[str, int]) -> None:
+        self.semaphores.register_host(host, capacity)
+
+    def hosts(self) -> dict[str, dict[str, int]]:
+        """Hosts whose workers with resources were heard from recently, and their capacity."""
+        return self.semaphores.hosts(HOST_MAX_AGE)
+
+    def host_pool(self, host: str, resource: str, capacity: int, units: int) -> PoolRef:
+        return PoolRef(self.keys.host_pool_id(host, resource), capacity, units)

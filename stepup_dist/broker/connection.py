@@ -28,6 +28,7 @@ def connect(
     tls_cert: str | None = None,
     tls_key: str | None = None,
     check: bool = True,
+    socket_timeout: float | None = None,
 ) -> redis.Redis:
     """A client for `url` (`redis://`, `rediss://`, `unix://` or `valkey[s]://`).
 
@@ -47,7 +48,11 @@ def connect(
         options["ssl_keyfile"] = tls_key
     try:
         client = redis.Redis.from_url(
-            normalized, socket_connect_timeout=5, health_check_interval=30, **options
+            normalized,
+            socket_connect_timeout=5 if socket_timeout is None else socket_timeout,
+            socket_timeout=socket_timeout,
+            health_check_interval=30,
+            **options,
         )
         if check:
             client.ping()
@@ -58,7 +63,13 @@ def connect(
     return client
 
 
-def connect_config(config: Config, url: str | None = None, *, check: bool = True) -> redis.Redis:
+def connect_config(
+    config: Config,
+    url: str | None = None,
+    *,
+    check: bool = True,
+    socket_timeout: float | None = None,
+) -> redis.Redis:
     """A client for the configured server (or for `url`, such as the embedded server's)."""
     target = url or config.redis_url
     if target is None:
@@ -72,4 +83,5 @@ def connect_config(config: Config, url: str | None = None, *, check: bool = True
         tls_cert=config.tls_cert if own else None,
         tls_key=config.tls_key if own else None,
         check=check,
+        socket_timeout=socket_timeout,
     )

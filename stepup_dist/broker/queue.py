@@ -6,12 +6,13 @@ sets it from our prefix so that RQ's keys, too, live under `STEPUP_DIST_PREFIX`.
 
 import os
 import sys
+import time
 from types import ModuleType
 
 from ..errors import ConfigError
 from .keys import QUEUE_NAME, Keys
 
-__all__ = ("PERFORM", "load_rq")
+__all__ = ("PERFORM", "load_rq", "make_queue", "queue_status")
 
 PERFORM = "stepup_dist.worker.perform"
 """The only function name a worker runs; any other job is refused."""
@@ -33,8 +34,36 @@ def load_rq(keys: Keys) -> ModuleType:
     return rq
 
 
-def make_queue(client, keys: Keys):  # type: ignore[no-untyped-def]
+def make_queue(client, keys: Keys, name: str = QUEUE_NAME):  # type: ignore[no-untyped-def]
     rq = load_rq(keys)
     from ..wire import MsgpackSerializer
 
-    return rq.Queue(QUEUE_NAME, connection=client, serializer=MsgpackSerializer)
+    return rq.Queue(name, connection=client, serializer=MsgpackSerializer)
+
+
+def queue_status(client, keys: Keys) -> dict:  # type: ignore[no-untyped-def]
+    """Queue length and the workers RQ knows, as plain data."""
+    rq = load_rq(keys)
+    from ..wire import MsgpackSerializer
+
+    queue = rq.Queue(QUEUE_NAME, connection=client, serializer=MsgpackSerializer)
+    workers = []
+    now = time.time()
+    for worker in rq.Worker.all(connection=client):
+        beat = worker.last_heartbeat.timestamp() if worker.last_heartbeat else now
+        job_id = worker.get_current_job_id()
+        step = ""
+        if job_id:
+            raw = client.hget(keys.rq_job(job_id), "description")
+            step = raw.decode() if raw else job_id
+        workers.append(
+            {
+                "name": worker.name,
+                "host": worker.hostname or "",
+                "pid": worker.pid or 0,
+                "state": str(worker.get_state()).rsplit(".", 1)[-1].lower(),
+                "beat": now - beat,
+                "step": step,
+            }
+        )
+    return {"queued": queue.count, "workers": workers}

@@ -1,52 +1,251 @@
-"""Pool slots as leases in Redis counting semaphores.
+"""Pool slots as leases in fair Redis counting semaphores.
 
-A slot is held by an owner token until its lease expires (server clock) or it is released.
-Taking slots in several pools is all or none, in one Lua script. Expired holders are
-removed by the next acquire, so a holder that died never keeps a slot past its lease.
+A slot is held by an owner token until its lease expires (server clock) or it is released;
+expired holders are removed by the next acquire, so a holder that died never keeps a slot
+past its lease. Taking slots in several pools is all or none, in one Lua script. Builds that
+must wait stand in line per pool (first come, first served) and take turns: a build that
+gets a slot leaves the line and queues again at the back for its next step. A release names
+the builds first in line so that the caller can wake them; nobody polls.
 """
 
+from dataclasses import dataclass
 from importlib.resources import files
+from typing import Any
 
 import redis
 
-from ..errors import BrokerUnavailable
+from .connection import refusal
 from .keys import Keys
 
-__all__ = ("Semaphores",)
+__all__ = ("Holder", "PoolRef", "PoolStatus", "Semaphores")
 
 
 def _script(name: str) -> str:
     return (files(__package__) / "lua" / f"{name}.lua").read_text()
 
 
+@dataclass(frozen=True)
+class PoolRef:
+    """One pool a step needs a slot in."""
+
+    id: str
+    """`cluster:{name}` or `plan:{build}:{name}` (see keys.py)."""
+    size: int
+    """The size for a plan pool; 0 for a cluster pool, whose size lives on the server."""
+    units: int = 1
+    """Units to take: 1 for a pool slot, more for host resources such as memory."""
+
+    @property
+    def name(self) -> str:
+        return self.id.rsplit(":", 1)[1]
+
+
+@dataclass(frozen=True)
+class Holder:
+    token: str
+    build: str
+    step: str
+    host: str
+    since: float
+    """Unix time (server clock) at which the slot was taken."""
+
+
+@dataclass(frozen=True)
+class PoolStatus:
+    id: str
+    size: int | None
+    holders: list[Holder]
+    waiters: list[str]
+
+
+def _info(build: str, step: str, host: str) -> str:
+    return "\t".join(x.replace("\t", " ") for x in (build, step, host))
+
+
 class Semaphores:
     def __init__(self, client: redis.Redis, keys: Keys):
+        self._client = client
         self._keys = keys
         self._acquire = client.register_script(_script("acquire"))
         self._renew = client.register_script(_script("renew"))
         self._release = client.register_script(_script("release"))
+        self._host = client.register_script(_script("host"))
 
-    def _holders(self, pool_ids: list[str]) -> list[str]:
-        return [self._keys.pool_holders(pool_id) for pool_id in pool_ids]
-
-    def acquire(self, pools: list[tuple[str, int]], token: str, lease: float) -> bool:
-        """Take one slot of each (pool id, size) for `token`; False if any pool is full."""
-        keys = self._holders([pool_id for pool_id, _ in pools])
-        args: list[str | int] = [token, int(lease * 1000), *(size for _, size in pools)]
+    def _call(self, what: str, script: Any, keys: list[str], args: list[Any]) -> Any:
         try:
-            return bool(self._acquire(keys=keys, args=args))
+            return script(keys=keys, args=args)
         except redis.RedisError as exc:
-            raise BrokerUnavailable(f"cannot acquire pool slots: {exc}") from exc
+            raise refusal(exc, f"cannot {what} pool slots") from exc
 
-    def renew(self, pool_ids: list[str], token: str, lease: float) -> bool:
-        """Extend the leases; False when any of them was already lost."""
-        try:
-            return bool(self._renew(keys=self._holders(pool_ids), args=[token, int(lease * 1000)]))
-        except redis.RedisError as exc:
-            raise BrokerUnavailable(f"cannot renew pool slots: {exc}") from exc
+    def acquire(
+        self,
+        pools: list[PoolRef],
+        token: str,
+        lease: float,
+        *,
+        waiter: str = "",
+        build: str = "",
+        step: str = "",
+        host: str = "",
+    ) -> tuple[bool, str]:
+        """Take one slot of each pool for `token`, or none.
 
-    def release(self, pool_ids: list[str], token: str) -> int:
+        Returns (True, "") when granted, (False, "full") when `waiter` must wait (it now
+        stands in line), (False, "nopool:NAME") when a cluster pool does not exist.
+        """
+        k = self._keys
+        keys = [k.pool_sizes, k.pool_tickets]
+        args: list[Any] = [token, int(lease * 1000), waiter or token, _info(build, step, host)]
+        for ref in pools:
+            pid = ref.id
+            keys += [
+                k.pool_holders(pid),
+                k.pool_waiters(pid),
+                k.pool_waiting(pid),
+                k.pool_info(pid),
+                k.pool_units(pid),
+            ]
+            args += [ref.size or "", ref.name, ref.units]
+        result = self._call("acquire", self._acquire, keys, args)
+        if int(result[0]) == 1:
+            return True, ""
+        reason = result[1].decode()
+        if reason == "nopool":
+            return False, f"nopool:{result[2].decode()}"
+        return False, reason
+
+    def renew(
+        self,
+        pool_ids: list[str],
+        token: str,
+        lease: float,
+        *,
+        info: tuple[str, str, str] | None = None,
+        alive: str | None = None,
+    ) -> bool:
+        """Extend the leases; False when any was lost, or when the key `alive` is gone."""
+        keys = []
+        for pid in pool_ids:
+            keys += [self._keys.pool_holders(pid), self._keys.pool_info(pid)]
+        if alive is not None:
+            keys.append(alive)
+        text = _info(*info) if info else ""
+        flag = "1" if alive is not None else ""
+        return bool(self._call("renew", self._renew, keys, [token, int(lease * 1000), text, flag]))
+
+    def live(self, pool_id: str, tokens: list[str]) -> set[str]:
+        """Those of `tokens` whose lease in the pool has not lapsed (server clock)."""
+        if not tokens:
+            return set()
+        c: Any = self._client
         try:
-            return int(self._release(keys=self._holders(pool_ids), args=[token]))
+            with c.pipeline(transaction=False) as pipe:
+                pipe.time()
+                pipe.zmscore(self._keys.pool_holders(pool_id), tokens)
+                (seconds, micros), scores = pipe.execute()
         except redis.RedisError as exc:
-            raise BrokerUnavailable(f"cannot release pool slots: {exc}") from exc
+            raise refusal(exc, "cannot read leases") from exc
+        now = seconds * 1000 + micros // 1000
+        return {t for t, s in zip(tokens, scores, strict=True) if s is not None and s > now}
+
+    def release(self, pools: list[PoolRef], token: str) -> list[str]:
+        """Give the slots back; return the waiters first in line for them."""
+        k = self._keys
+        keys = [k.pool_sizes]
+        args: list[Any] = [token]
+        for ref in pools:
+            keys += [
+                k.pool_holders(ref.id),
+                k.pool_waiters(ref.id),
+                k.pool_info(ref.id),
+                k.pool_units(ref.id),
+            ]
+            args += [ref.size or "", ref.name]
+        return [w.decode() for w in self._call("release", self._release, keys, args)]
+
+    def withdraw(self, pools: list[PoolRef], waiter: str) -> None:
+        """Leave the waiting lines (a build that stops waiting)."""
+        try:
+            with self._client.pipeline(transaction=False) as pipe:
+                for ref in pools:
+                    pipe.zrem(self._keys.pool_waiters(ref.id), waiter)
+                    pipe.zrem(self._keys.pool_waiting(ref.id), waiter)
+                pipe.execute()
+        except redis.RedisError as exc:
+            raise refusal(exc, "cannot leave the pool lines") from exc
+
+    # Host resources
+
+    def register_host(self, host: str, capacity: dict[str, int]) -> None:
+        text = ",".join(f"{name}={units}" for name, units in sorted(capacity.items()))
+        self._call("register", self._host, [self._keys.hosts, self._keys.hosts_seen], [host, text])
+
+    def hosts(self, max_age: float) -> dict[str, dict[str, int]]:
+        """Capacity of every host a worker with resources reported from in `max_age` s."""
+        c: Any = self._client
+        try:
+            capacities = c.hgetall(self._keys.hosts)
+            seen = c.hgetall(self._keys.hosts_seen)
+            seconds, micros = c.time()
+        except redis.RedisError as exc:
+            raise refusal(exc, "cannot read the hosts") from exc
+        now = seconds * 1000 + micros // 1000
+        result = {}
+        for host, text in capacities.items():
+            if now - int(seen.get(host, 0)) > max_age * 1000:
+                continue
+            pairs = (item.split("=") for item in text.decode().split(",") if item)
+            result[host.decode()] = {name: int(units) for name, units in pairs}
+        return result
+
+    # Cluster pools
+
+    def set_size(self, name: str, size: int) -> None:
+        try:
+            self._client.hset(self._keys.pool_sizes, name, size)
+        except redis.RedisError as exc:
+            raise refusal(exc, f"cannot set pool {name!r}") from exc
+
+    def remove(self, name: str) -> bool:
+        try:
+            return bool(self._client.hdel(self._keys.pool_sizes, name))
+        except redis.RedisError as exc:
+            raise refusal(exc, f"cannot remove pool {name!r}") from exc
+
+    def cluster_size(self, name: str) -> int | None:
+        try:
+            raw = self._client.hget(self._keys.pool_sizes, name)
+        except redis.RedisError as exc:
+            raise refusal(exc, f"cannot read pool {name!r}") from exc
+        return None if raw is None else int(raw)
+
+    def status(self) -> list[PoolStatus]:
+        """Every cluster pool and every pool with holders or waiters, as the server sees it."""
+        k = self._keys
+        c: Any = self._client  # redis-py's return types are too wide to be useful here
+        try:
+            sizes = {n.decode(): int(s) for n, s in c.hgetall(k.pool_sizes).items()}
+            ids = {k.cluster_pool_id(name) for name in sizes}
+            ids.update(k.pool_id_of(key.decode()) for key in c.scan_iter(k.pool_pattern()))
+            seconds, micros = c.time()
+            now = seconds * 1000 + micros // 1000
+            result = []
+            for pid in sorted(ids):
+                live = c.zrangebyscore(k.pool_holders(pid), f"({now}", "+inf")
+                info = c.hgetall(k.pool_info(pid))
+                alive = {
+                    w.decode() for w in c.zrangebyscore(k.pool_waiting(pid), f"({now}", "+inf")
+                }
+                line = [w.decode() for w in c.zrange(k.pool_waiters(pid), 0, -1)]
+                holders = []
+                for token in live:
+                    text = info.get(token, b"\t\t\t0").decode()
+                    build, step, host, since = text.split("\t")
+                    holders.append(Holder(token.decode(), build, step, host, int(since) / 1000))
+                size = (
+                    sizes.get(pid.removeprefix("cluster:")) if pid.startswith("cluster:") else None
+                )
+                result.append(PoolStatus(pid, size, holders, [w for w in line if w in alive]))
+        except redis.RedisError as exc:
+            raise refusal(exc, "cannot read the pools") from exc
+        return result

@@ -93,6 +93,9 @@ class EmbeddedServer:
             stdout=log,
             stderr=subprocess.STDOUT,
             preexec_fn=die_with_parent,  # noqa: PLW1509 (no threads run at this point)
+            # Out of the terminal's process group: Ctrl-C is for the planner, which still
+            # needs the server while running steps finish.
+            start_new_session=True,
         )
         log.close()
         self.pid_path.write_text(str(self._proc.pid))

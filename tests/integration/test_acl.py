@@ -24,6 +24,7 @@ USERS = {
     "alice-planner": ("planner", "alice"),
     "alice-worker": ("worker", "alice"),
     "alice": ("both", "alice"),
+    "alice-admin": ("admin", "alice"),
     "bob": ("both", "bob"),
     "nobody": ("none", "other"),
 }
@@ -285,3 +286,25 @@ def test_worker_refused_in_one_line(acl: AclServer, tmp_path: Path) -> None:
     assert line.startswith("stepup-worker: error: ")
     assert "lacks a grant" in line
     assert_no_password(acl, proc.stdout, proc.stderr)
+
+
+def test_status_needs_the_admin_role(acl: AclServer, tmp_path: Path) -> None:
+    def status(user: str) -> subprocess.CompletedProcess:
+        env = clean_env(STEPUP_DIST_REDIS_URL=acl.url(user), STEPUP_DIST_PREFIX="alice")
+        return subprocess.run(
+            [str(BIN / "stepup-dist"), "status"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+            cwd=tmp_path,
+            check=False,
+        )
+
+    shown = status("alice-admin")
+    assert shown.returncode == ExitCode.OK, shown.stderr
+    assert "queue:" in shown.stdout
+    refused = status("alice")
+    assert refused.returncode == ExitCode.USAGE
+    assert "lacks a grant" in _one_line(refused.stderr)
+    assert_no_password(acl, shown.stdout, shown.stderr, refused.stdout, refused.stderr)

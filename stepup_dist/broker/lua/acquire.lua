@@ -1,23 +1,101 @@
--- Take one slot in every listed pool for one owner token, or none at all.
--- KEYS[i]: holders zset of pool i (token -> lease expiry in ms, server clock)
+-- Take one slot in every listed pool for one owner token, or none at all, fairly.
+--
+-- KEYS[1]: hash of cluster pool sizes (name -> size)
+-- KEYS[2]: ticket counter for waiters
+-- For pool i (i = 1..n), KEYS[2 + 5(i-1) + 1 .. 5]:
+--   holders zset (token -> lease expiry, ms, server clock)
+--   waiters zset (waiter id -> ticket; the lowest ticket is first in line)
+--   waiter expiry zset (waiter id -> expiry, ms)
+--   holder info hash (token -> "build<TAB>step<TAB>host<TAB>since_ms")
+--   units hash (token -> units held, when more than 1)
 -- ARGV[1]: owner token
 -- ARGV[2]: lease length in ms
--- ARGV[2 + i]: size of pool i
--- Returns 1 when every slot was taken (or already held by this token), 0 otherwise.
+-- ARGV[3]: waiter id (the build asking)
+-- ARGV[4]: holder info without the time ("build<TAB>step<TAB>host")
+-- For pool i, ARGV[4 + 3(i-1) + 1]: size, or "" to read the cluster size
+--             ARGV[4 + 3(i-1) + 2]: cluster pool name (field of KEYS[1])
+--             ARGV[4 + 3(i-1) + 3]: units wanted (1 for a pool slot, more for host resources)
+--
+-- A waiter may take its units when the free units cover them plus one for each waiter
+-- ahead of it in line.
+-- On success the waiter leaves every line it stood in: a build that wants more queues
+-- again at the back, so builds take turns. On refusal it joins the line of every pool.
+-- Returns {1} when granted, {0, "full"} when it must wait, {0, "nopool", name} when a
+-- cluster pool does not exist.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local token = ARGV[1]
-local lease = tonumber(ARGV[2])
-for i, key in ipairs(KEYS) do
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
-  if not redis.call('ZSCORE', key, token) then
-    if redis.call('ZCARD', key) >= tonumber(ARGV[2 + i]) then
-      return 0
+local token, lease, waiter = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local n = (#KEYS - 2) / 5
+local granted = true
+for i = 1, n do
+  local base = 2 + 5 * (i - 1)
+  local holders, waiters, wexp, info = KEYS[base + 1], KEYS[base + 2], KEYS[base + 3], KEYS[base + 4]
+  local units = KEYS[base + 5]
+  local want = tonumber(ARGV[4 + 3 * (i - 1) + 3])
+  local expired = redis.call('ZRANGEBYSCORE', holders, '-inf', now)
+  if #expired > 0 then
+    redis.call('ZREMRANGEBYSCORE', holders, '-inf', now)
+    redis.call('HDEL', info, unpack(expired))
+    redis.call('HDEL', units, unpack(expired))
+  end
+  local gone = redis.call('ZRANGEBYSCORE', wexp, '-inf', now)
+  if #gone > 0 then
+    redis.call('ZREMRANGEBYSCORE', wexp, '-inf', now)
+    redis.call('ZREM', waiters, unpack(gone))
+  end
+  local size = tonumber(ARGV[4 + 3 * (i - 1) + 1])
+  if not size then
+    local name = ARGV[4 + 3 * (i - 1) + 2]
+    size = tonumber(redis.call('HGET', KEYS[1], name))
+    if not size then
+      return {0, 'nopool', name}
+    end
+  end
+  if not redis.call('ZSCORE', holders, token) then
+    local used = 0
+    local weights = redis.call('HGETALL', units)
+    local weight = {}
+    for j = 1, #weights, 2 do
+      weight[weights[j]] = tonumber(weights[j + 1])
+    end
+    for _, holder in ipairs(redis.call('ZRANGE', holders, 0, -1)) do
+      used = used + (weight[holder] or 1)
+    end
+    local rank = redis.call('ZRANK', waiters, waiter)
+    if not rank then
+      rank = redis.call('ZCARD', waiters)
+    end
+    if used + rank + want > size then
+      granted = false
     end
   end
 end
-for _, key in ipairs(KEYS) do
-  redis.call('ZADD', key, now + lease, token)
-  redis.call('PEXPIRE', key, 2 * lease)
+for i = 1, n do
+  local base = 2 + 5 * (i - 1)
+  local holders, waiters, wexp, info = KEYS[base + 1], KEYS[base + 2], KEYS[base + 3], KEYS[base + 4]
+  local units = KEYS[base + 5]
+  local want = tonumber(ARGV[4 + 3 * (i - 1) + 3])
+  if granted then
+    redis.call('ZADD', holders, now + lease, token)
+    redis.call('HSET', info, token, ARGV[4] .. '\t' .. now)
+    if want > 1 then
+      redis.call('HSET', units, token, want)
+      redis.call('PEXPIRE', units, 2 * lease)
+    end
+    redis.call('ZREM', waiters, waiter)
+    redis.call('ZREM', wexp, waiter)
+    redis.call('PEXPIRE', holders, 2 * lease)
+    redis.call('PEXPIRE', info, 2 * lease)
+  else
+    if not redis.call('ZSCORE', waiters, waiter) then
+      redis.call('ZADD', waiters, redis.call('INCR', KEYS[2]), waiter)
+    end
+    redis.call('ZADD', wexp, now + lease, waiter)
+    redis.call('PEXPIRE', waiters, 2 * lease)
+    redis.call('PEXPIRE', wexp, 2 * lease)
+  end
 end
-return 1
+if granted then
+  return {1}
+end
+return {0, 'full'}

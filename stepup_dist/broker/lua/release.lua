@@ -1,9 +1,38 @@
--- Give back the slots of one owner token in every listed pool.
--- KEYS[i]: holders zset of pool i
+-- Give back the slots of one owner token and say whom to wake.
+-- KEYS[1]: hash of cluster pool sizes
+-- For pool i, KEYS[1 + 4(i-1) + 1 .. 4]: holders zset, waiters zset, holder info hash,
+--   units hash
 -- ARGV[1]: owner token
--- Returns the number of slots that were still held.
-local n = 0
-for _, key in ipairs(KEYS) do
-  n = n + redis.call('ZREM', key, ARGV[1])
+-- For pool i, ARGV[1 + 2(i-1) + 1]: size, or "" to read the cluster size
+--             ARGV[1 + 2(i-1) + 2]: cluster pool name
+-- Returns the waiter ids first in line for the slots now free (each once): the caller
+-- wakes them; a waiter that is not woken still retries within a third of its lease.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local wake, seen = {}, {}
+local n = (#KEYS - 1) / 4
+for i = 1, n do
+  local base = 1 + 4 * (i - 1)
+  local holders, waiters, info, units = KEYS[base + 1], KEYS[base + 2], KEYS[base + 3], KEYS[base + 4]
+  redis.call('ZREM', holders, ARGV[1])
+  redis.call('HDEL', info, ARGV[1])
+  redis.call('HDEL', units, ARGV[1])
+  local size = tonumber(ARGV[1 + 2 * (i - 1) + 1])
+  if not size then
+    size = tonumber(redis.call('HGET', KEYS[1], ARGV[1 + 2 * (i - 1) + 2])) or 0
+  end
+  local used = 0
+  for _, holder in ipairs(redis.call('ZRANGEBYSCORE', holders, '(' .. now, '+inf')) do
+    used = used + (tonumber(redis.call('HGET', units, holder)) or 1)
+  end
+  local free = size - used
+  if free > 0 then
+    for _, w in ipairs(redis.call('ZRANGE', waiters, 0, free - 1)) do
+      if not seen[w] then
+        seen[w] = true
+        wake[#wake + 1] = w
+      end
+    end
+  end
 end
-return n
+return wake

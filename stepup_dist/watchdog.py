@@ -1,0 +1,89 @@
+"""A worker's watchdog: kills a step whose worker can no longer vouch for it.
+
+Each `stepup-worker` starts one watchdog process and tells it, on a pipe, about the step
+it runs: `arm PGID DEADLINE` (CLOCK_MONOTONIC seconds, or `inf`) and `disarm PGID`. When a
+deadline passes, the step's process group is killed. The worker pushes the deadline forward
+each time it renews the step's pool leases, to well before the lease would lapse; so if the
+worker is stopped (SIGSTOP, a hung NFS call) or dies, the step still dies before another
+holder can be given its slot. When the pipe closes (the worker died), every armed step is
+killed at once.
+"""
+
+import contextlib
+import math
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+
+__all__ = ("Watchdog", "main")
+
+
+def _kill(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+def main() -> None:
+    # The worker's Ctrl-C or SIGTERM is for the worker; the watchdog ends with its pipe.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    armed: dict[int, float] = {}
+    buffer = b""
+    fd = sys.stdin.fileno()
+    while True:
+        now = time.monotonic()
+        for pgid, deadline in list(armed.items()):
+            if deadline <= now:
+                _kill(pgid)
+                del armed[pgid]
+        timeout = min(armed.values(), default=math.inf) - now
+        ready, _, _ = select.select([fd], [], [], None if timeout == math.inf else max(timeout, 0))
+        if not ready:
+            continue
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            for pgid in armed:
+                _kill(pgid)
+            return
+        buffer += chunk
+        *lines, buffer = buffer.split(b"\n")
+        for line in lines:
+            parts = line.split()
+            if len(parts) == 3 and parts[0] == b"arm":
+                armed[int(parts[1])] = float(parts[2])
+            elif len(parts) == 2 and parts[0] == b"disarm":
+                armed.pop(int(parts[1]), None)
+
+
+class Watchdog:
+    """The worker's end of the pipe."""
+
+    def __init__(self) -> None:
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "stepup_dist.watchdog"],
+            stdin=subprocess.PIPE,
+            start_new_session=True,
+        )
+
+    def _send(self, line: str) -> None:
+        assert self._proc.stdin is not None
+        self._proc.stdin.write(line.encode() + b"\n")
+        self._proc.stdin.flush()
+
+    def arm(self, pgid: int, deadline: float) -> None:
+        self._send(f"arm {pgid} {deadline!r}")
+
+    def disarm(self, pgid: int) -> None:
+        self._send(f"disarm {pgid}")
+
+    def close(self) -> None:
+        if self._proc.stdin is not None:
+            self._proc.stdin.close()
+        self._proc.wait(10)
+
+
+if __name__ == "__main__":
+    main()

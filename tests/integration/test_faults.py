@@ -1,0 +1,238 @@
+"""Faults of a real cluster: dead workers, a dead planner. Real processes, real kill -9."""
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from tests.conftest import BIN, Project
+from tests.integration.test_pools import processes_running, start_worker, stop
+
+LEASE = {"STEPUP_DIST_LEASE": "3"}
+
+
+def _build(project: Project, url: str, prefix: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [str(BIN / "stepup-dist"), "build", "-w0", "--redis", url, "--prefix", prefix],
+        cwd=project.root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, **LEASE},
+    )
+
+
+def _wait_for(path: Path, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.05)
+
+
+def _parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def test_a_step_of_a_killed_worker_runs_again_elsewhere(
+    project: Project, server, prefix: str
+) -> None:  # type: ignore[no-untyped-def]
+    workers = [start_worker(server.url, prefix, env=LEASE) for _ in range(2)]
+    marker = f"sleep 2.{os.getpid()}"
+    log = project.root / "attempts.log"
+    project.plan(
+        "from stepup.core.api import step\n"
+        f'step("echo start >> {log}; {marker}; echo ok > out.txt", out="out.txt")\n'
+    )
+    build = _build(project, server.url, prefix)
+    try:
+        _wait_for(log)
+        time.sleep(0.2)
+        (shell,) = [
+            pid
+            for pid in processes_running(marker)
+            if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"/bin/sh")
+        ]
+        victim = _parent(shell)  # the stepup-worker that runs `sh -c`
+        os.kill(victim, signal.SIGKILL)
+        # Its watchdog sees the worker die and kills the step at once.
+        time.sleep(0.5)
+        assert not processes_running(marker) or log.read_text().count("start") == 2
+        text, _ = build.communicate(timeout=60)
+    finally:
+        stop([build, *workers])
+    assert build.returncode == 0, text
+    assert "LOST" in text
+    assert log.read_text().split() == ["start", "start"]
+    assert (project.root / "out.txt").read_text() == "ok\n"
+
+
+def test_a_step_lost_three_times_fails(project: Project, server, prefix: str) -> None:  # type: ignore[no-untyped-def]
+    workers = [start_worker(server.url, prefix, env=LEASE) for _ in range(3)]
+    # The step kills the worker that runs it (its shell's parent), every time.
+    project.plan(
+        'from stepup.core.api import step\nstep("kill -9 $PPID; sleep 5")\nstep("echo fine")\n'
+    )
+    build = _build(project, server.url, prefix)
+    try:
+        text, _ = build.communicate(timeout=90)
+    finally:
+        stop([build, *workers])
+    assert build.returncode == 1, text
+    assert "lost 3 times" in text
+    assert text.count("LOST") == 2
+    assert "Traceback" not in text
+
+
+def test_steps_of_a_killed_planner_stop_within_the_lease(
+    project: Project, server, prefix: str
+) -> None:  # type: ignore[no-untyped-def]
+    worker = start_worker(server.url, prefix, env=LEASE)
+    marker = f"sleep 60.{os.getpid()}"
+    project.plan(f'from stepup.core.api import step\nstep("touch go; {marker}")\n')
+    build = _build(project, server.url, prefix)
+    try:
+        _wait_for(project.root / "go")
+        time.sleep(0.2)
+        assert processes_running(marker)
+        build.send_signal(signal.SIGKILL)
+        killed = time.monotonic()
+        while processes_running(marker):
+            assert time.monotonic() - killed < 3 + 1.5, "the step outlived its lease"
+            time.sleep(0.1)
+        # The worker lives on and serves the next build.
+        assert worker.poll() is None
+    finally:
+        stop([build, worker])
+
+
+def test_the_next_build_resumes_after_a_killed_planner(
+    project: Project, server, prefix: str
+) -> None:  # type: ignore[no-untyped-def]
+    worker = start_worker(server.url, prefix, env=LEASE)
+    project.plan(
+        "from stepup.core.api import step\n"
+        'step("echo a > a.txt", out="a.txt")\n'
+        'step("cat a.txt > b.txt; touch slow; sleep 30", inp="a.txt", out="b.txt")\n'
+    )
+    build = _build(project, server.url, prefix)
+    try:
+        _wait_for(project.root / "slow")
+        time.sleep(5.5)  # the planner saves its progress every 5 s
+        build.send_signal(signal.SIGKILL)
+        build.wait()
+    finally:
+        stop([build])
+    project.plan(
+        "from stepup.core.api import step\n"
+        'step("echo a > a.txt", out="a.txt")\n'
+        'step("cat a.txt > b.txt", inp="a.txt", out="b.txt")\n'
+    )
+    try:
+        result = project.build("-w0", "--redis", server.url, "--prefix", prefix, env=LEASE)
+    finally:
+        stop([worker])
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "echo a > a.txt" in result.lines("SKIP")
+    assert "cat a.txt > b.txt" in result.lines("SUCCESS")
+
+
+def test_ctrl_c_lets_running_steps_finish_and_keeps_their_results(project: Project) -> None:
+    project.plan(
+        "from stepup.core.api import pool, step\n"
+        'pool("one", 1)\n'
+        'step("touch running; sleep 2; echo 1 > first.txt", out="first.txt", pool="one")\n'
+        'step("echo 2 > second.txt", out="second.txt", pool="one")\n'
+    )
+    build = subprocess.Popen(
+        [str(BIN / "stepup-dist"), "build", "-w2"],
+        cwd=project.root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal would make it
+    )
+    try:
+        _wait_for(project.root / "running")
+        os.killpg(build.pid, signal.SIGINT)  # what Ctrl-C sends to the foreground group
+        text, _ = build.communicate(timeout=60)
+    finally:
+        stop([build])
+    assert build.returncode == 130, text
+    assert "INTERRUPT" in text
+    assert (project.root / "first.txt").read_text() == "1\n"
+    assert not (project.root / "second.txt").exists()
+    assert "Traceback" not in text
+    # What finished was recorded: the next build skips it and runs the rest.
+    result = project.build("-w2")
+    assert result.returncode == 0, result.stdout
+    assert "touch running; sleep 2; echo 1 > first.txt" in result.lines("SKIP")
+    assert result.lines("SUCCESS") == ["echo 2 > second.txt"]
+
+
+def test_a_build_survives_a_redis_restart(tmp_path: Path, prefix: str) -> None:
+    from stepup_dist.broker.server import EmbeddedServer
+
+    server = EmbeddedServer(tmp_path / "srv")
+    server.start()
+    workers = [start_worker(server.url, prefix, env=LEASE) for _ in range(2)]
+    project = Project(tmp_path / "p")
+    project.plan(
+        "from stepup.core.api import step\n"
+        "for i in range(6):\n"
+        '    step(f"touch started{i}; sleep 1; echo {i} > o{i}.txt", out=f"o{i}.txt")\n'
+    )
+    build = _build(project, server.url, prefix)
+    try:
+        _wait_for(project.root / "started1")
+        server.stop()  # no persistence: queue, leases and inbox are gone
+        time.sleep(1.0)
+        server.start()
+        text, _ = build.communicate(timeout=120)
+    finally:
+        stop([build, *workers])
+        server.stop()
+    assert build.returncode == 0, text
+    assert "reconnected" in text
+    for i in range(6):
+        assert (project.root / f"o{i}.txt").read_text() == f"{i}\n"
+    # Nothing recorded is lost: a second build skips everything.
+    server.start()
+    try:
+        again = project.build("-w1", "--redis", server.url, "--prefix", prefix)
+    finally:
+        server.stop()
+    assert again.returncode == 0, again.stdout
+    assert again.lines("SUCCESS") == []
+
+
+def test_a_server_that_stays_away_ends_the_build_with_a_message(
+    tmp_path: Path, prefix: str
+) -> None:
+    from stepup_dist.broker.server import EmbeddedServer
+
+    server = EmbeddedServer(tmp_path / "srv")
+    server.start()
+    worker = start_worker(server.url, prefix, env=LEASE)
+    project = Project(tmp_path / "p")
+    project.plan('from stepup.core.api import step\nstep("touch go; sleep 30")\n')
+    env = {**LEASE}
+    build = subprocess.Popen(
+        [str(BIN / "stepup-dist"), "build", "-w0", "--redis", server.url, "--prefix", prefix],
+        cwd=project.root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **env, "STEPUP_DIST_RECONNECT": "3"},
+    )
+    try:
+        _wait_for(project.root / "go")
+        server.stop()
+        out, err = build.communicate(timeout=120)
+    finally:
+        stop([build, worker])
+        server.stop()
+    assert build.returncode == 2, out + err
+    assert "gave up reconnecting" in err
+    assert len(err.strip().splitlines()) == 1
+    assert "Traceback" not in out + err
