@@ -134,3 +134,39 @@ def test_inbox_replay_and_stray_reply_keys_are_dropped(client: redis.Redis, keys
     assert client.ttl(keys.inbox(BUILD)) == -2  # drained
     worker.post(BUILD, started)
     assert 0 < client.ttl(keys.inbox(BUILD)) <= 86400
+
+
+def test_api_call_takes_only_a_reply_signed_for_it(
+    client: redis.Redis, keys: Keys, server, tmp_path, capfd
+) -> None:  # type: ignore[no-untyped-def]
+    from stepup_dist.broker.call_client import CallClient
+    from stepup_dist.config import load_config
+    from stepup_dist.messages import Reply
+    from tests.integration.servers import write_secret
+
+    secret = write_secret(tmp_path / "secret", OURS.secrets[0].decode())
+    config = load_config(
+        environ={
+            "STEPUP_DIST_REDIS_URL": server.url,
+            "STEPUP_DIST_PREFIX": keys.prefix,
+            "STEPUP_DIST_SECRET_FILE": str(secret),
+        }
+    )
+    caller = CallClient(config, BUILD, "./plan.py")
+    reply_to = keys.reply(BUILD, f"{caller._session}-1")
+    forged = Reply(ok=True, value="forged")
+    client.rpush(reply_to, encode(forged))  # unsigned
+    client.rpush(reply_to, seal(THEIRS, encode(forged), build="", to=reply_to))
+    other = keys.reply(BUILD, "other-call")
+    client.rpush(reply_to, seal(OURS, encode(forged), build="", to=other))  # for another call
+    client.rpush(
+        reply_to, seal(OURS, encode(Reply(ok=True, value="genuine")), build="", to=reply_to)
+    )
+    reply = caller.call("getenv", {"name": "X"}, timeout=10)
+    assert reply.value == "genuine"
+    err = capfd.readouterr().err
+    assert err.count("ignored a reply to getenv()") == 3, err
+    # The call itself went to the planner's inbox, signed.
+    (call,) = RedisBroker(client, keys, OURS).receive(BUILD, timeout=1)
+    assert isinstance(call, Call)
+    assert call.reply_to == reply_to
