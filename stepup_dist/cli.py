@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .config import load_config
+from .config import load_config, split_password
 from .errors import ExitCode, UserError
 
 __all__ = ("main",)
@@ -63,6 +63,12 @@ def build(
         tls_cert=tls_cert,
         tls_key=tls_key,
     )
+    if redis_url and split_password(redis_url)[1] is not None:
+        print(
+            "stepup-dist: warning: a password in --redis shows in ps; "
+            "set STEPUP_DIST_REDIS_URL instead",
+            file=sys.stderr,
+        )
     count = workers if workers is not None else (os.cpu_count() or 1)
     sys.exit(run_build(config, root, count))
 

@@ -308,3 +308,23 @@ def test_status_needs_the_admin_role(acl: AclServer, tmp_path: Path) -> None:
     assert refused.returncode == ExitCode.USAGE
     assert "lacks a grant" in _one_line(refused.stderr)
     assert_no_password(acl, shown.stdout, shown.stderr, refused.stdout, refused.stderr)
+
+
+@pytest.mark.parametrize("command", ["stepup-dist", "stepup-worker"])
+def test_password_on_the_command_line_is_warned_about(project: Project, command: str) -> None:
+    project.plan('from stepup.core.api import step\nstep("true")\n')
+    args = ["build", "-w0"] if command == "stepup-dist" else ["--burst"]
+    url = "redis://alice:pw-on-the-line-42@127.0.0.1:1"
+    proc = subprocess.run(
+        [str(BIN / command), *args, "--redis", url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=clean_env(),
+        cwd=project.root,
+        check=False,
+    )
+    assert proc.returncode == ExitCode.USAGE
+    assert "a password in --redis shows in ps; set STEPUP_DIST_REDIS_URL instead" in proc.stderr
+    assert "redis://alice:***@127.0.0.1:1" in proc.stderr
+    assert "pw-on-the-line-42" not in proc.stdout + proc.stderr
