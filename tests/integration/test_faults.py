@@ -236,3 +236,30 @@ def test_a_server_that_stays_away_ends_the_build_with_a_message(
     assert "gave up reconnecting" in err
     assert len(err.strip().splitlines()) == 1
     assert "Traceback" not in out + err
+
+
+def test_garbage_in_the_planner_inbox_is_ignored_with_a_warning(
+    project: Project, server, prefix: str, client
+) -> None:  # type: ignore[no-untyped-def]
+    from stepup_dist.broker.keys import Keys
+
+    worker = start_worker(server.url, prefix, env=LEASE)
+    project.plan(
+        "from stepup.core.api import step\n"
+        'step("touch go; sleep 1; echo ok > out.txt", out="out.txt")\n'
+    )
+    build = _build(project, server.url, prefix)
+    try:
+        _wait_for(project.root / "go")
+        # The build's liveness key names it; its inbox may be empty (and so absent).
+        (alive,) = client.keys(Keys(prefix).build_alive("*"))
+        inbox = Keys(prefix).inbox(alive.decode().split(":")[-2])
+        for junk in (b"\x00garbage", b"\x93\x01", b"\x81\xa1v\x02", b"\xc1" * 100):
+            client.rpush(inbox, junk)
+        text, _ = build.communicate(timeout=60)
+    finally:
+        stop([build, worker])
+    assert build.returncode == 0, text
+    assert text.count("WARNING") == 4
+    assert "malformed message" in text
+    assert (project.root / "out.txt").read_text() == "ok\n"

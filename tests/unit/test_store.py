@@ -283,3 +283,13 @@ def test_unreadable_state_is_a_user_error(tmp_path: Path) -> None:
     s.path.mkdir(parents=True)  # a directory where the file should be
     with pytest.raises(UserError, match="cannot read"):
         s.load()
+
+
+def test_the_shallow_conversion_writes_every_field_in_order() -> None:
+    import dataclasses
+
+    for rec in make_records().values():
+        # What msgpack writes: tuples become lists either way.
+        deep = msgpack.unpackb(msgpack.packb(list(dataclasses.astuple(rec))), strict_map_key=False)
+        shallow = msgpack.unpackb(msgpack.packb(store._record_fields(rec)), strict_map_key=False)
+        assert shallow == deep
