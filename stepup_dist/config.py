@@ -75,6 +75,10 @@ class Config:
     """Seconds the planner keeps trying to reach a server that went away
     (`STEPUP_DIST_RECONNECT`)."""
 
+    fs_wait: float = 60.0
+    """Seconds a worker waits for inputs the shared filesystem does not show yet
+    (`STEPUP_DIST_FS_WAIT`)."""
+
     redis_password: str | None = field(default=None, repr=False)
     """Password given apart from the URL (`STEPUP_DIST_REDIS_PASSWORD`); wins over the URL's."""
 
@@ -215,9 +219,14 @@ def load_config(
             f"reconnect {raw_reconnect!r} is not a number of seconds >= 0 (STEPUP_DIST_RECONNECT)"
         )
 
+    fs_wait = _number(
+        env.get("STEPUP_DIST_FS_WAIT", 60.0), "STEPUP_DIST_FS_WAIT", 0.0, 86400.0, problems
+    )
+
     if problems:
         raise ConfigError("; ".join(problems))
     return Config(
+        fs_wait=fs_wait,
         redis_url=url,
         prefix=pfx,
         lease=lease_value,
@@ -244,6 +253,7 @@ def to_environ(config: Config, *, with_password: bool = True) -> dict[str, str]:
         "STEPUP_DIST_LEASE": str(config.lease),
         "STEPUP_DIST_SIGNATURE_TTL": str(config.signature_ttl),
         "STEPUP_DIST_RECONNECT": str(config.reconnect),
+        "STEPUP_DIST_FS_WAIT": str(config.fs_wait),
     }
     password = config.redis_password
     if config.redis_url is not None:

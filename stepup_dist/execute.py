@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import IO, Protocol
 
 from .hashing import file_state
+from .inputs import DEFAULT_FS_WAIT, wait_for_inputs
 from .messages import Checked, CheckJob, FileState, RunJob, StepDone
 
 __all__ = (
@@ -53,6 +54,8 @@ class WorkerContext:
     """Resolved directories this worker serves; empty: any."""
     resources: dict[str, int] = field(default_factory=dict)
     """What this host offers to steps that ask for resources."""
+    fs_wait: float = DEFAULT_FS_WAIT
+    """Seconds to wait for inputs that the shared filesystem does not show yet."""
 
 
 def outside_roots(path: str, roots: tuple[str, ...], *, follow: bool = True) -> str | None:
@@ -177,6 +180,14 @@ def run_step(job: RunJob, ctx: WorkerContext, guard: Guard | None = None) -> Ste
     outside = outside_roots(cwd, ctx.roots)
     if outside is not None:
         return done(-1, error=_refusal("working directory", outside, ctx))
+    stale = wait_for_inputs(job.root, job.inputs, ctx.fs_wait, guard.check)
+    if stale:
+        return done(
+            -1,
+            error=f"input {stale[0]} is missing or differs from what was made, on {ctx.host} "
+            f"after waiting {ctx.fs_wait:g} s"
+            + (f" ({len(stale) - 1} more inputs too)" if len(stale) > 1 else ""),
+        )
     if not os.path.isdir(cwd):
         return done(-1, error=f"working directory {job.workdir} does not exist on {ctx.host}")
     with (

@@ -92,6 +92,8 @@ class RunJob(Message):
     """Size of each of those pools; 0 for a cluster pool (its size lives on the server)."""
     token: str = ""
     """Owner token of those slots; the worker renews the leases while the step runs."""
+    inputs: dict[str, FileState] = field(default_factory=dict)
+    """What the planner recorded of each input; the worker waits until it sees the same."""
     lease: float = 30.0
     """Lease length in seconds."""
 

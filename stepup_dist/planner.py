@@ -370,6 +370,7 @@ class Planner:
             pools=pool_ids,
             sizes=sizes,
             token=token,
+            inputs=self.graph.input_states(step),
             lease=self.lease,
         )
 

@@ -251,7 +251,12 @@ def run_worker(
     host = host or socket.gethostname()
     worker_name = name or f"{host}.{os.getpid()}"
     context = WorkerContext(
-        host, worker_name, step_environ(config), config.roots, resources=resources or {}
+        host,
+        worker_name,
+        step_environ(config),
+        config.roots,
+        resources=resources or {},
+        fs_wait=config.fs_wait,
     )
     # A worker with resources also serves the steps placed on its host for them.
     queues = [keys.host_queue(host), QUEUE_NAME] if resources else [QUEUE_NAME]

@@ -263,3 +263,19 @@ def test_garbage_in_the_planner_inbox_is_ignored_with_a_warning(
     assert text.count("WARNING") == 4
     assert "malformed message" in text
     assert (project.root / "out.txt").read_text() == "ok\n"
+
+
+def test_a_step_never_runs_on_a_stale_input(project: Project) -> None:
+    # a.txt changes behind the planner's back after its producer reported it: the consumer
+    # (held back by a slow second input) must wait, then fail naming the file and the host.
+    project.plan(
+        "from stepup.core.api import step\n"
+        'step("echo aaaa > a.txt; (sleep 0.3; echo bbbb > a.txt) &", out="a.txt")\n'
+        'step("sleep 1.5; touch delay.txt", out="delay.txt")\n'
+        'step("cat a.txt > b.txt", inp=["a.txt", "delay.txt"], out="b.txt")\n'
+    )
+    result = project.build("-w2", env={"STEPUP_DIST_FS_WAIT": "1"})
+    assert result.returncode == 1, result.stdout
+    assert result.lines("FAIL") == ["cat a.txt > b.txt"]
+    assert "input a.txt is missing or differs from what was made, on " in result.stdout.lower()
+    assert not (project.root / "b.txt").exists()
