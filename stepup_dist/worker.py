@@ -16,6 +16,7 @@ payload only names where the report goes; the report itself is always a failure.
 """
 
 import logging
+import math
 import os
 import socket
 import sys
@@ -43,6 +44,9 @@ from .wire import MsgpackSerializer
 __all__ = ("main", "perform", "run_worker")
 
 log = logging.getLogger("stepup_dist.worker")
+
+_BEAT_EVERY = 5.0
+"""Seconds between RQ heartbeats of an idle or busy worker (its TTL is 60 s)."""
 
 
 def perform(payload: bytes) -> None:
@@ -105,10 +109,31 @@ def make_worker_class(rq: Any) -> type:
             """A connection with a short timeout, so a lost server is noticed in time."""
             self.context = context
             self.watchdog = Watchdog()
+            self._last_beat = -math.inf
+
+        def subscribe(self) -> None:
+            # RQ's command channel (a pub/sub thread) serves rq's own shutdown commands,
+            # which stepup-dist does not use; joining that thread cost up to 1 s per stop.
+            pass
+
+        def unsubscribe(self) -> None:
+            pass
 
         def heartbeat(self, timeout: Any = None, pipeline: Any = None) -> None:
-            super().heartbeat(timeout, pipeline)
-            if self.context.resources and pipeline is None:
+            if pipeline is not None:
+                super().heartbeat(timeout, pipeline)
+                return
+            # RQ beats before and after every dequeue and after every job, three commands
+            # each time; a worker lives for a minute without one, so a few seconds apart is
+            # plenty, and one round trip.
+            now = time.monotonic()
+            if now - self._last_beat < _BEAT_EVERY:
+                return
+            self._last_beat = now
+            with self.connection.pipeline() as pipe:
+                super().heartbeat(timeout, pipe)
+                pipe.execute()
+            if self.context.resources:
                 # Planners place resource steps only on hosts heard from recently.
                 try:
                     self.broker.register_host(self.context.host, self.context.resources)

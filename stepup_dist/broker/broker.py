@@ -36,6 +36,7 @@ from .semaphore import PoolRef, Semaphores
 __all__ = ("RedisBroker", "own_refusal")
 
 _REPLY_TTL = 3600
+_RESULT_TTL = 60
 _INBOX_TTL = 86400
 """An inbox no planner drained for this long belongs to no running build."""
 RUN_POOL_SIZE = 1 << 40
@@ -82,6 +83,7 @@ class RedisBroker:
         self.keyring = keyring
         self.semaphores = Semaphores(client, keys)
         self._queues: dict[str, Any] = {}
+        self._blmpop = True
         self._seen: dict[str, int] = {}
         """Ids of the signed inbox messages taken so far, with their expiry."""
 
@@ -109,7 +111,9 @@ class RedisBroker:
                 PERFORM,
                 args=[self._seal(message, getattr(message, "build", ""), JOB)],
                 timeout=-1,  # Steps may run for days; RQ's default would kill them at 180 s.
-                result_ttl=0,
+                # A short positive TTL: with 0, RQ deletes the job at once, which costs about
+                # 6 round trips of reads per job (bench/PROFILE.md).
+                result_ttl=_RESULT_TTL,
                 failure_ttl=_FAILURE_TTL,
                 description=description[:200],
                 job_id=uuid.uuid4().hex,
@@ -128,17 +132,30 @@ class RedisBroker:
         """Messages from the build's inbox: wait up to `timeout` for the first, then drain."""
         key = self.keys.inbox(build)
         try:
-            first = self.client.blpop([key], timeout=timeout)
-            if first is None:
-                return []
-            # Without decode_responses, redis-py returns bytes.
-            raws = [cast(bytes, first[1])]
-            more = self.client.lpop(key, limit)
-            if isinstance(more, list):
-                raws.extend(cast(list[bytes], more))
+            raws = self._pop(key, timeout, limit)
         except redis.RedisError as exc:
             raise refusal(exc, "lost the connection to Redis") from exc
         return [self._open_inbox(raw, build) for raw in raws]
+
+    def _pop(self, key: str, timeout: float, limit: int) -> list[bytes]:
+        """Wait for the first message and take up to `limit` in one round trip (BLMPOP)."""
+        client: Any = self.client
+        if self._blmpop:
+            try:
+                got = client.blmpop(timeout, 1, key, direction="LEFT", count=limit)
+            except redis.ResponseError:
+                self._blmpop = False  # a server older than Redis 7: two round trips
+            else:
+                return [] if got is None else cast(list[bytes], got[1])
+        first = client.blpop([key], timeout=timeout)
+        if first is None:
+            return []
+        # Without decode_responses, redis-py returns bytes.
+        raws = [cast(bytes, first[1])]
+        more = client.lpop(key, limit)
+        if isinstance(more, list):
+            raws.extend(cast(list[bytes], more))
+        return raws
 
     def _open_inbox(self, raw: bytes, build: str) -> Message | WireError:
         try:

@@ -57,7 +57,7 @@ class CallClient:
                 except WireError as exc:
                     print(f"stepup-dist: ignored a reply to {method}(): {exc}", file=sys.stderr)
                     continue
-                self._client.delete(reply_to)
+                # No DEL: BLPOP took the only element, and an empty list is no key.
                 assert isinstance(reply, Reply)
                 return reply
         except redis.RedisError as exc:
