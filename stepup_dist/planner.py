@@ -114,6 +114,8 @@ class Planner:
         self._next_request = 0
         self._in_flight: set[str] = set()
         self._pending_runs: list[Step] = []
+        self._unleased: list[Step] = []
+        """Queued steps that still need their run lease (taken in one batch)."""
         self._told_unserved: set[str] = set()
         self._running: set[str] = set()
         self._hosts: dict[str, str] = {}
@@ -236,6 +238,7 @@ class Planner:
         # A restarted server lost its queue, leases and inbox: queue again what had not
         # started (a job that did survive is refused by its worker, whose lease is gone),
         # ask again the open hash checks, and look for started steps whose lease is gone.
+        self._unleased.clear()
         for key in list(self._in_flight):
             step = self.graph.steps.get(key)
             if step is not None and step.status is StepStatus.QUEUED and key not in self._running:
@@ -298,6 +301,14 @@ class Planner:
                 self._queue_run(step)
         for step in self.slots.retry_waiting():
             self._queued(step)
+        if self._unleased:
+            batch = list(
+                {s.key: s for s in self._unleased if s.status is StepStatus.QUEUED}.values()
+            )
+            self._unleased = []
+            self.slots.take_many(batch)
+            for step in batch:
+                self._queued(step)
         placed: dict[str, list[tuple[Message, str, bool]]] = {}
         for step in self._pending_runs:
             job = (self._run_job(step), step.key, False)
@@ -328,6 +339,12 @@ class Planner:
         ) and tuple(old.env) == step.declared[3]
 
     def _queue_run(self, step: Step) -> None:
+        if not self.slots.needs_slots(step):
+            # Only a run lease: taken for a whole round at once, in _dispatch.
+            step.status = StepStatus.QUEUED
+            self._in_flight.add(step.key)
+            self._unleased.append(step)
+            return
         try:
             line = self.slots.line_of(step)
             ahead = self.slots.needs_slots(step) and any(

@@ -29,6 +29,7 @@ _POOLS = (
     "time", "exists", "incr", "pexpire",
     "hget", "hgetall", "hset", "hdel",
     "zadd", "zcard", "zrange", "zrangebyscore", "zrank", "zrem", "zremrangebyscore", "zscore",
+    "hlen", "zmscore",
 )  # fmt: skip
 
 PLANNER = (
@@ -37,7 +38,7 @@ PLANNER = (
     "hset", "hget", "hgetall", "sadd", "rpush", "lpush", "expire", "persist", "del", "exists",
     "multi", "exec", "watch", "unwatch",
     # the inbox, the replies to API calls, and the key that says the planner lives
-    "blpop", "lpop", "set",
+    "blmpop", "blpop", "lpop", "set",
     *_POOLS,
     # RQ reads the server's version
     "info",

@@ -285,6 +285,11 @@ class RedisBroker:
             pools, token, lease, waiter=build, build=build, step=step, host=_HOST
         )
 
+    def acquire_many(
+        self, requests: list[tuple[list[PoolRef], str]], lease: float, *, build: str
+    ) -> list[tuple[bool, str]]:
+        return self.semaphores.acquire_many(requests, lease, waiter=build, host=_HOST)
+
     def renew(
         self,
         pool_ids: list[str],

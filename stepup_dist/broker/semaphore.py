@@ -93,6 +93,35 @@ class Semaphores:
         Returns (True, "") when granted, (False, "full") when `waiter` must wait (it now
         stands in line), (False, "nopool:NAME") when a cluster pool does not exist.
         """
+        keys, args = self._acquire_call(pools, token, lease, waiter, build, step, host)
+        return self._acquired(self._call("acquire", self._acquire, keys, args))
+
+    def acquire_many(
+        self, requests: list[tuple[list[PoolRef], str]], lease: float, *, waiter: str, host: str
+    ) -> list[tuple[bool, str]]:
+        """`acquire` for many (pools, token) requests of one build, in one round trip."""
+        if not requests:
+            return []
+        try:
+            with self._client.pipeline(transaction=False) as pipe:
+                for pools, token in requests:
+                    keys, args = self._acquire_call(pools, token, lease, waiter, waiter, "", host)
+                    self._acquire(keys=keys, args=args, client=pipe)
+                results = pipe.execute()
+        except redis.RedisError as exc:
+            raise refusal(exc, "cannot acquire pool slots") from exc
+        return [self._acquired(result) for result in results]
+
+    def _acquire_call(
+        self,
+        pools: list[PoolRef],
+        token: str,
+        lease: float,
+        waiter: str,
+        build: str,
+        step: str,
+        host: str,
+    ) -> tuple[list[str], list[Any]]:
         k = self._keys
         keys = [k.pool_sizes, k.pool_tickets]
         args: list[Any] = [token, int(lease * 1000), waiter or token, _info(build, step, host)]
@@ -106,7 +135,10 @@ class Semaphores:
                 k.pool_units(pid),
             ]
             args += [ref.size or "", ref.name, ref.units]
-        result = self._call("acquire", self._acquire, keys, args)
+        return keys, args
+
+    @staticmethod
+    def _acquired(result: Any) -> tuple[bool, str]:
         if int(result[0]) == 1:
             return True, ""
         reason = result[1].decode()

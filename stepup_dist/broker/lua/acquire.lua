@@ -52,14 +52,16 @@ for i = 1, n do
     end
   end
   if not redis.call('ZSCORE', holders, token) then
-    local used = 0
-    local weights = redis.call('HGETALL', units)
-    local weight = {}
-    for j = 1, #weights, 2 do
-      weight[weights[j]] = tonumber(weights[j + 1])
-    end
-    for _, holder in ipairs(redis.call('ZRANGE', holders, 0, -1)) do
-      used = used + (weight[holder] or 1)
+    -- Holders count one unit each, unless some hold more (host resources): O(1) for the
+    -- common case, such as the run lease every queued step of a large build holds.
+    local used = redis.call('ZCARD', holders)
+    if redis.call('HLEN', units) > 0 then
+      local weights = redis.call('HGETALL', units)
+      for j = 1, #weights, 2 do
+        if redis.call('ZSCORE', holders, weights[j]) then
+          used = used + tonumber(weights[j + 1]) - 1
+        end
+      end
     end
     local rank = redis.call('ZRANK', waiters, waiter)
     if not rank then
