@@ -25,7 +25,9 @@ median and maximum over the runs: the 1-minute load average read before each run
 lags, and it counts this benchmark's own previous runs), and "others", the CPUs that
 processes outside the timed command kept busy during the run (the machine's busy time
 from /proc/stat minus the command's own CPU, divided by the wall time). On a 2-core
-machine, others above about 0.3 means the figure was disturbed.
+machine, others above about 0.3 means the figure was disturbed. The summary counts the
+quiet runs (others below 0.3) of each figure and also gives the ratio of the medians of
+the quiet runs alone.
 """
 
 import argparse
@@ -47,6 +49,8 @@ from pathlib import Path
 STEPUP4 = "stepup==4.0.3"
 DEFAULT_VENV = Path(__file__).resolve().parent / ".venv-stepup4"
 TIMEOUT = 1800.0
+QUIET = 0.3
+"""A run during which other processes kept fewer CPUs than this busy counts as quiet."""
 
 # StepUp 4 runs a command without a shell unless shell=True; stepup-dist always uses sh -c.
 # With shell=True both tools spawn one `sh -c` per step.
@@ -318,7 +322,8 @@ def fmt(fig: Figure, per: int) -> str:
     return (
         f"{wall:7.2f} s {per / wall:5.0f}/s cpu {fig.median('cpu'):6.2f} s "
         f"load {fig.median('load'):.2f}/{fig.max('load'):.2f} "
-        f"others {fig.median('others'):.2f}/{fig.max('others'):.2f}"
+        f"others {fig.median('others'):.2f}/{fig.max('others'):.2f} "
+        f"quiet {sum(r.others < QUIET for r in fig.runs)}/{len(fig.runs)}"
     )
 
 
@@ -344,7 +349,7 @@ def main() -> None:
         "load = 1-minute load average before each run (it includes this benchmark's own\n"
         "previous runs); others = CPUs kept busy by processes outside the timed command\n"
         "during the run (/proc/stat busy time minus the command's tree CPU, over wall time);\n"
-        "in the summary both are median/max over the runs\n"
+        f"in the summary both are median/max over the runs; quiet = runs with others < {QUIET}\n"
     )
     with tempfile.TemporaryDirectory(prefix="stepup-compare-") as tmp:
         dirs = {}
@@ -401,7 +406,17 @@ def main() -> None:
                 print(f"{label}:")
                 print(f"  {dist:>11} {fmt(a, per)}")
                 print(f"  {sup:>11} {fmt(b, per)}")
-                print(f"  ratio {ratio:.2f} (target {target})")
+                print(f"  ratio {ratio:.2f} (target {target})", end="")
+                qa = [r.wall for r in a.runs if r.others < QUIET]
+                qb = [r.wall for r in b.runs if r.others < QUIET]
+                if qa and qb:
+                    qa_m, qb_m = statistics.median(qa), statistics.median(qb)
+                    print(
+                        f"; quiet runs only: {qa_m:.2f} s / {qb_m:.2f} s = {qa_m / qb_m:.2f} "
+                        f"({len(qa)} and {len(qb)} runs)"
+                    )
+                else:
+                    print("; no quiet run of one of the tools")
 
 
 if __name__ == "__main__":

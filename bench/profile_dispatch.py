@@ -454,6 +454,8 @@ def sampling_part(tmp: Path, out: Path, steps: int, workers: int, rate: int) -> 
         by: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
         for line in raw.read_text().splitlines():
             stack_text, _, count = line.rpartition(" ")
+            if not count.isdigit():
+                continue  # py-spy may write a frame name it misread, newlines and all.
             stack = stack_text.split(";")
             who, rules = classify(stack)
             by[who][categorize(stack, rules)] += int(count)
