@@ -181,8 +181,8 @@ def make_tools(workers: int, venv: Path) -> tuple[Tool, Tool]:
 def become_subreaper() -> None:
     """Adopt orphaned descendants, so that their CPU time is counted when they are reaped.
 
-    StepUp 4's director leaves its forkserver (which runs the steps) to exit after it: that
-    CPU time would otherwise be reaped by init and missed.
+    StepUp 4's director leaves its multiprocessing forkserver and resource tracker to exit
+    after it: their CPU time would otherwise be reaped by init and missed.
     """
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(36, 1, 0, 0, 0) != 0:  # PR_SET_CHILD_SUBREAPER
