@@ -22,7 +22,7 @@ from typing import IO, Protocol
 
 from .hashing import file_state
 from .inputs import DEFAULT_FS_WAIT, wait_for_inputs
-from .messages import Checked, CheckJob, FileState, RunJob, StepDone
+from .messages import NOT_STARTED, Checked, CheckJob, FileState, RunJob, StepDone
 
 __all__ = (
     "MAX_CAPTURE",
@@ -257,7 +257,7 @@ def lease_lost(job: RunJob, ctx: WorkerContext) -> StepDone:
         stdout="",
         stderr="",
         out_states={},
-        error="pool slot lease was lost before the step started",
+        error=NOT_STARTED,
     )
 
 

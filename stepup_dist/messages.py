@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 __all__ = (
+    "NOT_STARTED",
     "Call",
     "CheckJob",
     "Checked",
@@ -144,6 +145,10 @@ class StepDone(Message):
     """Why the step failed besides its exit code (missing output, lost lease, ...)."""
     refused: bytes = b""
     """For a job the worker refused: the payload it got, so the planner can check it is its own."""
+
+
+NOT_STARTED = "pool slot lease was lost before the step started"
+"""`StepDone.error` of a step its worker did not start: the planner queues it again."""
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from .errors import BrokerUnavailable, PlanError, UserError, WireError
 from .graph import DONE, Graph, Step, StepStatus
 from .hashing import step_digest
 from .messages import (
+    NOT_STARTED,
     Call,
     Checked,
     CheckJob,
@@ -120,6 +121,8 @@ class Planner:
         self._running: set[str] = set()
         self._hosts: dict[str, str] = {}
         self._lost: dict[str, int] = {}
+        self._rerun_at: dict[str, float] = {}
+        """Lost steps to queue again once their old attempt is surely dead."""
         """Queued steps whose worker reported that it started them."""
         self._idle_since: float | None = None
         self._last_renew = time.monotonic()
@@ -251,7 +254,10 @@ class Planner:
             (job, f"hash check {job.request}", True) for job in self._check_sent.values()
         ]
         self.broker.submit(checks)
-        self._find_lost()
+        # A restarted server forgot the leases of running steps before they lapsed: their
+        # workers kill them within 0.8 of a lease. Run them again only after a whole lease,
+        # or a pool seat could be used twice.
+        self._find_lost(defer=self.lease)
 
     def _drain(self) -> None:
         """Ctrl-C: dispatch nothing more, let the running steps finish, keep their results."""
@@ -267,6 +273,7 @@ class Planner:
                     step.status = StepStatus.PENDING
         self.slots.waiting.clear()
         self._ready.clear()
+        self._rerun_at.clear()
         self.reporter.line(
             "INTERRUPT",
             f"waiting for {len(self._running)} running steps (Ctrl-C again to cancel them)",
@@ -527,6 +534,10 @@ class Planner:
             return
         self._in_flight.discard(step.key)
         self._running.discard(step.key)
+        if result.error == NOT_STARTED:
+            # It never ran (its leases lapsed while it was queued): queue it again.
+            self._lost_step(step, "its lease lapsed before it started")
+            return
         self._release(step)
         ok = result.returncode == 0 and not result.error
         if ok and step.rerun and step.missing:
@@ -586,6 +597,7 @@ class Planner:
         self.slots.release(step)
 
     def _maintain(self) -> None:
+        self._rerun_due()
         now = time.monotonic()
         if now - self._last_renew > self.lease / 3:
             self._last_renew = now
@@ -604,35 +616,47 @@ class Planner:
             if self._workers_alive is not None and not self._workers_alive():
                 raise UserError("every local worker has exited; see .stepup/workers.log")
 
-    def _find_lost(self) -> None:
-        """Started steps whose run lease lapsed: their worker is gone. Run them again."""
+    def _find_lost(self, defer: float = 0.0) -> None:
+        """Started steps whose run lease lapsed: their worker is gone. Run them again.
+
+        With `defer`, not before that many seconds from now.
+        """
         started = [self.graph.steps[key] for key in sorted(self._running)]
         tokens = {self.slots.token_of(step): step for step in started}
         live = self.broker.live_runs(self.build, list(tokens))
         for token, step in tokens.items():
-            if token in live:
-                continue
-            self._running.discard(step.key)
-            self._in_flight.discard(step.key)
-            self.slots.release(step)
-            host = self._hosts.pop(step.key, "")
-            lost = self._lost[step.key] = self._lost.get(step.key, 0) + 1
-            if lost >= MAX_ATTEMPTS:
-                step.status = StepStatus.FAILED
-                self.outcome.failed.append(step.key)
-                self.records.pop(step.key, None)
-                self.old_records.pop(step.key, None)
-                self.reporter.line(
-                    "FAIL",
-                    f"{step.key} (lost {lost} times: its worker stopped renewing)",
-                    host,
-                )
-                continue
-            self.reporter.line(
-                "LOST", f"{step.key} (its worker stopped renewing; running it again)", host
-            )
-            step.status = StepStatus.READY
+            if token not in live:
+                self._running.discard(step.key)
+                self._lost_step(step, "its worker stopped renewing", defer)
+
+    def _lost_step(self, step: Step, why: str, defer: float = 0.0) -> None:
+        """A step that did not run to its end through no fault of its own: run it again."""
+        self._in_flight.discard(step.key)
+        self.slots.release(step)
+        host = self._hosts.pop(step.key, "")
+        lost = self._lost[step.key] = self._lost.get(step.key, 0) + 1
+        if lost >= MAX_ATTEMPTS:
+            step.status = StepStatus.FAILED
+            self.outcome.failed.append(step.key)
+            self.records.pop(step.key, None)
+            self.old_records.pop(step.key, None)
+            self.reporter.line("FAIL", f"{step.key} (lost {lost} times: {why})", host)
+            return
+        self.reporter.line("LOST", f"{step.key} ({why}; running it again)", host)
+        step.status = StepStatus.READY
+        if defer:
+            self._in_flight.add(step.key)
+            self._rerun_at[step.key] = time.monotonic() + defer
+        else:
             self._queue_run(step)
+
+    def _rerun_due(self) -> None:
+        now = time.monotonic()
+        for key, when in list(self._rerun_at.items()):
+            if when <= now:
+                del self._rerun_at[key]
+                self._in_flight.discard(key)
+                self._queue_run(self.graph.steps[key])
 
     # End of the build
 

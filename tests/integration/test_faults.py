@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from tests.conftest import BIN, Project
-from tests.integration.test_pools import processes_running, start_worker, stop
+from tests.integration.test_pools import peak, processes_running, start_worker, stop
 
 LEASE = {"STEPUP_DIST_LEASE": "3"}
 
@@ -177,10 +177,14 @@ def test_a_build_survives_a_redis_restart(tmp_path: Path, prefix: str) -> None:
     server.start()
     workers = [start_worker(server.url, prefix, env=LEASE) for _ in range(2)]
     project = Project(tmp_path / "p")
+    log = tmp_path / "runs.log"
+    stamp = "$(python3 -c 'import time; print(time.time())')"
     project.plan(
-        "from stepup.core.api import step\n"
+        "from stepup.core.api import pool, step\n"
+        'pool("two", 2)\n'
         "for i in range(6):\n"
-        '    step(f"touch started{i}; sleep 1; echo {i} > o{i}.txt", out=f"o{i}.txt")\n'
+        f'    step(f"s={stamp}; touch started{{i}}; sleep 1; echo {{i}} > o{{i}}.txt; '
+        f'echo {{i}} $s {stamp} >> {log}", out=f"o{{i}}.txt", pool="two")\n'
     )
     build = _build(project, server.url, prefix)
     try:
@@ -196,6 +200,14 @@ def test_a_build_survives_a_redis_restart(tmp_path: Path, prefix: str) -> None:
     assert "reconnected" in text
     for i in range(6):
         assert (project.root / f"o{i}.txt").read_text() == f"{i}\n"
+    # Every step ran to completion; only those running when the server lost their leases
+    # ran again (after a whole lease), and the pool never held more than 2.
+    runs = [line.split() for line in log.read_text().splitlines()]
+    done = [int(r[0]) for r in runs]
+    assert set(done) == set(range(6)), runs
+    assert len(done) <= 6 + 2, runs
+    spans = [("s", float(r[1]), float(r[2])) for r in runs]
+    assert peak(spans) <= 2
     # Nothing recorded is lost: a second build skips everything.
     server.start()
     try:
