@@ -3,10 +3,11 @@
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
-from .config import load_config, split_password
+from .config import Config, load_config, split_password
 from .errors import ExitCode, UserError
 
 __all__ = ("main",)
@@ -55,20 +56,15 @@ def build(
     """Run ./plan.py and every step it defines; skip steps whose hashes are unchanged."""
     from .build import run_build
 
-    config = load_config(
-        redis_url=redis_url,
+    config = flags_config(
+        "stepup-dist",
+        redis_url,
         prefix=prefix,
         lease=lease,
         tls_ca=tls_ca,
         tls_cert=tls_cert,
         tls_key=tls_key,
     )
-    if redis_url and split_password(redis_url)[1] is not None:
-        print(
-            "stepup-dist: warning: a password in --redis shows in ps; "
-            "set STEPUP_DIST_REDIS_URL instead",
-            file=sys.stderr,
-        )
     count = workers if workers is not None else (os.cpu_count() or 1)
     sys.exit(run_build(config, root, count))
 
@@ -149,21 +145,38 @@ def acl(prefix: str | None, role: str, user: str) -> None:
     click.echo(setuser_line(user, role, config.prefix))
 
 
-def main() -> None:
+def run_command(command: click.Command, prog: str) -> None:
+    """Run a click command: user errors become one line and a named exit code."""
     try:
-        cli.main(standalone_mode=False)
+        command.main(standalone_mode=False)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
         # One line, as for every user error; click would add the usage and a --help hint.
-        print(f"stepup-dist: error: {exc.format_message()}", file=sys.stderr)
+        print(f"{prog}: error: {exc.format_message()}", file=sys.stderr)
         sys.exit(ExitCode.USAGE)
     except (click.exceptions.Abort, KeyboardInterrupt):
-        print("stepup-dist: interrupted", file=sys.stderr)
+        print(f"{prog}: interrupted", file=sys.stderr)
         sys.exit(ExitCode.INTERRUPTED)
     except UserError as exc:
-        print(f"stepup-dist: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
+
+
+def flags_config(prog: str, redis_url: str | None, **flags: Any) -> Config:
+    """The configuration from a command's flags; warn when --redis shows a password in ps."""
+    config = load_config(redis_url=redis_url, **flags)
+    if redis_url and split_password(redis_url)[1] is not None:
+        print(
+            f"{prog}: warning: a password in --redis shows in ps; "
+            "set STEPUP_DIST_REDIS_URL instead",
+            file=sys.stderr,
+        )
+    return config
+
+
+def main() -> None:
+    run_command(cli, "stepup-dist")
 
 
 if __name__ == "__main__":

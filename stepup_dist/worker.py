@@ -32,8 +32,9 @@ from .broker.connection import connect_config, redact, refusal
 from .broker.keys import QUEUE_NAME, Keys
 from .broker.queue import PERFORM, load_rq
 from .broker.semaphore import PoolRef
-from .config import Config, load_config, split_password, step_environ
-from .errors import BrokerUnavailable, ExitCode, SignatureError, UserError, WireError
+from .cli import flags_config, run_command
+from .config import Config, step_environ
+from .errors import BrokerUnavailable, SignatureError, UserError, WireError
 from .execute import WorkerContext, check_files, lease_lost, run_step
 from .lease import LeaseGuard
 from .messages import CheckJob, RunJob, Started
@@ -378,20 +379,15 @@ def cli(
     verbose: bool,
 ) -> None:
     """Run steps from a stepup-dist server until stopped (SIGTERM lets the step finish)."""
-    config = load_config(
-        redis_url=redis_url,
+    config = flags_config(
+        "stepup-worker",
+        redis_url,
         prefix=prefix,
         roots=roots,
         tls_ca=tls_ca,
         tls_cert=tls_cert,
         tls_key=tls_key,
     )
-    if redis_url and split_password(redis_url)[1] is not None:
-        print(
-            "stepup-worker: warning: a password in --redis shows in ps; "
-            "set STEPUP_DIST_REDIS_URL instead",
-            file=sys.stderr,
-        )
     run_worker(
         config,
         name=name,
@@ -403,18 +399,7 @@ def cli(
 
 
 def main() -> None:
-    try:
-        cli.main(standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.ClickException as exc:
-        print(f"stepup-worker: error: {exc.format_message()}", file=sys.stderr)
-        sys.exit(ExitCode.USAGE)
-    except click.exceptions.Abort:
-        sys.exit(ExitCode.INTERRUPTED)
-    except UserError as exc:
-        print(f"stepup-worker: error: {exc}", file=sys.stderr)
-        sys.exit(exc.exit_code)
+    run_command(cli, "stepup-worker")
 
 
 if __name__ == "__main__":

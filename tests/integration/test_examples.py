@@ -10,19 +10,10 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Project
+from tests.examples.record_with_stepup import listing
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
 NAMES = sorted(p.name for p in EXAMPLES.iterdir() if (p / "src").is_dir())
-
-
-def _listing(root: Path) -> str:
-    lines = []
-    for path in sorted(root.rglob("*")):
-        rel = path.relative_to(root)
-        if rel.parts[0] == ".stepup" or path.is_dir():
-            continue
-        lines.append(f"{rel} {path.read_bytes()!r}")
-    return "\n".join(lines) + "\n"
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -32,7 +23,7 @@ def test_example_leaves_the_files_stepup_leaves(name: str, tmp_path: Path) -> No
     project = Project(root)
     first = project.build("-w2")
     assert first.returncode == 0, first.stdout + first.stderr
-    assert _listing(root) == (EXAMPLES / name / "expected.txt").read_text()
+    assert listing(root) == (EXAMPLES / name / "expected.txt").read_text()
     second = project.build("-w2")
     assert second.returncode == 0
     assert second.lines("SUCCESS") == []

@@ -7,20 +7,19 @@ import time
 from pathlib import Path
 
 from tests.conftest import BIN, Project
-from tests.integration.test_pools import peak, processes_running, start_worker, stop
+from tests.integration.test_pools import (
+    _start_build,
+    peak,
+    processes_running,
+    start_worker,
+    stop,
+)
 
 LEASE = {"STEPUP_DIST_LEASE": "3"}
 
 
 def _build(project: Project, url: str, prefix: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [str(BIN / "stepup-dist"), "build", "-w0", "--redis", url, "--prefix", prefix],
-        cwd=project.root,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, **LEASE},
-    )
+    return _start_build(project, url, prefix, LEASE)
 
 
 def _wait_for(path: Path, timeout: float = 30) -> None:
