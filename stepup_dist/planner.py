@@ -54,6 +54,7 @@ UNSERVED_GRACE = 5.0
 
 
 class Broker(PoolBroker, Protocol):
+    def server_id(self) -> str: ...
     def keep_alive(self, build: str, lease: float) -> None: ...
     def live_runs(self, build: str, tokens: list[str]) -> set[str]: ...
     def submit(self, jobs: list[tuple[Message, str, bool]], host: str | None = None) -> None: ...
@@ -181,6 +182,7 @@ class Planner:
         if not (self.root / "plan.py").is_file():
             raise PlanError(f"there is no plan.py in {self.root}")
         self.broker.keep_alive(self.build, self.lease)
+        self._server = self.broker.server_id()
         self.declare_static("plan.py", None)
         self.declare_step(Step("./plan.py", "./plan.py", "./", ["plan.py"], [], [], [], None, None))
         try:
@@ -238,26 +240,27 @@ class Planner:
                     ) from None
                 delay = min(2 * delay, 5.0)
         self.reporter.line("REDIS", "reconnected")
-        # A restarted server lost its queue, leases and inbox: queue again what had not
-        # started (a job that did survive is refused by its worker, whose lease is gone),
-        # ask again the open hash checks, and look for started steps whose lease is gone.
-        self._unleased.clear()
-        for key in list(self._in_flight):
-            step = self.graph.steps.get(key)
-            if step is not None and step.status is StepStatus.QUEUED and key not in self._running:
-                self._in_flight.discard(key)
-                self.slots.release(step)
-                step.status = StepStatus.READY
-                self._queue_run(step)
-        self._pending_runs = [s for s in self._pending_runs if s.status is StepStatus.QUEUED]
+        server = self.broker.server_id()
+        if server == self._server:
+            # The same server: queue, leases and inbox are intact; leases that lapsed meanwhile
+            # show as lost steps (whose workers stopped them in time).
+            self._find_lost()
+            return
+        # A restarted server lost its queue, leases and inbox, and forgot the leases of
+        # steps that may still run: their workers kill them within 0.8 of a lease. Run every
+        # step in flight again, but only after a whole lease, or a seat could be used twice.
+        self._server = server
         checks: list[tuple[Message, str, bool]] = [
             (job, f"hash check {job.request}", True) for job in self._check_sent.values()
         ]
         self.broker.submit(checks)
-        # A restarted server forgot the leases of running steps before they lapsed: their
-        # workers kill them within 0.8 of a lease. Run them again only after a whole lease,
-        # or a pool seat could be used twice.
-        self._find_lost(defer=self.lease)
+        self._unleased.clear()
+        self._pending_runs.clear()
+        for key in list(self._in_flight):
+            step = self.graph.steps.get(key)
+            if step is not None and step.status is StepStatus.QUEUED:
+                self._running.discard(key)
+                self._lost_step(step, "the server restarted", defer=self.lease)
 
     def _drain(self) -> None:
         """Ctrl-C: dispatch nothing more, let the running steps finish, keep their results."""

@@ -309,6 +309,13 @@ class RedisBroker:
     def live_runs(self, build: str, tokens: list[str]) -> set[str]:
         return self.semaphores.live(self.keys.run_pool_id(build), tokens)
 
+    def server_id(self) -> str:
+        """Changes when the server restarts (and forgets everything, without persistence)."""
+        try:
+            return str(cast(dict, self.client.info("server")).get("run_id", ""))
+        except redis.RedisError as exc:
+            raise refusal(exc, "lost the connection to Redis") from exc
+
     def keep_alive(self, build: str, lease: float) -> None:
         """Say that the planner of `build` lives, for one more lease."""
         try:

@@ -307,14 +307,16 @@ def test_builds_take_turns_on_a_busy_pool(tmp_path: Path, server, prefix: str) -
     assert peak([s for s in spans if s[0] != "queued"]) == 1
 
 
-def test_a_release_wakes_the_waiting_build_without_polling(
-    tmp_path: Path, server, prefix: str
-) -> None:  # type: ignore[no-untyped-def]
+def test_a_release_wakes_the_waiting_build_without_polling(tmp_path: Path, prefix: str) -> None:
     from stepup_dist.broker.broker import RedisBroker
     from stepup_dist.broker.connection import connect
     from stepup_dist.broker.keys import Keys
     from stepup_dist.broker.semaphore import PoolRef
+    from stepup_dist.broker.server import EmbeddedServer
 
+    # A server of its own: the command counts below must see this build alone.
+    server = EmbeddedServer(tmp_path / "srv")
+    server.start()
     url = server.url
     client = connect(url)
     broker = RedisBroker(client, Keys(prefix))
@@ -352,6 +354,7 @@ def test_a_release_wakes_the_waiting_build_without_polling(
         assert time.monotonic() - released < 10
     finally:
         stop([build, worker])
+        server.stop()
 
 
 def test_skips_never_wait_for_a_pool(tmp_path: Path, server, prefix: str) -> None:  # type: ignore[no-untyped-def]
