@@ -15,15 +15,15 @@ It prints every run, the medians and steps per second, and the machine it ran on
 
 import argparse
 import os
-import platform
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from importlib import metadata
 from pathlib import Path
+
+from benchlib import find_stepup_dist, machine
 
 PLAN = """\
 #!/usr/bin/env python
@@ -32,17 +32,6 @@ from stepup.core.api import step
 for i in range({steps}):
     step(f"echo {{i}} > f_{{i}}.txt", out=f"f_{{i}}.txt")
 """
-
-
-def find_stepup_dist() -> Path:
-    """The `stepup-dist` installed beside this interpreter (a venv's bin/), else on PATH."""
-    candidate = Path(sys.executable).parent / "stepup-dist"
-    if candidate.is_file():
-        return candidate
-    found = shutil.which("stepup-dist")
-    if found is None:
-        sys.exit(f"build_times: no stepup-dist next to {sys.executable} nor on PATH")
-    return Path(found)
 
 
 def clean(root: Path) -> None:
@@ -72,19 +61,6 @@ def timed_build(exe: Path, root: Path, workers: int, expect: str) -> float:
     return elapsed
 
 
-def machine() -> str:
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else "?"
-    try:
-        version = metadata.version("stepup-dist")
-    except metadata.PackageNotFoundError:
-        version = "?"
-    return (
-        f"machine: nproc {usable} (cpu_count {os.cpu_count()}), {platform.machine()}, "
-        f"{platform.system()} {platform.release()}, load average {os.getloadavg()[0]:.2f}\n"
-        f"python {platform.python_version()} ({sys.executable}), stepup-dist {version}"
-    )
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=500, help="steps in the plan (500)")
@@ -94,7 +70,7 @@ def main() -> None:
     if args.steps < 1 or args.workers < 1 or args.runs < 1:
         parser.error("--steps, --workers and --runs must be at least 1")
 
-    exe = find_stepup_dist()
+    exe = find_stepup_dist("build_times")
     total = args.steps + 1  # plan.py is a step too.
     print(machine())
     print(f"{exe} build -w {args.workers}: {args.steps} steps `echo i > f_i.txt`, {args.runs} runs")

@@ -33,7 +33,6 @@ the quiet runs alone.
 import argparse
 import ctypes
 import os
-import platform
 import resource
 import shutil
 import statistics
@@ -43,8 +42,9 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
+
+from benchlib import find_stepup_dist, machine, machine_busy
 
 STEPUP4 = "stepup==4.0.3"
 DEFAULT_VENV = Path(__file__).resolve().parent / ".venv-stepup4"
@@ -113,28 +113,9 @@ class Figure:
         return max(getattr(r, attr) for r in self.runs)
 
 
-def machine_busy() -> float:
-    """Seconds of CPU time that the whole machine has spent busy (all cores, /proc/stat)."""
-    with open("/proc/stat") as fh:
-        fields = [int(x) for x in fh.readline().split()[1:9]]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
 def clean_env() -> dict[str, str]:
     """The environment without settings of either tool (STEPUP_*), so defaults apply."""
     return {k: v for k, v in os.environ.items() if not k.startswith("STEPUP_")}
-
-
-def find_stepup_dist() -> Path:
-    """The `stepup-dist` installed beside this interpreter (a venv's bin/), else on PATH."""
-    candidate = Path(sys.executable).parent / "stepup-dist"
-    if candidate.is_file():
-        return candidate
-    found = shutil.which("stepup-dist")
-    if found is None:
-        sys.exit(f"compare: no stepup-dist next to {sys.executable} nor on PATH")
-    return Path(found)
 
 
 def ensure_stepup4(venv: Path) -> Path:
@@ -165,7 +146,7 @@ def ensure_stepup4(venv: Path) -> Path:
 
 
 def make_tools(workers: int, venv: Path) -> tuple[Tool, Tool]:
-    dist_exe = find_stepup_dist()
+    dist_exe = find_stepup_dist("compare")
     dist_env = clean_env()
     dist_env["PATH"] = os.pathsep.join([str(dist_exe.parent), dist_env.get("PATH", "")])
     dist = Tool("stepup-dist", [str(dist_exe), "build", "-w", str(workers)], dist_env, "")
@@ -302,21 +283,6 @@ def chain(tool: Tool, root: Path, n: int) -> Run:
     return run
 
 
-def machine() -> str:
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else "?"
-    try:
-        version = metadata.version("stepup-dist")
-    except metadata.PackageNotFoundError:
-        version = "?"
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    return (
-        f"machine: nproc {usable} (cpu_count {os.cpu_count()}), {platform.machine()}, "
-        f"{platform.system()} {platform.release()}, load average {load}\n"
-        f"python {platform.python_version()} ({sys.executable}), stepup-dist {version}, "
-        f"{STEPUP4}"
-    )
-
-
 def fmt(fig: Figure, per: int) -> str:
     wall = fig.median("wall")
     return (
@@ -342,7 +308,7 @@ def main() -> None:
 
     tools = make_tools(args.workers, args.venv.resolve())
     become_subreaper()
-    print(machine())
+    print(machine(f", {STEPUP4}"))
     for tool in tools:
         print(f"{tool.name}: {' '.join(tool.cmd)}")
     print(

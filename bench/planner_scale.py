@@ -27,14 +27,14 @@ over the wall time), the better sign of a disturbed figure.
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from importlib import metadata
 from pathlib import Path
+
+from benchlib import machine, machine_busy
 
 PLAN = """\
 #!/usr/bin/env python3
@@ -66,28 +66,6 @@ main()
 """
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def machine_busy() -> float:
-    """Seconds of CPU time that the whole machine has spent busy (all cores, /proc/stat)."""
-    with open("/proc/stat") as fh:
-        fields = [int(x) for x in fh.readline().split()[1:9]]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
-def machine() -> str:
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else "?"
-    try:
-        version = metadata.version("stepup-dist")
-    except metadata.PackageNotFoundError:
-        version = "?"
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    return (
-        f"machine: nproc {usable} (cpu_count {os.cpu_count()}), {platform.machine()}, "
-        f"{platform.system()} {platform.release()}, load average {load}\n"
-        f"python {platform.python_version()} ({sys.executable}), stepup-dist {version}"
-    )
 
 
 def poll_proc(pid: int, seen: dict[str, float], stop: threading.Event) -> None:

@@ -28,16 +28,15 @@ import argparse
 import collections
 import json
 import os
-import platform
-import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from benchlib import find_exe, machine
 
 PREFIX = "bench"
 
@@ -166,28 +165,6 @@ PLANPY_RULES = [
     ("<module> (plan.py", "plan.py: loop"),
     ("CallClient.call", "plan.py: API call round trip"),
 ]
-
-
-def find_exe(name: str) -> Path | None:
-    candidate = Path(sys.executable).parent / name
-    if candidate.is_file():
-        return candidate
-    found = shutil.which(name)
-    return Path(found) if found else None
-
-
-def machine() -> str:
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else "?"
-    try:
-        version = metadata.version("stepup-dist")
-    except metadata.PackageNotFoundError:
-        version = "?"
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    return (
-        f"machine: nproc {usable} (cpu_count {os.cpu_count()}), {platform.machine()}, "
-        f"{platform.system()} {platform.release()}, load average {load}\n"
-        f"python {platform.python_version()} ({sys.executable}), stepup-dist {version}"
-    )
 
 
 def write_project(root: Path, steps: int) -> None:

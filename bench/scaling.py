@@ -27,7 +27,6 @@ Medians over the runs follow.
 
 import argparse
 import os
-import platform
 import resource
 import shutil
 import statistics
@@ -35,8 +34,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from importlib import metadata
 from pathlib import Path
+
+from benchlib import find_stepup_dist, machine, machine_busy
 
 PLAN = """\
 #!/usr/bin/env python3
@@ -45,39 +45,6 @@ from stepup.core.api import step
 for i in range({steps}):
     step(f"sleep {sleep}  # {{i}}")
 """
-
-
-def find_stepup_dist() -> Path:
-    """The `stepup-dist` installed beside this interpreter (a venv's bin/), else on PATH."""
-    candidate = Path(sys.executable).parent / "stepup-dist"
-    if candidate.is_file():
-        return candidate
-    found = shutil.which("stepup-dist")
-    if found is None:
-        sys.exit(f"scaling: no stepup-dist next to {sys.executable} nor on PATH")
-    return Path(found)
-
-
-def machine_busy() -> float:
-    """Seconds of CPU time that the whole machine has spent busy (all cores, /proc/stat)."""
-    with open("/proc/stat") as fh:
-        fields = [int(x) for x in fh.readline().split()[1:9]]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
-def machine() -> str:
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else "?"
-    try:
-        version = metadata.version("stepup-dist")
-    except metadata.PackageNotFoundError:
-        version = "?"
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    return (
-        f"machine: nproc {usable} (cpu_count {os.cpu_count()}), {platform.machine()}, "
-        f"{platform.system()} {platform.release()}, load average {load}\n"
-        f"python {platform.python_version()} ({sys.executable}), stepup-dist {version}"
-    )
 
 
 def timed_build(exe: Path, root: Path, workers: int, steps: int) -> dict[str, float]:
@@ -156,7 +123,7 @@ def main() -> None:
     if args.steps < 1 or args.workers < 1 or args.runs < 1 or args.sleep <= 0:
         parser.error("--steps, --workers, --runs must be at least 1 and --sleep positive")
 
-    exe = find_stepup_dist()
+    exe = find_stepup_dist("scaling")
     ideal = args.steps * args.sleep / args.workers
     print(machine())
     print(
