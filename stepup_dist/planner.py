@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from . import finish, recovery, skipping
 from .errors import BrokerUnavailable, PlanError, UserError, WireError
-from .graph import DONE, Graph, Step, StepStatus
+from .graph import Graph, Step, StepStatus
 from .hashing import step_digest
 from .messages import (
     NOT_STARTED,
@@ -42,15 +43,9 @@ from .store import Record, Store
 
 __all__ = ("Broker", "Outcome", "Planner", "Reporter")
 
-CHECK_BATCH = 64
-"""Paths per hash-check job: enough to amortize a job, small enough to spread over workers."""
 SAVE_INTERVAL = 5.0
 RECONNECT_FOR = 60.0
 """Seconds the planner keeps trying to reach a server that went away."""
-MAX_ATTEMPTS = 3
-"""A step whose worker vanishes this many times fails."""
-UNSERVED_GRACE = 5.0
-"""Seconds to wait, once nothing else is left, for a worker offering missing resources."""
 
 
 class Broker(PoolBroker, Protocol):
@@ -191,21 +186,21 @@ class Planner:
                     if self._loop_once():
                         break
                 except BrokerUnavailable as exc:
-                    self._reconnect(exc)
+                    recovery.reconnect(self, exc)
                 except KeyboardInterrupt:
                     if self.outcome.interrupted:
                         raise  # the second Ctrl-C cancels the running steps too
-                    self._drain()
+                    recovery.drain(self)
         except BaseException:
             self.slots.close()
-            self.save(final=False)
+            finish.save(self, final=False)
             raise
         self.slots.close()
         if self.outcome.interrupted:
-            self.save(final=False)
+            finish.save(self, final=False)
             return self.outcome
-        self._report_stuck()
-        self.save(final=True)
+        finish.report_stuck(self)
+        finish.save(self, final=True)
         return self.outcome
 
     def _loop_once(self) -> bool:
@@ -215,72 +210,13 @@ class Planner:
         elif not self._running:
             return True
         if not self._in_flight and not self.slots.waiting:
-            return not self._unblock_stalled()
-        if self._only_unserved_left():
+            return not finish.unblock_stalled(self)
+        if finish.only_unserved_left(self):
             return True
         for message in self.broker.receive(self.build, 1.0):
             self._handle(message)
         self._maintain()
         return False
-
-    def _reconnect(self, exc: BrokerUnavailable) -> None:
-        """The server went away: retry with backoff, then resend what may have been lost."""
-        self.reporter.line("REDIS", f"{exc}; reconnecting")
-        deadline = time.monotonic() + self.reconnect
-        delay = 0.2
-        while True:
-            time.sleep(delay)
-            try:
-                self.broker.keep_alive(self.build, self.lease)
-                break
-            except BrokerUnavailable:
-                if time.monotonic() > deadline:
-                    raise BrokerUnavailable(
-                        f"{exc}; gave up reconnecting after {self.reconnect:.0f} s"
-                    ) from None
-                delay = min(2 * delay, 5.0)
-        self.reporter.line("REDIS", "reconnected")
-        server = self.broker.server_id()
-        if server == self._server:
-            # The same server: queue, leases and inbox are intact; leases that lapsed meanwhile
-            # show as lost steps (whose workers stopped them in time).
-            self._find_lost()
-            return
-        # A restarted server lost its queue, leases and inbox, and forgot the leases of
-        # steps that may still run: their workers kill them within 0.8 of a lease. Run every
-        # step in flight again, but only after a whole lease, or a seat could be used twice.
-        self._server = server
-        checks: list[tuple[Message, str, bool]] = [
-            (job, f"hash check {job.request}", True) for job in self._check_sent.values()
-        ]
-        self.broker.submit(checks)
-        self._unleased.clear()
-        self._pending_runs.clear()
-        for key in list(self._in_flight):
-            step = self.graph.steps.get(key)
-            if step is not None and step.status is StepStatus.QUEUED:
-                self._running.discard(key)
-                self._lost_step(step, "the server restarted", defer=self.lease)
-
-    def _drain(self) -> None:
-        """Ctrl-C: dispatch nothing more, let the running steps finish, keep their results."""
-        self.outcome.interrupted = True
-        for key in list(self._in_flight):
-            step = self.graph.steps.get(key)
-            if key not in self._running:
-                # Not started: give its slots back, so that its job is refused if a
-                # worker still takes it.
-                self._in_flight.discard(key)
-                if step is not None:
-                    self.slots.release(step)
-                    step.status = StepStatus.PENDING
-        self.slots.waiting.clear()
-        self._ready.clear()
-        self._rerun_at.clear()
-        self.reporter.line(
-            "INTERRUPT",
-            f"waiting for {len(self._running)} running steps (Ctrl-C again to cancel them)",
-        )
 
     def _dispatch(self) -> None:
         jobs: list[tuple[Message, str, bool]] = []
@@ -289,7 +225,7 @@ class Planner:
             if step.status is not StepStatus.READY:
                 continue
             old = self.old_records.get(step.key)
-            if old is not None and not step.skip_blocked and self._matches(step, old):
+            if old is not None and not step.skip_blocked and skipping.matches(self, step, old):
                 missing = [p for p in old.amended[0] if p not in step.inp]
                 if missing:
                     # Last time it amended these inputs: skip only once they are known again.
@@ -304,7 +240,7 @@ class Planner:
                 paths = list(old.out) + list(old.amended[1])
                 self._check_states[step.key] = {}
                 if not paths:
-                    self._decide_skip(step)
+                    skipping.decide_skip(self, step)
                 for path in paths:
                     self._check_queue.append((("skip", step.key), path, old.out_states.get(path)))
             else:
@@ -328,7 +264,7 @@ class Planner:
             else:
                 placed.setdefault(host, []).append(job)
         self._pending_runs = []
-        jobs.extend(self._check_jobs())
+        jobs.extend(skipping.check_jobs(self))
         self.broker.submit(jobs)
         for host, host_jobs in placed.items():
             self.broker.submit(host_jobs, host=host)
@@ -338,15 +274,6 @@ class Planner:
                 self.reporter.line(
                     "WAITING", f"{key} (needs {wanted}: no connected worker offers it)"
                 )
-
-    def _matches(self, step: Step, old: Record) -> bool:
-        return (old.command, old.workdir, tuple(old.inp), tuple(old.out), tuple(old.vol)) == (
-            step.command,
-            step.workdir,
-            step.declared[0],
-            step.declared[1],
-            step.declared[2],
-        ) and tuple(old.env) == step.declared[3]
 
     def _queue_run(self, step: Step) -> None:
         if not self.slots.needs_slots(step):
@@ -401,26 +328,6 @@ class Planner:
             lease=self.lease,
         )
 
-    def _check_jobs(self) -> list[tuple[Message, str, bool]]:
-        jobs: list[tuple[Message, str, bool]] = []
-        queue, self._check_queue = self._check_queue, []
-        for start in range(0, len(queue), CHECK_BATCH):
-            chunk = queue[start : start + CHECK_BATCH]
-            self._next_request += 1
-            request = self._next_request
-            self._checks[request] = [(purpose, path) for purpose, path, _ in chunk]
-            self._in_flight.add(f"check:{request}")
-            job = self._check_sent[request] = CheckJob(
-                build=self.build,
-                request=request,
-                root=str(self.root),
-                paths=[path for _, path, _ in chunk],
-                known=[known for _, _, known in chunk],
-            )
-            # Checks are quick; put them before long steps so skipping is never held up.
-            jobs.append((job, f"hash check {request}", True))
-        return jobs
-
     # Messages
 
     def _handle(self, message: Message | WireError) -> None:
@@ -439,7 +346,7 @@ class Planner:
         elif isinstance(message, StepDone):
             self._on_done(message)
         elif isinstance(message, Checked):
-            self._on_checked(message)
+            skipping.on_checked(self, message)
         elif isinstance(message, Wake):
             self.slots.retry = True
         else:
@@ -464,73 +371,6 @@ class Planner:
             self.outcome.plan_errors.append(message)
             self.reporter.line("ERROR", message)
 
-    def _on_checked(self, checked: Checked) -> None:
-        asked = self._checks.get(checked.request)
-        if asked is not None and checked.error:
-            # A refused check cannot tell what exists: report it; what waited on it is stuck.
-            del self._checks[checked.request]
-            self._check_sent.pop(checked.request, None)
-            self._in_flight.discard(f"check:{checked.request}")
-            self._plan_error(f"hash check refused on {checked.host}: {checked.error}")
-            return
-        if asked is None or len(asked) != len(checked.states):
-            return
-        del self._checks[checked.request]
-        self._check_sent.pop(checked.request, None)
-        self._in_flight.discard(f"check:{checked.request}")
-        for ((kind, name), path), state in zip(asked, checked.states, strict=True):
-            if kind == "static":
-                if state is None:
-                    self._plan_error(f"missing static input: {path}")
-                else:
-                    self._became_available(path, state)
-            else:
-                states = self._check_states.get(name)
-                if states is None:
-                    continue
-                states[path] = state
-                self._check_hosts[name] = checked.host
-                old = self.old_records[name]
-                if len(states) == len(old.out) + len(old.amended[1]):
-                    self._decide_skip(self.graph.steps[name])
-
-    def _decide_skip(self, step: Step) -> None:
-        old = self.old_records[step.key]
-        states = self._check_states.pop(step.key, {})
-        self._in_flight.discard(step.key)
-        out_states = {p: s for p, s in states.items() if s is not None}
-        env = {name: self.environ.get(name) for name in [*old.env, *old.amended[3]]}
-        digest = step_digest(
-            step.command, step.workdir, env, self.graph.input_states(step), out_states
-        )
-        if len(out_states) == len(states) and digest == old.digest:
-            step.status = StepStatus.SKIPPED
-            self.outcome.skipped += 1
-            self.reporter.line("SKIP", step.key, self._check_hosts.pop(step.key, ""))
-            for method, recorded in old.calls:
-                # The recorded stats are those of the last run: let a worker look again.
-                args = {**recorded, "stats": None} if method == "static" else recorded
-                try:
-                    handle_call(self, step.key, method, args)
-                except PlanError as exc:
-                    self._plan_error(str(exc))
-                step.calls.append([method, args])
-            self._amend_from_record(step, old)
-            self.records[step.key] = old
-            for path in step.vol:
-                self._became_available(path, None)
-            for path, state in out_states.items():
-                self._became_available(path, state)
-        else:
-            step.status = StepStatus.READY
-            step.skip_blocked = True
-            self._queue_run(step)
-
-    def _amend_from_record(self, step: Step, old: Record) -> None:
-        inp, out, vol, env = old.amended
-        self.amend(step.key, [p for p in inp if p not in step.inp], out, vol, env)
-        step.rerun = False
-
     def _on_done(self, result: StepDone) -> None:
         step = self.graph.steps.get(result.step)
         if step is None or step.status is not StepStatus.QUEUED or result.attempt != step.attempt:
@@ -539,7 +379,7 @@ class Planner:
         self._running.discard(step.key)
         if result.error == NOT_STARTED:
             # It never ran (its leases lapsed while it was queued): queue it again.
-            self._lost_step(step, "its lease lapsed before it started")
+            recovery.lost_step(self, step, "its lease lapsed before it started")
             return
         self._release(step)
         ok = result.returncode == 0 and not result.error
@@ -600,7 +440,7 @@ class Planner:
         self.slots.release(step)
 
     def _maintain(self) -> None:
-        self._rerun_due()
+        recovery.rerun_due(self)
         now = time.monotonic()
         if now - self._last_renew > self.lease / 3:
             self._last_renew = now
@@ -613,157 +453,16 @@ class Planner:
             self.slots.renew(queued)
             # Also keeps this build's place in the lines it waits in.
             self.slots.retry = True
-            self._find_lost()
+            recovery.find_lost(self)
         if now - self._last_save > SAVE_INTERVAL:
-            self.save(final=False)
+            finish.save(self, final=False)
             if self._workers_alive is not None and not self._workers_alive():
                 raise UserError("every local worker has exited; see .stepup/workers.log")
 
-    def _find_lost(self, defer: float = 0.0) -> None:
-        """Started steps whose run lease lapsed: their worker is gone. Run them again.
-
-        With `defer`, not before that many seconds from now.
-        """
-        started = [self.graph.steps[key] for key in sorted(self._running)]
-        tokens = {self.slots.token_of(step): step for step in started}
-        live = self.broker.live_runs(self.build, list(tokens))
-        for token, step in tokens.items():
-            if token not in live:
-                self._running.discard(step.key)
-                self._lost_step(step, "its worker stopped renewing", defer)
-
-    def _lost_step(self, step: Step, why: str, defer: float = 0.0) -> None:
-        """A step that did not run to its end through no fault of its own: run it again."""
-        self._in_flight.discard(step.key)
-        self.slots.release(step)
-        host = self._hosts.pop(step.key, "")
-        lost = self._lost[step.key] = self._lost.get(step.key, 0) + 1
-        if lost >= MAX_ATTEMPTS:
-            step.status = StepStatus.FAILED
-            self.outcome.failed.append(step.key)
-            self.records.pop(step.key, None)
-            self.old_records.pop(step.key, None)
-            self.reporter.line("FAIL", f"{step.key} (lost {lost} times: {why})", host)
-            return
-        self.reporter.line("LOST", f"{step.key} ({why}; running it again)", host)
-        step.status = StepStatus.READY
-        if defer:
-            self._in_flight.add(step.key)
-            self._rerun_at[step.key] = time.monotonic() + defer
-        else:
-            self._queue_run(step)
-
-    def _rerun_due(self) -> None:
-        now = time.monotonic()
-        for key, when in list(self._rerun_at.items()):
-            if when <= now:
-                del self._rerun_at[key]
-                self._in_flight.discard(key)
-                self._queue_run(self.graph.steps[key])
-
     # End of the build
 
-    def _only_unserved_left(self) -> bool:
-        """True when the rest is done and no worker offered the resources still wanted."""
-        waiting = self.slots.waiting
-        if self._in_flight or not waiting or any(s.key not in self.slots.unserved for s in waiting):
-            self._idle_since = None
-            return False
-        now = time.monotonic()
-        if self._idle_since is None:
-            self._idle_since = now
-            return False
-        if now - self._idle_since < UNSERVED_GRACE:
-            return False
-        for step in waiting:
-            self.outcome.stuck.append(
-                f"step {step.key!r} needs {self.slots.unserved[step.key]}, "
-                "which no connected worker offers (start one with stepup-worker --resources)"
-            )
-        waiting.clear()
-        return True
-
-    def _unblock_stalled(self) -> bool:
-        """Steps waiting only for inputs their last run amended: give up skipping them."""
-        progress = False
-        for step in self.graph.steps.values():
-            if step.status is not StepStatus.PENDING or step.skip_blocked:
-                continue
-            old = self.old_records.get(step.key)
-            if old is None:
-                continue
-            declared_missing = [p for p in step.missing if p not in old.amended[0]]
-            if not declared_missing:
-                step.skip_blocked = True
-                for path in list(step.missing):
-                    if path not in step.declared[0]:
-                        step.missing.discard(path)
-                        step.inp.remove(path)
-                        step.amended[0].remove(path)
-                        self.graph.files[path].consumers.discard(step.key)
-                if not step.missing:
-                    step.status = StepStatus.READY
-                    self._ready.append(step)
-                    progress = True
-        return progress
-
-    def _report_stuck(self) -> None:
-        pending = [k for k, s in self.graph.steps.items() if s.status not in DONE]
-        if not pending:
-            return
-        cycle = self.graph.find_cycle(pending)
-        if cycle is not None:
-            self._plan_error("dependency cycle: " + " -> ".join(repr(k) for k in cycle))
-        for key in pending:
-            step = self.graph.steps[key]
-            for path in sorted(step.missing):
-                node = self.graph.files[path]
-                if node.producer is None:
-                    why = "which is neither static nor made by any step"
-                elif self.graph.steps[node.producer].status is StepStatus.FAILED:
-                    why = f"which step {node.producer!r} failed to make"
-                else:
-                    why = f"which step {node.producer!r} did not make"
-                self.outcome.stuck.append(f"step {key!r} cannot run: it needs {path}, {why}")
-
     def success(self) -> bool:
-        o = self.outcome
-        return not (o.failed or o.stuck or o.plan_errors)
+        return finish.success(self)
 
     def save(self, *, final: bool) -> None:
-        """Write what this build knows; a final save of a successful build also cleans up."""
-        self._last_save = time.monotonic()
-        records = dict(self.records)
-        keep_old = not (final and self.success())
-        for key, old in self.old_records.items():
-            if key in records:
-                continue
-            step = self.graph.steps.get(key)
-            if keep_old or (step is not None and step.status is not StepStatus.FAILED):
-                records[key] = old
-        files = {p: n.state for p, n in self.graph.files.items() if n.state is not None}
-        if keep_old:
-            for path, state in self.old_files.items():
-                files.setdefault(path, state)
-        elif final:
-            self._clean_outputs()
-        self.store.save(records, files)
-
-    def _clean_outputs(self) -> None:
-        """Remove outputs of steps that are no longer in the plan."""
-        current = {p for p, n in self.graph.files.items() if n.producer is not None or n.static}
-        stale: set[str] = set()
-        for key, old in self.old_records.items():
-            if key in self.graph.steps:
-                continue
-            stale.update(old.out, old.vol, old.amended[1], old.amended[2])
-        for path in sorted(stale - current, key=lambda p: (-p.count("/"), p)):
-            full = self.root / path
-            try:
-                if path.endswith("/"):
-                    full.rmdir()
-                else:
-                    full.unlink()
-            except OSError:
-                continue
-            self.reporter.line("CLEAN", path)
+        finish.save(self, final=final)

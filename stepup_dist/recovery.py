@@ -1,0 +1,122 @@
+"""Faults during a build: lost workers, a server that went away, Ctrl-C."""
+
+import time
+from typing import TYPE_CHECKING
+
+from .errors import BrokerUnavailable
+from .graph import Step, StepStatus
+from .messages import Message
+
+if TYPE_CHECKING:
+    from .planner import Planner
+
+__all__ = ("drain", "find_lost", "lost_step", "reconnect", "rerun_due")
+
+MAX_ATTEMPTS = 3
+"""A step whose worker vanishes this many times fails."""
+
+
+def reconnect(p: "Planner", exc: BrokerUnavailable) -> None:
+    """The server went away: retry with backoff, then resend what may have been lost."""
+    p.reporter.line("REDIS", f"{exc}; reconnecting")
+    deadline = time.monotonic() + p.reconnect
+    delay = 0.2
+    while True:
+        time.sleep(delay)
+        try:
+            p.broker.keep_alive(p.build, p.lease)
+            break
+        except BrokerUnavailable:
+            if time.monotonic() > deadline:
+                raise BrokerUnavailable(
+                    f"{exc}; gave up reconnecting after {p.reconnect:.0f} s"
+                ) from None
+            delay = min(2 * delay, 5.0)
+    p.reporter.line("REDIS", "reconnected")
+    server = p.broker.server_id()
+    if server == p._server:
+        # The same server: queue, leases and inbox are intact; leases that lapsed meanwhile
+        # show as lost steps (whose workers stopped them in time).
+        find_lost(p)
+        return
+    # A restarted server lost its queue, leases and inbox, and forgot the leases of
+    # steps that may still run: their workers kill them within 0.8 of a lease. Run every
+    # step in flight again, but only after a whole lease, or a seat could be used twice.
+    p._server = server
+    checks: list[tuple[Message, str, bool]] = [
+        (job, f"hash check {job.request}", True) for job in p._check_sent.values()
+    ]
+    p.broker.submit(checks)
+    p._unleased.clear()
+    p._pending_runs.clear()
+    for key in list(p._in_flight):
+        step = p.graph.steps.get(key)
+        if step is not None and step.status is StepStatus.QUEUED:
+            p._running.discard(key)
+            lost_step(p, step, "the server restarted", defer=p.lease)
+
+
+def drain(p: "Planner") -> None:
+    """Ctrl-C: dispatch nothing more, let the running steps finish, keep their results."""
+    p.outcome.interrupted = True
+    for key in list(p._in_flight):
+        step = p.graph.steps.get(key)
+        if key not in p._running:
+            # Not started: give its slots back, so that its job is refused if a
+            # worker still takes it.
+            p._in_flight.discard(key)
+            if step is not None:
+                p.slots.release(step)
+                step.status = StepStatus.PENDING
+    p.slots.waiting.clear()
+    p._ready.clear()
+    p._rerun_at.clear()
+    p.reporter.line(
+        "INTERRUPT",
+        f"waiting for {len(p._running)} running steps (Ctrl-C again to cancel them)",
+    )
+
+
+def find_lost(p: "Planner", defer: float = 0.0) -> None:
+    """Started steps whose run lease lapsed: their worker is gone. Run them again.
+
+    With `defer`, not before that many seconds from now.
+    """
+    started = [p.graph.steps[key] for key in sorted(p._running)]
+    tokens = {p.slots.token_of(step): step for step in started}
+    live = p.broker.live_runs(p.build, list(tokens))
+    for token, step in tokens.items():
+        if token not in live:
+            p._running.discard(step.key)
+            lost_step(p, step, "its worker stopped renewing", defer)
+
+
+def lost_step(p: "Planner", step: Step, why: str, defer: float = 0.0) -> None:
+    """A step that did not run to its end through no fault of its own: run it again."""
+    p._in_flight.discard(step.key)
+    p.slots.release(step)
+    host = p._hosts.pop(step.key, "")
+    lost = p._lost[step.key] = p._lost.get(step.key, 0) + 1
+    if lost >= MAX_ATTEMPTS:
+        step.status = StepStatus.FAILED
+        p.outcome.failed.append(step.key)
+        p.records.pop(step.key, None)
+        p.old_records.pop(step.key, None)
+        p.reporter.line("FAIL", f"{step.key} (lost {lost} times: {why})", host)
+        return
+    p.reporter.line("LOST", f"{step.key} ({why}; running it again)", host)
+    step.status = StepStatus.READY
+    if defer:
+        p._in_flight.add(step.key)
+        p._rerun_at[step.key] = time.monotonic() + defer
+    else:
+        p._queue_run(step)
+
+
+def rerun_due(p: "Planner") -> None:
+    now = time.monotonic()
+    for key, when in list(p._rerun_at.items()):
+        if when <= now:
+            del p._rerun_at[key]
+            p._in_flight.discard(key)
+            p._queue_run(p.graph.steps[key])
