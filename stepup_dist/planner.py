@@ -52,7 +52,10 @@ class Broker(PoolBroker, Protocol):
     def server_id(self) -> str: ...
     def keep_alive(self, build: str, lease: float) -> None: ...
     def live_runs(self, build: str, tokens: list[str]) -> set[str]: ...
-    def submit(self, jobs: list[tuple[Message, str, bool]], host: str | None = None) -> None: ...
+    def submit(
+        self, jobs: list[tuple[Message, str, bool]], host: str | None = None
+    ) -> list[str]: ...
+    def job_states(self, job_ids: list[str]) -> list[str | None]: ...
     def receive(self, build: str, timeout: float) -> list[Message | WireError]: ...
     def reply(self, reply_to: str, reply: Reply) -> None: ...
 
@@ -117,6 +120,10 @@ class Planner:
         self._running: set[str] = set()
         self._hosts: dict[str, str] = {}
         self._lost: dict[str, int] = {}
+        self._jobs: dict[str, tuple[str, float]] = {}
+        """RQ job id of each queued step, and when it was queued."""
+        self._started_unseen: set[str] = set()
+        """Queued steps that RQ says a worker took, but whose start was not reported yet."""
         self._rerun_at: dict[str, float] = {}
         """Lost steps to queue again once their old attempt is surely dead."""
         """Queued steps whose worker reported that it started them."""
@@ -265,9 +272,9 @@ class Planner:
                 placed.setdefault(host, []).append(job)
         self._pending_runs = []
         jobs.extend(skipping.check_jobs(self))
-        self.broker.submit(jobs)
+        self._note_jobs(jobs, self.broker.submit(jobs))
         for host, host_jobs in placed.items():
-            self.broker.submit(host_jobs, host=host)
+            self._note_jobs(host_jobs, self.broker.submit(host_jobs, host=host))
         for key, wanted in self.slots.unserved.items():
             if key not in self._told_unserved:
                 self._told_unserved.add(key)
@@ -300,6 +307,13 @@ class Planner:
             step.status = StepStatus.WAITING_POOL
             return
         self._queued(step)
+
+    def _note_jobs(self, jobs: list[tuple[Message, str, bool]], ids: list[str]) -> None:
+        """Remember each step's RQ job, to notice one lost before it started."""
+        now = time.monotonic()
+        for (message, _, _), job_id in zip(jobs, ids, strict=True):
+            if isinstance(message, RunJob):
+                self._jobs[message.step] = (job_id, now)
 
     def _queued(self, step: Step) -> None:
         step.status = StepStatus.QUEUED
@@ -375,6 +389,7 @@ class Planner:
         step = self.graph.steps.get(result.step)
         if step is None or step.status is not StepStatus.QUEUED or result.attempt != step.attempt:
             return
+        self._jobs.pop(step.key, None)
         self._in_flight.discard(step.key)
         self._running.discard(step.key)
         if result.error == NOT_STARTED:
@@ -454,6 +469,7 @@ class Planner:
             # Also keeps this build's place in the lines it waits in.
             self.slots.retry = True
             recovery.find_lost(self)
+            recovery.find_lost_jobs(self)
         if now - self._last_save > SAVE_INTERVAL:
             finish.save(self, final=False)
             if self._workers_alive is not None and not self._workers_alive():

@@ -10,7 +10,7 @@ from .messages import Message
 if TYPE_CHECKING:
     from .planner import Planner
 
-__all__ = ("drain", "find_lost", "lost_step", "reconnect", "rerun_due")
+__all__ = ("drain", "find_lost", "find_lost_jobs", "lost_step", "reconnect", "rerun_due")
 
 MAX_ATTEMPTS = 3
 """A step whose worker vanishes this many times fails."""
@@ -120,3 +120,28 @@ def rerun_due(p: "Planner") -> None:
             del p._rerun_at[key]
             p._in_flight.discard(key)
             p._queue_run(p.graph.steps[key])
+
+
+def find_lost_jobs(p: "Planner") -> None:
+    """Queued steps whose job will never start: RQ failed it, it vanished, or the worker that
+    took it died before it could say so (a worker reports a start within milliseconds)."""
+    now = time.monotonic()
+    waiting = [
+        key
+        for key in p._in_flight
+        if key in p._jobs
+        and key not in p._running
+        and now - p._jobs[key][1] > p.lease
+        and p.graph.steps[key].status is StepStatus.QUEUED
+    ]
+    states = p.broker.job_states([p._jobs[key][0] for key in waiting])
+    for key, state in zip(waiting, states, strict=True):
+        if state in ("queued", "deferred", "scheduled"):
+            continue
+        if state == "started" and key not in p._started_unseen:
+            # Taken by a worker whose start report may still be on its way: look again later.
+            p._started_unseen.add(key)
+            continue
+        p._started_unseen.discard(key)
+        del p._jobs[key]
+        lost_step(p, p.graph.steps[key], f"its job was lost before it started ({state or 'gone'})")

@@ -98,13 +98,14 @@ class RedisBroker:
 
     # Planner side
 
-    def submit(self, jobs: list[tuple[Message, str, bool]], host: str | None = None) -> None:
+    def submit(self, jobs: list[tuple[Message, str, bool]], host: str | None = None) -> list[str]:
         """Put (message, description, at_front) jobs on the RQ queue, in one pipeline.
 
         With `host`, on the queue of that host (steps placed there for its resources).
+        Returns the RQ job ids, in order.
         """
         if not jobs:
-            return
+            return []
         queue = self._rq_queue(host)
         datas = [
             queue.prepare_data(
@@ -127,6 +128,20 @@ class RedisBroker:
                 pipe.execute()
         except redis.RedisError as exc:
             raise refusal(exc, "cannot enqueue jobs") from exc
+        return [data.job_id for data in datas]
+
+    def job_states(self, job_ids: list[str]) -> list[str | None]:
+        """RQ's status of each job (queued, started, failed, ...), None for a job gone."""
+        if not job_ids:
+            return []
+        try:
+            with self.client.pipeline(transaction=False) as pipe:
+                for job_id in job_ids:
+                    pipe.hget(self.keys.rq_job(job_id), "status")
+                states = pipe.execute()
+        except redis.RedisError as exc:
+            raise refusal(exc, "lost the connection to Redis") from exc
+        return [None if s is None else s.decode() for s in states]
 
     def receive(self, build: str, timeout: float, limit: int = 1000) -> list[Message | WireError]:
         """Messages from the build's inbox: wait up to `timeout` for the first, then drain."""

@@ -290,3 +290,33 @@ def test_a_step_never_runs_on_a_stale_input(project: Project) -> None:
     assert result.lines("FAIL") == ["cat a.txt > b.txt"]
     assert "input a.txt is missing or differs from what was made, on " in result.stdout.lower()
     assert not (project.root / "b.txt").exists()
+
+
+def test_a_job_lost_before_it_started_is_queued_again(
+    project: Project, server, prefix: str, client
+) -> None:  # type: ignore[no-untyped-def]
+    from stepup_dist.broker.keys import QUEUE_NAME, Keys
+
+    keys = Keys(prefix)
+    # One worker, busy with plan.py for 2 s: meanwhile the step's job waits in the queue.
+    project.plan(
+        "import time\nfrom stepup.core.api import step\n"
+        'step("echo ok > out.txt", out="out.txt")\ntime.sleep(2)\n'
+    )
+    worker = start_worker(server.url, prefix, env=LEASE)
+    build = _build(project, server.url, prefix)
+    try:
+        queue = f"{keys.rq_prefix}:queue:{QUEUE_NAME}"
+        deadline = time.monotonic() + 30
+        while client.llen(queue) == 0:
+            assert time.monotonic() < deadline, "the step's job was never queued"
+            time.sleep(0.02)
+        # Make the job vanish, as if a worker had died holding it.
+        (job_id,) = client.lrange(queue, 0, -1)
+        client.delete(queue, keys.rq_job(job_id.decode()))
+        text, _ = build.communicate(timeout=60)
+    finally:
+        stop([build, worker])
+    assert build.returncode == 0, text
+    assert "its job was lost before it started (gone)" in text
+    assert (project.root / "out.txt").read_text() == "ok\n"
