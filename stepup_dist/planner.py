@@ -314,6 +314,8 @@ class Planner:
         for (message, _, _), job_id in zip(jobs, ids, strict=True):
             if isinstance(message, RunJob):
                 self._jobs[message.step] = (job_id, now)
+            elif isinstance(message, CheckJob):
+                self._jobs[f"check:{message.request}"] = (job_id, now)
 
     def _queued(self, step: Step) -> None:
         step.status = StepStatus.QUEUED

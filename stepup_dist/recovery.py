@@ -123,25 +123,35 @@ def rerun_due(p: "Planner") -> None:
 
 
 def find_lost_jobs(p: "Planner") -> None:
-    """Queued steps whose job will never start: RQ failed it, it vanished, or the worker that
-    took it died before it could say so (a worker reports a start within milliseconds)."""
+    """Jobs that will never run: RQ failed them, they vanished, or the worker that took one
+    died before it could say so (a worker reports a start within milliseconds). A lost step
+    is queued again; a lost hash check is asked again (a late duplicate answer is ignored)."""
     now = time.monotonic()
     waiting = [
         key
         for key in p._in_flight
-        if key in p._jobs
-        and key not in p._running
-        and now - p._jobs[key][1] > p.lease
-        and p.graph.steps[key].status is StepStatus.QUEUED
+        if key in p._jobs and key not in p._running and now - p._jobs[key][1] > p.lease
     ]
     states = p.broker.job_states([p._jobs[key][0] for key in waiting])
     for key, state in zip(waiting, states, strict=True):
         if state in ("queued", "deferred", "scheduled"):
             continue
         if state == "started" and key not in p._started_unseen:
-            # Taken by a worker whose start report may still be on its way: look again later.
+            # Taken by a worker whose report may still be on its way: look again later.
             p._started_unseen.add(key)
             continue
         p._started_unseen.discard(key)
         del p._jobs[key]
-        lost_step(p, p.graph.steps[key], f"its job was lost before it started ({state or 'gone'})")
+        why = f"its job was lost before it started ({state or 'gone'})"
+        if key.startswith("check:"):
+            job = p._check_sent.get(int(key.removeprefix("check:")))
+            if job is not None:
+                p.reporter.line("LOST", f"hash check {job.request} ({why}; asking again)")
+                p._note_jobs(
+                    [(job, f"hash check {job.request}", True)],
+                    p.broker.submit([(job, f"hash check {job.request}", True)]),
+                )
+            continue
+        step = p.graph.steps[key]
+        if step.status is StepStatus.QUEUED:
+            lost_step(p, step, why)

@@ -51,6 +51,8 @@ def check_jobs(p: "Planner") -> list[tuple[Message, str, bool]]:
 
 def on_checked(p: "Planner", checked: Checked) -> None:
     asked = p._checks.get(checked.request)
+    if asked is not None:
+        p._jobs.pop(f"check:{checked.request}", None)
     if asked is not None and checked.error:
         # A refused check cannot tell what exists: report it; what waited on it is stuck.
         del p._checks[checked.request]
