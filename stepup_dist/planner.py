@@ -312,10 +312,12 @@ class Planner:
         """Remember each step's RQ job, to notice one lost before it started."""
         now = time.monotonic()
         for (message, _, _), job_id in zip(jobs, ids, strict=True):
-            if isinstance(message, RunJob):
-                self._jobs[message.step] = (job_id, now)
-            elif isinstance(message, CheckJob):
-                self._jobs[f"check:{message.request}"] = (job_id, now)
+            key = message.step if isinstance(message, RunJob) else ""
+            if isinstance(message, CheckJob):
+                key = f"check:{message.request}"
+            if key:
+                self._jobs[key] = (job_id, now)
+                self._started_unseen.discard(key)
 
     def _queued(self, step: Step) -> None:
         step.status = StepStatus.QUEUED

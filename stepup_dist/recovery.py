@@ -93,6 +93,9 @@ def find_lost(p: "Planner", defer: float = 0.0) -> None:
 
 def lost_step(p: "Planner", step: Step, why: str, defer: float = 0.0) -> None:
     """A step that did not run to its end through no fault of its own: run it again."""
+    # What was known of its old job no longer applies.
+    p._jobs.pop(step.key, None)
+    p._started_unseen.discard(step.key)
     p._in_flight.discard(step.key)
     p.slots.release(step)
     host = p._hosts.pop(step.key, "")

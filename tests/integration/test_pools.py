@@ -219,7 +219,9 @@ def test_stopped_worker_has_its_step_killed_before_the_lease_lapses(
     tmp_path: Path, server, prefix: str
 ) -> None:  # type: ignore[no-untyped-def]
     url = server.url
-    env = {"STEPUP_DIST_LEASE": "3"}
+    # A lease long enough that CPU starvation on a loaded 2-core CI machine does not
+    # fence the second attempt too.
+    env = {"STEPUP_DIST_LEASE": "6"}
     pool_cli("set", "seat", "1", "--redis", url, "--prefix", prefix, cwd=tmp_path)
     worker = start_worker(url, prefix, env=env)
     project = Project(tmp_path / "p")
@@ -227,7 +229,7 @@ def test_stopped_worker_has_its_step_killed_before_the_lease_lapses(
     # Each attempt logs its start; only one that runs 8 s undisturbed logs "done".
     project.plan(
         "from stepup.core.api import step\n"
-        f'step("echo start >> {log}; sleep 8; echo done >> {log}", pool="seat")\n'
+        f'step("echo start >> {log}; sleep 14; echo done >> {log}", pool="seat")\n'
     )
     build = subprocess.Popen(
         [str(BIN / "stepup-dist"), "build", "-w0", "--redis", url, "--prefix", prefix],
@@ -242,9 +244,9 @@ def test_stopped_worker_has_its_step_killed_before_the_lease_lapses(
         while not log.exists() and time.monotonic() < deadline:
             time.sleep(0.05)
         worker.send_signal(signal.SIGSTOP)
-        time.sleep(4.0)  # past the lease
+        time.sleep(7.0)  # past the lease
         # The watchdog killed the step before the lease lapsed: nothing runs in its name.
-        assert not processes_running("sleep 8; echo done")
+        assert not processes_running("sleep 14; echo done")
         worker.send_signal(signal.SIGCONT)
         text, _ = build.communicate(timeout=60)
     finally:
