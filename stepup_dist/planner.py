@@ -400,7 +400,7 @@ class Planner:
             # It never ran (its leases lapsed while it was queued): queue it again.
             recovery.lost_step(self, step, "its lease lapsed before it started")
             return
-        self._release(step)
+        self.slots.release(step)
         ok = result.returncode == 0 and not result.error
         if ok and step.rerun and step.missing:
             # It amended inputs that are not there yet: run it again once they are.
@@ -454,9 +454,6 @@ class Planner:
             self._ready.append(step)
 
     # Pools and leases
-
-    def _release(self, step: Step) -> None:
-        self.slots.release(step)
 
     def _maintain(self) -> None:
         recovery.rerun_due(self)

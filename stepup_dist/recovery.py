@@ -3,9 +3,9 @@
 import time
 from typing import TYPE_CHECKING
 
+from . import skipping
 from .errors import BrokerUnavailable
 from .graph import Step, StepStatus
-from .messages import Message
 
 if TYPE_CHECKING:
     from .planner import Planner
@@ -43,10 +43,7 @@ def reconnect(p: "Planner", exc: BrokerUnavailable) -> None:
     # steps that may still run: their workers kill them within 0.8 of a lease. Run every
     # step in flight again, but only after a whole lease, or a seat could be used twice.
     p._server = server
-    checks: list[tuple[Message, str, bool]] = [
-        (job, f"hash check {job.request}", True) for job in p._check_sent.values()
-    ]
-    p.broker.submit(checks)
+    skipping.resend_checks(p, list(p._check_sent.values()))
     p._unleased.clear()
     p._pending_runs.clear()
     for key in list(p._in_flight):
@@ -150,10 +147,7 @@ def find_lost_jobs(p: "Planner") -> None:
             job = p._check_sent.get(int(key.removeprefix("check:")))
             if job is not None:
                 p.reporter.line("LOST", f"hash check {job.request} ({why}; asking again)")
-                p._note_jobs(
-                    [(job, f"hash check {job.request}", True)],
-                    p.broker.submit([(job, f"hash check {job.request}", True)]),
-                )
+                skipping.resend_checks(p, [job])
             continue
         step = p.graph.steps[key]
         if step.status is StepStatus.QUEUED:

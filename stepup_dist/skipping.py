@@ -12,7 +12,15 @@ from .store import Record
 if TYPE_CHECKING:
     from .planner import Planner
 
-__all__ = ("amend_from_record", "check_jobs", "decide_skip", "matches", "on_checked")
+__all__ = (
+    "amend_from_record",
+    "check_entry",
+    "check_jobs",
+    "decide_skip",
+    "matches",
+    "on_checked",
+    "resend_checks",
+)
 
 CHECK_BATCH = 64
 """Paths per hash-check job: enough to amortize a job, small enough to spread over workers."""
@@ -44,9 +52,20 @@ def check_jobs(p: "Planner") -> list[tuple[Message, str, bool]]:
             paths=[path for _, path, _ in chunk],
             known=[known for _, _, known in chunk],
         )
-        # Checks are quick; put them before long steps so skipping is never held up.
-        jobs.append((job, f"hash check {request}", True))
+        jobs.append(check_entry(job))
     return jobs
+
+
+def check_entry(job: CheckJob) -> tuple[Message, str, bool]:
+    """The (message, description, at_front) a hash check is submitted as."""
+    # Checks are quick; put them before long steps so skipping is never held up.
+    return (job, f"hash check {job.request}", True)
+
+
+def resend_checks(p: "Planner", jobs: list[CheckJob]) -> None:
+    """Submit hash checks again (a late duplicate answer is ignored) and track their jobs."""
+    entries = [check_entry(job) for job in jobs]
+    p._note_jobs(entries, p.broker.submit(entries))
 
 
 def on_checked(p: "Planner", checked: Checked) -> None:
