@@ -17,15 +17,31 @@ for i = 1, n do
   redis.call('ZREM', holders, ARGV[1])
   redis.call('HDEL', info, ARGV[1])
   redis.call('HDEL', units, ARGV[1])
-  local size = tonumber(ARGV[1 + 2 * (i - 1) + 1])
-  if not size then
-    size = tonumber(redis.call('HGET', KEYS[1], ARGV[1 + 2 * (i - 1) + 2])) or 0
+  -- Nobody waits (the common case, always so for the run lease of every queued step):
+  -- nothing to count, nobody to wake.
+  local size = nil
+  if redis.call('ZCARD', waiters) > 0 then
+    size = tonumber(ARGV[1 + 2 * (i - 1) + 1])
+    if not size then
+      size = tonumber(redis.call('HGET', KEYS[1], ARGV[1 + 2 * (i - 1) + 2])) or 0
+    end
   end
+  -- Live holders count one unit each, unless some hold more (host resources): O(1) but
+  -- for those, as in acquire.lua.
   local used = 0
-  for _, holder in ipairs(redis.call('ZRANGEBYSCORE', holders, '(' .. now, '+inf')) do
-    used = used + (tonumber(redis.call('HGET', units, holder)) or 1)
+  if size then
+    used = redis.call('ZCOUNT', holders, '(' .. now, '+inf')
+    if redis.call('HLEN', units) > 0 then
+      local weights = redis.call('HGETALL', units)
+      for j = 1, #weights, 2 do
+        local expiry = redis.call('ZSCORE', holders, weights[j])
+        if expiry and tonumber(expiry) > now then
+          used = used + tonumber(weights[j + 1]) - 1
+        end
+      end
+    end
   end
-  local free = size - used
+  local free = (size or 0) - used
   if free > 0 then
     for _, w in ipairs(redis.call('ZRANGE', waiters, 0, free - 1)) do
       if not seen[w] then
