@@ -16,7 +16,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Protocol
 
@@ -25,15 +25,19 @@ from .inputs import DEFAULT_FS_WAIT, wait_for_inputs
 from .messages import NOT_STARTED, Checked, CheckJob, FileState, RunJob, StepDone
 
 __all__ = (
+    "LEASE_LOST",
     "MAX_CAPTURE",
     "Guard",
     "WorkerContext",
     "check_files",
+    "fenced_out",
     "lease_lost",
     "outside_roots",
     "run_step",
     "step_environment",
 )
+
+LEASE_LOST = "pool slot lease was lost; the step was killed"
 
 MAX_CAPTURE = 1 << 20
 """Bytes of stdout and of stderr kept per step; the rest is cut with a note."""
@@ -142,6 +146,9 @@ class Guard(Protocol):
     def finished(self, pgid: int) -> None:
         """The step's processes are gone."""
 
+    def settle(self) -> bool:
+        """The step ended: may its result count? False: the lease lapsed meanwhile."""
+
 
 class _NoGuard:
     interval = 3600.0
@@ -154,6 +161,9 @@ class _NoGuard:
 
     def finished(self, pgid: int) -> None:
         pass
+
+    def settle(self) -> bool:
+        return True
 
 
 def run_step(job: RunJob, ctx: WorkerContext, guard: Guard | None = None) -> StepDone:
@@ -214,7 +224,7 @@ def run_step(job: RunJob, ctx: WorkerContext, guard: Guard | None = None) -> Ste
             if lost:
                 _kill_group(proc)
             # A step that ended after its lease lapsed may have shared its seat: not a success.
-            lost = lost or not guard.check()
+            lost = lost or not guard.settle()
         except BaseException:
             _kill_group(proc)
             raise
@@ -224,7 +234,7 @@ def run_step(job: RunJob, ctx: WorkerContext, guard: Guard | None = None) -> Ste
         stdout = _read_capture(out_fh)
         stderr = _read_capture(err_fh)
     if lost:
-        return done(returncode, stdout, stderr, "pool slot lease was lost; the step was killed")
+        return done(returncode, stdout, stderr, LEASE_LOST)
     if returncode != 0:
         return done(returncode, stdout, stderr)
     states: dict[str, FileState] = {}
@@ -242,6 +252,11 @@ def run_step(job: RunJob, ctx: WorkerContext, guard: Guard | None = None) -> Ste
         error = "did not create declared output" + ("s " if len(missing) > 1 else " ")
         return done(returncode, stdout, stderr, error + ", ".join(missing), states)
     return done(returncode, stdout, stderr, states=states)
+
+
+def fenced_out(result: StepDone) -> StepDone:
+    """`result` of a step whose lease lapsed before its report could be vouched for."""
+    return replace(result, error=LEASE_LOST, out_states={})
 
 
 def lease_lost(job: RunJob, ctx: WorkerContext) -> StepDone:

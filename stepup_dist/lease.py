@@ -10,6 +10,11 @@ last successful renewal was *sent* (the server's lease runs at least that long),
   in time even when the worker itself is stopped or dead.
 
 Both happen before the lease lapses on the server, so a seat is never used twice.
+
+When the step has ended, `settle` says whether its result may count. With `fence_at_report`
+it answers from what the guard knows, and the worker renews once more as it reports: the
+renewal and the report are one atomic step on the server (`RedisBroker.renew(post=...)`),
+so the report counts only if the leases still held when it was made.
 """
 
 import math
@@ -37,6 +42,8 @@ class LeaseGuard:
         lease: float,
         watchdog: Arming,
         heartbeat: Callable[[], None] = lambda: None,
+        *,
+        fence_at_report: bool = False,
     ):
         self._renew = renew
         self._lease = lease
@@ -46,6 +53,7 @@ class LeaseGuard:
         self.lost = False
         self._last_ok = time.monotonic()
         self._pgid: int | None = None
+        self._fence_at_report = fence_at_report
 
     def _deadline(self) -> float:
         return math.inf if self._renew is None else self._last_ok + WATCHDOG_AT * self._lease
@@ -83,3 +91,8 @@ class LeaseGuard:
     def finished(self, pgid: int) -> None:
         self._watchdog.disarm(pgid)
         self._pgid = None
+
+    def settle(self) -> bool:
+        if not self._fence_at_report:
+            return self.check()
+        return not self.lost and time.monotonic() - self._last_ok < KILL_AT * self._lease

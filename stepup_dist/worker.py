@@ -35,9 +35,9 @@ from .broker.semaphore import PoolRef
 from .cli import flags_config, run_command
 from .config import Config, step_environ
 from .errors import BrokerUnavailable, SignatureError, UserError, WireError
-from .execute import WorkerContext, check_files, lease_lost, run_step
+from .execute import WorkerContext, check_files, fenced_out, lease_lost, run_step
 from .lease import LeaseGuard
-from .messages import CheckJob, RunJob, Started
+from .messages import CheckJob, Message, RunJob, Started, StepDone
 from .vetting import JOB_FIELDS, inflate, refusal_report, vet_job
 from .watchdog import Watchdog
 from .wire import MsgpackSerializer
@@ -111,6 +111,8 @@ def make_worker_class(rq: Any) -> type:
             self.context = context
             self.watchdog = Watchdog()
             self._last_beat = -math.inf
+            self._last_suspension_check = -math.inf
+            self._last_job_beat = -math.inf
 
         def subscribe(self) -> None:
             # RQ's command channel (a pub/sub thread) serves rq's own shutdown commands,
@@ -155,17 +157,33 @@ def make_worker_class(rq: Any) -> type:
                         "refused job %s: malformed job data (%s)", getattr(exc, "job_id", "?"), exc
                     )
 
+        # RQ's job life cycle, lean: a job of ours has no dependents, callbacks, retries,
+        # repeats or result worth keeping, so RQ's start is one round trip instead of two
+        # and its finish one instead of five (WATCH, dependents, heartbeats, the result
+        # stream, the state); bench/PROFILE.md has the profile that asked for this.
+
+        def execute_job(self, job: Any, queue: Any) -> None:
+            from rq.executions import Execution
+            from rq.worker import WorkerStatus
+
+            ttl = self.get_heartbeat_ttl(job)
+            with self.connection.pipeline() as pipe:
+                execution = Execution.create(job, ttl, pipeline=pipe, worker_name=self.name)
+                self.set_state(WorkerStatus.BUSY, pipeline=pipe)
+                job.prepare_for_execution(self.name, pipeline=pipe)
+                pipe.persist(job.key)
+                if len(self.queues) == 1:
+                    pipe.lrem(queue.intermediate_queue_key, 1, job.id)
+                pipe.execute()
+            self.executions[execution.id] = execution
+            self.perform_job(job, queue, execution)
+
         def perform_job(self, job: Any, queue: Any, execution: Any) -> bool:
             payload = b""
             try:
-                self.prepare_job_execution(
-                    job, remove_from_intermediate_queue=len(self.queues) == 1
-                )
-                job.started_at = now()
                 payload = vet_job(job)
                 message = self.broker.open_job(payload)
                 self.handle(message, job, execution)
-                self._finalize_success(job, queue, execution, None)
             except Exception as exc:
                 if isinstance(exc, rq.exceptions.DeserializationError):
                     # RQ read the job data first (for its procline) and could not decode it.
@@ -177,8 +195,49 @@ def make_worker_class(rq: Any) -> type:
                 else:
                     log.exception("job %s failed", job.id)
                 self._finalize_failure(job, queue, execution, sys.exc_info())
+                self.set_state(rq.worker.WorkerStatus.IDLE)
                 return False
+            self.finish_success(job, queue, execution)
             return True
+
+        def finish_success(self, job: Any, queue: Any, execution: Any) -> None:
+            from rq.job import JobStatus
+            from rq.utils import utcformat
+            from rq.worker import WorkerStatus
+
+            job.ended_at = now()
+            ttl = job.get_result_ttl(self.default_result_ttl)
+            with self.connection.pipeline() as pipe:
+                job.set_status(JobStatus.FINISHED, pipeline=pipe)
+                pipe.hset(job.key, "ended_at", utcformat(job.ended_at))
+                queue.finished_job_registry.add(job, ttl, pipeline=pipe)
+                job.cleanup(ttl, pipeline=pipe, remove_from_queue=False)
+                self.cleanup_execution(job, pipe, execution)
+                self.increment_successful_job_count(pipeline=pipe)
+                self.increment_total_working_time(job.ended_at - job.started_at, pipe)
+                self.set_state(WorkerStatus.IDLE, pipeline=pipe)
+                pipe.execute()
+
+        def set_state(self, state: str, pipeline: Any = None) -> None:
+            # RQ sets IDLE after each job and again before each dequeue: once is enough.
+            if pipeline is None and state == self._state:
+                return
+            super().set_state(state, pipeline)
+
+        def check_for_suspension(self, burst: bool) -> None:
+            # `rq suspend` is noticed within seconds, not before every job (a GET a job).
+            now_ = time.monotonic()
+            if now_ - self._last_suspension_check >= _BEAT_EVERY:
+                self._last_suspension_check = now_
+                super().check_for_suspension(burst)
+
+        def maintain_heartbeats(self, job: Any, execution: Any) -> None:
+            # Called at every lease check of a running step; the TTLs it extends last
+            # a minute and more.
+            now_ = time.monotonic()
+            if now_ - self._last_job_beat >= _BEAT_EVERY:
+                self._last_job_beat = now_
+                super().maintain_heartbeats(job, execution)
 
         def handle_exception(self, job: Any, *exc_info: Any) -> None:
             # A refused job is the sender's mistake, already logged as one line by
@@ -202,14 +261,21 @@ def make_worker_class(rq: Any) -> type:
                 return
             ctx = self.context
             refs = [PoolRef(i, s) for i, s in zip(message.pools, message.sizes, strict=False)]
-            renew = None
-            if message.pools:
-                info = (message.build, message.step, ctx.host)
+            started = Started(message.build, message.step, message.attempt, ctx.host, ctx.name)
+            info = (message.build, message.step, ctx.host)
 
-                def renew() -> bool:
-                    return self.leases.renew(
-                        message.pools, message.token, message.lease, info, message.build
-                    )
+            def vouch(post: Message | None = None) -> bool:
+                """Renew the leases, and post `post` only if they still held: one round trip."""
+                return self.leases.renew(
+                    message.pools, message.token, message.lease, info, message.build, post
+                )
+
+            unsent: list[Message] = [started]
+
+            def renew() -> bool:
+                ok = vouch(unsent[0] if unsent else None)
+                unsent.clear()
+                return ok
 
             def heartbeat() -> None:
                 try:
@@ -217,23 +283,44 @@ def make_worker_class(rq: Any) -> type:
                 except Exception:  # RQ's bookkeeping must not stop the step.
                     log.warning("could not renew RQ heartbeat of job %s", job.id)
 
-            guard = LeaseGuard(renew, message.lease, self.watchdog, heartbeat)
+            if not message.pools:
+                guard = LeaseGuard(None, message.lease, self.watchdog, heartbeat)
+                self.broker.post(message.build, started)
+                self.broker.post(message.build, run_step(message, ctx, guard))
+                return
+            guard = LeaseGuard(renew, message.lease, self.watchdog, heartbeat, fence_at_report=True)
+            result: StepDone | None
             try:
                 if not guard.renew():
                     result = lease_lost(message, ctx)
                 else:
-                    self.broker.post(
-                        message.build,
-                        Started(message.build, message.step, message.attempt, ctx.host, ctx.name),
-                    )
+                    if unsent:  # the renewal that was to carry it did not reach the server
+                        self.broker.post(message.build, started)
                     result = run_step(message, ctx, guard)
+                    if not guard.lost:
+                        result = self.report_fenced(result, vouch, guard)
             finally:
-                if refs:
-                    try:
-                        self.leases.release(refs, message.token)
-                    except BrokerUnavailable:
-                        log.warning("could not release pool slots of %s", message.step)
-            self.broker.post(message.build, result)
+                try:
+                    self.leases.release(refs, message.token)
+                except BrokerUnavailable:
+                    log.warning("could not release pool slots of %s", message.step)
+            if result is not None:
+                self.broker.post(message.build, result)
+
+        def report_fenced(self, result: StepDone, vouch: Any, guard: LeaseGuard) -> StepDone | None:
+            """Post `result` with the renewal that vouches for it; None once it is posted.
+
+            Otherwise, return what is left to post: the result, or, when the lease lapsed
+            while the step ran, the same result as a lost lease.
+            """
+            try:
+                if vouch(result):
+                    return None
+            except BrokerUnavailable:
+                # Out of reach for a moment: the guard retries within its own limits.
+                if guard.renew():
+                    return result
+            return fenced_out(result)
 
     return StepWorker
 

@@ -312,10 +312,19 @@ class RedisBroker:
         lease: float,
         info: tuple[str, str, str] | None = None,
         build: str | None = None,
+        post: Message | None = None,
     ) -> bool:
-        """Extend leases; with `build`, only while that build's planner is alive."""
+        """Extend leases; with `build`, only while that build's planner is alive.
+
+        With `post`, the message goes to the planner of `build` if, and only if, the leases
+        were extended: a report vouched for by its leases, in one round trip.
+        """
         alive = None if build is None else self.keys.build_alive(build)
-        return self.semaphores.renew(pool_ids, token, lease, info=info, alive=alive)
+        sealed = None
+        if post is not None:
+            assert build is not None
+            sealed = (self.keys.inbox(build), self._seal(post, build, INBOX), _INBOX_TTL)
+        return self.semaphores.renew(pool_ids, token, lease, info=info, alive=alive, post=sealed)
 
     def run_pool(self, build: str) -> PoolRef:
         """The run lease every started step holds: it has no limit."""

@@ -154,8 +154,13 @@ class Semaphores:
         *,
         info: tuple[str, str, str] | None = None,
         alive: str | None = None,
+        post: tuple[str, bytes, int] | None = None,
     ) -> bool:
-        """Extend the leases; False when any was lost, or when the key `alive` is gone."""
+        """Extend the leases; False when any was lost, or when the key `alive` is gone.
+
+        `post` (inbox key, payload, inbox expiry in s) is pushed only when the leases are
+        extended, in the same atomic step.
+        """
         keys = []
         for pid in pool_ids:
             keys += [self._keys.pool_holders(pid), self._keys.pool_info(pid)]
@@ -163,7 +168,12 @@ class Semaphores:
             keys.append(alive)
         text = _info(*info) if info else ""
         flag = "1" if alive is not None else ""
-        return bool(self._call("renew", self._renew, keys, [token, int(lease * 1000), text, flag]))
+        args: list[Any] = [token, int(lease * 1000), text, flag]
+        if post is not None:
+            inbox, payload, ttl = post
+            keys.append(inbox)
+            args += [payload, ttl]
+        return bool(self._call("renew", self._renew, keys, args))
 
     def live(self, pool_id: str, tokens: list[str]) -> set[str]:
         """Those of `tokens` whose lease in the pool has not lapsed (server clock)."""

@@ -5,13 +5,24 @@
 -- ARGV[2]: lease length in ms
 -- ARGV[3]: new holder info ("build<TAB>step<TAB>host"), or "" to keep it
 -- ARGV[4]: "1" to check the build's liveness key, "" not to
--- Returns 1 when every lease was still held and is extended, 0 when one was lost
--- (expired or released) or the build's planner is gone; then nothing is extended.
+-- ARGV[5]: a message to push onto the build's inbox (the very last key) once the leases
+--   are extended, or "" for none: a worker's `Started` and its final report travel with
+--   the renewal that vouches for them, in one round trip
+-- ARGV[6]: the inbox's expiry in seconds, set when the push creates it
+-- Returns 1 when every lease was still held and is extended (and the message pushed), 0
+-- when one was lost (expired or released) or the build's planner is gone; then nothing is
+-- extended and nothing pushed.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local token = ARGV[1]
 local lease = tonumber(ARGV[2])
 local last = #KEYS
+local message = ARGV[5] or ''
+local inbox = nil
+if message ~= '' then
+  inbox = KEYS[last]
+  last = last - 1
+end
 if ARGV[4] == '1' then
   if redis.call('EXISTS', KEYS[last]) == 0 then
     return 0
@@ -32,6 +43,11 @@ for i = 1, last, 2 do
     local old = redis.call('HGET', KEYS[i + 1], token)
     local since = old and string.match(old, '\t(%d+)$') or tostring(now)
     redis.call('HSET', KEYS[i + 1], token, ARGV[3] .. '\t' .. since)
+  end
+end
+if inbox then
+  if redis.call('RPUSH', inbox, message) == 1 then
+    redis.call('EXPIRE', inbox, tonumber(ARGV[6]))
   end
 end
 return 1
