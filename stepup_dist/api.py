@@ -16,9 +16,10 @@ import string
 import sys
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from . import paths as _paths
+from .graph import step_key
 
 __all__ = ("StepInfo", "amend", "copy", "getenv", "glob", "mkdir", "plan", "pool", "static", "step")
 
@@ -46,31 +47,50 @@ class _Client:
         self._impl: Any = None
         self.active = "STEPUP_DIST_BUILD" in os.environ
 
+    def _impl_(self) -> Any:
+        if self._impl is None:
+            from .broker.call_client import CallClient
+            from .config import load_config
+
+            self._impl = CallClient(
+                load_config(),
+                os.environ["STEPUP_DIST_BUILD"],
+                os.environ.get("STEPUP_STEP_KEY", "./plan.py"),
+            )
+        return self._impl
+
     def call(self, method: str, **args: Any) -> Any:
+        """A call whose answer the plan needs: wait for it."""
         if not self.active:
             return None
         from .errors import UserError
 
         try:
-            if self._impl is None:
-                from .broker.call_client import CallClient
-                from .config import load_config
-
-                self._impl = CallClient(
-                    load_config(),
-                    os.environ["STEPUP_DIST_BUILD"],
-                    os.environ.get("STEPUP_STEP_KEY", "./plan.py"),
-                )
-            reply = self._impl.call(method, args)
+            reply = self._impl_().call(method, args)
         except UserError as exc:
-            # No server, a refused login, a bad secret file: one line, as for a plan error.
-            print(f"error: {exc}", file=sys.stderr)
-            raise SystemExit(2) from None
+            # No server, a refused login, a bad secret file, an earlier call of a batch
+            # refused: one line, as for a plan error.
+            _fail(str(exc))
         if not reply.ok:
             # A plan error: one line naming it; the planner reports it too and exits with 2.
-            print(f"error: {reply.error}", file=sys.stderr)
-            raise SystemExit(2)
+            _fail(reply.error)
         return reply.value
+
+    def send(self, method: str, **args: Any) -> None:
+        """A call that only defines something: it travels in a batch (see CallClient)."""
+        if not self.active:
+            return
+        from .errors import UserError
+
+        try:
+            self._impl_().send(method, args)
+        except UserError as exc:
+            _fail(str(exc))
+
+
+def _fail(message: str) -> NoReturn:
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 _CLIENT = _Client()
@@ -112,7 +132,7 @@ def static(*paths: str | Iterable[str]) -> None:
     if not local:
         return
     here = _here()
-    _CLIENT.call(
+    _CLIENT.send(
         "static", paths=[_paths.join(here, p) for p in local], stats=[_stat(p) for p in local]
     )
 
@@ -160,7 +180,7 @@ def step(
         inp=" ".join(inp_l), out=" ".join(out_l), vol=" ".join(vol_l)
     )
     base = _paths.join(_here(), workdir)
-    key = _CLIENT.call(
+    _CLIENT.send(
         "step",
         command=command,
         workdir=base,
@@ -171,7 +191,10 @@ def step(
         pool=pool,
         resources=_resources(resources),
     )
-    return StepInfo(key or "dummy:", inp_l, env_l, out_l, vol_l)
+    # The planner names the step the same way (plan_calls.call_step).
+    wd = _paths.norm(base)
+    key = step_key(command, wd if wd.endswith("/") else wd + "/") if _CLIENT.active else "dummy:"
+    return StepInfo(key, inp_l, env_l, out_l, vol_l)
 
 
 def _resources(value: str | dict[str, int] | None) -> dict[str, object]:
@@ -189,7 +212,7 @@ def _resources(value: str | dict[str, int] | None) -> dict[str, object]:
 
 def pool(name: str, size: int) -> None:
     """Define a pool (or change its size): at most `size` of its steps run at once."""
-    _CLIENT.call("pool", name=name, size=size)
+    _CLIENT.send("pool", name=name, size=size)
 
 
 def amend(

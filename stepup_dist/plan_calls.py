@@ -15,10 +15,12 @@ from .paths import norm
 if TYPE_CHECKING:
     from .planner import Planner
 
-__all__ = ("RECORDED", "handle_call")
+__all__ = ("BATCHED", "RECORDED", "calls_of", "handle_call")
 
 RECORDED = ("static", "step", "pool")
 """Methods whose calls are replayed when their caller is skipped."""
+BATCHED = ("static", "step", "pool")
+"""Methods a plan may send in a `batch` call (their answers are not needed)."""
 
 
 def _str(args: dict[str, Any], name: str, *, optional: bool = False) -> Any:
@@ -114,6 +116,18 @@ _HANDLERS: dict[str, Callable[["Planner", str, dict[str, Any]], Any]] = {
     "amend": call_amend,
     "getenv": call_getenv,
 }
+
+
+def calls_of(method: str, args: Any) -> list[tuple[str, Any]]:
+    """The calls one `Call` message carries: itself, or those of a batch, in order."""
+    if method != "batch":
+        return [(method, args)]
+    calls = args.get("calls") if isinstance(args, dict) else None
+    if not isinstance(calls, list) or not all(
+        isinstance(c, list) and len(c) == 2 and c[0] in BATCHED for c in calls
+    ):
+        raise PlanError(f"a batch must list [method, arguments] pairs of {', '.join(BATCHED)}")
+    return [(c[0], c[1]) for c in calls]
 
 
 def handle_call(planner: "Planner", caller: str, method: str, args: dict[str, Any]) -> Any:

@@ -37,7 +37,7 @@ from .messages import (
     StepDone,
     Wake,
 )
-from .plan_calls import RECORDED, handle_call
+from .plan_calls import RECORDED, calls_of, handle_call
 from .pools import PoolBroker, PoolKeeper
 from .store import Record, Store
 
@@ -375,13 +375,15 @@ class Planner:
         try:
             if step is None or step.status is not StepStatus.QUEUED:
                 raise PlanError(f"{call.method}() called by {call.step!r}, which is not running")
-            value = handle_call(self, call.step, call.method, call.args)
+            value = None
+            for method, args in calls_of(call.method, call.args):
+                value = handle_call(self, call.step, method, args)
+                if method in RECORDED:
+                    step.calls.append([method, args])
         except PlanError as exc:
             self._plan_error(str(exc))
             self.broker.reply(call.reply_to, Reply(ok=False, error=str(exc)))
             return
-        if call.method in RECORDED:
-            step.calls.append([call.method, call.args])
         self.broker.reply(call.reply_to, Reply(ok=True, value=value))
 
     def _plan_error(self, message: str) -> None:

@@ -1,12 +1,22 @@
 """The plan side of API calls: send a `Call` to the planner's inbox, wait for the `Reply`.
 
+Calls that only define things and answer nothing the plan needs (`step`, `static`, `pool`)
+are sent in batches (`send`): one `batch` call carries up to `BATCH_MAX` of them, in order.
+A batch goes out when it is full, `BATCH_DELAY` after its first call (from a timer thread,
+so a plan that stops to compute does not hold back the steps it defined), before any other
+call, and when the process exits. The planner handles the calls of a batch in order and
+stops at the first bad one, as if the plan had stopped there; its error is raised by the
+next call, or printed at exit, which then exits with code 2.
+
 With a secret, the call is signed and the reply must be signed for its reply list; a reply
 that fails the check is ignored (and named on stderr) while the call keeps waiting, so a
 forged reply can neither answer a call nor cut it short.
 """
 
+import atexit
 import os
 import sys
+import threading
 import time
 import uuid
 from typing import Any, cast
@@ -14,14 +24,18 @@ from typing import Any, cast
 import redis
 
 from ..config import Config
-from ..errors import BrokerUnavailable, WireError
+from ..errors import BrokerUnavailable, PlanError, UserError, WireError
 from ..messages import Call, Reply
 from ..signing import INBOX, seal, unseal
 from ..wire import decode, encode
 from .connection import connect_config, refusal
 from .keys import Keys
 
-__all__ = ("CallClient",)
+__all__ = ("BATCH_DELAY", "BATCH_MAX", "CallClient")
+
+BATCH_MAX = 256
+BATCH_DELAY = 0.005
+"""Seconds a defined step may wait on the plan's side before it travels to the planner."""
 
 
 class CallClient:
@@ -35,8 +49,70 @@ class CallClient:
         self._step = step
         self._session = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._counter = 0
+        self._batch: list[list[Any]] = []
+        self._batch_lock = threading.Lock()
+        self._send_lock = threading.Lock()
+        """Held while a call travels: batches leave in the order they were made."""
+        self._timer: threading.Timer | None = None
+        self._failed: BaseException | None = None
+        self._at_exit = False
+
+    def send(self, method: str, args: dict[str, Any]) -> None:
+        """Queue a call whose answer the caller does not need; raise an earlier batch's error."""
+        self._raise_failed()
+        with self._batch_lock:
+            self._batch.append([method, args])
+            full = len(self._batch) >= BATCH_MAX
+            if not full and self._timer is None:
+                self._timer = threading.Timer(BATCH_DELAY, self._flush_quietly)
+                self._timer.daemon = True
+                self._timer.start()
+        if not self._at_exit:
+            self._at_exit = True
+            atexit.register(self._flush_at_exit)
+        if full:
+            self.flush()
+
+    def flush(self) -> None:
+        """Send the queued calls and wait until the planner took them."""
+        with self._send_lock:
+            with self._batch_lock:
+                batch, self._batch = self._batch, []
+                if self._timer is not None:
+                    self._timer.cancel()
+                    self._timer = None
+            if batch:
+                reply = self._call("batch", {"calls": batch})
+                if not reply.ok:
+                    raise PlanError(reply.error)
+        self._raise_failed()
+
+    def _flush_quietly(self) -> None:
+        try:
+            self.flush()
+        except (PlanError, UserError) as exc:
+            self._failed = exc
+
+    def _raise_failed(self) -> None:
+        if self._failed is not None:
+            raise self._failed
+
+    def _flush_at_exit(self) -> None:
+        try:
+            self.flush()
+        except (PlanError, UserError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(2)
 
     def call(self, method: str, args: dict[str, Any], timeout: float = 3600.0) -> Reply:
+        """Send the queued calls, then this one, and return its answer."""
+        self.flush()
+        with self._send_lock:
+            return self._call(method, args, timeout)
+
+    def _call(self, method: str, args: dict[str, Any], timeout: float = 3600.0) -> Reply:
         self._counter += 1
         reply_to = self._keys.reply(self._build, f"{self._session}-{self._counter}")
         message = Call(self._build, self._step, method, args, reply_to)

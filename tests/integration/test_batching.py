@@ -1,0 +1,68 @@
+"""Step definitions travel from plan.py to the planner in batches (broker/call_client.py).
+
+A batch must neither hold back steps while the plan computes nor change what a plan error
+does: the plan stops there, with one line, and what it defined before still stands.
+"""
+
+from tests.conftest import Project
+
+
+def test_steps_start_while_the_plan_is_still_computing(project: Project) -> None:
+    # The step must have run before the plan ends: the plan waits for its output.
+    project.plan(
+        """
+        import os, time
+        from stepup.core.api import step
+
+        step("echo early > early.txt", out="early.txt")
+        for _ in range(200):
+            if os.path.exists("early.txt"):
+                break
+            time.sleep(0.05)
+        else:
+            raise SystemExit("early.txt never appeared: the step was held back")
+        step("echo late > late.txt", out="late.txt")
+        """
+    )
+    result = project.build("-w2")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (project.root / "late.txt").read_text() == "late\n"
+
+
+def test_a_bad_call_in_a_batch_stops_the_plan_there(project: Project) -> None:
+    # The second step reuses an output: the plan fails at exit with one line, the steps
+    # defined before the bad call run, those after it are never defined.
+    project.plan(
+        """
+        from stepup.core.api import step
+
+        step("echo a > a.txt", out="a.txt")
+        step("echo again > a.txt", out="a.txt")
+        step("echo b > b.txt", out="b.txt")
+        """
+    )
+    result = project.build("-w2")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "echo a > a.txt" in result.lines("SUCCESS")
+    assert not (project.root / "b.txt").exists()
+    errors = [line for line in result.stdout.splitlines() if "a.txt" in line and "ERROR" in line]
+    assert len(errors) == 1, result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_many_steps_in_one_plan_all_arrive(project: Project) -> None:
+    # More than one full batch (256), then a call that needs an answer, then more.
+    project.plan(
+        """
+        from stepup.core.api import getenv, step
+
+        for i in range(600):
+            step(f"echo {i} > f{i}.txt", out=f"f{i}.txt")
+        getenv("HOME")
+        step("cat f599.txt > last.txt", inp="f599.txt", out="last.txt")
+        """
+    )
+    result = project.build("-w2")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert len(result.lines("SUCCESS")) == 602
+    assert (project.root / "last.txt").read_text() == "599\n"
