@@ -402,7 +402,7 @@ class Planner:
             # It never ran (its leases lapsed while it was queued): queue it again.
             recovery.lost_step(self, step, "its lease lapsed before it started")
             return
-        self.slots.release(step)
+        self.slots.release(step, reported=True)
         ok = result.returncode == 0 and not result.error
         if ok and step.rerun and step.missing:
             # It amended inputs that are not there yet: run it again once they are.

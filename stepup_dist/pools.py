@@ -31,6 +31,7 @@ class PoolBroker(Protocol):
     def cluster_pool(self, name: str) -> PoolRefLike | None: ...
     def host_pool(self, host: str, resource: str, capacity: int, units: int) -> PoolRefLike: ...
     def run_pool(self, build: str) -> PoolRefLike: ...
+    def only_run_leases(self, sizes: list[int]) -> bool: ...
     def acquire_many(
         self, requests: list[tuple[list, str]], lease: float, *, build: str
     ) -> list[tuple[bool, str]]: ...
@@ -195,12 +196,19 @@ class PoolKeeper:
         held = self._held.get(step.key)
         return "" if held is None else held[1]
 
-    def release(self, step: Step) -> None:
+    def release(self, step: Step, reported: bool = False) -> None:
+        """Give back the step's slots; `reported`: its worker reported it done.
+
+        A worker ends a run lease itself (nobody waits for one), and any other slot too,
+        unless it dies first: the planner releases those again, which costs nothing.
+        """
         self._placed.pop(step.key, None)
         held = self._held.pop(step.key, None)
         if held is not None:
             refs, token = held
             self.retry = True
+            if reported and self.broker.only_run_leases([r.size for r in refs]):
+                return
             with contextlib.suppress(BrokerUnavailable):
                 # Unreachable: the leases lapse on their own.
                 self.broker.release(refs, token)

@@ -264,11 +264,18 @@ def make_worker_class(rq: Any) -> type:
             started = Started(message.build, message.step, message.attempt, ctx.host, ctx.name)
             info = (message.build, message.step, ctx.host)
 
-            def vouch(post: Message | None = None) -> bool:
+            # A step with only its run lease ends that lease with its report: nobody waits.
+            ends = self.leases.only_run_leases(message.sizes)
+            ended: list[bool] = []
+
+            def vouch(post: Message | None = None, end: bool = False) -> bool:
                 """Renew the leases, and post `post` only if they still held: one round trip."""
-                return self.leases.renew(
-                    message.pools, message.token, message.lease, info, message.build, post
+                ok = self.leases.renew(
+                    message.pools, message.token, message.lease, info, message.build, post, end
                 )
+                if ok and end:
+                    ended.append(True)
+                return ok
 
             unsent: list[Message] = [started]
 
@@ -298,10 +305,11 @@ def make_worker_class(rq: Any) -> type:
                         self.broker.post(message.build, started)
                     result = run_step(message, ctx, guard)
                     if not guard.lost:
-                        result = self.report_fenced(result, vouch, guard)
+                        result = self.report_fenced(result, lambda r: vouch(r, ends), guard)
             finally:
                 try:
-                    self.leases.release(refs, message.token)
+                    if not ended:
+                        self.leases.release(refs, message.token)
                 except BrokerUnavailable:
                     log.warning("could not release pool slots of %s", message.step)
             if result is not None:

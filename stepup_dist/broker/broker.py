@@ -313,18 +313,27 @@ class RedisBroker:
         info: tuple[str, str, str] | None = None,
         build: str | None = None,
         post: Message | None = None,
+        end: bool = False,
     ) -> bool:
         """Extend leases; with `build`, only while that build's planner is alive.
 
         With `post`, the message goes to the planner of `build` if, and only if, the leases
-        were extended: a report vouched for by its leases, in one round trip.
+        were extended: a report vouched for by its leases, in one round trip. With `end`
+        too, the leases end there, which only run leases may (`only_run_leases`).
         """
         alive = None if build is None else self.keys.build_alive(build)
         sealed = None
         if post is not None:
             assert build is not None
             sealed = (self.keys.inbox(build), self._seal(post, build, INBOX), _INBOX_TTL)
-        return self.semaphores.renew(pool_ids, token, lease, info=info, alive=alive, post=sealed)
+        return self.semaphores.renew(
+            pool_ids, token, lease, info=info, alive=alive, post=sealed, end=end
+        )
+
+    @staticmethod
+    def only_run_leases(sizes: list[int]) -> bool:
+        """Pools of these sizes are all run pools, which no one waits for."""
+        return bool(sizes) and all(size == RUN_POOL_SIZE for size in sizes)
 
     def run_pool(self, build: str) -> PoolRef:
         """The run lease every started step holds: it has no limit."""

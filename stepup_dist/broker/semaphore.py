@@ -169,11 +169,13 @@ class Semaphores:
         info: tuple[str, str, str] | None = None,
         alive: str | None = None,
         post: tuple[str, bytes, int] | None = None,
+        end: bool = False,
     ) -> bool:
         """Extend the leases; False when any was lost, or when the key `alive` is gone.
 
         `post` (inbox key, payload, inbox expiry in s) is pushed only when the leases are
-        extended, in the same atomic step.
+        extended, in the same atomic step; with `end`, the leases then end (only for pools
+        nobody can wait for: no one is woken).
         """
         keys = []
         for pid in pool_ids:
@@ -186,7 +188,7 @@ class Semaphores:
         if post is not None:
             inbox, payload, ttl = post
             keys.append(inbox)
-            args += [payload, ttl]
+            args += [payload, ttl, "1" if end else ""]
         return bool(self._call("renew", self._renew, keys, args))
 
     def live(self, pool_id: str, tokens: list[str]) -> set[str]:

@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+from stepup_dist.broker.connection import connect
 from tests.conftest import BIN, Project
 
 
@@ -34,6 +35,11 @@ def test_build_with_external_workers_only(project: Project, server, prefix: str)
         assert (project.root / "o3.txt").read_text() == "3\n"
         # No embedded server was started for this build.
         assert not (project.root / ".stepup" / "server.pid").exists()
+        # Every lease ended with its step (the run leases by the workers' reports), none
+        # left to lapse: no holder under the prefix.
+        client = connect(server.url)
+        holders = list(client.scan_iter(match=f"{prefix}:*holders*"))
+        assert holders == [], [(k, client.zrange(k, 0, -1)) for k in holders]
     finally:
         for proc in workers:
             proc.terminate()

@@ -9,6 +9,8 @@
 --   are extended, or "" for none: a worker's `Started` and its final report travel with
 --   the renewal that vouches for them, in one round trip
 -- ARGV[6]: the inbox's expiry in seconds, set when the push creates it
+-- ARGV[7]: "1" to end the leases once the message is pushed (a worker's final report of a
+--   step that holds only its run lease: nobody waits for that pool, so nobody to wake)
 -- Returns 1 when every lease was still held and is extended (and the message pushed), 0
 -- when one was lost (expired or released) or the build's planner is gone; then nothing is
 -- extended and nothing pushed.
@@ -48,6 +50,12 @@ end
 if inbox then
   if redis.call('RPUSH', inbox, message) == 1 then
     redis.call('EXPIRE', inbox, tonumber(ARGV[6]))
+  end
+  if ARGV[7] == '1' then
+    for i = 1, last, 2 do
+      redis.call('ZREM', KEYS[i], token)
+      redis.call('HDEL', KEYS[i + 1], token)
+    end
   end
 end
 return 1
