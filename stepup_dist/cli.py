@@ -145,6 +145,13 @@ def acl(prefix: str | None, role: str, user: str) -> None:
     click.echo(setuser_line(user, role, config.prefix))
 
 
+_DIRECTORY = click.option(
+    "-C",
+    "--directory",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="The folder whose .stepup/workers.json records the workers (default: this one).",
+)
 _START_OPTIONS = ("partition", "time", "cpus", "per_node", "resources", "sbatch_options")
 
 
@@ -186,19 +193,13 @@ _START_OPTIONS = ("partition", "time", "cpus", "per_node", "resources", "sbatch_
     multiple=True,
     help="Serve only steps under DIR; repeatable (default: the -C folder) [STEPUP_DIST_ROOTS].",
 )
-@click.option(
-    "-C",
-    "--directory",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    default=Path("."),
-    help="The folder whose .stepup/workers.json records the workers (default: this one).",
-)
+@_DIRECTORY
 @click.pass_context
 def workers(ctx: click.Context, *, local: int | None, slurm: int | None, **opts: Any) -> None:
     """Start workers on this host (--local N) or on Slurm (--slurm N); list or stop them."""
     from . import fleet
 
-    directory: Path = opts["directory"]
+    directory: Path = opts["directory"] or Path(".")
     ctx.obj = directory
     given = [f"--{n.replace('_', '-')}" for n in _START_OPTIONS if opts[n]]
     if ctx.invoked_subcommand is not None:
@@ -237,21 +238,23 @@ def workers(ctx: click.Context, *, local: int | None, slurm: int | None, **opts:
 
 @workers.command("list")
 @_JSON
+@_DIRECTORY
 @click.pass_obj
-def workers_list(directory: Path, as_json: bool) -> None:
+def workers_list(obj: Path, as_json: bool, directory: Path | None) -> None:
     """Show the workers started from this folder: PENDING, RUNNING, ... or ENDED (shown once)."""
     from .fleet import list_text
 
-    click.echo(list_text(directory, as_json))
+    click.echo(list_text(directory or obj, as_json))
 
 
 @workers.command("stop")
+@_DIRECTORY
 @click.pass_obj
-def workers_stop(directory: Path) -> None:
+def workers_stop(obj: Path, directory: Path | None) -> None:
     """Stop the workers started from this folder, each after its running step."""
     from .fleet import stop
 
-    click.echo(stop(directory))
+    click.echo(stop(directory or obj))
 
 
 def run_command(command: click.Command, prog: str) -> None:

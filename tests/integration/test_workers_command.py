@@ -217,7 +217,10 @@ def test_local_workers_serve_and_stop(project: Project, server, prefix: str) -> 
     assert build.returncode == 0, build.stdout + build.stderr
     assert (project.root / "out.txt").read_text() == "hi\n"
 
-    result = workers(project, "stop")
+    # -C may come after the subcommand too.
+    result = run_cli(
+        ["stepup-dist", "workers", "stop", "-C", str(project.root)], project.root.parent
+    )
     assert result.returncode == 0, result.stderr
     assert "local workers that stop after their running step" in result.stdout
     deadline = time.monotonic() + 30
@@ -230,7 +233,7 @@ def test_local_workers_serve_and_stop(project: Project, server, prefix: str) -> 
     assert "Traceback" not in log
 
 
-def test_local_worker_that_cannot_serve_is_one_line(project: Project, server) -> None:  # type: ignore[no-untyped-def]
+def test_local_worker_that_cannot_serve_is_one_line(project: Project) -> None:
     env = {"STEPUP_DIST_REDIS_URL": "redis://127.0.0.1:1"}
     result = workers(project, "--local", "1", env=env)
     assert result.returncode == 2
