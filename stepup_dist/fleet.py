@@ -201,9 +201,8 @@ def start_local(config: Config, directory: Path, count: int, resources: str | No
             entry = Entry("local", str(proc.pid), time.time(), redact(url), config.prefix, token)
             entries.append(entry)
     # A worker's default name is HOST.PID.
-    names = {f"{socket.gethostname()}.{proc.pid}": proc for proc in procs}
+    waiting = {f"{socket.gethostname()}.{proc.pid}" for proc in procs}
     deadline = time.monotonic() + _REGISTER_WAIT
-    waiting = set(names)
     while waiting and time.monotonic() < deadline:
         for proc in procs:
             if proc.poll() is not None:
