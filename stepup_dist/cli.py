@@ -145,6 +145,118 @@ def acl(prefix: str | None, role: str, user: str) -> None:
     click.echo(setuser_line(user, role, config.prefix))
 
 
+_DIRECTORY = click.option(
+    "-C",
+    "--directory",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="The folder whose .stepup/workers.json records the workers (default: this one).",
+)
+_START_OPTIONS = ("partition", "time", "cpus", "per_node", "resources", "sbatch_options")
+
+
+@cli.group(invoke_without_command=True)
+@click.option("--local", type=click.IntRange(min=1), metavar="N", help="Start N workers here.")
+@click.option("--slurm", type=click.IntRange(min=1), metavar="N", help="Submit N Slurm jobs.")
+@click.option("--partition", metavar="P", help="Slurm partition (--slurm).")
+@click.option("--time", metavar="T", help="Slurm time limit, e.g. 8:00:00 (--slurm).")
+@click.option(
+    "--cpus",
+    type=click.IntRange(min=1),
+    metavar="C",
+    help="CPUs per Slurm job, one worker each (default 1; --slurm).",
+)
+@click.option(
+    "--per-node", is_flag=True, help="One worker per Slurm job, using all its CPUs (--slurm)."
+)
+@click.option(
+    "--resources",
+    metavar="NAME:UNITS,...",
+    help="What each worker's host offers to steps with resources= [STEPUP_DIST_RESOURCES].",
+)
+@click.option(
+    "--sbatch-option",
+    "sbatch_options",
+    metavar="OPT",
+    multiple=True,
+    help="Pass OPT to sbatch, e.g. --sbatch-option=--gres=gpu:1; repeatable (--slurm).",
+)
+@_REDIS
+@_PREFIX
+@click.option("--tls-ca", metavar="FILE", help="CA certificate [STEPUP_DIST_TLS_CA].")
+@click.option("--tls-cert", metavar="FILE", help="Client certificate [STEPUP_DIST_TLS_CERT].")
+@click.option("--tls-key", metavar="FILE", help="Client key [STEPUP_DIST_TLS_KEY].")
+@click.option(
+    "--root",
+    "roots",
+    metavar="DIR",
+    multiple=True,
+    help="Serve only steps under DIR; repeatable (default: the -C folder) [STEPUP_DIST_ROOTS].",
+)
+@_DIRECTORY
+@click.pass_context
+def workers(ctx: click.Context, *, local: int | None, slurm: int | None, **opts: Any) -> None:
+    """Start workers on this host (--local N) or on Slurm (--slurm N); list or stop them."""
+    from . import fleet
+
+    directory: Path = opts["directory"] or Path(".")
+    ctx.obj = directory
+    given = [f"--{n.replace('_', '-')}" for n in _START_OPTIONS if opts[n]]
+    if ctx.invoked_subcommand is not None:
+        if local or slurm or given:
+            raise click.UsageError(f"start workers or {ctx.invoked_subcommand} them, not both")
+        return
+    if (local is None) == (slurm is None):
+        raise click.UsageError("give --local N or --slurm N, or say `list` or `stop`")
+    if local is not None and (extra := [g for g in given if g != "--resources"]):
+        raise click.UsageError(f"only with --slurm: {', '.join(extra)}")
+    config = flags_config(
+        "stepup-dist",
+        opts["redis_url"],
+        prefix=opts["prefix"],
+        tls_ca=opts["tls_ca"],
+        tls_cert=opts["tls_cert"],
+        tls_key=opts["tls_key"],
+        roots=opts["roots"] or fleet.default_roots(directory),
+    )
+    if local is not None:
+        click.echo(fleet.start_local(config, directory, local, opts["resources"]))
+        return
+    from .slurm import SubmitOptions
+
+    options = SubmitOptions(
+        cpus=opts["cpus"] or 1,
+        per_node=opts["per_node"],
+        partition=opts["partition"],
+        time=opts["time"],
+        resources=opts["resources"],
+        extra=opts["sbatch_options"],
+    )
+    assert slurm is not None
+    click.echo(fleet.submit(config, directory, slurm, options))
+
+
+@workers.command("list")
+@_JSON
+@_DIRECTORY
+@click.pass_obj
+def workers_list(obj: Path, as_json: bool, directory: Path | None) -> None:
+    """Show the workers started from this folder: PENDING, RUNNING, ... or ENDED (shown once)."""
+    from .fleet import list_text
+
+    click.echo(list_text(directory or obj, as_json))
+
+
+@workers.command("stop")
+@_DIRECTORY
+@click.pass_obj
+def workers_stop(obj: Path, directory: Path | None) -> None:
+    """Stop the workers started from this folder, each after its running step."""
+    from .fleet import stop
+
+    click.echo(stop(directory or obj))
+
+
 def run_command(command: click.Command, prog: str) -> None:
     """Run a click command: user errors become one line and a named exit code."""
     try:
