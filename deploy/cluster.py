@@ -138,9 +138,9 @@ def local_conf(folder: Path, port: int) -> str:
     return "\n".join(kept) + "\n"
 
 
-def _spawn(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> int:
+def _spawn(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
     with open(log, "ab") as stream:
-        proc = subprocess.Popen(
+        return subprocess.Popen(
             cmd,
             stdin=subprocess.DEVNULL,
             stdout=stream,
@@ -149,24 +149,30 @@ def _spawn(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> int:
             # Its own session: the cluster outlives this script and the terminal's Ctrl-C.
             start_new_session=True,
         )
-    return proc.pid
 
 
 def _connect(folder: Path, user: str):  # type: ignore[no-untyped-def]
     import redis
 
-    return redis.Redis.from_url(read_env(folder / f"{user}.env")["STEPUP_DIST_REDIS_URL"])
+    url = read_env(folder / f"{user}.env")["STEPUP_DIST_REDIS_URL"]
+    return redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
 
 
-def _wait(what: str, ready, log: Path, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
+def _wait(
+    what: str, ready, log: Path, procs: list[subprocess.Popen], timeout: float = 30.0
+) -> None:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if any(proc.poll() is not None for proc in procs):
+            timeout = 0
+            break
         with contextlib.suppress(Exception):
             if ready():
                 return
         time.sleep(0.1)
     tail = "\n".join(log.read_text(errors="replace").splitlines()[-10:]) if log.exists() else ""
-    raise SystemExit(f"cluster.py: {what} not ready within {timeout:.0f} s; {log}:\n{tail}")
+    why = "exited" if timeout == 0 else f"not ready within {timeout:.0f} s"
+    raise SystemExit(f"cluster.py: {what} {why}; {log}:\n{tail}")
 
 
 def start(folder: Path, workers: int, port: int, prefix: str, roots: list[str]) -> None:
@@ -174,6 +180,15 @@ def start(folder: Path, workers: int, port: int, prefix: str, roots: list[str]) 
     if (folder / "server.pid").exists():
         raise SystemExit(f"cluster.py: {folder} has a cluster already; stop it first")
     folder.mkdir(parents=True, exist_ok=True)
+    try:
+        _start(folder, workers, port, prefix, roots)
+    except BaseException:
+        # Half a cluster helps no one: stop what did start, keep the logs that say why.
+        stop(folder, 5.0, quiet=True)
+        raise
+
+
+def _start(folder: Path, workers: int, port: int, prefix: str, roots: list[str]) -> None:
     port = port or free_port()
     secret = folder / "secret"
     write_private(secret, secrets.token_hex(32) + "\n")
@@ -185,26 +200,27 @@ def start(folder: Path, workers: int, port: int, prefix: str, roots: list[str]) 
     )
     write_private(folder / "valkey.conf", local_conf(folder, port))
     server_log = folder / "server.log"
-    pid = _spawn([server_binary(), str(folder / "valkey.conf")], server_log)
-    (folder / "server.pid").write_text(f"{pid}\n")
-    _wait("the server", lambda: _connect(folder, OPERATOR).ping(), server_log)
+    server = _spawn([server_binary(), str(folder / "valkey.conf")], server_log)
+    (folder / "server.pid").write_text(f"{server.pid}\n")
+    _wait("the server", lambda: _connect(folder, OPERATOR).ping(), server_log, [server])
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("STEPUP_DIST_", "RQ_"))}
     env.update(read_env(folder / f"{prefix}-worker.env"))
     env["STEPUP_DIST_ROOTS"] = os.pathsep.join(str(Path(r).resolve()) for r in roots)
     worker_log = folder / "workers.log"
-    pids = []
+    procs = []
     for n in range(1, workers + 1):
         name = f"{socket.gethostname()}.cluster.{n}"
         cmd = [sys.executable, "-m", "stepup_dist.worker", "--name", name]
-        pids.append(_spawn(cmd, worker_log, env))
-    (folder / "workers.pid").write_text("".join(f"{p}\n" for p in pids))
+        procs.append(_spawn(cmd, worker_log, env))
+    (folder / "workers.pid").write_text("".join(f"{p.pid}\n" for p in procs))
     if workers:
         admin = _connect(folder, OPERATOR)
         _wait(
             f"{workers} workers",
             lambda: admin.scard(f"{prefix}:rq:workers") >= workers,
             worker_log,
+            [server, *procs],
         )
     print(f"cluster.py: server on 127.0.0.1:{port}, {workers} workers, prefix {prefix}")
     print(f"cluster.py: settings per user in {folder}/*.env; for a build:")
@@ -248,7 +264,7 @@ def _pids(path: Path) -> list[int]:
         return []
 
 
-def stop(folder: Path, grace: float) -> None:
+def stop(folder: Path, grace: float, quiet: bool = False) -> None:
     folder = folder.resolve()
     if not folder.is_dir():
         raise SystemExit(f"cluster.py: no cluster in {folder}")
@@ -258,7 +274,8 @@ def stop(folder: Path, grace: float) -> None:
     for path in folder.iterdir():
         if path.suffix != ".log":
             path.unlink()
-    print(f"cluster.py: stopped; logs are in {folder}")
+    if not quiet:
+        print(f"cluster.py: stopped; logs are in {folder}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -4,6 +4,7 @@ TLS, in a server that has it), and `deploy/cluster.py` starts, serves a build an
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -170,3 +171,15 @@ def test_valkey_conf_as_shipped_with_tls(tmp_path: Path) -> None:
             worker.wait(30)
         server.terminate()
         server.wait(10)
+
+
+def test_cluster_that_cannot_start_says_why_and_leaves_nothing(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        started = cluster("start", "--workers", "1", "--port", str(port), cwd=tmp_path)
+    assert started.returncode == 1
+    assert "the server exited" in started.stderr
+    assert "Address already in use" in started.stderr
+    assert [p.name for p in (tmp_path / ".cluster").iterdir()] == ["server.log"]
