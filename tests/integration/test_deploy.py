@@ -1,0 +1,185 @@
+"""deploy/: the ACL file agrees with `stepup-dist acl`, valkey.conf runs as shipped (with
+TLS, in a server that has it), and `deploy/cluster.py` starts, serves a build and stops."""
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+from stepup_dist.errors import ExitCode
+from tests.conftest import BIN, Project, run_cli
+from tests.integration.servers import NoTls, clean_env, free_port, make_certs, tls_binary
+
+pytestmark = pytest.mark.timeout(120)
+
+REPO = Path(__file__).resolve().parents[2]
+DEPLOY = REPO / "deploy"
+CLUSTER = DEPLOY / "cluster.py"
+
+
+def cluster(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(CLUSTER), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        env=clean_env(),
+        check=False,
+    )
+
+
+def read_env(path: Path) -> dict[str, str]:
+    pairs = (line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+    return dict(pairs)
+
+
+def test_users_acl_is_what_stepup_dist_acl_prints(tmp_path: Path) -> None:
+    sample = cluster("users", "--sample", cwd=tmp_path)
+    assert sample.returncode == 0, sample.stderr
+    shipped = (DEPLOY / "users.acl").read_text()
+    assert sample.stdout == shipped, "deploy/users.acl is stale: cluster.py users --sample"
+    lines = {line.split()[1]: line.split() for line in shipped.splitlines()}
+    assert lines["default"][2] == "off"
+    for role in ("planner", "worker", "admin"):
+        printed = subprocess.run(
+            [str(BIN / "stepup-dist"), "acl", "--role", role, "--prefix", "stepup"],
+            capture_output=True,
+            text=True,
+            check=True,
+            env=clean_env(),
+        ).stdout.split()
+        rules = printed[printed.index(">PASSWORD") + 1 :]
+        assert lines[f"stepup-{role}"][4:] == rules, role
+        assert lines[f"stepup-{role}"][2:4] == ["off", "resetpass"]
+
+
+def test_cluster_starts_serves_a_build_and_stops(tmp_path: Path) -> None:
+    shutil.copytree(REPO / "examples" / "pools", tmp_path / "pools")
+    started = cluster("start", "--workers", "2", cwd=tmp_path)
+    folder = tmp_path / ".cluster"
+    try:
+        assert started.returncode == 0, started.stdout + started.stderr
+        pids = [
+            int(p) for f in ("server.pid", "workers.pid") for p in (folder / f).read_text().split()
+        ]
+        assert len(pids) == 3
+        for name in ("secret", "users.acl", "stepup-planner.env", "stepup-worker.env"):
+            assert (folder / name).stat().st_mode & 0o077 == 0, name
+        planner = read_env(folder / "stepup-planner.env")
+        assert planner["STEPUP_DIST_REDIS_URL"].startswith("redis://stepup-planner:")
+        result = run_cli(["stepup-dist", "build", "-w0"], tmp_path / "pools", env=planner)
+        assert result.returncode == ExitCode.OK, result.stdout + result.stderr
+        assert len(result.lines("SUCCESS")) == 4, result.stdout
+        admin = run_cli(
+            ["stepup-dist", "status"], tmp_path, env=read_env(folder / "stepup-admin.env")
+        )
+        assert admin.returncode == ExitCode.OK, admin.stderr
+        assert admin.stdout.count(".cluster.") == 2, admin.stdout
+    finally:
+        stopped = cluster("stop", cwd=tmp_path)
+    assert stopped.returncode == 0, stopped.stderr
+    for pid in pids:
+        state = Path(f"/proc/{pid}/stat")
+        assert not state.exists() or state.read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    assert sorted(p.name for p in folder.iterdir()) == ["server.log", "workers.log"]
+
+
+def test_valkey_conf_as_shipped_with_tls(tmp_path: Path) -> None:
+    """deploy/valkey.conf with only its paths and port swapped, in a server with TLS."""
+    binary = tls_binary()
+    if binary is None:
+        pytest.skip("no redis-server or valkey-server with TLS on PATH (.ci/run installs one)")
+    certs = make_certs(tmp_path / "tls")
+    port = free_port()
+    made = cluster(
+        "users", "--out", str(tmp_path), "--port", str(port), "--tls-dir", str(certs.ca.parent),
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    conf = (DEPLOY / "valkey.conf").read_text()
+    conf = conf.replace("/etc/stepup-dist/tls/", f"{certs.ca.parent}/")
+    conf = conf.replace("/etc/stepup-dist/users.acl", str(tmp_path / "users.acl"))
+    conf, count = re.subn(r"(?m)^tls-port 6380$", f"tls-port {port}", conf)
+    assert count == 1
+    (tmp_path / "valkey.conf").write_text(conf)
+    with open(tmp_path / "server.log", "wb") as log:
+        server = subprocess.Popen(
+            [binary, str(tmp_path / "valkey.conf")], cwd=tmp_path, stdout=log, stderr=log
+        )
+    worker = None
+    try:
+        operator = read_env(tmp_path / "operator.env")
+        tls = {
+            "ssl_ca_certs": str(certs.ca),
+            "ssl_certfile": str(certs.client_cert),
+            "ssl_keyfile": str(certs.client_key),
+        }
+        client = redis.Redis.from_url(operator["STEPUP_DIST_REDIS_URL"], **tls)
+        for _ in range(100):
+            if server.poll() is not None:
+                text = (tmp_path / "server.log").read_text(errors="replace")
+                if "TLS" in text and not os.environ.get("STEPUP_DIST_TEST_TLS_SERVER"):
+                    raise NoTls(text)
+                pytest.fail(f"server exited:\n{text}")
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.1)
+        users = set(client.acl_users())
+        assert users == {"default", "operator", "stepup-planner", "stepup-worker", "stepup-admin"}
+        assert client.config_get("save") == {"save": ""}
+        assert client.config_get("port") == {"port": "0"}
+        as_worker = redis.Redis.from_url(
+            read_env(tmp_path / "stepup-worker.env")["STEPUP_DIST_REDIS_URL"], **tls
+        )
+        for refused in (lambda: as_worker.keys("*"), lambda: as_worker.get("other:x")):
+            with pytest.raises(redis.exceptions.NoPermissionError):
+                refused()
+
+        project = Project(tmp_path / "project")
+        project.plan(
+            """
+            from stepup.core.api import pool, step
+            pool("p", 1)
+            step("echo one > one.txt", out="one.txt", pool="p")
+            step("cat one.txt > two.txt", inp="one.txt", out="two.txt")
+            """
+        )
+        with open(tmp_path / "worker.log", "wb") as log:
+            worker = subprocess.Popen(
+                [str(BIN / "stepup-worker"), "--root", str(project.root)],
+                env=clean_env(**read_env(tmp_path / "stepup-worker.env")),
+                stdout=log,
+                stderr=log,
+            )
+        result = project.build("-w0", env=read_env(tmp_path / "stepup-planner.env"))
+        shown = result.stdout + result.stderr + (tmp_path / "worker.log").read_text()
+        assert result.returncode == ExitCode.OK, shown
+        assert (project.root / "two.txt").read_text() == "one\n"
+    finally:
+        if worker is not None:
+            worker.terminate()
+            worker.wait(30)
+        server.terminate()
+        server.wait(10)
+
+
+def test_cluster_that_cannot_start_says_why_and_leaves_nothing(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        started = cluster("start", "--workers", "1", "--port", str(port), cwd=tmp_path)
+    assert started.returncode == 1
+    assert "the server exited" in started.stderr
+    assert "Address already in use" in started.stderr
+    assert [p.name for p in (tmp_path / ".cluster").iterdir()] == ["server.log"]
