@@ -52,24 +52,24 @@ def _start_workers(
     # The build's settings replace any the environment has (roots come as --root).
     env = {k: v for k, v in os.environ.items() if k not in _WORKER_SETTINGS}
     env.update(to_environ(config))
-    procs = []
+    if count == 0:
+        return []
+    # One process that imports once and forks the workers (stepup_dist/forking.py), named
+    # host.pid.i: starting 32 interpreters would cost seconds of CPU.
+    cmd = [
+        sys.executable, "-m", "stepup_dist.worker", "--processes", str(count),
+        "--root", str(root), "--name", f"{host}.{os.getpid()}",
+    ]  # fmt: skip
     with open(log_path, "wb") as log:
-        for i in range(count):
-            cmd = [
-                sys.executable, "-m", "stepup_dist.worker",
-                "--root", str(root), "--name", f"{host}.{os.getpid()}.{i}",
-            ]  # fmt: skip
-            procs.append(
-                subprocess.Popen(
-                    cmd,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=log,
-                    env=env,
-                    preexec_fn=die_with_parent,  # noqa: PLW1509 (the build runs no threads)
-                )
-            )
-    return procs
+        proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            env=env,
+            preexec_fn=die_with_parent,  # noqa: PLW1509 (the build runs no threads)
+        )
+    return [proc]
 
 
 @contextlib.contextmanager

@@ -19,11 +19,10 @@ import contextlib
 import math
 import os
 import signal
-import subprocess
 import sys
 import time
 
-__all__ = ("Watchdog", "main")
+__all__ = ("POLL", "Watchdog", "serve")
 
 
 def _kill(pgid: int) -> None:
@@ -35,13 +34,13 @@ POLL = 0.1
 """Seconds between two reads of the pipe."""
 
 
-def main() -> None:
+def serve(fd: int) -> None:
+    """The watchdog's loop, reading `fd` until the worker closes it."""
     # The worker's Ctrl-C or SIGTERM is for the worker; the watchdog ends with its pipe.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     armed: dict[int, float] = {}
     buffer = b""
-    fd = sys.stdin.fileno()
     os.set_blocking(fd, False)
     while True:
         closed = False
@@ -74,19 +73,31 @@ def main() -> None:
 
 
 class Watchdog:
-    """The worker's end of the pipe."""
+    """The worker's end of the pipe.
+
+    The watchdog is a fork of the worker (no new interpreter to start), in a session of
+    its own, so that signals meant for the worker's process group do not reach it.
+    """
 
     def __init__(self) -> None:
-        self._proc = subprocess.Popen(
-            [sys.executable, "-m", "stepup_dist.watchdog"],
-            stdin=subprocess.PIPE,
-            start_new_session=True,
-        )
+        read_fd, write_fd = os.pipe()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.close(write_fd)
+                os.setsid()
+                serve(read_fd)
+            finally:
+                os._exit(0)
+        os.close(read_fd)
+        self.pid = pid
+        self._pipe = os.fdopen(write_fd, "wb")
 
     def _send(self, line: str) -> None:
-        assert self._proc.stdin is not None
-        self._proc.stdin.write(line.encode() + b"\n")
-        self._proc.stdin.flush()
+        self._pipe.write(line.encode() + b"\n")
+        self._pipe.flush()
 
     def arm(self, pgid: int, deadline: float) -> None:
         self._send(f"arm {pgid} {deadline!r}")
@@ -97,9 +108,5 @@ class Watchdog:
     def close(self) -> None:
         # The watchdog sees the closed pipe within POLL and exits (killing whatever is
         # still armed); a worker that stops need not wait for that.
-        if self._proc.stdin is not None:
-            self._proc.stdin.close()
-
-
-if __name__ == "__main__":
-    main()
+        if not self._pipe.closed:
+            self._pipe.close()

@@ -36,6 +36,7 @@ from .cli import flags_config, run_command
 from .config import Config, step_environ
 from .errors import BrokerUnavailable, SignatureError, UserError, WireError
 from .execute import WorkerContext, check_files, fenced_out, lease_lost, run_step
+from .forking import run_forked
 from .lease import LeaseGuard
 from .messages import CheckJob, Message, RunJob, Started, StepDone
 from .vetting import JOB_FIELDS, inflate, refusal_report, vet_job
@@ -346,6 +347,13 @@ def parse_resources(text: str | None) -> dict[str, int]:
     return result
 
 
+def check_server(config: Config) -> None:
+    """Reach the server once (UserError if not), and leave no connection open."""
+    if config.redis_url is None:
+        raise UserError("no server: give --redis URL or set STEPUP_DIST_REDIS_URL")
+    connect_config(config).close()
+
+
 def run_worker(
     config: Config,
     *,
@@ -458,6 +466,14 @@ def run_worker(
     metavar="NAME",
     help="Host name to report and to place resource steps by (default: the hostname).",
 )
+@click.option(
+    "-j",
+    "--processes",
+    type=click.IntRange(1, 1024),
+    default=1,
+    show_default=True,
+    help="Workers to run, forked from this one process (each runs one step at a time).",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log every job.")
 def cli(
     *,
@@ -471,6 +487,7 @@ def cli(
     burst: bool,
     resources: str | None,
     host: str | None,
+    processes: int,
     verbose: bool,
 ) -> None:
     """Run steps from a stepup-dist server until stopped (SIGTERM lets the step finish)."""
@@ -483,14 +500,26 @@ def cli(
         tls_cert=tls_cert,
         tls_key=tls_key,
     )
-    run_worker(
-        config,
-        name=name,
-        burst=burst,
-        verbose=verbose,
-        resources=parse_resources(resources),
-        host=host,
-    )
+    offered = parse_resources(resources)
+    if processes == 1:
+        run_worker(config, name=name, burst=burst, verbose=verbose, resources=offered, host=host)
+        return
+    # Everything the workers need is imported (and the server reached) once, before forking.
+    load_rq(Keys(config.prefix))
+    check_server(config)
+
+    def work(i: int) -> int:
+        named = None if name is None else f"{name}.{i}"
+        try:
+            run_worker(
+                config, name=named, burst=burst, verbose=verbose, resources=offered, host=host
+            )
+        except UserError as exc:
+            print(f"stepup-worker: error: {exc}", file=sys.stderr)
+            return exc.exit_code
+        return 0
+
+    sys.exit(run_forked(processes, work))
 
 
 def main() -> None:

@@ -19,11 +19,11 @@ __all__ = ("EmbeddedServer", "die_with_parent")
 _MAX_SOCKET_PATH = 100
 
 
-def die_with_parent() -> None:
-    """In a child process: get SIGTERM when the parent dies (Linux), so nothing is orphaned."""
+def die_with_parent(sig: signal.Signals = signal.SIGTERM) -> None:
+    """In a child process: get `sig` when the parent dies (Linux), so nothing is orphaned."""
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        libc.prctl(1, sig)  # PR_SET_PDEATHSIG
     except OSError:
         pass
 
