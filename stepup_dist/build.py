@@ -39,7 +39,7 @@ def _lock(state_dir: Path) -> Iterator[None]:
 _WORKER_SETTINGS = {
     "STEPUP_DIST_REDIS_URL", "STEPUP_DIST_REDIS_PASSWORD", "STEPUP_DIST_PREFIX",
     "STEPUP_DIST_TLS_CA", "STEPUP_DIST_TLS_CERT", "STEPUP_DIST_TLS_KEY",
-    "STEPUP_DIST_SECRET_FILE", "STEPUP_DIST_ROOTS",
+    "STEPUP_DIST_SECRET_FILE", "STEPUP_DIST_ROOTS", "STEPUP_DIST_PATH_MAP",
 }  # fmt: skip
 
 
@@ -52,6 +52,9 @@ def _start_workers(
     # The build's settings replace any the environment has (roots come as --root).
     env = {k: v for k, v in os.environ.items() if k not in _WORKER_SETTINGS}
     env.update(to_environ(config))
+    # Local workers see the build's folder where the planner does: a map meant for compute
+    # nodes would make them refuse every step.
+    env.pop("STEPUP_DIST_PATH_MAP", None)
     procs = []
     with open(log_path, "wb") as log:
         for i in range(count):
