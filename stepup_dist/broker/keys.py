@@ -47,6 +47,15 @@ class Keys:
         """RQ's hash of one job (RQ builds it the same way from `rq_prefix`)."""
         return f"{self.rq_prefix}:job:{job_id}"
 
+    @property
+    def rq_workers(self) -> str:
+        """RQ's set of the keys of registered workers (their hashes hold a `state` field)."""
+        return f"{self.rq_prefix}:workers"
+
+    @property
+    def rq_worker_prefix(self) -> str:
+        return f"{self.rq_prefix}:worker:"
+
     def inbox(self, build: str) -> str:
         return f"{self.prefix}:build:{build}:inbox"
 
