@@ -3,6 +3,8 @@
 | key | type | what |
 | --- | --- | --- |
 | `{p}:rq:...` | RQ's own | RQ's queues, jobs and registries (`RQ_KEY_PREFIX={p}:rq`) |
+| `{p}:rq:workers` | set | RQ's: the keys of the registered workers (read by the status line) |
+| `{p}:rq:worker:{name}` | hash | RQ's: one worker; the status line reads its `state` |
 | `{p}:build:{b}:inbox` | list | msgpack messages for the planner of build `b` |
 | `{p}:build:{b}:reply:{n}` | list | the planner's reply to API call `n` (expires) |
 | `{p}:build:{b}:alive` | string | exists while build `b`'s planner lives (expires in a lease) |
