@@ -299,7 +299,7 @@ class LiveReporter(ConsoleReporter):
         """Count the steps, unless they were counted a moment ago (main thread only)."""
         planner = self._planner
         now = time.monotonic()
-        if planner is None or now < self._next_tick:
+        if planner is None or now < self._next_tick or self._stop.is_set():
             return False
         census = self._census
         workers = census.busy + census.idle if census is not None else self._local_workers

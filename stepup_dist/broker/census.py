@@ -61,6 +61,7 @@ class CensusReader:
             size: int | None = pool.size
             if not pool.size:
                 raw = next(rest)
-                size = None if raw is None else int(raw)
+                # Anyone who can write the sizes could write a non-number: show it as unknown.
+                size = int(raw) if raw is not None and raw.isdigit() else None
             seen.append((pool.name, held, size))
         return Census(busy, idle, tuple(seen))
