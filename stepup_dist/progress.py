@@ -24,8 +24,10 @@ The rendering (`render_status`, `estimate_eta`, `format_duration`, `truncate`) i
 import shutil
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any, TextIO
 
 from .errors import BrokerUnavailable
@@ -175,31 +177,38 @@ class _Snapshot:
 
 
 _IN_FLIGHT = (StepStatus.READY, StepStatus.CHECKING, StepStatus.WAITING_POOL, StepStatus.QUEUED)
-_MUST_RUN = (StepStatus.WAITING_POOL, StepStatus.QUEUED)
-_ENDED = (StepStatus.SUCCEEDED, StepStatus.SKIPPED, StepStatus.FAILED)
+_MUST_RUN = frozenset(map(id, (StepStatus.WAITING_POOL, StepStatus.QUEUED)))
+_ENDED = frozenset(map(id, (StepStatus.SUCCEEDED, StepStatus.SKIPPED, StepStatus.FAILED)))
+_STATUS = attrgetter("status")
+_POOL = attrgetter("pool")
 
 
 def _count(planner: "Planner", started: dict[str, float], workers: int, now: float) -> tuple:
-    """Counts, ETA and the pools in use, from the planner's graph (main thread only)."""
-    tally = dict.fromkeys(StepStatus, 0)
+    """Counts, ETA and the pools in use, from the planner's graph (main thread only).
+
+    The loops over every step run in C (Counter, map, set operations); only steps still to
+    run are looked at one by one.
+    """
+    steps = planner.graph.steps
     old = planner.old_records
     running_keys = planner._running
+    # Enum members hash in Python; their ids hash in C.
+    ids = list(map(id, map(_STATUS, steps.values())))
+    by_id = Counter(ids)
+    tally = {status: by_id.get(id(status), 0) for status in StepStatus}
+    pools = set(map(_POOL, steps.values()))
+    pools.discard(None)
     waiting: list[float | None] = []
     undecided: list[float | None] = []
-    pools: set[str] = set()
-    for key, step in planner.graph.steps.items():
-        status = step.status
-        tally[status] += 1
-        if step.pool is not None:
-            pools.add(step.pool)
-        if status in _ENDED or key in running_keys:
+    open_steps = [(key, i) for key, i in zip(steps, ids, strict=True) if i not in _ENDED]
+    for key, i in open_steps:
+        if key in running_keys:
             continue
         record = old.get(key)
         duration = record.duration or None if record is not None else None
-        (waiting if status in _MUST_RUN else undecided).append(duration)
-    steps = planner.graph.steps
+        (waiting if i in _MUST_RUN else undecided).append(duration)
     # Steps of the last build that the plan has not declared (yet).
-    undecided += [r.duration or None for k, r in old.items() if k not in steps]
+    undecided += [old[key].duration or None for key in old.keys() - steps.keys()]
     running = []
     for key in running_keys:
         record = old.get(key)
