@@ -1,22 +1,26 @@
 """The status line: rendering, ETA, truncation, and how it shares the terminal with output."""
 
 import io
+from types import SimpleNamespace
 
 import pytest
 
-from stepup_dist.graph import Step
+from stepup_dist.graph import Step, StepStatus
 from stepup_dist.messages import StepDone
 from stepup_dist.progress import (
     ERASE,
     Census,
     Counts,
     LiveReporter,
+    PoolWatch,
+    _count,
     estimate_eta,
     format_duration,
     render_status,
     truncate,
 )
 from stepup_dist.report import ConsoleReporter
+from stepup_dist.store import Record
 
 
 @pytest.mark.parametrize(
@@ -117,3 +121,59 @@ def test_live_output_goes_above_the_status_line() -> None:
     # Once closed (before the summary), lines are plain again.
     rep.line("SUMMARY", "done")
     assert out.getvalue().endswith(ERASE + "   SUMMARY │ done\n")
+
+
+def _planner() -> SimpleNamespace:
+    """What the status line reads of a planner: graph, records, running steps, pools."""
+    statuses = {
+        "a": StepStatus.SUCCEEDED,
+        "b": StepStatus.SKIPPED,
+        "c": StepStatus.QUEUED,  # running
+        "d": StepStatus.QUEUED,
+        "e": StepStatus.WAITING_POOL,
+        "f": StepStatus.PENDING,
+        "g": StepStatus.CHECKING,
+        "h": StepStatus.FAILED,
+    }
+    steps = {}
+    for key, status in statuses.items():
+        step = Step(key, key, "./", [], [], [], [], "lic" if key == "e" else None, None)
+        step.status = status
+        steps[key] = step
+
+    def record(duration: float) -> Record:
+        return Record("k", "./", [], [], [], [], [[]] * 4, None, None, b"", duration=duration)
+
+    old = {"c": record(10.0), "d": record(4.0), "f": record(6.0), "z": record(2.0)}
+    return SimpleNamespace(
+        graph=SimpleNamespace(steps=steps),
+        old_records=old,
+        records={"a": record(1.0)},
+        _running={"c"},
+        pools={"test": 2},
+        build="b1",
+    )
+
+
+def test_counts_and_eta_from_the_planner() -> None:
+    planner = _planner()
+    counts, eta, pools = _count(planner, {"c": 100.0}, workers=2, now=103.0)  # type: ignore[arg-type]
+    assert counts == Counts(done=1, running=1, queued=3, skipped=1, failed=1, pending=1)
+    assert pools == [PoolWatch("test", 2), PoolWatch("lic", 0)]
+    # Must run: d (4 s), e (unknown: the mean of 10, 4, 6, 2 and 1 = 4.6). Running: c, 7 s
+    # left. Undecided f (6 s), g (never run: 4.6) and z (2 s, not declared yet), counted
+    # as 5 of the 6 decided steps are: a, h, c, d and e ran, b was skipped.
+    left = 4.0 + 4.6 + 7.0 + 5 / 6 * (6.0 + 4.6 + 2.0)
+    assert eta == pytest.approx(left / 2)
+
+
+def test_tick_draws_the_counts() -> None:
+    out = io.StringIO()
+    rep = LiveReporter(out, width=lambda: 200)
+    rep._planner = _planner()  # type: ignore[assignment]
+    rep.tick()
+    assert out.getvalue().startswith("1 done · 1 running · 3 queued · 1 pending · 1 skipped")
+    assert "│ ETA " in out.getvalue()
+    before = out.getvalue()
+    rep.tick()  # too soon: nothing counted or drawn
+    assert out.getvalue() == before
