@@ -8,9 +8,11 @@ One line at the bottom of the terminal, for instance::
 (one line on the terminal, cut at its width).
 Normal output lines are written above it: the line is erased (`\\r` and `ESC [K`), the
 output written, and the line drawn again, so the two never mix. The counts come from the
-planner's graph, between two rounds of its loop (never more often than `MIN_TICK`); the
-workers and pools come from the server, read about once a second by a thread with a
-connection of its own (`broker/census.py`), so the planner never waits for them.
+planner's graph, for each output line and between two rounds of its loop, as long as
+counting costs under 2 % of the time (a large graph is counted less often). A thread
+redraws the line when it changed, every `MIN_TICK`, and reads the workers and pools from
+the server every `POLL`, with a connection of its own (`broker/census.py`), so the planner
+never waits for the server.
 
 The ETA is rough: the seconds each remaining step ran last time (the mean of the known
 durations for a step never run), divided among the workers, and at least the longest of
@@ -53,7 +55,7 @@ ERASE = "\r\x1b[K"
 """Back to the start of the line, and clear it."""
 
 MIN_TICK = 0.25
-"""Seconds between two counts of the graph, at least (more for large graphs)."""
+"""Seconds between two redraws of the status line, besides those around output lines."""
 
 POLL = 1.0
 """Seconds between two reads of the server."""
@@ -256,14 +258,15 @@ class LiveReporter(ConsoleReporter):
         self._snapshot = _Snapshot(Counts(), None, time.monotonic())
         self._census: Census | None = None
         self._pools: list[PoolWatch] = []
-        self._next_tick = 0.0
+        self._next_count = 0.0
+        self._drawn = ""
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     # Output
 
     def write(self, text: str) -> None:
-        self._recount()
+        self._recount(time.monotonic())
         with self._lock:
             if self._shown:
                 self.stream.write(ERASE)
@@ -273,14 +276,17 @@ class LiveReporter(ConsoleReporter):
                 self._draw()
             self.stream.flush()
 
-    def _draw(self) -> None:
+    def _draw(self, *, changed_only: bool = False) -> None:
         """Draw the status line where the cursor is (the lock is held)."""
         snap = self._snapshot
         eta = None if snap.eta is None else max(0.0, snap.eta - (time.monotonic() - snap.at))
         line = render_status(snap.counts, self._census, eta, self._width())
+        if changed_only and self._shown and line == self._drawn:
+            return
         self.stream.write((ERASE if self._shown else "") + line)
         self.stream.flush()
         self._shown = True
+        self._drawn = line
 
     def line(self, status: str, text: str, host: str = "") -> None:
         if status == "START":
@@ -298,17 +304,17 @@ class LiveReporter(ConsoleReporter):
         self._thread.start()
 
     def tick(self) -> None:
-        """Count the steps again, if it is time (called between rounds of the planner)."""
-        if self._recount():
-            with self._lock:
-                if not self._stop.is_set():
-                    self._draw()
+        """Count the steps again (called between rounds of the planner; the thread draws)."""
+        self._recount(time.monotonic())
 
-    def _recount(self) -> bool:
-        """Count the steps, unless they were counted a moment ago (main thread only)."""
+    def _recount(self, now: float) -> bool:
+        """Count the steps, unless that would cost too much time (main thread only).
+
+        An output line redraws the status line anyway, so it is counted again for each one,
+        as long as counting takes under 2 % of the time: a large graph is counted less often.
+        """
         planner = self._planner
-        now = time.monotonic()
-        if planner is None or now < self._next_tick or self._stop.is_set():
+        if planner is None or now < self._next_count or self._stop.is_set():
             return False
         census = self._census
         workers = census.busy + census.idle if census is not None else self._local_workers
@@ -316,21 +322,25 @@ class LiveReporter(ConsoleReporter):
         self._pools = pools
         self._snapshot = _Snapshot(counts, eta, now)
         done = time.monotonic()
-        # A large graph takes long to count: count it less often, so it costs under 2 %.
-        self._next_tick = done + max(MIN_TICK, 50 * (done - now))
+        self._next_count = done + 50 * (done - now)
         return True
 
     def _poll(self, read: Callable[[str, list[PoolWatch]], Census], build: str) -> None:
-        while not self._stop.wait(POLL):
-            try:
-                census: Census | None = read(build, list(self._pools))
-            except BrokerUnavailable:
-                census = None  # shown without workers and pools until the server answers
+        """Redraw every `MIN_TICK` when the line changed; read the server every `POLL`."""
+        next_read = time.monotonic() + POLL
+        while not self._stop.wait(MIN_TICK):
+            census = self._census
+            if time.monotonic() >= next_read:
+                try:
+                    census = read(build, list(self._pools))
+                except BrokerUnavailable:
+                    census = None  # shown without workers and pools until the server answers
+                next_read = time.monotonic() + POLL
             with self._lock:
                 if self._stop.is_set():
                     return
                 self._census = census
-                self._draw()
+                self._draw(changed_only=True)
 
     def close(self) -> None:
         """Stop reading the server and erase the status line."""

@@ -29,7 +29,9 @@ def _build_on_a_terminal(project: Project, *args: str, columns: int = 250) -> tu
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
     env = dict(os.environ, TERM="xterm", PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
-    env.pop("STEPUP_DIST_REDIS_URL", None)
+    # COLUMNS (set under pytest-xdist) would win over the terminal's width.
+    for name in ("STEPUP_DIST_REDIS_URL", "COLUMNS", "LINES"):
+        env.pop(name, None)
     proc = subprocess.Popen(
         [str(BIN / "stepup-dist"), "build", *args],
         cwd=project.root,

@@ -167,13 +167,14 @@ def test_counts_and_eta_from_the_planner() -> None:
     assert eta == pytest.approx(left / 2)
 
 
-def test_tick_draws_the_counts() -> None:
+def test_counts_taken_between_rounds_show_with_the_next_line() -> None:
     out = io.StringIO()
     rep = LiveReporter(out, width=lambda: 200)
     rep._planner = _planner()  # type: ignore[assignment]
     rep.tick()
-    assert out.getvalue().startswith("1 done · 1 running · 3 queued · 1 pending · 1 skipped")
-    assert "│ ETA " in out.getvalue()
-    before = out.getvalue()
-    rep.tick()  # too soon: nothing counted or drawn
-    assert out.getvalue() == before
+    assert out.getvalue() == ""  # counting draws nothing; the thread or the next line does
+    rep._next_count = float("inf")  # a graph too large to count again so soon
+    rep.line("WARNING", "something")
+    text = out.getvalue()
+    assert text.startswith("   WARNING │ something\n1 done · 1 running · 3 queued · 1 pending")
+    assert "│ ETA " in text
