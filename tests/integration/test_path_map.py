@@ -102,3 +102,10 @@ def test_bad_path_map_is_one_line(tmp_path: Path) -> None:
     assert proc.stderr.count("\n") == 1
     assert "path map 'rel=/x'" in proc.stderr
     assert "both paths must be absolute" in proc.stderr
+
+
+def test_local_workers_never_inherit_a_path_map(tmp_path: Path) -> None:
+    project, _ = _mounted_twice(tmp_path)
+    result = project.build("-w1", env={"STEPUP_DIST_PATH_MAP": "/nowhere/proj=/elsewhere"})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (project.root / "root.txt").read_text() == f"{os.path.realpath(project.root)}\n"
