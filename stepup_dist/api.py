@@ -45,6 +45,7 @@ class _Client:
 
     def __init__(self) -> None:
         self._impl: Any = None
+        self._to_planner: Any = None
         self.active = "STEPUP_DIST_BUILD" in os.environ
 
     def _impl_(self) -> Any:
@@ -52,11 +53,14 @@ class _Client:
             from .broker.call_client import CallClient
             from .config import load_config
 
+            config = load_config()
             self._impl = CallClient(
-                load_config(),
+                config,
                 os.environ["STEPUP_DIST_BUILD"],
                 os.environ.get("STEPUP_STEP_KEY", "./plan.py"),
             )
+            # On a worker with path maps: absolute paths as the planner names them.
+            self._to_planner = config.path_map.planner_args
         return self._impl
 
     def call(self, method: str, **args: Any) -> Any:
@@ -66,7 +70,8 @@ class _Client:
         from .errors import UserError
 
         try:
-            reply = self._impl_().call(method, args)
+            impl = self._impl_()
+            reply = impl.call(method, self._to_planner(args))
         except UserError as exc:
             # No server, a refused login, a bad secret file, an earlier call of a batch
             # refused: one line, as for a plan error.
@@ -83,7 +88,8 @@ class _Client:
         from .errors import UserError
 
         try:
-            self._impl_().send(method, args)
+            impl = self._impl_()
+            impl.send(method, self._to_planner(args))
         except UserError as exc:
             _fail(str(exc))
 

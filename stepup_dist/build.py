@@ -13,12 +13,14 @@ from dataclasses import replace
 from pathlib import Path
 
 from .broker.broker import RedisBroker
+from .broker.census import CensusReader
 from .broker.connection import connect_config
 from .broker.keys import Keys
 from .broker.server import EmbeddedServer, die_with_parent
 from .config import Config, to_environ
 from .errors import ExitCode, UserError
 from .planner import Outcome, Planner
+from .progress import LiveReporter, TickingBroker
 from .report import ConsoleReporter
 from .store import STATE_DIR
 
@@ -39,7 +41,7 @@ def _lock(state_dir: Path) -> Iterator[None]:
 _WORKER_SETTINGS = {
     "STEPUP_DIST_REDIS_URL", "STEPUP_DIST_REDIS_PASSWORD", "STEPUP_DIST_PREFIX",
     "STEPUP_DIST_TLS_CA", "STEPUP_DIST_TLS_CERT", "STEPUP_DIST_TLS_KEY",
-    "STEPUP_DIST_SECRET_FILE", "STEPUP_DIST_ROOTS",
+    "STEPUP_DIST_SECRET_FILE", "STEPUP_DIST_ROOTS", "STEPUP_DIST_PATH_MAP",
 }  # fmt: skip
 
 
@@ -52,6 +54,9 @@ def _start_workers(
     # The build's settings replace any the environment has (roots come as --root).
     env = {k: v for k, v in os.environ.items() if k not in _WORKER_SETTINGS}
     env.update(to_environ(config))
+    # Local workers see the build's folder where the planner does: a map meant for compute
+    # nodes would make them refuse every step.
+    env.pop("STEPUP_DIST_PATH_MAP", None)
     if count == 0:
         return []
     # One process that imports once and forks the workers (stepup_dist/forking.py), named
@@ -103,6 +108,7 @@ def _stop_workers(
 
 
 def _summary(reporter: ConsoleReporter, outcome: Outcome, elapsed: float) -> ExitCode:
+    reporter.close()
     for line in outcome.stuck:
         reporter.line("STUCK", line)
     parts = [f"{outcome.succeeded} succeeded", f"{outcome.skipped} skipped"]
@@ -121,14 +127,22 @@ def _summary(reporter: ConsoleReporter, outcome: Outcome, elapsed: float) -> Exi
     return ExitCode.OK
 
 
-def run_build(config: Config, root: Path, workers: int) -> ExitCode:
+def _live() -> bool:
+    """Draw a status line: stdout is a terminal that can erase a line."""
+    return sys.stdout.isatty() and os.environ.get("TERM", "") != "dumb"
+
+
+def run_build(config: Config, root: Path, workers: int, *, quiet: bool = False) -> ExitCode:
     start = time.monotonic()
     root = root.resolve()
     if not (root / "plan.py").is_file():
         raise UserError(f"there is no plan.py in {root}")
     state_dir = root / STATE_DIR
-    reporter = ConsoleReporter()
+    live = LiveReporter(quiet=quiet, local_workers=workers) if _live() else None
+    reporter = live or ConsoleReporter(quiet=quiet)
     with _lock(state_dir), contextlib.ExitStack() as stack:
+        # Erased before an error is printed, whatever ends the build.
+        stack.callback(reporter.close)
         if config.redis_url is None:
             server = EmbeddedServer(state_dir)
             server.start()
@@ -148,7 +162,7 @@ def run_build(config: Config, root: Path, workers: int) -> ExitCode:
         stack.enter_context(_workers(procs))
         alive = (lambda: any(p.poll() is None for p in procs)) if procs else None
         planner = Planner(
-            broker,
+            broker if live is None else TickingBroker(broker, live.tick),
             reporter,
             root,
             lease=config.lease,
@@ -156,5 +170,9 @@ def run_build(config: Config, root: Path, workers: int) -> ExitCode:
             reconnect=config.reconnect,
         )
         stack.callback(broker.forget_build, planner.build)
+        if live is not None:
+            # A thread, from here on: the local workers were forked before it (preexec_fn).
+            census = CensusReader(connect_config(config, socket_timeout=2.0), Keys(config.prefix))
+            live.watch(planner, census.read)
         outcome = planner.run()
         return _summary(reporter, outcome, time.monotonic() - start)

@@ -42,8 +42,15 @@ def cli() -> None:
     default=Path("."),
     help="Directory holding plan.py (default: the current one).",
 )
+@click.option(
+    "-q",
+    "--quiet",
+    is_flag=True,
+    help="Print only failures, errors and the summary (a terminal still shows the status line).",
+)
 def build(
     *,
+    quiet: bool,
     workers: int | None,
     redis_url: str | None,
     prefix: str | None,
@@ -66,7 +73,7 @@ def build(
         tls_key=tls_key,
     )
     count = workers if workers is not None else (os.cpu_count() or 1)
-    sys.exit(run_build(config, root, count))
+    sys.exit(run_build(config, root, count, quiet=quiet))
 
 
 _REDIS = click.option(

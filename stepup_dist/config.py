@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from .errors import ConfigError
+from .pathmap import PathMap, parse_path_map
 from .signing import DEFAULT_TTL, Keyring
 
 __all__ = (
@@ -103,6 +104,9 @@ class Config:
     roots: tuple[str, ...] = ()
     """Directories (symlinks resolved) a worker serves; empty: any (`--root`)."""
 
+    path_map: PathMap = field(default_factory=PathMap)
+    """Where a worker finds the planner's paths (`--path-map`, `STEPUP_DIST_PATH_MAP`)."""
+
     @property
     def keyring(self) -> Keyring | None:
         return Keyring(self.secrets, self.signature_ttl) if self.secrets else None
@@ -166,6 +170,7 @@ def load_config(
     tls_cert: str | None = None,
     tls_key: str | None = None,
     roots: Sequence[str] = (),
+    path_map: Sequence[str] = (),
     environ: Mapping[str, str] | None = None,
 ) -> Config:
     """Merge explicit values (from flags) with the environment and defaults, then validate."""
@@ -208,6 +213,11 @@ def load_config(
         else:
             real_roots.append(os.path.realpath(root))
 
+    given_maps = list(path_map) or [
+        m for m in env.get("STEPUP_DIST_PATH_MAP", "").split(":") if m.strip()
+    ]
+    maps = parse_path_map(given_maps, problems)
+
     raw_reconnect = env.get("STEPUP_DIST_RECONNECT", "60")
     try:
         reconnect = float(raw_reconnect)
@@ -239,6 +249,7 @@ def load_config(
         secrets=secrets,
         signature_ttl=ttl,
         roots=tuple(dict.fromkeys(real_roots)),
+        path_map=maps,
     )
 
 
@@ -274,6 +285,8 @@ def to_environ(config: Config, *, with_password: bool = True) -> dict[str, str]:
             env[name] = os.path.abspath(value)
     if config.roots:
         env["STEPUP_DIST_ROOTS"] = ":".join(config.roots)
+    if config.path_map:
+        env["STEPUP_DIST_PATH_MAP"] = config.path_map.text()
     return env
 
 
@@ -286,6 +299,8 @@ _STEP_VARS = (
     "STEPUP_DIST_TLS_KEY",
     "STEPUP_DIST_SECRET_FILE",
     "STEPUP_DIST_SIGNATURE_TTL",
+    # A plan run on a worker with path maps names absolute paths as the planner does.
+    "STEPUP_DIST_PATH_MAP",
 )
 
 

@@ -6,6 +6,8 @@ tree can be stopped), with stdin closed and stdout/stderr captured in temporary 
 A worker given roots (`stepup-worker --root DIR`) refuses a step whose workdir, and a check
 or an output whose folder, lies outside all of them once symlinks are resolved. Roots say
 where work starts and which files are hashed; they are no sandbox for the command itself.
+With path maps (`--path-map`, see pathmap.py) a job is first put in local terms, and roots
+are checked on the local paths.
 """
 
 import contextlib
@@ -23,6 +25,7 @@ from typing import IO, Protocol
 from .hashing import file_state
 from .inputs import DEFAULT_FS_WAIT, wait_for_inputs
 from .messages import NOT_STARTED, Checked, CheckJob, FileState, RunJob, StepDone
+from .pathmap import PathMap
 
 __all__ = (
     "LEASE_LOST",
@@ -60,6 +63,8 @@ class WorkerContext:
     """What this host offers to steps that ask for resources."""
     fs_wait: float = DEFAULT_FS_WAIT
     """Seconds to wait for inputs that the shared filesystem does not show yet."""
+    path_map: PathMap = field(default_factory=PathMap)
+    """Where this host mounts the planner's paths; empty: at the same paths."""
 
 
 def outside_roots(path: str, roots: tuple[str, ...], *, follow: bool = True) -> str | None:
@@ -99,6 +104,8 @@ def step_environment(job: RunJob, ctx: WorkerContext) -> dict[str, str]:
     workdir = job.workdir
     depth = 0 if workdir == "./" else workdir.rstrip("/").count("/") + 1
     env.update(
+        # The shell's `pwd` shows the folder as the job names it, not the one symlinks lead to.
+        PWD=os.path.normpath(os.path.join(job.root, workdir)),
         STEPUP_ROOT=job.root,
         HERE=workdir,
         ROOT="./" if depth == 0 else "../" * depth,
@@ -168,7 +175,20 @@ class _NoGuard:
 
 def run_step(job: RunJob, ctx: WorkerContext, guard: Guard | None = None) -> StepDone:
     """Run the step under `guard`; kill it as soon as the guard says it may not go on."""
-    guard = guard or _NoGuard()
+    local = ctx.path_map.localize_run(job, f"{ctx.name} on {ctx.host}")
+    if isinstance(local, str):
+        return _refused(job, ctx, local)
+    local_job, back = local
+    return PathMap.restore_done(_run_local(local_job, ctx, guard or _NoGuard()), back)
+
+
+def _refused(job: RunJob, ctx: WorkerContext, error: str) -> StepDone:
+    return StepDone(
+        job.build, job.step, job.attempt, -1, 0.0, ctx.host, ctx.name, "", "", {}, error
+    )
+
+
+def _run_local(job: RunJob, ctx: WorkerContext, guard: Guard) -> StepDone:
     start = time.monotonic()
     cwd = os.path.join(job.root, job.workdir)
 
@@ -261,23 +281,15 @@ def fenced_out(result: StepDone) -> StepDone:
 
 def lease_lost(job: RunJob, ctx: WorkerContext) -> StepDone:
     """The outcome of a step whose pool slots were lost before it could start."""
-    return StepDone(
-        build=job.build,
-        step=job.step,
-        attempt=job.attempt,
-        returncode=-1,
-        duration=0.0,
-        host=ctx.host,
-        worker=ctx.name,
-        stdout="",
-        stderr="",
-        out_states={},
-        error=NOT_STARTED,
-    )
+    return _refused(job, ctx, NOT_STARTED)
 
 
 def check_files(job: CheckJob, ctx: WorkerContext) -> Checked:
     """Hash the requested paths, reusing known digests for unchanged files."""
+    local = ctx.path_map.localize_check(job, f"{ctx.name} on {ctx.host}")
+    if isinstance(local, str):
+        return Checked(job.build, job.request, ctx.host, states=[], error=local)
+    job = local
     for path in job.paths:
         outside = outside_roots(os.path.join(job.root, path), ctx.roots, follow=False)
         if outside is not None:

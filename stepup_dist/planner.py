@@ -445,6 +445,7 @@ class Planner:
             digest,
             dict(result.out_states),
             step.calls,
+            result.duration,
         )
         for path in step.vol:
             self._became_available(path, None)

@@ -1,4 +1,8 @@
-"""StepUp-style console output: one line per event, captured output in ruled blocks."""
+"""StepUp-style console output: one line per event, captured output in ruled blocks.
+
+With `quiet`, only problems are shown: failed steps (with their output), plan errors,
+warnings, steps that could not run, and the summary.
+"""
 
 import sys
 from typing import TextIO
@@ -6,9 +10,12 @@ from typing import TextIO
 from .graph import Step
 from .messages import StepDone
 
-__all__ = ("ConsoleReporter",)
+__all__ = ("QUIET_SHOWN", "ConsoleReporter")
 
 _WIDTH = 80
+
+QUIET_SHOWN = frozenset({"FAIL", "ERROR", "WARNING", "STUCK", "SUMMARY"})
+"""The statuses of the lines that `--quiet` still prints."""
 
 
 def _rule(title: str = "") -> str:
@@ -20,29 +27,44 @@ def _rule(title: str = "") -> str:
 
 
 class ConsoleReporter:
-    def __init__(self, stream: TextIO | None = None):
+    def __init__(self, stream: TextIO | None = None, *, quiet: bool = False):
         self.stream = stream or sys.stdout
+        self.quiet = quiet
 
-    def line(self, status: str, text: str, host: str = "") -> None:
-        suffix = f"  [{host}]" if host else ""
-        self.stream.write(f"{status:>10} │ {text}{suffix}\n")
+    def write(self, text: str) -> None:
+        """All output passes here, whole lines at a time."""
+        self.stream.write(text)
         self.stream.flush()
 
-    def block(self, title: str, text: str) -> None:
-        if not text:
+    def line(self, status: str, text: str, host: str = "") -> None:
+        if self.quiet and status not in QUIET_SHOWN:
             return
+        suffix = f"  [{host}]" if host else ""
+        self.write(f"{status:>10} │ {text}{suffix}\n")
+
+    @staticmethod
+    def _block(title: str, text: str) -> str:
+        if not text:
+            return ""
         body = text if text.endswith("\n") else text + "\n"
-        self.stream.write(f"{_rule(title)}\n{body}{_rule()}\n")
+        return f"{_rule(title)}\n{body}{_rule()}\n"
 
     def done(self, step: Step, result: StepDone, status: str) -> None:
-        self.line(status, step.key, result.host)
+        if self.quiet and status not in QUIET_SHOWN:
+            return
+        suffix = f"  [{result.host}]" if result.host else ""
+        parts = [f"{status:>10} │ {step.key}{suffix}\n"]
         if status == "FAIL":
             info = []
             if result.returncode != 0:
                 info.append(f"Command exited with status {result.returncode}")
             if result.error:
                 info.append(result.error[0].upper() + result.error[1:])
-            self.block("Step info", "\n".join(info))
-        self.block("Standard output", result.stdout)
-        self.block("Standard error", result.stderr)
-        self.stream.flush()
+            parts.append(self._block("Step info", "\n".join(info)))
+        parts.append(self._block("Standard output", result.stdout))
+        parts.append(self._block("Standard error", result.stderr))
+        # One write: a status line below is erased and drawn again once, not per block.
+        self.write("".join(parts))
+
+    def close(self) -> None:
+        """Nothing to clean up on a plain stream."""

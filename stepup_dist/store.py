@@ -1,11 +1,13 @@
 """What a build remembers between runs: `.stepup/graph.mpk`.
 
 One msgpack map, written to a temporary file, fsynced and renamed over the old one, so a
-kill at any moment leaves either the old or the new file, never half of one::
+kill at any moment leaves either the old or the new file, never half of one. `duration`
+(seconds the step last ran, for the progress line's ETA) came later: a record without it
+reads as 0.0::
 
     {"v": 1,
      "steps": {key: [command, workdir, inp, out, vol, env, amended, pool, creator,
-                     digest, out_states, calls]},
+                     digest, out_states, calls, duration]},
      "files": {path: [mode, mtime_ns, size, inode, digest]}}
 """
 
@@ -43,6 +45,8 @@ class Record:
     digest: bytes
     out_states: dict[str, FileState] = field(default_factory=dict)
     calls: list[list[Any]] = field(default_factory=list)
+    duration: float = 0.0
+    """Seconds the step's command ran on its worker."""
 
 
 def _state(raw: Any) -> FileState:
@@ -75,6 +79,7 @@ def _record_fields(rec: Record) -> list:
         rec.digest,
         {path: _state_fields(state) for path, state in rec.out_states.items()},
         rec.calls,
+        rec.duration,
     ]
 
 
@@ -84,9 +89,10 @@ def _strs(value: Any) -> bool:
 
 def _record(raw: Any) -> Record:
     """Check the types the planner relies on: a corrupt file must fail here, not later."""
-    if not isinstance(raw, list) or len(raw) != 12:
-        raise TypeError("a step record is a list of 12 fields")
-    command, workdir, inp, out, vol, env, amended, pool, creator, digest, states, calls = raw
+    if not isinstance(raw, list) or len(raw) not in (12, 13):
+        raise TypeError("a step record is a list of 12 or 13 fields")
+    command, workdir, inp, out, vol, env, amended, pool, creator, digest, states, calls = raw[:12]
+    duration = raw[12] if len(raw) == 13 else 0.0
     if not (
         type(command) is str
         and type(workdir) is str
@@ -101,12 +107,14 @@ def _record(raw: Any) -> Record:
         and isinstance(calls, list)
         and all(isinstance(c, list) and len(c) == 2 and type(c[0]) is str for c in calls)
         and all(isinstance(c[1], dict) for c in calls)
+        and type(duration) in (int, float)
     ):
         raise TypeError("malformed step record")
     states = {p: _state(s) for p, s in states.items()}
     return Record(
-        command, workdir, inp, out, vol, env, amended, pool, creator, digest, states, calls
-    )
+        command, workdir, inp, out, vol, env, amended, pool, creator, digest, states, calls,
+        float(duration),
+    )  # fmt: skip
 
 
 class Store:

@@ -386,6 +386,7 @@ def run_worker(
         config.roots,
         resources=resources or {},
         fs_wait=config.fs_wait,
+        path_map=config.path_map,
     )
     # A worker with resources also serves the steps placed on its host for them.
     queues = [keys.host_queue(host), QUEUE_NAME] if resources else [QUEUE_NAME]
@@ -449,6 +450,14 @@ def run_worker(
     multiple=True,
     help="Serve only steps under DIR; repeatable [STEPUP_DIST_ROOTS, colon-separated].",
 )
+@click.option(
+    "--path-map",
+    "path_map",
+    metavar="PLANNER=LOCAL",
+    multiple=True,
+    help="The planner's folder PLANNER is mounted at LOCAL here; repeatable. Steps under no "
+    "mapped folder are refused [STEPUP_DIST_PATH_MAP, colon-separated].",
+)
 @click.option("--tls-ca", metavar="FILE", help="CA certificate [STEPUP_DIST_TLS_CA].")
 @click.option("--tls-cert", metavar="FILE", help="Client certificate [STEPUP_DIST_TLS_CERT].")
 @click.option("--tls-key", metavar="FILE", help="Client key [STEPUP_DIST_TLS_KEY].")
@@ -480,6 +489,7 @@ def cli(
     redis_url: str | None,
     prefix: str | None,
     roots: tuple[str, ...],
+    path_map: tuple[str, ...],
     tls_ca: str | None,
     tls_cert: str | None,
     tls_key: str | None,
@@ -496,6 +506,7 @@ def cli(
         redis_url,
         prefix=prefix,
         roots=roots,
+        path_map=path_map,
         tls_ca=tls_ca,
         tls_cert=tls_cert,
         tls_key=tls_key,

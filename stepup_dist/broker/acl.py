@@ -42,6 +42,8 @@ PLANNER = (
     *_POOLS,
     # RQ reads the server's version
     "info",
+    # the progress line counts busy and idle workers (RQ's worker set, and `hget` of each)
+    "smembers",
 )  # fmt: skip
 """Commands `stepup-dist build` runs (with `-w0`)."""
 

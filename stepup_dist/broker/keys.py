@@ -3,6 +3,8 @@
 | key | type | what |
 | --- | --- | --- |
 | `{p}:rq:...` | RQ's own | RQ's queues, jobs and registries (`RQ_KEY_PREFIX={p}:rq`) |
+| `{p}:rq:workers` | set | RQ's: the keys of the registered workers (read by the status line) |
+| `{p}:rq:worker:{name}` | hash | RQ's: one worker; the status line reads its `state` |
 | `{p}:build:{b}:inbox` | list | msgpack messages for the planner of build `b` |
 | `{p}:build:{b}:reply:{n}` | list | the planner's reply to API call `n` (expires) |
 | `{p}:build:{b}:alive` | string | exists while build `b`'s planner lives (expires in a lease) |
@@ -46,6 +48,15 @@ class Keys:
     def rq_job(self, job_id: str) -> str:
         """RQ's hash of one job (RQ builds it the same way from `rq_prefix`)."""
         return f"{self.rq_prefix}:job:{job_id}"
+
+    @property
+    def rq_workers(self) -> str:
+        """RQ's set of the keys of registered workers (their hashes hold a `state` field)."""
+        return f"{self.rq_prefix}:workers"
+
+    @property
+    def rq_worker_prefix(self) -> str:
+        return f"{self.rq_prefix}:worker:"
 
     def inbox(self, build: str) -> str:
         return f"{self.prefix}:build:{build}:inbox"

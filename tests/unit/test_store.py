@@ -1,5 +1,6 @@
 """`.stepup/graph.mpk`: round trip, atomic save, and a bad file costing only a rebuild."""
 
+import dataclasses
 import functools
 import os
 import tempfile
@@ -57,6 +58,7 @@ def make_records() -> dict[str, Record]:
             creator="./plan.py",
             digest=b"\xff" * 16,
             out_states={"sub/b.txt": STATE, "sub/c.txt": STATE},
+            duration=2.5,
         ),
     }
 
@@ -286,10 +288,19 @@ def test_unreadable_state_is_a_user_error(tmp_path: Path) -> None:
 
 
 def test_the_shallow_conversion_writes_every_field_in_order() -> None:
-    import dataclasses
-
     for rec in make_records().values():
         # What msgpack writes: tuples become lists either way.
         deep = msgpack.unpackb(msgpack.packb(list(dataclasses.astuple(rec))), strict_map_key=False)
         shallow = msgpack.unpackb(msgpack.packb(store._record_fields(rec)), strict_map_key=False)
         assert shallow == deep
+
+
+def test_record_without_duration_reads_as_zero(tmp_path: Path) -> None:
+    """Files written before durations were recorded still skip: 12 fields, duration 0."""
+    rec = make_records()["cp a.txt b.txt  # wd=sub/"]
+    old = store._record_fields(rec)[:12]
+    s = Store(tmp_path)
+    s.dir.mkdir()
+    s.path.write_bytes(msgpack.packb({"v": 1, "steps": {"k": old}, "files": {}}))
+    loaded, _ = s.load()
+    assert loaded["k"] == dataclasses.replace(rec, duration=0.0)
