@@ -11,18 +11,20 @@ import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .broker.broker import RedisBroker
-from .broker.census import CensusReader
-from .broker.connection import connect_config
-from .broker.keys import Keys
 from .broker.server import EmbeddedServer, die_with_parent
 from .config import Config, to_environ
 from .errors import ExitCode, UserError
-from .planner import Outcome, Planner
 from .progress import LiveReporter, TickingBroker
 from .report import ConsoleReporter
 from .store import STATE_DIR
+
+if TYPE_CHECKING:
+    from .planner import Outcome
+
+# The planner's modules (redis above all) are imported only once the local workers are
+# starting: their own imports then overlap ours and the server's start-up.
 
 __all__ = ("run_build",)
 
@@ -46,7 +48,7 @@ _WORKER_SETTINGS = {
 
 
 def _start_workers(
-    count: int, config: Config, root: Path, log_path: Path
+    count: int, config: Config, root: Path, log_path: Path, *, server_wait: bool = False
 ) -> list[subprocess.Popen]:
     """Local workers serving only this build's root. The server URL, which may hold a
     password, goes through the environment: a command line is visible to anyone in `ps`."""
@@ -65,6 +67,8 @@ def _start_workers(
         sys.executable, "-m", "stepup_dist.worker", "--processes", str(count),
         "--root", str(root), "--name", f"{host}.{os.getpid()}",
     ]  # fmt: skip
+    if server_wait:
+        cmd.append("--wait-for-server")
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             cmd,
@@ -107,7 +111,7 @@ def _stop_workers(
             proc.wait()
 
 
-def _summary(reporter: ConsoleReporter, outcome: Outcome, elapsed: float) -> ExitCode:
+def _summary(reporter: ConsoleReporter, outcome: "Outcome", elapsed: float) -> ExitCode:
     reporter.close()
     for line in outcome.stuck:
         reporter.line("STUCK", line)
@@ -143,10 +147,10 @@ def run_build(config: Config, root: Path, workers: int, *, quiet: bool = False) 
     with _lock(state_dir), contextlib.ExitStack() as stack:
         # Erased before an error is printed, whatever ends the build.
         stack.callback(reporter.close)
+        log_path = state_dir / "workers.log"
         if config.redis_url is None:
             server = EmbeddedServer(state_dir)
-            server.start()
-            stack.callback(server.stop)
+            stack.callback(server.stop)  # after the workers have stopped
             # The embedded server takes no password and no TLS.
             config = replace(
                 config,
@@ -156,10 +160,23 @@ def run_build(config: Config, root: Path, workers: int, *, quiet: bool = False) 
                 tls_cert=None,
                 tls_key=None,
             )
+            # The workers wait for the server (its socket is known before it starts).
+            procs = _start_workers(workers, config, root, log_path, server_wait=True)
+            stack.enter_context(_workers(procs))
+            server.start()
+        else:
+            procs = []
+        from .broker.broker import RedisBroker
+        from .broker.census import CensusReader
+        from .broker.connection import connect_config
+        from .broker.keys import Keys
+        from .planner import Planner
+
         client = connect_config(config)
         broker = RedisBroker(client, Keys(config.prefix), config.keyring)
-        procs = _start_workers(workers, config, root, state_dir / "workers.log")
-        stack.enter_context(_workers(procs))
+        if not procs:
+            procs = _start_workers(workers, config, root, log_path)
+            stack.enter_context(_workers(procs))
         alive = (lambda: any(p.poll() is None for p in procs)) if procs else None
         planner = Planner(
             broker if live is None else TickingBroker(broker, live.tick),

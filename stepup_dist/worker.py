@@ -347,6 +347,22 @@ def parse_resources(text: str | None) -> dict[str, int]:
     return result
 
 
+_SERVER_WAIT = 30.0
+"""Seconds a local worker of `build` waits for the embedded server (it starts in ms)."""
+
+
+def wait_for_server(config: Config, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            check_server(config)
+            return
+        except BrokerUnavailable:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
 def check_server(config: Config) -> None:
     """Reach the server once (UserError if not), and leave no connection open."""
     if config.redis_url is None:
@@ -483,6 +499,13 @@ def run_worker(
     show_default=True,
     help="Workers to run, forked from this one process (each runs one step at a time).",
 )
+@click.option(
+    "--wait-for-server",
+    "server_wait",
+    is_flag=True,
+    hidden=True,
+    help="Wait for the server to come up (build starts its local workers before its server).",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log every job.")
 def cli(
     *,
@@ -498,6 +521,7 @@ def cli(
     resources: str | None,
     host: str | None,
     processes: int,
+    server_wait: bool,
     verbose: bool,
 ) -> None:
     """Run steps from a stepup-dist server until stopped (SIGTERM lets the step finish)."""
@@ -512,6 +536,8 @@ def cli(
         tls_key=tls_key,
     )
     offered = parse_resources(resources)
+    if server_wait:
+        wait_for_server(config, _SERVER_WAIT)
     if processes == 1:
         run_worker(config, name=name, burst=burst, verbose=verbose, resources=offered, host=host)
         return

