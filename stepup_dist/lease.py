@@ -67,6 +67,11 @@ class LeaseGuard:
             ok = self._renew()
         except BrokerUnavailable:
             ok = None
+        return self.note(ok, sent)
+
+    def note(self, ok: bool | None, sent: float) -> bool:
+        """Take in a renewal made elsewhere, sent at `sent` (monotonic): held, lost, or
+        None when its answer never came; return what `renew` would."""
         if ok:
             self._last_ok = sent
             if self._pgid is not None:

@@ -314,12 +314,14 @@ class RedisBroker:
         build: str | None = None,
         post: Message | None = None,
         end: bool = False,
+        pipe: Any = None,
     ) -> bool:
         """Extend leases; with `build`, only while that build's planner is alive.
 
         With `post`, the message goes to the planner of `build` if, and only if, the leases
         were extended: a report vouched for by its leases, in one round trip. With `end`
-        too, the leases end there, which only run leases may (`only_run_leases`).
+        too, the leases end there, which only run leases may (`only_run_leases`). With
+        `pipe`, a pipeline on this broker's connection, the renewal rides along in it.
         """
         alive = None if build is None else self.keys.build_alive(build)
         sealed = None
@@ -327,7 +329,7 @@ class RedisBroker:
             assert build is not None
             sealed = (self.keys.inbox(build), self._seal(post, build, INBOX), _INBOX_TTL)
         return self.semaphores.renew(
-            pool_ids, token, lease, info=info, alive=alive, post=sealed, end=end
+            pool_ids, token, lease, info=info, alive=alive, post=sealed, end=end, pipe=pipe
         )
 
     @staticmethod

@@ -170,12 +170,14 @@ class Semaphores:
         alive: str | None = None,
         post: tuple[str, bytes, int] | None = None,
         end: bool = False,
+        pipe: Any = None,
     ) -> bool:
         """Extend the leases; False when any was lost, or when the key `alive` is gone.
 
         `post` (inbox key, payload, inbox expiry in s) is pushed only when the leases are
         extended, in the same atomic step; with `end`, the leases then end (only for pools
-        nobody can wait for: no one is woken).
+        nobody can wait for: no one is woken). With `pipe`, the renewal is only added to
+        that pipeline (its result is the script's 1 or 0), and True returned.
         """
         keys = []
         for pid in pool_ids:
@@ -189,6 +191,10 @@ class Semaphores:
             inbox, payload, ttl = post
             keys.append(inbox)
             args += [payload, ttl, "1" if end else ""]
+        if pipe is not None:
+            # EVALSHA by hand: a Script in a pipeline costs a SCRIPT EXISTS round trip.
+            pipe.evalsha(self._renew.sha, len(keys), *keys, *args)
+            return True
         return bool(self._call("renew", self._renew, keys, args))
 
     def live(self, pool_id: str, tokens: list[str]) -> set[str]:
