@@ -26,6 +26,9 @@ Medians over the runs follow.
 """
 
 import argparse
+import contextlib
+import json
+import math
 import os
 import resource
 import shutil
@@ -34,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from benchlib import find_stepup_dist, machine, machine_busy
@@ -47,8 +51,12 @@ for i in range({steps}):
 """
 
 
-def timed_build(exe: Path, root: Path, workers: int, steps: int) -> dict[str, float]:
-    """Run one build from scratch; return the wall time and the phases seen in its output."""
+def timed_build(
+    exe: Path, root: Path, workers: int, steps: int, redis: str | None = None
+) -> dict[str, float]:
+    """Run one build from scratch; return the wall time and the phases seen in its output.
+
+    With `redis`, the build uses that server and its workers (-w 0): warm workers."""
     shutil.rmtree(root / ".stepup", ignore_errors=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("STEPUP_DIST_")}
     env["PYTHONUNBUFFERED"] = "1"
@@ -57,8 +65,9 @@ def timed_build(exe: Path, root: Path, workers: int, steps: int) -> dict[str, fl
     cpu = usage.ru_utime + usage.ru_stime
     busy = machine_busy()
     start = time.perf_counter()
+    args = ["-w", str(workers)] if redis is None else ["-w", "0", "--redis", redis]
     proc = subprocess.Popen(
-        [str(exe), "build", "-w", str(workers)],
+        [str(exe), "build", *args],
         cwd=root,
         env=env,
         stdin=subprocess.DEVNULL,
@@ -113,52 +122,117 @@ def timed_build(exe: Path, root: Path, workers: int, steps: int) -> dict[str, fl
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=400, help="sleeping steps (400)")
-    parser.add_argument("--sleep", type=float, default=0.25, help="seconds per step (0.25)")
-    parser.add_argument("--workers", type=int, default=32, help="local workers, -w (32)")
-    parser.add_argument("--runs", type=int, default=3, help="repetitions (3)")
-    args = parser.parse_args()
-    if args.steps < 1 or args.workers < 1 or args.runs < 1 or args.sleep <= 0:
-        parser.error("--steps, --workers, --runs must be at least 1 and --sleep positive")
+@contextlib.contextmanager
+def warm_workers(exe: Path, tmp: Path, workers: int) -> Iterator[str]:
+    """A server (the embedded one, started apart) and `workers` long-lived workers."""
+    from stepup_dist.broker.server import EmbeddedServer
 
-    exe = find_stepup_dist("scaling")
-    ideal = args.steps * args.sleep / args.workers
-    print(machine())
-    print(
-        f"{exe} build -w {args.workers}: {args.steps} steps `sleep {args.sleep}`, "
-        f"{args.runs} runs; ideal {args.steps} * {args.sleep} / {args.workers} = {ideal:.3f} s"
+    server = EmbeddedServer(tmp / "server")
+    server.start()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STEPUP_DIST_")}
+    worker = exe.parent / "stepup-worker"
+    log = open(tmp / "workers.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [str(worker), "--redis", server.url, "--processes", str(workers)],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
-    results = []
-    with tempfile.TemporaryDirectory(prefix="stepup-dist-scaling-") as tmp:
-        root = Path(tmp)
-        plan = root / "plan.py"
-        plan.write_text(PLAN.format(steps=args.steps, sleep=args.sleep))
-        plan.chmod(0o755)
-        for run in range(1, args.runs + 1):
-            r = timed_build(exe, root, args.workers, args.steps)
-            results.append(r)
-            print(
-                f"run {run}: wall {r['wall']:.2f} s, efficiency {ideal / r['wall']:.2f}; "
-                f"start-up {r['startup']:.2f} s, steps {r['steps']:.2f} s "
-                f"(efficiency {ideal / r['steps']:.2f}), shut-down {r['shutdown']:.2f} s, "
-                f"at most {r['peak']} running; tree CPU {r['cpu']:.2f} s; "
-                f"load {r['load']:.2f}, others {r['others']:.2f}",
-                flush=True,
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            status = subprocess.run(
+                [str(exe), "status", "--json", "--redis", server.url],
+                capture_output=True,
+                text=True,
+                env=env,
+                check=False,
             )
+            if status.returncode == 0 and len(json.loads(status.stdout)["workers"]) >= workers:
+                break
+            if time.monotonic() > deadline or proc.poll() is not None:
+                sys.exit(f"scaling: {workers} workers did not register; see {tmp}/workers.log")
+            time.sleep(0.2)
+        yield server.url
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        log.close()
+        server.stop()
 
+
+def report(label: str, results: list[dict[str, float]], ideal: float, floor: float) -> None:
     def med(key: str) -> float:
         return statistics.median(r[key] for r in results)
 
     print(
-        f"median: wall {med('wall'):.2f} s, efficiency {ideal / med('wall'):.2f} (target >= 0.9); "
+        f"median {label}: wall {med('wall'):.2f} s, efficiency {ideal / med('wall'):.2f} "
+        f"(target >= 0.9; at best {ideal / floor:.2f}); "
         f"start-up {med('startup'):.2f} s, steps {med('steps'):.2f} s "
         f"(efficiency {ideal / med('steps'):.2f}), shut-down {med('shutdown'):.2f} s; "
         f"tree CPU {med('cpu'):.2f} s; load {med('load'):.2f} "
         f"(max {max(r['load'] for r in results):.2f}), "
         f"others {med('others'):.2f} (max {max(r['others'] for r in results):.2f})"
     )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=400, help="sleeping steps (400)")
+    parser.add_argument("--sleep", type=float, default=0.25, help="seconds per step (0.25)")
+    parser.add_argument("--workers", type=int, default=32, help="local workers, -w (32)")
+    parser.add_argument("--runs", type=int, default=3, help="repetitions (3)")
+    parser.add_argument(
+        "--mode",
+        choices=("cold", "warm", "both"),
+        default="both",
+        help="cold: build -w N starts server and workers; warm: they already serve (both)",
+    )
+    args = parser.parse_args()
+    if args.steps < 1 or args.workers < 1 or args.runs < 1 or args.sleep <= 0:
+        parser.error("--steps, --workers, --runs must be at least 1 and --sleep positive")
+
+    exe = find_stepup_dist("scaling")
+    ideal = args.steps * args.sleep / args.workers
+    # Identical steps start in waves: no schedule beats ceil(steps / workers) of them.
+    floor = math.ceil(args.steps / args.workers) * args.sleep
+    print(machine())
+    print(
+        f"{exe} build: {args.steps} steps `sleep {args.sleep}`, {args.workers} workers, "
+        f"{args.runs} runs; ideal {args.steps} * {args.sleep} / {args.workers} = {ideal:.3f} s; "
+        f"no schedule is shorter than {floor:.3f} s ({math.ceil(args.steps / args.workers)} "
+        "waves)"
+    )
+    modes = ("cold", "warm") if args.mode == "both" else (args.mode,)
+    summary = []
+    with tempfile.TemporaryDirectory(prefix="stepup-dist-scaling-") as tmp:
+        root = Path(tmp) / "project"
+        root.mkdir()
+        plan = root / "plan.py"
+        plan.write_text(PLAN.format(steps=args.steps, sleep=args.sleep))
+        plan.chmod(0o755)
+        for mode in modes:
+            with contextlib.ExitStack() as stack:
+                url = None
+                if mode == "warm":
+                    url = stack.enter_context(warm_workers(exe, Path(tmp), args.workers))
+                results = []
+                for run in range(1, args.runs + 1):
+                    r = timed_build(exe, root, args.workers, args.steps, url)
+                    results.append(r)
+                    print(
+                        f"{mode} run {run}: wall {r['wall']:.2f} s, efficiency "
+                        f"{ideal / r['wall']:.2f}; start-up {r['startup']:.2f} s, steps "
+                        f"{r['steps']:.2f} s (efficiency {ideal / r['steps']:.2f}), shut-down "
+                        f"{r['shutdown']:.2f} s, at most {r['peak']} running; tree CPU "
+                        f"{r['cpu']:.2f} s; load {r['load']:.2f}, others {r['others']:.2f}",
+                        flush=True,
+                    )
+                summary.append((mode, results))
+    for mode, results in summary:
+        label = f"{mode} (build -w {args.workers})" if mode == "cold" else "warm (-w 0, workers up)"
+        report(label, results, ideal, floor)
 
 
 if __name__ == "__main__":
