@@ -24,7 +24,12 @@ UNSERVED_GRACE = 5.0
 def only_unserved_left(p: "Planner") -> bool:
     """True when the rest is done and no worker offered the resources still wanted."""
     waiting = p.slots.waiting
-    if p._in_flight or not waiting or any(s.key not in p.slots.unserved for s in waiting):
+    if (
+        p._ready
+        or p._in_flight
+        or not waiting
+        or any(s.key not in p.slots.unserved for s in waiting)
+    ):
         p._idle_since = None
         return False
     now = time.monotonic()

@@ -77,6 +77,10 @@ class Outcome:
     """Stopped by Ctrl-C after the running steps finished."""
 
 
+DISPATCH_ROUND = 64
+"""Ready steps handled per dispatch round (their run leases and jobs go out together)."""
+
+
 class Planner:
     def __init__(
         self,
@@ -216,18 +220,21 @@ class Planner:
             self._dispatch()
         elif not self._running:
             return True
-        if not self._in_flight and not self.slots.waiting:
+        if not self._ready and not self._in_flight and not self.slots.waiting:
             return not finish.unblock_stalled(self)
         if finish.only_unserved_left(self):
             return True
-        for message in self.broker.receive(self.build, 1.0):
+        # Steps left for the next dispatch round: look at the inbox without waiting.
+        for message in self.broker.receive(self.build, 0.0 if self._ready else 1.0):
             self._handle(message)
         self._maintain()
         return False
 
     def _dispatch(self) -> None:
         jobs: list[tuple[Message, str, bool]] = []
-        while self._ready:
+        # A round takes at most DISPATCH_ROUND ready steps: with a plan's batch of hundreds,
+        # the first jobs reach the workers after one round's work instead of all of it.
+        for _ in range(min(len(self._ready), DISPATCH_ROUND)):
             step = self._ready.popleft()
             if step.status is not StepStatus.READY:
                 continue

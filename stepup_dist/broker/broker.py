@@ -153,8 +153,13 @@ class RedisBroker:
         return [self._open_inbox(raw, build) for raw in raws]
 
     def _pop(self, key: str, timeout: float, limit: int) -> list[bytes]:
-        """Wait for the first message and take up to `limit` in one round trip (BLMPOP)."""
+        """Wait for the first message and take up to `limit` in one round trip (BLMPOP).
+
+        A timeout of 0 does not wait (for BLMPOP it would mean: wait forever)."""
         client: Any = self.client
+        if timeout <= 0:
+            got = client.lpop(key, limit)
+            return cast(list[bytes], got) if isinstance(got, list) else []
         if self._blmpop:
             try:
                 got = client.blmpop(timeout, 1, key, direction="LEFT", count=limit)
