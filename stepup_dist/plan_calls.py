@@ -9,13 +9,14 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .errors import PlanError
-from .graph import Step, step_key
+from .graph import Step, StepStatus, step_key
+from .messages import Call, Reply
 from .paths import norm
 
 if TYPE_CHECKING:
     from .planner import Planner
 
-__all__ = ("BATCHED", "RECORDED", "calls_of", "handle_call")
+__all__ = ("BATCHED", "RECORDED", "calls_of", "handle_call", "on_call")
 
 RECORDED = ("static", "step", "pool")
 """Methods whose calls are replayed when their caller is skipped."""
@@ -138,3 +139,22 @@ def handle_call(planner: "Planner", caller: str, method: str, args: dict[str, An
     if not isinstance(args, dict):
         raise PlanError(f"arguments of {method}() must be a map")
     return handler(planner, caller, args)
+
+
+def on_call(p: "Planner", call: Call) -> None:
+    """An API call message: run its calls (a batch's in order, up to the first bad one),
+    record those a skipped caller must replay, and answer it."""
+    step = p.graph.steps.get(call.step)
+    try:
+        if step is None or step.status is not StepStatus.QUEUED:
+            raise PlanError(f"{call.method}() called by {call.step!r}, which is not running")
+        value = None
+        for method, args in calls_of(call.method, call.args):
+            value = handle_call(p, call.step, method, args)
+            if method in RECORDED:
+                step.calls.append([method, args])
+    except PlanError as exc:
+        p._plan_error(str(exc))
+        p.broker.reply(call.reply_to, Reply(ok=False, error=str(exc)))
+        return
+    p.broker.reply(call.reply_to, Reply(ok=True, value=value))

@@ -20,12 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from . import finish, recovery, skipping
+from . import finish, plan_calls, recovery, results, skipping
 from .errors import BrokerUnavailable, PlanError, UserError, WireError
 from .graph import Graph, Step, StepStatus
-from .hashing import step_digest
 from .messages import (
-    NOT_STARTED,
     Call,
     Checked,
     CheckJob,
@@ -37,7 +35,6 @@ from .messages import (
     StepDone,
     Wake,
 )
-from .plan_calls import RECORDED, calls_of, handle_call
 from .pools import PoolBroker, PoolKeeper
 from .store import Record, Store
 
@@ -359,7 +356,7 @@ class Planner:
         if isinstance(message, WireError):
             self.reporter.line("WARNING", f"ignored a {message}")
         elif isinstance(message, Call):
-            self._on_call(message)
+            plan_calls.on_call(self, message)
         elif isinstance(message, Started):
             step = self.graph.steps.get(message.step)
             if step is not None and step.attempt == message.attempt:
@@ -369,7 +366,7 @@ class Planner:
                 self._hosts[step.key] = message.host
                 self.reporter.line("START", step.key, message.host)
         elif isinstance(message, StepDone):
-            self._on_done(message)
+            results.on_done(self, message)
         elif isinstance(message, Checked):
             skipping.on_checked(self, message)
         elif isinstance(message, Wake):
@@ -377,87 +374,10 @@ class Planner:
         else:
             self.reporter.line("WARNING", f"ignored an unexpected {message.TYPE!r} message")
 
-    def _on_call(self, call: Call) -> None:
-        step = self.graph.steps.get(call.step)
-        try:
-            if step is None or step.status is not StepStatus.QUEUED:
-                raise PlanError(f"{call.method}() called by {call.step!r}, which is not running")
-            value = None
-            for method, args in calls_of(call.method, call.args):
-                value = handle_call(self, call.step, method, args)
-                if method in RECORDED:
-                    step.calls.append([method, args])
-        except PlanError as exc:
-            self._plan_error(str(exc))
-            self.broker.reply(call.reply_to, Reply(ok=False, error=str(exc)))
-            return
-        self.broker.reply(call.reply_to, Reply(ok=True, value=value))
-
     def _plan_error(self, message: str) -> None:
         if message not in self.outcome.plan_errors:
             self.outcome.plan_errors.append(message)
             self.reporter.line("ERROR", message)
-
-    def _on_done(self, result: StepDone) -> None:
-        step = self.graph.steps.get(result.step)
-        if step is None or step.status is not StepStatus.QUEUED or result.attempt != step.attempt:
-            return
-        self._jobs.pop(step.key, None)
-        self._in_flight.discard(step.key)
-        self._running.discard(step.key)
-        if result.error == NOT_STARTED:
-            # It never ran (its leases lapsed while it was queued): queue it again.
-            recovery.lost_step(self, step, "its lease lapsed before it started")
-            return
-        self.slots.release(step, reported=True)
-        ok = result.returncode == 0 and not result.error
-        if ok and step.rerun and step.missing:
-            # It amended inputs that are not there yet: run it again once they are.
-            step.rerun = False
-            step.status = StepStatus.PENDING
-            self.reporter.done(step, result, "PENDING")
-            return
-        if not ok:
-            step.status = StepStatus.FAILED
-            self.outcome.failed.append(step.key)
-            self.records.pop(step.key, None)
-            self.old_records.pop(step.key, None)
-            self.reporter.done(step, result, "FAIL")
-            return
-        out_states = dict(result.out_states)
-        step.status = StepStatus.SUCCEEDED
-        self.outcome.succeeded += 1
-        self.reporter.done(step, result, "SUCCESS")
-        amended_out = [p for p in step.amended[1] if p not in out_states]
-        for path in amended_out:
-            # Amended outputs are not known to the worker; trust them only as present.
-            out_states[path] = FileState(0o100644, 0, 0, 0, b"")
-        digest = step_digest(
-            step.command,
-            step.workdir,
-            self._env_values(step),
-            self.graph.input_states(step),
-            {p: s for p, s in out_states.items() if p in step.declared[1]},
-        )
-        self.records[step.key] = Record(
-            step.command,
-            step.workdir,
-            list(step.declared[0]),
-            list(step.declared[1]),
-            list(step.declared[2]),
-            list(step.declared[3]),
-            [list(x) for x in step.amended],
-            step.pool,
-            step.creator,
-            digest,
-            dict(result.out_states),
-            step.calls,
-            result.duration,
-        )
-        for path in step.vol:
-            self._became_available(path, None)
-        for path, state in out_states.items():
-            self._became_available(path, state)
 
     def _became_available(self, path: str, state: FileState | None) -> None:
         for step in self.graph.make_available(path, state):
