@@ -74,6 +74,13 @@ def drain(p: "Planner") -> None:
     )
 
 
+def _read_inbox(p: "Planner") -> None:
+    """Handle every message waiting in the inbox, without waiting for more."""
+    while messages := p.broker.receive(p.build, 0.0):
+        for message in messages:
+            p._handle(message)
+
+
 def find_lost(p: "Planner", defer: float = 0.0) -> None:
     """Started steps whose run lease lapsed: their worker is gone. Run them again.
 
@@ -82,8 +89,14 @@ def find_lost(p: "Planner", defer: float = 0.0) -> None:
     started = [p.graph.steps[key] for key in sorted(p._running)]
     tokens = {p.slots.token_of(step): step for step in started}
     live = p.broker.live_runs(p.build, list(tokens))
-    for token, step in tokens.items():
-        if token not in live:
+    gone = {token: step for token, step in tokens.items() if token not in live}
+    if not gone:
+        return
+    # A worker ends a run lease in the same atomic step that posts the step's report, which
+    # may still wait in the inbox behind other messages: read them all before judging.
+    _read_inbox(p)
+    for token, step in gone.items():
+        if step.key in p._running and p.slots.token_of(step) == token:
             p._running.discard(step.key)
             lost_step(p, step, "its worker stopped renewing", defer)
 
@@ -132,10 +145,16 @@ def find_lost_jobs(p: "Planner") -> None:
         for key in p._in_flight
         if key in p._jobs and key not in p._running and now - p._jobs[key][1] > p.lease
     ]
-    states = p.broker.job_states([p._jobs[key][0] for key in waiting])
-    for key, state in zip(waiting, states, strict=True):
+    ids = [p._jobs[key][0] for key in waiting]
+    states = p.broker.job_states(ids)
+    if any(state not in ("queued", "deferred", "scheduled") for state in states):
+        # A job RQ has seen start or end may have its reports still in the inbox.
+        _read_inbox(p)
+    for key, job_id, state in zip(waiting, ids, states, strict=True):
         if state in ("queued", "deferred", "scheduled"):
             continue
+        if p._jobs.get(key, ("",))[0] != job_id or key not in p._in_flight or key in p._running:
+            continue  # its report came in meanwhile
         if state == "started" and key not in p._started_unseen:
             # Taken by a worker whose report may still be on its way: look again later.
             p._started_unseen.add(key)

@@ -332,3 +332,38 @@ def test_lost_jobs_are_queued_again(project: Project, server, prefix: str, clien
     assert "hash check 1 (its job was lost before it started (gone); asking again)" in text
     assert "its job was lost before it started (gone); running it again" in text
     assert (project.root / "out.txt").read_text() == "ok\n"
+
+
+def test_a_planner_behind_its_inbox_loses_no_finished_step(
+    project: Project, server, prefix: str
+) -> None:  # type: ignore[no-untyped-def]
+    # A worker ends a step's run lease in the same atomic step that posts its report. A
+    # planner stopped for a while finds more than one read (1000 messages) in its inbox; a
+    # lease gone must then not count as lost while its report is still unread.
+    steps = 2500
+    workers = [start_worker(server.url, prefix, "--processes", "4")]
+    try:
+        project.plan(
+            f"""
+            from stepup.core.api import step
+            for i in range({steps}):
+                step(f"echo {{i}} >> runs.txt")
+            """
+        )
+        build = _start_build(project, server.url, prefix, {"STEPUP_DIST_LEASE": "10"})
+        runs = project.root / "runs.txt"
+        deadline = time.monotonic() + 60
+        while not runs.exists() or len(runs.read_text().splitlines()) < 100:
+            assert time.monotonic() < deadline, "the steps never started"
+            time.sleep(0.02)
+        build.send_signal(signal.SIGSTOP)
+        time.sleep(4)  # within the 10-s lease: the planner is only slow, not gone
+        build.send_signal(signal.SIGCONT)
+        out, _ = build.communicate(timeout=120)
+        assert build.returncode == 0, out
+        assert "LOST" not in out
+        done = runs.read_text().split()
+        assert len(done) == steps  # each ran once
+        assert len(set(done)) == steps
+    finally:
+        stop(workers)
