@@ -2,6 +2,7 @@
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,21 @@ import click
 from .config import Config, load_config, split_password
 from .errors import ExitCode, UserError
 
-__all__ = ("main",)
+__all__ = ("flags_config", "main", "run_command", "tls_options")
+
+
+def tls_options(command: Callable) -> Callable:
+    """--tls-ca, --tls-cert and --tls-key, as every command that reaches a server has them."""
+    for name, what, env in reversed(_TLS):
+        command = click.option(name, metavar="FILE", help=f"{what} [{env}].")(command)
+    return command
+
+
+_TLS = (
+    ("--tls-ca", "CA certificate", "STEPUP_DIST_TLS_CA"),
+    ("--tls-cert", "Client certificate", "STEPUP_DIST_TLS_CERT"),
+    ("--tls-key", "Client key", "STEPUP_DIST_TLS_KEY"),
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -32,9 +47,7 @@ def cli() -> None:
 )
 @click.option("--prefix", metavar="PREFIX", help="Key prefix [STEPUP_DIST_PREFIX].")
 @click.option("--lease", metavar="SECONDS", help="Pool slot lease [STEPUP_DIST_LEASE].")
-@click.option("--tls-ca", metavar="FILE", help="CA certificate [STEPUP_DIST_TLS_CA].")
-@click.option("--tls-cert", metavar="FILE", help="Client certificate [STEPUP_DIST_TLS_CERT].")
-@click.option("--tls-key", metavar="FILE", help="Client key [STEPUP_DIST_TLS_KEY].")
+@tls_options
 @click.option(
     "-C",
     "--root",
@@ -190,9 +203,7 @@ _START_OPTIONS = ("partition", "time", "cpus", "per_node", "resources", "sbatch_
 )
 @_REDIS
 @_PREFIX
-@click.option("--tls-ca", metavar="FILE", help="CA certificate [STEPUP_DIST_TLS_CA].")
-@click.option("--tls-cert", metavar="FILE", help="Client certificate [STEPUP_DIST_TLS_CERT].")
-@click.option("--tls-key", metavar="FILE", help="Client key [STEPUP_DIST_TLS_KEY].")
+@tls_options
 @click.option(
     "--root",
     "roots",

@@ -1,7 +1,7 @@
 """Slurm's side of `stepup-dist workers`: `sbatch`, `squeue` and `scancel`, run as programs.
 
 Each job runs the compute-node kit's batch script (`slurm-workers.sh`, shipped in this
-package, a copy of `worker/slurm-workers.sh`) on one node. A missing command, a command
+package; `worker/slurm-workers.sh` links to it) on one node. A missing command, a command
 that fails or prints what we cannot read: each becomes a one-line `UserError` that quotes
 the command's own error.
 """

@@ -27,7 +27,7 @@ from .broker.broker import RedisBroker
 from .broker.connection import connect_config, redact, refusal
 from .broker.keys import QUEUE_NAME, Keys
 from .broker.queue import load_rq
-from .cli import flags_config, run_command
+from .cli import flags_config, run_command, tls_options
 from .config import Config, step_environ
 from .errors import BrokerUnavailable, UserError
 from .execute import WorkerContext
@@ -185,9 +185,7 @@ def run_worker(
     help="The planner's folder PLANNER is mounted at LOCAL here; repeatable. Steps under no "
     "mapped folder are refused [STEPUP_DIST_PATH_MAP, colon-separated].",
 )
-@click.option("--tls-ca", metavar="FILE", help="CA certificate [STEPUP_DIST_TLS_CA].")
-@click.option("--tls-cert", metavar="FILE", help="Client certificate [STEPUP_DIST_TLS_CERT].")
-@click.option("--tls-key", metavar="FILE", help="Client key [STEPUP_DIST_TLS_KEY].")
+@tls_options
 @click.option("--name", metavar="NAME", help="Worker name (default: host.pid).")
 @click.option("--burst", is_flag=True, help="Stop when the queue is empty.")
 @click.option(

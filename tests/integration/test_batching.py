@@ -1,32 +1,11 @@
 """Step definitions travel from plan.py to the planner in batches (broker/call_client.py).
 
-A batch must neither hold back steps while the plan computes nor change what a plan error
-does: the plan stops there, with one line, and what it defined before still stands.
+A batch must not change what a plan error does: the plan stops there, with one line, and
+what it defined before still stands. That a batch does not hold back steps while the plan
+computes is test_build.py's test_steps_are_dispatched_while_the_plan_runs.
 """
 
 from tests.conftest import Project
-
-
-def test_steps_start_while_the_plan_is_still_computing(project: Project) -> None:
-    # The step must have run before the plan ends: the plan waits for its output.
-    project.plan(
-        """
-        import os, time
-        from stepup.core.api import step
-
-        step("echo early > early.txt", out="early.txt")
-        for _ in range(200):
-            if os.path.exists("early.txt"):
-                break
-            time.sleep(0.05)
-        else:
-            raise SystemExit("early.txt never appeared: the step was held back")
-        step("echo late > late.txt", out="late.txt")
-        """
-    )
-    result = project.build("-w2")
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert (project.root / "late.txt").read_text() == "late\n"
 
 
 def test_a_bad_call_in_a_batch_stops_the_plan_there(project: Project) -> None:
