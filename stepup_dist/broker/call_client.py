@@ -77,6 +77,7 @@ class CallClient:
         """Held while a call travels: batches leave in the order they were made."""
         self._timer: threading.Timer | None = None
         self._failed: BaseException | None = None
+        self._told = False
         self._at_exit = False
 
     def send(self, method: str, args: dict[str, Any]) -> None:
@@ -103,10 +104,12 @@ class CallClient:
                 if self._timer is not None:
                     self._timer.cancel()
                     self._timer = None
+            # After a refused call the plan has stopped there: what it defined since is void.
+            self._raise_failed()
             if batch:
                 reply = self._call("batch", {"calls": batch})
                 if not reply.ok:
-                    raise PlanError(reply.error)
+                    self._failed = PlanError(reply.error)
         self._raise_failed()
 
     def _flush_quietly(self) -> None:
@@ -117,13 +120,16 @@ class CallClient:
 
     def _raise_failed(self) -> None:
         if self._failed is not None:
+            self._told = True
             raise self._failed
 
     def _flush_at_exit(self) -> None:
+        told = self._told
         try:
             self.flush()
         except (PlanError, UserError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            if not told:  # the plan was not told yet (it printed the error when it was)
+                print(f"error: {exc}", file=sys.stderr)
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(2)

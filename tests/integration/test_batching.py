@@ -45,3 +45,26 @@ def test_many_steps_in_one_plan_all_arrive(project: Project) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert len(result.lines("SUCCESS")) == 602
     assert (project.root / "last.txt").read_text() == "599\n"
+
+
+def test_steps_defined_after_a_refused_batch_are_void(project: Project) -> None:
+    # The timer sends the bad call (after 5 ms); while its answer is on the way the plan
+    # defines another step and ends. That step must not reach the build, and the error
+    # is printed once.
+    project.plan(
+        """
+        import time
+        from stepup.core.api import step
+
+        step("echo a > a.txt", out="a.txt")
+        step("echo again > a.txt", out="a.txt")
+        time.sleep(0.006)
+        step("echo b > b.txt", out="b.txt")
+        """
+    )
+    result = project.build("-w2")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "echo a > a.txt" in result.lines("SUCCESS")
+    assert not (project.root / "b.txt").exists()
+    assert "echo b > b.txt" not in result.stdout
+    assert result.stdout.count("error:") <= 1, result.stdout
