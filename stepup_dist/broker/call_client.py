@@ -120,7 +120,10 @@ class CallClient:
 
     def _raise_failed(self) -> None:
         if self._failed is not None:
-            self._told = True
+            # Raised in the plan's own thread, the error reaches the plan (which prints it);
+            # raised in the timer's, it waits for the next call, or for the exit.
+            if threading.current_thread() is threading.main_thread():
+                self._told = True
             raise self._failed
 
     def _flush_at_exit(self) -> None:

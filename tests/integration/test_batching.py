@@ -67,4 +67,23 @@ def test_steps_defined_after_a_refused_batch_are_void(project: Project) -> None:
     assert "echo a > a.txt" in result.lines("SUCCESS")
     assert not (project.root / "b.txt").exists()
     assert "echo b > b.txt" not in result.stdout
-    assert result.stdout.count("error:") <= 1, result.stdout
+    assert result.stdout.count("error:") == 1, result.stdout
+
+
+def test_a_batch_refused_while_the_plan_ends_is_named_by_the_plan(project: Project) -> None:
+    # The timer's call is refused while the plan sleeps; the plan makes no call after it:
+    # the plan still names the error, once, and fails.
+    project.plan(
+        """
+        import time
+        from stepup.core.api import step
+
+        step("echo a > a.txt", out="a.txt")
+        step("echo again > a.txt", out="a.txt")
+        time.sleep(0.5)
+        """
+    )
+    result = project.build("-w2")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stdout.count("error:") == 1, result.stdout
+    assert "FAIL" in result.stdout
