@@ -62,6 +62,13 @@ def _info(build: str, step: str, host: str) -> str:
     return "\t".join(x.replace("\t", " ") for x in (build, step, host))
 
 
+def _queue(pipe: Any, script: Any, keys: list[str], args: list[Any]) -> None:
+    """Add a script call to a pipeline as EVALSHA. Given the Script object, redis-py would
+    ask SCRIPT EXISTS before every execute: a round trip more each time. Callers handle
+    NOSCRIPT (a restarted server)."""
+    pipe.evalsha(script.sha, len(keys), *keys, *args)
+
+
 class Semaphores:
     def __init__(self, client: redis.Redis, keys: Keys):
         self._client = client
@@ -106,24 +113,21 @@ class Semaphores:
             self._acquire_call(pools, token, lease, waiter, waiter, "", host)
             for pools, token in requests
         ]
-        # EVALSHA by hand: a pipeline given Script objects asks SCRIPT EXISTS first, every
-        # time, which doubled the round trips of a dispatch round.
-        sha = self._acquire.sha
         try:
             try:
-                results = self._evalsha_all(sha, calls)
+                results = self._acquire_all(calls)
             except redis.exceptions.NoScriptError:
                 # A restarted server: load the script and ask again (nothing was taken).
                 self._client.script_load(self._acquire.script)
-                results = self._evalsha_all(sha, calls)
+                results = self._acquire_all(calls)
         except redis.RedisError as exc:
             raise refusal(exc, "cannot acquire pool slots") from exc
         return [self._acquired(result) for result in results]
 
-    def _evalsha_all(self, sha: str, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
+    def _acquire_all(self, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
         with self._client.pipeline(transaction=False) as pipe:
             for keys, args in calls:
-                pipe.evalsha(sha, len(keys), *keys, *args)
+                _queue(pipe, self._acquire, keys, args)
             return pipe.execute()
 
     def _acquire_call(
@@ -192,8 +196,7 @@ class Semaphores:
             keys.append(inbox)
             args += [payload, ttl, "1" if end else ""]
         if pipe is not None:
-            # EVALSHA by hand: a Script in a pipeline costs a SCRIPT EXISTS round trip.
-            pipe.evalsha(self._renew.sha, len(keys), *keys, *args)
+            _queue(pipe, self._renew, keys, args)
             return True
         return bool(self._call("renew", self._renew, keys, args))
 
