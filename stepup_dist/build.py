@@ -148,7 +148,9 @@ def run_build(config: Config, root: Path, workers: int, *, quiet: bool = False) 
         # Erased before an error is printed, whatever ends the build.
         stack.callback(reporter.close)
         log_path = state_dir / "workers.log"
-        if config.redis_url is None:
+        embedded = config.redis_url is None
+        procs: list[subprocess.Popen] = []
+        if embedded:
             server = EmbeddedServer(state_dir)
             stack.callback(server.stop)  # after the workers have stopped
             # The embedded server takes no password and no TLS.
@@ -164,8 +166,6 @@ def run_build(config: Config, root: Path, workers: int, *, quiet: bool = False) 
             procs = _start_workers(workers, config, root, log_path, server_wait=True)
             stack.enter_context(_workers(procs))
             server.start()
-        else:
-            procs = []
         from .broker.broker import RedisBroker
         from .broker.census import CensusReader
         from .broker.connection import connect_config
@@ -174,7 +174,7 @@ def run_build(config: Config, root: Path, workers: int, *, quiet: bool = False) 
 
         client = connect_config(config)
         broker = RedisBroker(client, Keys(config.prefix), config.keyring)
-        if not procs:
+        if not embedded:  # a server of its own reached: now the workers
             procs = _start_workers(workers, config, root, log_path)
             stack.enter_context(_workers(procs))
         alive = (lambda: any(p.poll() is None for p in procs)) if procs else None

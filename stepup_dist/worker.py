@@ -252,7 +252,8 @@ def cli(
         return
     # Everything the workers need is imported (and the server reached) once, before forking.
     load_rq(Keys(config.prefix))
-    check_server(config)
+    if not server_wait:  # wait_for_server reached it already
+        check_server(config)
 
     def work(i: int) -> int:
         named = None if name is None else f"{name}.{i}"
