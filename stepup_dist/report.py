@@ -26,6 +26,11 @@ def _rule(title: str = "") -> str:
     return "─" * left + title + "─" * (_WIDTH - left - len(title))
 
 
+def _status_line(status: str, text: str, host: str) -> str:
+    suffix = f"  [{host}]" if host else ""
+    return f"{status:>10} │ {text}{suffix}\n"
+
+
 class ConsoleReporter:
     def __init__(self, stream: TextIO | None = None, *, quiet: bool = False):
         self.stream = stream or sys.stdout
@@ -39,8 +44,7 @@ class ConsoleReporter:
     def line(self, status: str, text: str, host: str = "") -> None:
         if self.quiet and status not in QUIET_SHOWN:
             return
-        suffix = f"  [{host}]" if host else ""
-        self.write(f"{status:>10} │ {text}{suffix}\n")
+        self.write(_status_line(status, text, host))
 
     @staticmethod
     def _block(title: str, text: str) -> str:
@@ -52,8 +56,7 @@ class ConsoleReporter:
     def done(self, step: Step, result: StepDone, status: str) -> None:
         if self.quiet and status not in QUIET_SHOWN:
             return
-        suffix = f"  [{result.host}]" if result.host else ""
-        parts = [f"{status:>10} │ {step.key}{suffix}\n"]
+        parts = [_status_line(status, step.key, result.host)]
         if status == "FAIL":
             info = []
             if result.returncode != 0:
