@@ -264,7 +264,10 @@ def make_worker_class(rq: Any) -> type:
                 elif isinstance(message, CheckJob):
                     self.broker.post(message.build, check_files(message, self.context))
                 else:
-                    started = Started(message.build, message.step, message.attempt, *self._who())
+                    ctx = self.context
+                    started = Started(
+                        message.build, message.step, message.attempt, ctx.host, ctx.name
+                    )
                     self.broker.post(message.build, started)
                     guard = LeaseGuard(None, message.lease, self.watchdog)
                     self.broker.post(message.build, run_step(message, self.context, guard))
@@ -278,9 +281,6 @@ def make_worker_class(rq: Any) -> type:
                 self.fail(job, queue, execution, exc, payload)
                 return
             self.finish(job, queue, execution, step)
-
-        def _who(self) -> tuple[str, str]:
-            return self.context.host, self.context.name
 
         def start(self, job: Any, queue: Any, step: StepRun | None) -> tuple[Any, Any]:
             """RQ's prepare_execution and prepare_job_execution, in one round trip, with
@@ -297,7 +297,7 @@ def make_worker_class(rq: Any) -> type:
                     step.add_start(pipe)
                 results = pipe.execute(raise_on_error=False)
             self.executions[execution.id] = execution
-            return execution, results[-1]
+            return execution, (results[-1] if step is not None else None)
 
         def finish(self, job: Any, queue: Any, execution: Any, step: StepRun | None) -> None:
             """RQ's end of a successful job, in one round trip, with the step's report."""
