@@ -106,6 +106,7 @@ def lost_step(p: "Planner", step: Step, why: str, defer: float = 0.0) -> None:
     # What was known of its old job no longer applies.
     p._jobs.pop(step.key, None)
     p._started_unseen.discard(step.key)
+    p.router.started(step.key)
     p._in_flight.discard(step.key)
     p.slots.release(step)
     host = p._hosts.pop(step.key, "")

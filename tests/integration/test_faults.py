@@ -316,7 +316,12 @@ def test_lost_jobs_are_queued_again(project: Project, server, prefix: str, clien
         "import time\nfrom stepup.core.api import step\n"
         'step("echo ok > out.txt", out="out.txt")\ntime.sleep(2)\n'
     )
-    build = _build(project, server.url, prefix)  # no worker yet: jobs wait in the queue
+    # A worker of the `steps` queue, as the planner sees one in the registry, that takes
+    # nothing: the planner queues its jobs, which then wait for the test to lose them.
+    idle = f"{keys.rq_prefix}:worker:idle-{prefix}"
+    client.sadd(f"{keys.rq_prefix}:workers:steps", idle)
+    client.hset(idle, "state", "idle")
+    build = _build(project, server.url, prefix)
     worker = None
     try:
         deadline = time.monotonic() + 30
