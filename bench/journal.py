@@ -11,9 +11,10 @@ Run it with the Python of the environment where stepup-dist is installed. Two me
 2. A whole first build of the same N steps, `stepup-dist build -w WORKERS`, from scratch,
    in three modes, interleaved run by run: `journal` (as shipped), `none` (the journal's
    two methods replaced by no-ops, for this bench only) and `fsync` (each entry fsynced).
-   The build runs as `python -c` of a few lines that make that replacement and call
-   `stepup_dist.cli.main()`; it writes `getrusage(RUSAGE_SELF)` at exit, so the planner's
-   own CPU time (not its workers' or server's) is measured beside the wall time.
+   The build runs as `python -c` of a few lines that make that replacement (or time each
+   journal call) and call `stepup_dist.cli.main()`; at exit it writes the time spent in
+   the journal's methods and `getrusage(RUSAGE_SELF)`, so the planner's own CPU time (not
+   its workers' or server's) is measured beside the wall time.
 
 The files go under `--dir` (default: a temporary folder in the current directory, so on
 the disk the project would use, not a tmpfs). The in-process figure is the precise one;
@@ -45,19 +46,30 @@ for i in range({steps}):
 """
 
 WRAPPER = """\
-import atexit, json, resource, sys
+import atexit, json, resource, sys, time
 from stepup_dist import store
 mode = sys.argv[2]
+inside = [0.0, 0]
 if mode == "none":
     store.Store.done = lambda self, key, record, files: None
     store.Store.forget = lambda self, key: None
-elif mode == "fsync":
-    init = store.Store.__init__
-    store.Store.__init__ = lambda self, root, sync=False: init(self, root, sync=True)
+else:
+    if mode == "fsync":
+        init = store.Store.__init__
+        store.Store.__init__ = lambda self, root, sync=False: init(self, root, sync=True)
+    def timed(method):
+        def call(*args):
+            start = time.perf_counter()
+            method(*args)
+            inside[0] += time.perf_counter() - start
+            inside[1] += 1
+        return call
+    store.Store.done = timed(store.Store.done)
+    store.Store.forget = timed(store.Store.forget)
 def _dump(path=sys.argv[1]):
     u = resource.getrusage(resource.RUSAGE_SELF)
     with open(path, "w") as fh:
-        json.dump({"cpu": u.ru_utime + u.ru_stime}, fh)
+        json.dump({"cpu": u.ru_utime + u.ru_stime, "inside": inside[0], "calls": inside[1]}, fh)
 atexit.register(_dump)
 sys.argv = ["stepup-dist", *sys.argv[3:]]
 from stepup_dist.cli import main
@@ -139,9 +151,13 @@ def build(root: Path, mode: str, workers: int, steps: int) -> dict[str, float]:
         sys.stderr.write(text[-4000:])
         sys.exit(f"journal: build ({mode}) exited with {code}, expected {expect!r}")
     tree_cpu = tree.ru_utime + tree.ru_stime
+    used = json.loads(usage.read_text())
+    if mode != "none" and used["calls"] != steps + 1:
+        sys.exit(f"journal: {used['calls']} journal entries in a build of {steps + 1} steps")
     return {
         "wall": wall,
-        "cpu": json.loads(usage.read_text())["cpu"],
+        "cpu": used["cpu"],
+        "inside": used["inside"],
         "others": max(0.0, busy - tree_cpu) / wall,
     }
 
@@ -161,11 +177,12 @@ def whole_builds(base: Path, steps: int, runs: int, workers: int) -> None:
             results[mode].append(r)
             print(
                 f"run {run + 1} {mode:7}: wall {r['wall']:.2f} s, planner CPU {r['cpu']:.3f} s, "
+                f"in the journal {1e6 * r['inside'] / (steps + 1):.1f} µs/step, "
                 f"others {r['others']:.2f}",
                 flush=True,
             )
     medians = {
-        mode: {k: statistics.median(r[k] for r in rs) for k in ("wall", "cpu")}
+        mode: {k: statistics.median(r[k] for r in rs) for k in ("wall", "cpu", "inside")}
         for mode, rs in results.items()
     }
     for mode in MODES:
@@ -175,8 +192,10 @@ def whole_builds(base: Path, steps: int, runs: int, workers: int) -> None:
         d_cpu = medians[mode]["cpu"] - medians["none"]["cpu"]
         d_wall = medians[mode]["wall"] - medians["none"]["wall"]
         print(
-            f"{mode} - none: planner CPU {1e6 * d_cpu / steps:+.0f} µs/step, "
-            f"wall {1e6 * d_wall / steps:+.0f} µs/step (medians of {runs})"
+            f"{mode}: {1e6 * medians[mode]['inside'] / (steps + 1):.1f} µs/step spent in "
+            f"Store.done during the build; against none: planner CPU "
+            f"{1e6 * d_cpu / steps:+.0f} µs/step, wall {1e6 * d_wall / steps:+.0f} µs/step "
+            f"(medians of {runs}; the run-to-run noise is larger)"
         )
 
 
