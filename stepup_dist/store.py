@@ -200,7 +200,8 @@ def _apply(entry: Any, records: dict[str, Record], files: dict[str, FileState]) 
 class Store:
     """Load and atomically save the records of one build root, and journal each report
     between saves. The journal is this class's alone: the planner tells it what happened
-    (`done`, `forget`) and never touches the file."""
+    (`done`, `forget`) and never touches the file. The journal extends what `load` read, so
+    load before the first report (a journal written without one is ignored later)."""
 
     def __init__(self, root: Path, *, sync: bool = False):
         self.sync = sync
