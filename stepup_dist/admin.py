@@ -13,7 +13,7 @@ from .broker.semaphore import PoolStatus, Semaphores
 from .config import Config
 from .errors import ConfigError, UserError
 
-__all__ = ("pool_list", "pool_rm", "pool_set", "status")
+__all__ = ("pool_list", "pool_rm", "pool_set", "status", "status_data")
 
 
 def _semaphores(config: Config) -> Semaphores:
@@ -60,17 +60,27 @@ def pool_list(config: Config, as_json: bool = False) -> str:
     return "\n".join(_pool_rows(pools))
 
 
-def status(config: Config, as_json: bool = False) -> str:
-    sems = _semaphores(config)
-    assert config.redis_url is not None
+def status_data(sems: Semaphores, client: Any, keys: Keys) -> dict[str, Any]:
+    """What `status --json` prints (and the dashboard reads): pools (as `PoolStatus`),
+    queue lengths, workers, and the capacity of each host with resources."""
     pools = sems.status()
-    queues: dict[str, Any] = queue_status(connect_config(config), Keys(config.prefix))
+    queues: dict[str, Any] = queue_status(client, keys)
     hosts = sems.hosts(max_age=HOST_MAX_AGE)
     for worker in queues["workers"]:
         worker["resources"] = hosts.get(worker["host"], {})
+    return {"pools": pools, **queues, "hosts": hosts}
+
+
+def status(config: Config, as_json: bool = False) -> str:
+    if config.redis_url is None:
+        _semaphores(config)  # says that a server is needed
+    client = connect_config(config)
+    keys = Keys(config.prefix)
+    data = status_data(Semaphores(client, keys), client, keys)
     if as_json:
-        return json.dumps({"pools": [asdict(p) for p in pools], **queues}, indent=2)
-    lines = _pool_rows(pools)
+        return json.dumps({**data, "pools": [asdict(p) for p in data["pools"]]}, indent=2)
+    queues = data
+    lines = _pool_rows(data["pools"])
     lines.append("")
     lines.append(f"queue: {queues['queued']} jobs waiting")
     lines.append(f"{'WORKER':<32} {'HOST':<16} {'PID':>7} {'STATE':<8} {'BEAT':>6}  STEP")

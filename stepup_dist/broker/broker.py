@@ -26,11 +26,13 @@ import redis
 
 from ..errors import SignatureError, WireError
 from ..messages import Call, Checked, CheckJob, Message, Reply, RunJob, StepDone, Wake
+from ..progress import BuildReport
 from ..signing import CLOCK_SKEW, INBOX, JOB, Keyring, Opened, seal, unseal
 from ..wire import decode, encode
 from .connection import refusal
 from .keys import QUEUE_NAME, Keys
 from .queue import PERFORM, make_queue
+from .reports import forget_report, write_report
 from .semaphore import PoolRef, Semaphores
 
 __all__ = ("RedisBroker", "own_refusal")
@@ -245,6 +247,11 @@ class RedisBroker:
     def forget_build(self, build: str) -> None:
         with contextlib.suppress(redis.RedisError):
             self.client.delete(self.keys.inbox(build), self.keys.build_alive(build))
+            forget_report(self.client, self.keys, build)
+
+    def report(self, report: BuildReport, ttl: float) -> None:
+        """Tell dashboards how the build goes (expires after `ttl` seconds)."""
+        write_report(self.client, self.keys, report, ttl)
 
     # Worker side
 
