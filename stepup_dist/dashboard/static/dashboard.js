@@ -5,7 +5,7 @@
 
 const HISTORY_EVERY = 30000;
 const WINDOWS = [["1 h", 3600], ["6 h", 6 * 3600], ["24 h", 24 * 3600]];
-let windowSeconds = 6 * 3600;
+let windowSeconds = 3600;
 let lastHistory = null;
 
 function h(tag, attrs, ...children) {
