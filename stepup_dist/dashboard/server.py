@@ -145,6 +145,10 @@ async def _serve(dashboard: Dashboard, host: str, port: int) -> None:
     except OSError as exc:
         await runner.cleanup()
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    # SIGTERM (systemd, kill) stops it as Ctrl-C does: cleanly, with exit code 0.
+    main = asyncio.current_task()
+    assert main is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main.cancel)
     address = runner.addresses[0]
     url = f"http://{'[' + host + ']' if ':' in host else host}:{address[1]}/"
     print(
@@ -152,10 +156,6 @@ async def _serve(dashboard: Dashboard, host: str, port: int) -> None:
         f"reading {dashboard.server} prefix {dashboard.prefix!r}, every {INTERVAL:g} s",
         flush=True,
     )
-    # SIGTERM (systemd, kill) stops it as Ctrl-C does: cleanly, with exit code 0.
-    main = asyncio.current_task()
-    assert main is not None
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main.cancel)
     try:
         await _sample_forever(dashboard)
     except asyncio.CancelledError:

@@ -186,3 +186,4 @@ def test_read_only_and_on_localhost(tmp_path: Path, server, prefix: str) -> None
         assert "://" not in page  # nothing from another server: no CDN
     finally:
         dashboard.stop()
+    assert dashboard.proc.returncode == 0, dashboard.stderr  # SIGTERM: a clean stop

@@ -174,6 +174,8 @@ if (!root) return null;
 const texts = (selector) => Array.from(root.querySelectorAll(selector)).map((e) => e.textContent);
 return {holders: texts("tr.holder"), waiters: texts("li.waiter"),
         builds: document.querySelectorAll("tr.build").length,
+        planPools: document.querySelectorAll("tr.plan-pool").length,
+        hosts: document.querySelectorAll("tr.host-resource").length,
         charts: document.querySelectorAll(`div.chart[data-pool="cluster:${pool}"]`).length};
 """
 
@@ -220,8 +222,14 @@ def test_dashboard_in_a_browser(browser, server, prefix: str) -> None:  # type: 
         assert len(seen["holders"]) == 1
         assert len(seen["waiters"]) == 1
         # Load the page again for the screenshot: the chart then has the pool's first minute.
+        # Every table the outline names must be there (the plan pool and the host too).
         browser.refresh()
-        WebDriverWait(browser, 30, 0.2).until(lambda d: (s := waiter_shown(d)) and s["charts"])
+
+        def complete(driver):  # type: ignore[no-untyped-def]
+            seen = waiter_shown(driver)
+            return seen and seen["charts"] and seen["planPools"] and seen["hosts"]
+
+        WebDriverWait(browser, 30, 0.2).until(complete)
         page = fingerprint(browser)
         check_screenshot(full_page_png(browser), page)
         browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
