@@ -16,12 +16,16 @@ from .errors import ConfigError, UserError
 __all__ = ("pool_list", "pool_rm", "pool_set", "status", "status_data")
 
 
-def _semaphores(config: Config) -> Semaphores:
+def _client(config: Config) -> Any:
     if config.redis_url is None:
         raise ConfigError(
             "this command needs a server: give --redis URL or set STEPUP_DIST_REDIS_URL"
         )
-    return Semaphores(connect_config(config), Keys(config.prefix))
+    return connect_config(config)
+
+
+def _semaphores(config: Config) -> Semaphores:
+    return Semaphores(_client(config), Keys(config.prefix))
 
 
 def pool_set(config: Config, name: str, size: int) -> str:
@@ -72,9 +76,7 @@ def status_data(sems: Semaphores, client: Any, keys: Keys) -> dict[str, Any]:
 
 
 def status(config: Config, as_json: bool = False) -> str:
-    if config.redis_url is None:
-        _semaphores(config)  # says that a server is needed
-    client = connect_config(config)
+    client = _client(config)
     keys = Keys(config.prefix)
     data = status_data(Semaphores(client, keys), client, keys)
     if as_json:

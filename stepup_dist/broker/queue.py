@@ -48,6 +48,13 @@ def make_queue(client, keys: Keys, name: str = QUEUE_NAME):  # type: ignore[no-u
 
 def queue_status(client, keys: Keys) -> dict:  # type: ignore[no-untyped-def]
     """Queue lengths and the workers RQ knows, as plain data."""
+    try:
+        return _queue_status(client, keys)
+    except redis.RedisError as exc:
+        raise refusal(exc, "cannot read the queues and workers") from exc
+
+
+def _queue_status(client, keys: Keys) -> dict:  # type: ignore[no-untyped-def]
     rq = load_rq(keys)
     from ..wire import MsgpackSerializer
 

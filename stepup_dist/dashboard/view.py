@@ -79,7 +79,9 @@ def _holders(pool: PoolStatus, builds: dict[str, BuildReport], now: float) -> li
     return rows
 
 
-def _waiting(pool: PoolStatus, builds: dict[str, BuildReport], tracker: Tracker, now: float):  # type: ignore[no-untyped-def]
+def _waiting(
+    pool: PoolStatus, builds: dict[str, BuildReport], tracker: Tracker, now: float
+) -> list[dict]:
     rows = []
     for build in pool.waiters:
         report = builds.get(build)

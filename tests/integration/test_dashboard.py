@@ -187,3 +187,27 @@ def test_read_only_and_on_localhost(tmp_path: Path, server, prefix: str) -> None
     finally:
         dashboard.stop()
     assert dashboard.proc.returncode == 0, dashboard.stderr  # SIGTERM: a clean stop
+
+
+def test_a_server_that_goes_away_is_shown_and_comes_back(tmp_path: Path) -> None:
+    from stepup_dist.broker.server import EmbeddedServer
+
+    own = EmbeddedServer(tmp_path / "server")
+    own.start()
+    dashboard = DashboardProcess(clean_env(), "--redis", own.url)
+    try:
+        wait_for("a reading", lambda: dashboard.status()["read_at"])
+        own.stop()
+        page = wait_for("the error", lambda: (p := dashboard.status())["error"] and p)
+        assert "cannot read" in page["error"]
+        assert page["read_at"] is not None  # the last reading is still shown
+        samples, _ = dashboard.metrics()
+        assert samples[("stepup_dist_up", ())] == 0
+        own.start()
+        wait_for("the server again", lambda: dashboard.status()["error"] is None)
+        samples, _ = dashboard.metrics()
+        assert samples[("stepup_dist_up", ())] == 1
+    finally:
+        dashboard.stop()
+        own.stop()
+    assert dashboard.proc.returncode == 0, dashboard.stderr
