@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from . import finish, plan_calls, recovery, results, skipping
+from . import finish, plan_calls, progress, recovery, results, skipping
 from .errors import BrokerUnavailable, PlanError, UserError, WireError
 from .graph import Graph, Step, StepStatus
 from .messages import (
@@ -43,6 +43,8 @@ from .store import Record, Store
 __all__ = ("Broker", "Outcome", "Planner", "Reporter")
 
 SAVE_INTERVAL = 5.0
+REPORT_INTERVAL = 2.0
+"""Seconds between two reports of the build to the server (for dashboards)."""
 RECONNECT_FOR = 60.0
 """Seconds the planner keeps trying to reach a server that went away."""
 
@@ -50,6 +52,7 @@ RECONNECT_FOR = 60.0
 class Broker(PoolBroker, Protocol):
     def server_id(self) -> str: ...
     def keep_alive(self, build: str, lease: float) -> None: ...
+    def report(self, report: progress.BuildReport, ttl: float) -> None: ...
     def live_runs(self, build: str, tokens: list[str]) -> set[str]: ...
     def local_queue(self, build: str) -> str: ...
     def host_queue(self, queue: str, host: str) -> str: ...
@@ -144,6 +147,8 @@ class Planner:
         self._idle_since: float | None = None
         self._last_renew = time.monotonic()
         self._last_save = time.monotonic()
+        self._started_at = time.time()
+        self._next_report = 0.0
 
     # Definitions (from API calls or replayed records)
 
@@ -427,6 +432,10 @@ class Planner:
     def _maintain(self) -> None:
         recovery.rerun_due(self)
         now = time.monotonic()
+        if now >= self._next_report:
+            self.broker.report(progress.build_report(self, self._started_at), self.lease)
+            # Counting a large graph takes time: then report less often (at most 2 %).
+            self._next_report = now + max(REPORT_INTERVAL, 50 * (time.monotonic() - now))
         if now - self._last_renew > self.lease / 3:
             self._last_renew = now
             queued = [
