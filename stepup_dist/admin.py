@@ -1,6 +1,7 @@
 """What `stepup-dist pool ...` and `stepup-dist status` show and change on a server."""
 
 import json
+import re
 import time
 from dataclasses import asdict
 from typing import Any
@@ -28,11 +29,15 @@ def _semaphores(config: Config) -> Semaphores:
     return Semaphores(_client(config), Keys.of(config))
 
 
+_POOL_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+"""A cluster pool's name: what a plan's `pool=` names, and a part of key names."""
+
+
 def pool_set(config: Config, name: str, size: int) -> str:
+    if not _POOL_NAME.fullmatch(name):
+        raise UserError(f"pool name {name!r} may only contain letters, digits and _ . -")
     if size < 1:
         raise UserError(f"pool {name!r}: size must be a positive integer, got {size}")
-    if ":" in name or not name.strip():
-        raise UserError(f"pool name {name!r} may not be empty or contain a colon")
     _semaphores(config).set_size(name, size)
     return f"pool {name!r} has size {size}"
 
@@ -57,8 +62,16 @@ def _pool_rows(pools: list[PoolStatus]) -> list[str]:
     return lines
 
 
-def pool_list(config: Config, as_json: bool = False) -> str:
-    pools = _semaphores(config).status()
+def _shown(pools: list[PoolStatus], show_all: bool) -> list[PoolStatus]:
+    """The pools a user asked about: every one but the run leases of builds (`run:ID`),
+    which each step holds and which say nothing about limits, unless `show_all`."""
+    if show_all:
+        return pools
+    return [p for p in pools if Keys.split_pool_id(p.id)[0] != "run"]
+
+
+def pool_list(config: Config, as_json: bool = False, *, show_all: bool = False) -> str:
+    pools = _shown(_semaphores(config).status(), show_all)
     if as_json:
         return json.dumps([asdict(p) for p in pools], indent=2)
     return "\n".join(_pool_rows(pools))
@@ -75,10 +88,11 @@ def status_data(sems: Semaphores, client: Any, keys: Keys) -> dict[str, Any]:
     return {"pools": pools, **queues, "hosts": hosts}
 
 
-def status(config: Config, as_json: bool = False) -> str:
+def status(config: Config, as_json: bool = False, *, show_all: bool = False) -> str:
     client = _client(config)
-    keys = Keys(config.prefix)
+    keys = Keys.of(config)  # cluster pools may live under the shared prefix
     data = status_data(Semaphores(client, keys), client, keys)
+    data["pools"] = _shown(data["pools"], show_all)
     if as_json:
         return json.dumps({**data, "pools": [asdict(p) for p in data["pools"]]}, indent=2)
     queues = data

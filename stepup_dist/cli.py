@@ -50,10 +50,18 @@ def cli() -> None:
 @tls_options
 @click.option(
     "-C",
-    "--root",
+    "--directory",
     type=click.Path(file_okay=False, path_type=Path),
-    default=Path("."),
-    help="Directory holding plan.py (default: the current one).",
+    default=None,
+    help="The project folder, holding plan.py (default: the current one).",
+)
+@click.option(
+    "--root",
+    "old_root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    hidden=True,
+    help="Deprecated: -C/--directory. (--root names what a worker serves.)",
 )
 @click.option(
     "-q",
@@ -79,10 +87,17 @@ def build(
     tls_ca: str | None,
     tls_cert: str | None,
     tls_key: str | None,
-    root: Path,
+    directory: Path | None,
+    old_root: Path | None,
 ) -> None:
     """Run ./plan.py and every step it defines; skip steps whose hashes are unchanged."""
     from .build import run_build
+
+    if old_root is not None:
+        if directory is not None:
+            raise click.UsageError("give -C/--directory alone (--root is its old name)")
+        print("stepup-dist: warning: build --root is now -C/--directory", file=sys.stderr)
+    root = directory or old_root or Path(".")
 
     config = flags_config(
         "stepup-dist",
@@ -108,6 +123,29 @@ _REDIS = click.option(
 )
 _PREFIX = click.option("--prefix", metavar="PREFIX", help="Key prefix [STEPUP_DIST_PREFIX].")
 _JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+_ALL = click.option(
+    "--all",
+    "show_all",
+    is_flag=True,
+    help="Also show the run leases of builds (the `run:BUILD` pools every step holds).",
+)
+
+
+def _server_config(redis_url: str | None, prefix: str | None, tls: dict[str, Any]) -> Config:
+    return flags_config("stepup-dist", redis_url, prefix=prefix, **tls)
+
+
+class _Size(click.ParamType):
+    """An integer, negative ones included: `pool set lic -1` is a size to refuse in one
+    line (admin.pool_set), not an unknown option."""
+
+    name = "size"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> int:
+        try:
+            return int(value)
+        except ValueError:
+            self.fail(f"pool size {value!r} is not an integer", param, ctx)
 
 
 @cli.group()
@@ -115,49 +153,62 @@ def pool() -> None:
     """Cluster pools: limits shared by every build and worker on a server (licenses)."""
 
 
-@pool.command("set")
+@pool.command("set", context_settings={"ignore_unknown_options": True})
 @click.argument("name")
-@click.argument("size", type=int)
+@click.argument("size", type=_Size())
 @_REDIS
 @_PREFIX
-def pool_set(name: str, size: int, redis_url: str | None, prefix: str | None) -> None:
-    """Create the cluster pool NAME or change its size (applies to the next acquire)."""
+@tls_options
+def pool_set(
+    name: str, size: int, redis_url: str | None, prefix: str | None, **tls: str | None
+) -> None:
+    """Create the cluster pool NAME with SIZE slots, or change its size (applies to the
+    next acquire). NAME: letters, digits and _ . -; SIZE: an integer >= 1."""
     from .admin import pool_set as run
 
-    click.echo(run(load_config(redis_url=redis_url, prefix=prefix), name, size))
+    click.echo(run(_server_config(redis_url, prefix, tls), name, size))
 
 
 @pool.command("rm")
 @click.argument("name")
 @_REDIS
 @_PREFIX
-def pool_rm(name: str, redis_url: str | None, prefix: str | None) -> None:
+@tls_options
+def pool_rm(name: str, redis_url: str | None, prefix: str | None, **tls: str | None) -> None:
     """Remove the cluster pool NAME."""
     from .admin import pool_rm as run
 
-    click.echo(run(load_config(redis_url=redis_url, prefix=prefix), name))
+    click.echo(run(_server_config(redis_url, prefix, tls), name))
 
 
 @pool.command("list")
 @_REDIS
 @_PREFIX
+@tls_options
 @_JSON
-def pool_list(redis_url: str | None, prefix: str | None, as_json: bool) -> None:
+@_ALL
+def pool_list(
+    redis_url: str | None, prefix: str | None, as_json: bool, show_all: bool, **tls: str | None
+) -> None:
     """Show each pool's size, slots held, waiters and holders."""
     from .admin import pool_list as run
 
-    click.echo(run(load_config(redis_url=redis_url, prefix=prefix), as_json))
+    click.echo(run(_server_config(redis_url, prefix, tls), as_json, show_all=show_all))
 
 
 @cli.command()
 @_REDIS
 @_PREFIX
+@tls_options
 @_JSON
-def status(redis_url: str | None, prefix: str | None, as_json: bool) -> None:
+@_ALL
+def status(
+    redis_url: str | None, prefix: str | None, as_json: bool, show_all: bool, **tls: str | None
+) -> None:
     """Show pools, workers and the queue of a server."""
     from .admin import status as run
 
-    click.echo(run(load_config(redis_url=redis_url, prefix=prefix), as_json))
+    click.echo(run(_server_config(redis_url, prefix, tls), as_json, show_all=show_all))
 
 
 @cli.command()

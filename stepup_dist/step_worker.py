@@ -138,6 +138,15 @@ class StepRun:
         return fenced_out(result)
 
 
+def _log_job(message: Any) -> None:
+    """With -v: what the job does, in the user's terms (RQ would name its uuid)."""
+    if isinstance(message, RunJob):
+        where = "" if message.workdir == "./" else f" in {message.workdir}"
+        log.info("run %s%s (build %s, %s)", message.command, where, message.build, message.root)
+    elif isinstance(message, CheckJob):
+        log.info("check %d files (build %s, %s)", len(message.paths), message.build, message.root)
+
+
 def make_worker_class(rq: Any) -> type:
     """Define the RQ subclasses once rq is imported (with our key prefix)."""
     from rq.executions import Execution
@@ -254,6 +263,7 @@ def make_worker_class(rq: Any) -> type:
                 execution, _ = self.start(job, queue, None)
                 self.fail(job, queue, execution, exc, payload)
                 return
+            _log_job(message)
             step = None
             if isinstance(message, RunJob) and message.pools:
                 step = StepRun(message, self.context, self.broker, self.leases)

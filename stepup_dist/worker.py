@@ -121,7 +121,9 @@ def run_worker(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s stepup-worker %(levelname)s %(message)s",
     )
-    logging.getLogger("rq").setLevel(logging.INFO if verbose else logging.WARNING)
+    # RQ's own lines name jobs by uuid, which says nothing to a user: the step worker logs
+    # the command of each step instead (step_worker.py).
+    logging.getLogger("rq").setLevel(logging.WARNING)
     # RQ asks for CLIENT LIST (every client's address) only to note its own; the worker's
     # ACL user has no business listing other clients.
     warnings.filterwarnings("ignore", message="CLIENT LIST command not supported")
@@ -159,7 +161,7 @@ def run_worker(
     roots = served_roots(config)
     if build is None and roots:
         worker.broker.register_queue(queue, roots)
-    log.info("worker %s serving %s", worker_name, redact(config.redis_url))
+    _say_serving(worker_name, config, roots, resources or {}, queues)
     if config.keyring is None and not config.redis_url.startswith("unix://"):
         log.warning(
             "no secret (STEPUP_DIST_SECRET_FILE): anyone who can write to %s can run "
@@ -193,6 +195,26 @@ def run_worker(
             delay = 0.5
         except redis.RedisError:
             continue
+
+
+def serving_line(
+    name: str, config: Config, roots: tuple[str, ...], resources: dict[str, int], queues: list[str]
+) -> str:
+    """The one line a worker prints when it serves: who, where, what (never a password)."""
+    assert config.redis_url is not None
+    offered = ",".join(f"{k}:{v}" for k, v in sorted(resources.items())) or "none"
+    return (
+        f"stepup-worker: {name} serves {redact(config.redis_url)} (prefix {config.prefix}); "
+        f"roots: {', '.join(roots) or 'any folder'}; resources: {offered}; "
+        f"queues: {', '.join(queues)}"
+    )
+
+
+def _say_serving(
+    name: str, config: Config, roots: tuple[str, ...], resources: dict[str, int], queues: list[str]
+) -> None:
+    # Printed whatever the log level: "is my worker connected?" needs no -v.
+    print(serving_line(name, config, roots, resources, queues), file=sys.stderr, flush=True)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -250,7 +272,10 @@ def run_worker(
     hidden=True,
     help="Serve the steps of this build alone (the local workers of build -wN).",
 )
-@click.option("-v", "--verbose", is_flag=True, help="Log every job.")
+@click.option(
+    "-v", "--verbose", is_flag=True, help="Log every step it starts (its command and build)."
+)
+@click.version_option(package_name="stepup-dist", prog_name="stepup-worker")
 def cli(
     *,
     redis_url: str | None,
