@@ -67,35 +67,43 @@ class _Client:
         """A call whose answer the plan needs: wait for it."""
         if not self.active:
             return None
-        from .errors import UserError
+        from .errors import PlanError, UserError
 
         try:
             impl = self._impl_()
             reply = impl.call(method, self._to_planner(args))
+        except PlanError:
+            _planner_said()  # an earlier call of a batch was refused
         except UserError as exc:
-            # No server, a refused login, a bad secret file, an earlier call of a batch
-            # refused: one line, as for a plan error.
+            # No server, a refused login, a bad secret file: one line.
             _fail(str(exc))
         if not reply.ok:
-            # A plan error: one line naming it; the planner reports it too and exits with 2.
-            _fail(reply.error)
+            _planner_said()
         return reply.value
 
     def send(self, method: str, **args: Any) -> None:
         """A call that only defines something: it travels in a batch (see CallClient)."""
         if not self.active:
             return
-        from .errors import UserError
+        from .errors import PlanError, UserError
 
         try:
             impl = self._impl_()
             impl.send(method, self._to_planner(args))
+        except PlanError:
+            _planner_said()
         except UserError as exc:
             _fail(str(exc))
 
 
 def _fail(message: str) -> NoReturn:
     print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def _planner_said() -> NoReturn:
+    """A plan error: the planner refused a call and prints the error itself (its `ERROR`
+    line); the plan stops there, with exit code 2, and says it no second time."""
     raise SystemExit(2)
 
 

@@ -96,7 +96,8 @@ def _workers(procs: list[subprocess.Popen]) -> Iterator[None]:
     try:
         yield
     except KeyboardInterrupt:
-        # A second Ctrl-C: cancel. Each dead worker's watchdog kills its step at once.
+        # Ctrl-C outside the planner's loop (which handles its own): cancel. Each dead
+        # worker's watchdog kills its step at once.
         _stop_workers(procs, signal.SIGKILL)
         raise
     except BaseException:
@@ -126,14 +127,18 @@ def _summary(reporter: ConsoleReporter, outcome: "Outcome", elapsed: float) -> E
         reporter.line("STUCK", line)
     parts = [f"{outcome.succeeded} succeeded", f"{outcome.skipped} skipped"]
     parts.append(f"{len(outcome.failed)} failed")
+    if outcome.interrupted:
+        parts.append(f"{outcome.not_run} not run (interrupted)")
     if outcome.stuck:
         parts.append(f"{len(outcome.stuck)} blocked")
+    if outcome.plan_errors:
+        # Each was printed once already, as an ERROR line where it happened.
+        errors = len(outcome.plan_errors)
+        parts.append(f"{errors} plan error{'s' if errors > 1 else ''}")
     reporter.line("SUMMARY", f"{', '.join(parts)} in {elapsed:.2f} s")
     if outcome.interrupted:
         return ExitCode.INTERRUPTED
     if outcome.plan_errors:
-        for message in outcome.plan_errors:
-            print(f"stepup-dist: error: {message}", file=sys.stderr)
         return ExitCode.USAGE
     if outcome.failed or outcome.stuck:
         return ExitCode.STEP_FAILED
@@ -150,6 +155,9 @@ def run_build(config: Config, root: Path, workers: int, *, quiet: bool = False) 
     root = root.resolve()
     if not (root / "plan.py").is_file():
         raise UserError(f"there is no plan.py in {root}")
+    if not os.access(root / "plan.py", os.X_OK):
+        # A worker would run it and say only `Permission denied`.
+        raise UserError(f"{root / 'plan.py'} is not executable: chmod +x plan.py")
     state_dir = root / STATE_DIR
     live = LiveReporter(quiet=quiet, local_workers=workers) if _live() else None
     reporter = live or ConsoleReporter(quiet=quiet)
@@ -208,4 +216,8 @@ def run_build(config: Config, root: Path, workers: int, *, quiet: bool = False) 
             )
             live.watch(planner, census.read)
         outcome = planner.run()
+        if outcome.cancelled:
+            # Each dead worker's watchdog kills its step at once; workers started
+            # elsewhere saw the leases go and kill theirs when they renew.
+            _stop_workers(procs, signal.SIGKILL)
         return _summary(reporter, outcome, time.monotonic() - start)

@@ -39,12 +39,21 @@ def only_unserved_left(p: "Planner") -> bool:
     if now - p._idle_since < UNSERVED_GRACE:
         return False
     for step in waiting:
+        wanted = p.slots.unserved[step.key]
         p.outcome.stuck.append(
-            f"step {step.key!r} needs {p.slots.unserved[step.key]}, "
-            "which no connected worker offers (start one with stepup-worker --resources)"
+            f"step {step.key!r} needs {wanted}, which no connected worker offers "
+            f"({_offer_hint(wanted, p.router.local_workers)})"
         )
     waiting.clear()
     return True
+
+
+def _offer_hint(wanted: str, local_workers: int) -> str:
+    """How to offer `wanted`: the local workers of `build -wN` read the environment."""
+    worker = f"start stepup-worker --resources {wanted}"
+    if not local_workers:
+        return worker
+    return f"run the build with STEPUP_DIST_RESOURCES={wanted} for its local workers, or {worker}"
 
 
 def unblock_stalled(p: "Planner") -> bool:

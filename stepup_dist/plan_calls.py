@@ -68,7 +68,10 @@ def call_step(planner: "Planner", caller: str, args: dict[str, Any]) -> str:
     pool = _str(args, "pool", optional=True)
     key = step_key(command, workdir)
     if pool is not None and not planner.has_pool(pool):
-        raise PlanError(f"step {key!r} uses undefined pool {pool!r}; define it with pool()")
+        raise PlanError(
+            f"step {key!r} uses undefined pool {pool!r}: define it with pool() in the plan, "
+            f"or as a cluster pool with `stepup-dist pool set {pool} SIZE`"
+        )
     resources = args.get("resources") or {}
     if not isinstance(resources, dict) or not all(
         isinstance(name, str)

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 from . import finish, plan_calls, progress, recovery, results, skipping
 from .errors import BrokerUnavailable, PlanError, UserError, WireError
-from .graph import Graph, Step, StepStatus
+from .graph import DONE, Graph, Step, StepStatus
 from .messages import (
     Call,
     Checked,
@@ -78,6 +78,10 @@ class Outcome:
     plan_errors: list[str] = field(default_factory=list)
     interrupted: bool = False
     """Stopped by Ctrl-C after the running steps finished."""
+    cancelled: bool = False
+    """Stopped by a second Ctrl-C: the running steps were cancelled, their leases given up."""
+    not_run: int = 0
+    """Steps of an interrupted build that did not run to the end (cancelled ones included)."""
 
 
 DISPATCH_ROUND = 64
@@ -215,7 +219,13 @@ class Planner:
                     recovery.reconnect(self, exc)
                 except KeyboardInterrupt:
                     if self.outcome.interrupted:
-                        raise  # the second Ctrl-C cancels the running steps too
+                        # The second Ctrl-C cancels the running steps too: their leases
+                        # go back below, and their workers kill them when they renew.
+                        self.outcome.cancelled = True
+                        self.reporter.line(
+                            "INTERRUPT", f"cancelling {len(self._running)} running steps"
+                        )
+                        break
                     recovery.drain(self)
         except BaseException:
             self.slots.close()
@@ -223,6 +233,7 @@ class Planner:
             raise
         self.slots.close()
         if self.outcome.interrupted:
+            self.outcome.not_run = sum(s.status not in DONE for s in self.graph.steps.values())
             finish.save(self, final=False)
             return self.outcome
         finish.report_stuck(self)

@@ -131,7 +131,9 @@ class CallClient:
         try:
             self.flush()
         except (PlanError, UserError) as exc:
-            if not told:  # the plan was not told yet (it printed the error when it was)
+            # A plan error is the planner's to print (its ERROR line); the plan prints
+            # others, once (it did when it was told).
+            if not told and not isinstance(exc, PlanError):
                 print(f"error: {exc}", file=sys.stderr)
             sys.stdout.flush()
             sys.stderr.flush()
