@@ -59,7 +59,9 @@ class ConsoleReporter:
         parts = [_status_line(status, step.key, result.host)]
         if status == "FAIL":
             info = []
-            if result.returncode != 0:
+            if result.returncode == -1 and result.error and not (result.stdout or result.stderr):
+                pass  # the command never started; the error says why
+            elif result.returncode != 0:
                 info.append(f"Command exited with status {result.returncode}")
             if result.error:
                 info.append(result.error[0].upper() + result.error[1:])

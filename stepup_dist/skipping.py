@@ -77,7 +77,10 @@ def on_checked(p: "Planner", checked: Checked) -> None:
         del p._checks[checked.request]
         p._check_sent.pop(checked.request, None)
         p._in_flight.discard(f"check:{checked.request}")
-        p._plan_error(f"hash check refused on {checked.host}: {checked.error}")
+        paths = ", ".join(path for _, path in asked)
+        # The worker's reason says `refused ...` itself, when it refused.
+        how = "" if checked.error.startswith("refused") else "failed: "
+        p._plan_error(f"hash check of {paths} on {checked.host} {how}{checked.error}")
         return
     if asked is None or len(asked) != len(checked.states):
         return

@@ -53,17 +53,29 @@ def assert_one_error_line(result: Result, code: ExitCode, *names: str) -> str:
     return line
 
 
+def assert_one_plan_error(result: Result, *names: str) -> str:
+    """The build exited with 2 and printed the plan error (the one line naming all `names`)
+    once: as its ERROR line, where it happened; not again from plan.py, nor on stderr."""
+    shown = f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+    assert result.returncode == ExitCode.USAGE, shown
+    assert_no_traceback(result)
+    assert nonblank(result.stderr) == [], shown
+    (line,) = [line for line in result.stdout.splitlines() if all(n in line for n in names)]
+    assert line in [f"{'ERROR':>10} │ {text}" for text in result.lines("ERROR")], shown
+    return line
+
+
 def build_plan(project: Project, body: str, *args: str) -> Result:
     project.plan(HEADER + textwrap.dedent(body))
     return project.build("-w", "2", *args, timeout=BUILD_TIMEOUT)
 
 
-# Plan errors: exit 2
+# Plan errors: exit 2, each printed once (its ERROR line)
 
 
 def test_undefined_pool(project: Project) -> None:
     result = build_plan(project, 'step("echo hi > a.txt", out="a.txt", pool="nope")\n')
-    line = assert_one_error_line(result, ExitCode.USAGE, "'nope'")
+    line = assert_one_plan_error(result, "undefined pool", "'nope'")
     assert "undefined pool" in line
     assert not (project.root / "a.txt").exists()
 
@@ -72,27 +84,27 @@ def test_undefined_pool(project: Project) -> None:
 def test_pool_size_not_a_positive_integer(project: Project, size: str) -> None:
     body = f'pool("gpu", {size})\nstep("echo hi > a.txt", out="a.txt", pool="gpu")\n'
     result = build_plan(project, body)
-    line = assert_one_error_line(result, ExitCode.USAGE, "'gpu'")
+    line = assert_one_plan_error(result, "positive integer", "'gpu'")
     assert "positive integer" in line
 
 
 def test_missing_static_input(project: Project) -> None:
     result = build_plan(project, 'static("nothere.txt")\n')
-    line = assert_one_error_line(result, ExitCode.USAGE, "nothere.txt")
+    line = assert_one_plan_error(result, "missing static input", "nothere.txt")
     assert "missing static input" in line
 
 
 def test_two_steps_same_output(project: Project) -> None:
     body = 'step("echo a > x.txt", out="x.txt")\nstep("echo b > x.txt", out="x.txt")\n'
     result = build_plan(project, body)
-    line = assert_one_error_line(result, ExitCode.USAGE, "x.txt")
+    line = assert_one_plan_error(result, "two steps", "x.txt")
     assert "two steps" in line
 
 
 def test_dependency_cycle(project: Project) -> None:
     body = 'step("cp x y", inp="x", out="y")\nstep("cp y x", inp="y", out="x")\n'
     result = build_plan(project, body)
-    line = assert_one_error_line(result, ExitCode.USAGE, "'cp x y'", "'cp y x'")
+    line = assert_one_plan_error(result, "cycle", "'cp x y'", "'cp y x'")
     assert "cycle" in line
 
 

@@ -220,6 +220,32 @@ def test_a_plan_error_is_printed_once(project: Project) -> None:
     assert _mentions(result, "undefined pool 'nope'") == 1, result.stdout + result.stderr
 
 
+def test_a_folder_outside_the_roots_is_refused_in_words_said_once(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "data.txt").write_text("hi\n")
+    project = Project(tmp_path / "proj")
+    project.root.mkdir()
+    (project.root / "sub").symlink_to(outside)  # the local workers serve proj alone
+    project.plan(
+        HEAD + 'static("sub/", "sub/data.txt")\n'
+        'step("cat data.txt > copy.txt", inp="data.txt", out="copy.txt", workdir="sub/")\n'
+    )
+    checked = project.build("-w1")
+    project.plan(HEAD + 'step("echo x > y.txt", out="y.txt", workdir="sub/")\n')
+    ran = project.build("-w1")
+    for result in (checked, ran):
+        shown = result.stdout + result.stderr
+        assert result.returncode != 0, shown
+        assert shown.lower().count("refused") == 1, shown
+        assert "outside the roots" in shown, shown
+        assert "neither static nor made by any step" not in shown, shown
+    (stuck,) = checked.lines("STUCK")
+    assert "no worker checked" not in stuck, stuck
+    # The command never started: no exit status to show.
+    assert "exited with status" not in ran.stdout, ran.stdout
+
+
 # Hints
 
 

@@ -72,7 +72,8 @@ def test_secret_mismatch_ends_the_build_with_the_reason(
     shown = result.stdout + result.stderr + log
     # The first job is the hash check of plan.py: its refusal is a plan error (exit 2).
     assert result.returncode == ExitCode.USAGE, shown
-    assert "hash check refused on" in result.stdout, shown
+    assert "hash check of plan.py on " in result.stdout, shown
+    assert result.stdout.count("refused") == 1, shown
     assert reason in result.stdout, shown
     assert "Traceback" not in shown
     assert not (project.root / "x.txt").exists()
