@@ -222,8 +222,9 @@ class Planner:
                         # The second Ctrl-C cancels the running steps too: their leases
                         # go back below, and their workers kill them when they renew.
                         self.outcome.cancelled = True
+                        n = len(self._running)
                         self.reporter.line(
-                            "INTERRUPT", f"cancelling {len(self._running)} running steps"
+                            "INTERRUPT", f"cancelling {n} running step{'s' * (n != 1)}"
                         )
                         break
                     recovery.drain(self)
