@@ -222,7 +222,7 @@ def _count(planner: "Planner", started: dict[str, float], workers: int, now: flo
     """
     steps = planner.graph.steps
     old = planner.old_records
-    running_keys = planner._running
+    running_keys = planner.jobs.running
     # Enum members hash in Python; their ids hash in C.
     ids = list(map(id, map(_STATUS, steps.values())))
     by_id = Counter(ids)
@@ -275,11 +275,11 @@ def _user() -> str:
 
 def build_report(planner: "Planner", started: float) -> BuildReport:
     """The planner's report of its build (main thread only): counts, ETA and hosts."""
-    counts, eta, _ = _count(planner, {}, max(1, len(planner._running)), time.monotonic())
+    counts, eta, _ = _count(planner, {}, max(1, len(planner.jobs.running)), time.monotonic())
     ended: Counter[str] = Counter()
     failed: Counter[str] = Counter()
     steps = planner.graph.steps
-    for key, host in planner._hosts.items():
+    for key, host in planner.jobs.hosts.items():
         step = steps.get(key)
         if step is None or step.status not in (StepStatus.SUCCEEDED, StepStatus.FAILED):
             continue

@@ -180,7 +180,8 @@ def run_worker(
             # RQ's bookkeeping at the end of its loop (register_death) met the outage.
             log.warning("lost the server (%s)", exc)
             worked = False
-        if burst or worker._shutdown_requested_date is not None:  # SIGTERM or Ctrl-C
+        # RQ notes a SIGTERM or Ctrl-C only in this member; it has no public way to ask.
+        if burst or worker._shutdown_requested_date is not None:  # noqa: SLF001
             return worked
         # RQ left its loop because the server went away (restart, dropped connection):
         # serve again once it is back, under the same name.
