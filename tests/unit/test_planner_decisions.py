@@ -19,7 +19,6 @@ import xxhash
 from stepup_dist.broker.broker import WorkerGroup
 from stepup_dist.broker.memory import MemoryBroker, QueuedJob
 from stepup_dist.errors import WireError
-from stepup_dist.graph import Step
 from stepup_dist.messages import (
     Call,
     Checked,
@@ -30,7 +29,8 @@ from stepup_dist.messages import (
     Started,
     StepDone,
 )
-from stepup_dist.planner import Outcome, Planner
+from stepup_dist.planner.graph import Step
+from stepup_dist.planner.loop import Outcome, Planner
 
 
 class Clock:

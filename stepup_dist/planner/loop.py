@@ -21,12 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from . import finish, plan_calls, progress, recovery, results, skipping
-from .checks import Checks
-from .errors import BrokerUnavailable, PlanError, UserError, WireError
-from .graph import Graph, Step, StepStatus
-from .jobs import Jobs
-from .messages import (
+from ..errors import BrokerUnavailable, PlanError, UserError, WireError
+from ..messages import (
     Call,
     Checked,
     CheckJob,
@@ -38,6 +34,11 @@ from .messages import (
     StepDone,
     Wake,
 )
+from ..status import BuildReport
+from . import finish, plan_calls, progress, recovery, results, skipping
+from .checks import Checks
+from .graph import Graph, Step, StepStatus
+from .jobs import Jobs
 from .pools import PoolBroker, PoolKeeper
 from .routing import Group, Router
 from .store import Record, Store
@@ -54,7 +55,7 @@ RECONNECT_FOR = 60.0
 class Broker(PoolBroker, Protocol):
     def server_id(self) -> str: ...
     def keep_alive(self, build: str, lease: float) -> None: ...
-    def report(self, report: progress.BuildReport, ttl: float) -> None: ...
+    def report(self, report: BuildReport, ttl: float) -> None: ...
     def live_runs(self, build: str, tokens: list[str]) -> set[str]: ...
     def local_queue(self, build: str) -> str: ...
     def host_queue(self, queue: str, host: str) -> str: ...

@@ -3,12 +3,12 @@
 import time
 from typing import TYPE_CHECKING
 
+from ..errors import BrokerUnavailable
 from . import skipping
-from .errors import BrokerUnavailable
 from .graph import Step, StepStatus
 
 if TYPE_CHECKING:
-    from .planner import Planner
+    from .loop import Planner
 
 __all__ = ("drain", "find_lost", "find_lost_jobs", "lost_step", "reconnect", "rerun_due")
 
