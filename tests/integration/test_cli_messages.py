@@ -17,7 +17,7 @@ import pytest
 from stepup_dist.broker.keys import Keys
 from stepup_dist.config import load_config
 from stepup_dist.errors import ExitCode
-from stepup_dist.worker import worker_queue
+from stepup_dist.worker.serve import worker_queue
 from tests.conftest import BIN, Project, Result, run_cli
 from tests.integration.test_pools import processes_running, stop
 
