@@ -146,3 +146,31 @@ def test_dashboard_over_tls(tls_server: AclServer) -> None:
     finally:
         shown += dashboard.stop()
     assert_no_password(tls_server, *shown)
+
+
+def test_status_and_pool_take_the_tls_files_as_flags(tls_server: AclServer, tmp_path: Path) -> None:
+    assert tls_server.tls is not None
+    files = tls_server.tls
+    flags = ["--tls-ca", str(files.ca), "--tls-cert", str(files.client_cert)]
+    flags += ["--tls-key", str(files.client_key), "--prefix", "tls"]
+    env = clean_env(STEPUP_DIST_REDIS_URL=tls_server.url("admin"))
+    shown = {}
+    for command in (
+        ["pool", "set", "lic", "2"],
+        ["pool", "list"],
+        ["status"],
+        ["pool", "rm", "lic"],
+    ):
+        proc = subprocess.run(
+            ["stepup-dist", *command, *flags],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert proc.returncode == ExitCode.OK, proc.stdout + proc.stderr
+        shown[command[-1]] = proc.stdout
+    assert "cluster:lic" in shown["list"], shown
+    assert "cluster:lic" in shown["status"], shown
