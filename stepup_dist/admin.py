@@ -63,7 +63,7 @@ def pool_list(config: Config, as_json: bool = False) -> str:
 def status(config: Config, as_json: bool = False) -> str:
     sems = _semaphores(config)
     assert config.redis_url is not None
-    pools = sems.status()
+    pools = sems.status(every=True)
     queues: dict[str, Any] = queue_status(connect_config(config), Keys(config.prefix))
     hosts = sems.hosts(max_age=HOST_MAX_AGE)
     for worker in queues["workers"]:

@@ -29,7 +29,7 @@ _POOLS = (
     "time", "exists", "incr", "pexpire",
     "hget", "hgetall", "hset", "hdel",
     "zadd", "zcard", "zrange", "zrangebyscore", "zrank", "zrem", "zremrangebyscore", "zscore",
-    "hlen", "zmscore",
+    "hlen", "zmscore", "zcount",
 )  # fmt: skip
 
 PLANNER = (
