@@ -4,7 +4,7 @@ import time
 from typing import TYPE_CHECKING
 
 from . import skipping
-from .errors import BrokerUnavailable
+from .errors import BrokerUnavailable, GrantMissing
 from .graph import Step, StepStatus
 
 if TYPE_CHECKING:
@@ -17,7 +17,12 @@ MAX_ATTEMPTS = 3
 
 
 def reconnect(p: "Planner", exc: BrokerUnavailable) -> None:
-    """The server went away: retry with backoff, then resend what may have been lost."""
+    """The server went away: retry with backoff, then resend what may have been lost.
+
+    A missing grant is no outage: reconnecting would meet it again, forever.
+    """
+    if isinstance(exc, GrantMissing):
+        raise exc
     p.reporter.line("REDIS", f"{exc}; reconnecting")
     deadline = time.monotonic() + p.reconnect
     delay = 0.2

@@ -16,7 +16,7 @@ All see only keys and channels under `{prefix}:` (`~{prefix}:*`, `&{prefix}:*`).
 and only admin gets `SCAN` (it lists key names whatever the key patterns).
 """
 
-__all__ = ("ADMIN", "PLANNER", "ROLES", "WORKER", "acl_rule", "setuser_line")
+__all__ = ("ADMIN", "PLANNER", "ROLES", "SCRIPTS", "WORKER", "acl_rule", "setuser_line")
 
 # Not CLIENT SETINFO: Redis 7.0 does not know it (so a rule naming it fails there), and
 # redis-py ignores its refusal. Not CLIENT LIST: it shows every client of the server.
@@ -78,6 +78,17 @@ ROLES = {
     "both": tuple(dict.fromkeys(PLANNER + WORKER)),
     "admin": tuple(dict.fromkeys(PLANNER + WORKER + ADMIN)),
 }
+
+
+SCRIPTS = {
+    "acquire": ("planner",),
+    "renew": ("planner", "worker"),
+    "release": ("planner", "worker"),
+    "host": ("worker",),
+}
+"""The roles that run each Lua script of `lua/` (admin includes both). A command refused
+inside a script ends it half done, so each of these roles must grant every command its
+scripts call: `tests/unit/test_acl.py` reads the scripts and checks."""
 
 
 def acl_rule(role: str, prefix: str) -> list[str]:

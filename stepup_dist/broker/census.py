@@ -9,8 +9,8 @@ from typing import Any
 
 import redis
 
-from ..errors import BrokerUnavailable
 from ..progress import Census, PoolWatch
+from .connection import refusal
 from .keys import Keys
 
 __all__ = ("CensusReader",)
@@ -49,7 +49,7 @@ class CensusReader:
                         pipe.hget(k.pool_sizes, pool.name)
                 answers = pipe.execute()
         except redis.RedisError as exc:
-            raise BrokerUnavailable(f"cannot read the workers and pools: {exc}") from exc
+            raise refusal(exc, "cannot read the workers and pools") from exc
         states = answers[: len(workers)]
         # A worker that died leaves its key in the set until RQ cleans up; its hash expired.
         busy = sum(1 for s in states if s == b"busy")

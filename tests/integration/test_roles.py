@@ -151,6 +151,9 @@ class Build:
                 self._chunks.append(data)
         os.close(fd)
 
+    def ended(self) -> bool:
+        return self.proc.poll() is not None
+
     def finish(self, timeout: float = 120) -> tuple[int, str]:
         try:
             self.proc.wait(timeout)
@@ -241,10 +244,10 @@ def stop_workers(d: Deployed) -> None:
     assert listed.stdout.count("ENDED") == len(pids), listed.stdout
 
 
-def wait_for_waiters(d: Deployed, pool_id: str) -> dict:
+def wait_for_waiters(d: Deployed, pool_id: str, builds: list[Build]) -> dict:
     """Poll `pool list` as the planner until a build waits in line for `pool_id`."""
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not all(b.ended() for b in builds):
         listed = d.run(PLANNER, "pool", "list", "--json")
         assert listed.returncode == ExitCode.OK, listed.stderr
         (pool,) = [p for p in json.loads(listed.stdout) if p["id"] == pool_id]
@@ -281,7 +284,7 @@ def exercise(d: Deployed, tmp_path: Path, *, lease: str = "") -> None:
     extra = {"STEPUP_DIST_LEASE": lease} if lease else {}
     builds = [d.start_build(p.root, **extra) for p in projects]
     try:
-        wait_for_waiters(d, "cluster:lic")
+        wait_for_waiters(d, "cluster:lic", builds)
         status = d.run(ADMIN, "status")
         assert status.returncode == ExitCode.OK, status.stderr
         assert "cluster:lic" in status.stdout
