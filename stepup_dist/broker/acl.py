@@ -9,7 +9,8 @@ servers with exactly these rules, so a command missing here fails the tests.
 - worker (`stepup-worker`, and the API calls of the steps it runs): RQ's worker bookkeeping
   (registration, heartbeats, registries, results, its command channel), the claim of each
   signed job, reports to inboxes, pool leases, and what a step's API call needs.
-- admin (`stepup-dist status`, `stepup-dist pool ...`): both of the above, plus `SCAN`.
+- admin (`stepup-dist status`): both of the above, plus `SCAN` to find every pool. `pool
+  list` needs no SCAN (the cluster pools are known keys): every role may run it.
 
 All see only keys and channels under `{prefix}:` (`~{prefix}:*`, `&{prefix}:*`). None gets
 `KEYS`, `FLUSH*`, `CONFIG`, `CLIENT KILL`, `MONITOR` or any other administrative command,
@@ -68,7 +69,7 @@ WORKER = (
 """Commands `stepup-worker` runs, and the API calls of its steps (`rpush`, `blpop`, `del`)."""
 
 ADMIN = ("scan", "llen")
-"""Added for `stepup-dist status` and `stepup-dist pool ...`, which list the pools with SCAN.
+"""Added for `stepup-dist status`, which finds every pool with SCAN.
 SCAN can list the key names of every prefix (ACL key patterns do not filter it): give this
 role to operators only."""
 
@@ -88,7 +89,7 @@ SCRIPTS = {
 }
 """The roles that run each Lua script of `lua/` (admin includes both). A command refused
 inside a script ends it half done, so each of these roles must grant every command its
-scripts call: `tests/unit/test_acl.py` reads the scripts and checks."""
+scripts call: `tests/unit/test_lua_grants.py` reads the scripts and checks."""
 
 
 def acl_rule(role: str, prefix: str) -> list[str]:

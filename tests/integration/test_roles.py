@@ -94,8 +94,8 @@ class Deployed:
     def start_build(self, project: Path, *, tty: bool = False, **extra: str) -> "Build":
         return Build(project, self.env(PLANNER, **extra), tty)
 
-    def finish(self, build: "Build") -> tuple[int, str]:
-        code, out = build.finish()
+    def finish(self, build: "Build", timeout: float = 120) -> tuple[int, str]:
+        code, out = build.finish(timeout)
         self.outputs.append(f"$ {PLANNER}: stepup-dist build -w0\n{out}")
         return code, out
 
@@ -349,3 +349,20 @@ def test_a_missing_grant_is_caught(
     problems = check(deployed, tmp_path, lease="3")
     refused = f"ACL LOG: {user} refused command {command} "
     assert any(p.startswith(refused) for p in problems), "\n".join(problems)
+
+
+def test_a_build_missing_a_grant_stops_in_one_line(deployed: Deployed) -> None:
+    """A refusal inside a Lua script is no lost server: no reconnecting forever."""
+    d = deployed
+    assert d.run(ADMIN, "pool", "set", "lic", "1").returncode == ExitCode.OK
+    start_workers(d, 1)
+    d.operator.execute_command("ACL", "SETUSER", PLANNER, "-zrank")
+    project = Project(d.root / "p")
+    project.plan('from stepup.core.api import step\nstep("echo hi", pool="lic")\n')
+    code, out = d.finish(d.start_build(project.root), timeout=60)
+    assert code == ExitCode.USAGE, out
+    assert "Traceback" not in out
+    (line,) = [x for x in out.splitlines() if x.startswith("stepup-dist: error:")]
+    assert "cannot acquire pool slots: the Redis user lacks a grant" in line
+    assert "'zrank'" in line
+    assert "reconnecting" not in out

@@ -8,6 +8,7 @@ scripts, so a new command in a script fails here before it fails on a cluster.
 
 import re
 from importlib.resources import files
+from pathlib import Path
 
 import pytest
 
@@ -47,3 +48,28 @@ def test_a_missing_command_is_found(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(ROLES, "worker", worker)
     with pytest.raises(AssertionError, match=r"release.lua calls \['zcount'\]"):
         test_roles_grant_what_the_script_calls("release")
+
+
+def documented() -> dict[str, set[str]]:
+    """Each role's commands as the table in docs/security.md lists them."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "security.md").read_text()
+    table = text.split("## The roles and their commands", 1)[1].split("\n## ", 1)[0]
+    listed: dict[str, set[str]] = {"planner": set(), "worker": set(), "admin": set()}
+    for row in table.splitlines():
+        cells = [c.strip() for c in re.split(r"(?<!\\)\|", row)[1:-1]]
+        if len(cells) != 3 or not cells[0].startswith("`"):
+            continue
+        names = {n.replace("\\|", "|") for n in re.findall(r"`([^`]+)`", cells[0])}
+        for role in cells[1].split(", "):
+            listed[role] |= names
+    listed["admin"] |= listed["planner"] | listed["worker"]
+    return listed
+
+
+def test_the_docs_list_each_roles_commands() -> None:
+    listed = documented()
+    for role in ("planner", "worker", "admin"):
+        assert listed[role] == set(ROLES[role]), (
+            f"docs/security.md, role {role}: not listed {sorted(set(ROLES[role]) - listed[role])}"
+            f", not granted {sorted(listed[role] - set(ROLES[role]))}"
+        )
