@@ -27,6 +27,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -257,11 +258,14 @@ def wait_for_waiters(d: Deployed, pool_id: str, builds: list[Build]) -> dict:
     raise AssertionError(f"nobody waited for {pool_id}")
 
 
-def exercise(d: Deployed, tmp_path: Path, *, lease: str = "") -> None:
+def exercise(
+    d: Deployed, tmp_path: Path, *, lease: str = "", steps: int = 3, sleep: float = 1.0
+) -> None:
     """Everything the three roles run, each as its own user; fails on what did not work.
 
     `lease` (seconds) shortens the leases of the two builds that share a pool (the wake-up
-    check then proves less: a build that was not woken retries after a third of a lease).
+    check then proves less: a build that was not woken retries after a third of a lease);
+    each runs `steps` steps of `sleep` seconds.
     """
     # Pools, as the admin and as the planner.
     for user in (ADMIN, PLANNER):
@@ -280,7 +284,7 @@ def exercise(d: Deployed, tmp_path: Path, *, lease: str = "") -> None:
     times = tmp_path / "times.txt"
     projects = [Project(d.root / f"p{n}") for n in range(2)]
     for n, project in enumerate(projects):
-        project.plan(timed_plan(times, f"b{n}-", 3, 1.0, "lic"))
+        project.plan(timed_plan(times, f"b{n}-", steps, sleep, "lic"))
     extra = {"STEPUP_DIST_LEASE": lease} if lease else {}
     builds = [d.start_build(p.root, **extra) for p in projects]
     try:
@@ -295,7 +299,7 @@ def exercise(d: Deployed, tmp_path: Path, *, lease: str = "") -> None:
     for code, out in results:
         assert code == ExitCode.OK, out + d.worker_log()
     ran = spans(times)
-    assert len(ran) == 6
+    assert len(ran) == 2 * steps
     ordered = sorted(ran, key=lambda s: s[1])
     for before, after in itertools.pairwise(ordered):
         assert after[1] >= before[2] - 0.05, f"two steps held the pool of 1 at once: {ordered}"
@@ -316,7 +320,7 @@ def exercise(d: Deployed, tmp_path: Path, *, lease: str = "") -> None:
     assert "could not" not in d.worker_log(), d.worker_log()
 
 
-def check(d: Deployed, tmp_path: Path, **options: str) -> list[str]:
+def check(d: Deployed, tmp_path: Path, **options: Any) -> list[str]:
     """Run everything; return what went wrong: a failed check, then every refusal."""
     problems = []
     try:
@@ -346,7 +350,7 @@ def test_a_missing_grant_is_caught(
 ) -> None:
     assert command in ROLES[user.removeprefix("stepup-")]
     deployed.operator.execute_command("ACL", "SETUSER", user, f"-{command}")
-    problems = check(deployed, tmp_path, lease="3")
+    problems = check(deployed, tmp_path, lease="3", steps=2, sleep=0.5)
     refused = f"ACL LOG: {user} refused command {command} "
     assert any(p.startswith(refused) for p in problems), "\n".join(problems)
 
