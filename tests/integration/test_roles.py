@@ -226,8 +226,8 @@ def spans(log: Path) -> list[tuple[str, float, float]]:
     return sorted((tag, float(start), float(end)) for tag, start, end in rows)
 
 
-def start_workers(d: Deployed, count: int) -> None:
-    started = d.run(WORKER, "workers", "--local", str(count))
+def start_workers(d: Deployed, count: int, *options: str) -> None:
+    started = d.run(WORKER, "workers", "--local", str(count), *options)
     assert started.returncode == ExitCode.OK, started.stdout + started.stderr
     assert "not serving yet" not in started.stdout, started.stdout + d.worker_log()
 
@@ -277,7 +277,8 @@ def exercise(
         assert d.run(user, "pool", "rm", "gone").returncode == ExitCode.OK
         assert "cluster:gone" not in d.run(user, "pool", "list").stdout
 
-    start_workers(d, 3)
+    # Host resources: workers register what their host offers (host.lua).
+    start_workers(d, 3, "--resources", "gpu:1")
     assert d.run(WORKER, "workers", "list").stdout.count("RUNNING") == 3
 
     # Two builds contend for a cluster pool of 1: they wait, are woken and take turns.
@@ -308,13 +309,19 @@ def exercise(
 
     # On a terminal: the progress line reads workers and pools. With a short lease, the
     # worker renews while a step runs, the planner renews its queued steps; a plan pool of
-    # 1 whose release finds the build waiting for it.
+    # 1 whose release finds the build waiting for it; a step that needs a host resource.
     renewed = Project(d.root / "renewed")
-    renewed.plan(timed_plan(tmp_path / "renewed.txt", "r", 2, 1.5, "q", size=1))
+    plan = timed_plan(tmp_path / "renewed.txt", "r", 2, 1.5, "q", size=1)
+    renewed.plan(plan + 'step("echo gpu > gpu.txt", out="gpu.txt", resources="gpu:1")\n')
     code, out = d.finish(d.start_build(renewed.root, tty=True, STEPUP_DIST_LEASE="3"))
     assert code == ExitCode.OK, out + d.worker_log()
     assert len(spans(tmp_path / "renewed.txt")) == 2
+    assert (renewed.root / "gpu.txt").read_text() == "gpu\n"
     assert re.search(r"workers \d+ busy", out), f"no census on the progress line:\n{out}"
+    # Again: the hash checks on the workers find nothing changed.
+    code, out = d.finish(d.start_build(renewed.root))
+    assert code == ExitCode.OK, out + d.worker_log()
+    assert out.count("SKIP") >= 3, out
 
     stop_workers(d)
     assert "could not" not in d.worker_log(), d.worker_log()
@@ -336,23 +343,27 @@ def test_each_role_runs_its_commands(deployed: Deployed, tmp_path: Path) -> None
 
 
 @pytest.mark.parametrize(
-    ("user", "command"),
+    ("user", "command", "told"),
     [
-        (WORKER, "zcount"),  # release.lua, when a pool has waiters
-        (WORKER, "hlen"),  # release.lua, after it
-        (PLANNER, "zrank"),  # acquire.lua
-        (PLANNER, "smembers"),  # the progress line, whose errors the planner swallows
-        (ADMIN, "scan"),  # stepup-dist status
+        # release.lua, when a pool has waiters, and after it
+        (WORKER, "zcount", "WARNING could not release pool slots of "),
+        (WORKER, "hlen", "WARNING could not release pool slots of "),
+        (PLANNER, "zrank", "stepup-dist: error: cannot acquire pool slots: "),  # acquire.lua
+        (PLANNER, "smembers", "WARNING │ the status line shows no workers and pools: "),
+        (ADMIN, "scan", "stepup-dist: error: cannot list every pool (SCAN is for the admin"),
     ],
 )
 def test_a_missing_grant_is_caught(
-    deployed: Deployed, tmp_path: Path, user: str, command: str
+    deployed: Deployed, tmp_path: Path, user: str, command: str, told: str
 ) -> None:
     assert command in ROLES[user.removeprefix("stepup-")]
     deployed.operator.execute_command("ACL", "SETUSER", user, f"-{command}")
     problems = check(deployed, tmp_path, lease="3", steps=2, sleep=0.5)
     refused = f"ACL LOG: {user} refused command {command} "
     assert any(p.startswith(refused) for p in problems), "\n".join(problems)
+    # The user is told, with the server's words.
+    cause = f"no permissions to run the '{command}' command"
+    assert any(told in p and cause in p for p in problems), "\n".join(problems)
 
 
 def test_a_build_missing_a_grant_stops_in_one_line(deployed: Deployed) -> None:
