@@ -151,8 +151,10 @@ def main() -> None:
         median, worst = statistics.median(gaps), max(gaps)
         print(f"hand-off (s): median {median:.3f}, worst {worst:.3f}, over {len(gaps)}")
     print(f"ACL LOG refusals: {len(refused)}")
-    for entry in refused:
-        print(f"    {entry}")
+    for e in refused:
+        print(
+            f"    {e['username']}: {e['reason']} {e['object']} ({e['context']}, {e['count']} times)"
+        )
 
 
 if __name__ == "__main__":
