@@ -9,10 +9,13 @@ servers with exactly these rules, so a command missing here fails the tests.
 - worker (`stepup-worker`, and the API calls of the steps it runs): RQ's worker bookkeeping
   (registration, heartbeats, registries, results, its command channel), the claim of each
   signed job, reports to inboxes, pool leases, and what a step's API call needs.
-- admin (`stepup-dist status`): both of the above, plus `SCAN` to find every pool. `pool
-  list` needs no SCAN (the cluster pools are known keys): every role may run it.
+- admin (`stepup-dist status`, `stepup-dist dashboard`): both of the above, plus `SCAN` to
+  find every pool. `pool list` needs no SCAN (the cluster pools are known keys): every role
+  may run it.
 
-All see only keys and channels under `{prefix}:` (`~{prefix}:*`, `&{prefix}:*`). None gets
+All see only keys and channels under `{prefix}:` (`~{prefix}:*`, `&{prefix}:*`), and the
+keys under the shared prefix (`~{shared}:*`: cluster pools, host resources, wake-ups), when
+one is given: people with prefixes of their own share pools there (`docs/security.md`). None gets
 `KEYS`, `FLUSH*`, `CONFIG`, `CLIENT KILL`, `MONITOR` or any other administrative command,
 and only admin gets `SCAN` (it lists key names whatever the key patterns).
 """
@@ -30,7 +33,9 @@ _POOLS = (
     "time", "exists", "incr", "pexpire",
     "hget", "hgetall", "hset", "hdel",
     "zadd", "zcard", "zrange", "zrangebyscore", "zrank", "zrem", "zremrangebyscore", "zscore",
-    "hlen", "zmscore", "zcount",
+    "hlen", "zmscore",
+    # release.lua counts the live holders of a pool that has waiters
+    "zcount",
 )  # fmt: skip
 
 PLANNER = (
@@ -43,8 +48,11 @@ PLANNER = (
     *_POOLS,
     # RQ reads the server's version
     "info",
-    # the progress line counts busy and idle workers (RQ's worker set, and `hget` of each)
+    # the progress line counts busy and idle workers (RQ's worker set, and `hget` of each);
+    # the routing reads which workers serve which queue (RQ's per-queue worker sets)
     "smembers",
+    # a finished build takes its local workers' queue out of RQ's set of queues
+    "srem",
 )  # fmt: skip
 """Commands `stepup-dist build` runs (with `-w0`)."""
 
@@ -69,7 +77,7 @@ WORKER = (
 """Commands `stepup-worker` runs, and the API calls of its steps (`rpush`, `blpop`, `del`)."""
 
 ADMIN = ("scan", "llen")
-"""Added for `stepup-dist status`, which finds every pool with SCAN.
+"""Added for `stepup-dist status` and `stepup-dist dashboard`, which find every pool with SCAN.
 SCAN can list the key names of every prefix (ACL key patterns do not filter it): give this
 role to operators only."""
 
@@ -92,12 +100,14 @@ inside a script ends it half done, so each of these roles must grant every comma
 scripts call: `tests/unit/test_lua_grants.py` reads the scripts and checks."""
 
 
-def acl_rule(role: str, prefix: str) -> list[str]:
-    """ACL rules (without `on` and password) for `role` confined to `prefix`."""
+def acl_rule(role: str, prefix: str, shared: str | None = None) -> list[str]:
+    """ACL rules (without `on` and password) for `role` confined to `prefix` (and the
+    shared prefix `shared`, where cluster pools live)."""
     commands = ROLES[role]
+    patterns = [f"~{prefix}:*"] + ([f"~{shared}:*"] if shared and shared != prefix else [])
     return [
         "resetkeys",
-        f"~{prefix}:*",
+        *patterns,
         "resetchannels",
         f"&{prefix}:*",
         "-@all",
@@ -105,6 +115,6 @@ def acl_rule(role: str, prefix: str) -> list[str]:
     ]
 
 
-def setuser_line(user: str, role: str, prefix: str) -> str:
+def setuser_line(user: str, role: str, prefix: str, shared: str | None = None) -> str:
     """An `ACL SETUSER` line with a placeholder for the password."""
-    return " ".join(["ACL SETUSER", user, "on", ">PASSWORD", *acl_rule(role, prefix)])
+    return " ".join(["ACL SETUSER", user, "on", ">PASSWORD", *acl_rule(role, prefix, shared)])

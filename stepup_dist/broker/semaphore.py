@@ -48,6 +48,8 @@ class Holder:
     host: str
     since: float
     """Unix time (server clock) at which the slot was taken."""
+    units: int = 1
+    """Units held (more than 1 only for host resources)."""
 
 
 @dataclass(frozen=True)
@@ -306,6 +308,7 @@ class Semaphores:
             for pid in sorted(ids):
                 live = c.zrangebyscore(k.pool_holders(pid), f"({now}", "+inf")
                 info = c.hgetall(k.pool_info(pid))
+                units = c.hgetall(k.pool_units(pid)) if pid.startswith("host:") else {}
                 alive = {
                     w.decode() for w in c.zrangebyscore(k.pool_waiting(pid), f"({now}", "+inf")
                 }
@@ -314,7 +317,10 @@ class Semaphores:
                 for token in live:
                     text = info.get(token, b"\t\t\t0").decode()
                     build, step, host, since = text.split("\t")
-                    holders.append(Holder(token.decode(), build, step, host, int(since) / 1000))
+                    held = int(units.get(token, 1))
+                    holders.append(
+                        Holder(token.decode(), build, step, host, int(since) / 1000, held)
+                    )
                 size = (
                     sizes.get(pid.removeprefix("cluster:")) if pid.startswith("cluster:") else None
                 )
@@ -324,15 +330,17 @@ class Semaphores:
         return result
 
     def _scan_pool_ids(self) -> set[str]:
+        k = self._keys
         c: Any = self._client
+        ids: set[str] = set()
         try:
-            return {
-                self._keys.pool_id_of(key.decode())
-                for key in c.scan_iter(self._keys.pool_pattern())
-            }
+            # SCAN's default of 10 keys a call would take thousands of calls beside RQ's jobs.
+            for pattern in k.pool_patterns():
+                ids.update(k.pool_id_of(key.decode()) for key in c.scan_iter(pattern, count=1000))
         except redis.exceptions.NoPermissionError as exc:
             raise refusal(
                 exc,
                 "cannot list every pool (SCAN is for the admin role alone: use the admin "
                 "user, or `stepup-dist pool list` for the cluster pools)",
             ) from exc
+        return ids

@@ -1,26 +1,25 @@
 """The status line: rendering, ETA, truncation, and how it shares the terminal with output."""
 
 import io
+import time
 from types import SimpleNamespace
 
 import pytest
 
-from stepup_dist.graph import Step, StepStatus
-from stepup_dist.messages import StepDone
-from stepup_dist.progress import (
+from stepup_dist.cli.console import ConsoleReporter
+from stepup_dist.cli.status_line import (
     ERASE,
-    Census,
-    Counts,
     LiveReporter,
-    PoolWatch,
-    _count,
-    estimate_eta,
     format_duration,
     render_status,
     truncate,
 )
-from stepup_dist.report import ConsoleReporter
-from stepup_dist.store import Record
+from stepup_dist.messages import StepDone
+from stepup_dist.planner.graph import Step, StepStatus
+from stepup_dist.planner.progress import count as _count
+from stepup_dist.planner.progress import estimate_eta
+from stepup_dist.planner.store import Record
+from stepup_dist.status import Census, Counts, PoolWatch
 
 
 @pytest.mark.parametrize(
@@ -149,7 +148,7 @@ def _planner() -> SimpleNamespace:
         graph=SimpleNamespace(steps=steps),
         old_records=old,
         records={"a": record(1.0)},
-        _running={"c"},
+        jobs=SimpleNamespace(running={"c"}, hosts={}),
         pools={"test": 2},
         build="b1",
     )
@@ -178,3 +177,38 @@ def test_counts_taken_between_rounds_show_with_the_next_line() -> None:
     text = out.getvalue()
     assert text.startswith("   WARNING │ something\n1 done · 1 running · 3 queued · 1 pending")
     assert "│ ETA " in text
+
+
+def test_a_missing_grant_is_told_once_and_not_asked_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from stepup_dist.cli import status_line
+    from stepup_dist.errors import GrantMissing
+
+    monkeypatch.setattr(status_line, "POLL", 0.0)
+    reads = []
+
+    def read(build: str, pools: list) -> Census:
+        reads.append(build)
+        raise GrantMissing("cannot read the workers and pools: the Redis user lacks a grant")
+
+    out = io.StringIO()
+    rep = LiveReporter(out, width=lambda: 200)
+    planner = _planner()
+    rep.watch(planner, read)  # type: ignore[arg-type]
+    try:
+        deadline = time.monotonic() + 10
+        while rep._refused is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        rep.tick()
+        rep.tick()
+        time.sleep(0.2)  # a few redraws of the thread: none reads the server again
+    finally:
+        rep.close()
+    assert reads == ["b1"]
+    warnings = [line for line in out.getvalue().split("\n") if "WARNING" in line]
+    assert len(warnings) == 1, out.getvalue()
+    assert warnings[0].endswith(
+        "WARNING │ the status line shows no workers and pools: cannot read the workers and "
+        "pools: the Redis user lacks a grant"
+    )

@@ -1,0 +1,85 @@
+"""What `stepup-dist pool ...` and `stepup-dist status` show and change on a server."""
+
+import json
+import time
+from dataclasses import asdict
+from typing import Any
+
+from ..broker.census import server_status
+from ..broker.connection import connect_config
+from ..broker.keys import Keys
+from ..broker.semaphore import PoolStatus, Semaphores
+from ..config import Config
+from ..errors import ConfigError, UserError
+
+__all__ = ("pool_list", "pool_rm", "pool_set", "status")
+
+
+def _client(config: Config) -> Any:
+    if config.redis_url is None:
+        raise ConfigError(
+            "this command needs a server: give --redis URL or set STEPUP_DIST_REDIS_URL"
+        )
+    return connect_config(config)
+
+
+def _semaphores(config: Config) -> Semaphores:
+    return Semaphores(_client(config), Keys.of(config))
+
+
+def pool_set(config: Config, name: str, size: int) -> str:
+    if size < 1:
+        raise UserError(f"pool {name!r}: size must be a positive integer, got {size}")
+    if ":" in name or not name.strip():
+        raise UserError(f"pool name {name!r} may not be empty or contain a colon")
+    _semaphores(config).set_size(name, size)
+    return f"pool {name!r} has size {size}"
+
+
+def pool_rm(config: Config, name: str) -> str:
+    if not _semaphores(config).remove(name):
+        raise UserError(f"there is no cluster pool {name!r}")
+    return f"pool {name!r} removed (steps holding a slot keep it until they end)"
+
+
+def _pool_rows(pools: list[PoolStatus]) -> list[str]:
+    now = time.time()
+    lines = [f"{'POOL':<30} {'SIZE':>5} {'HELD':>5} {'WAITING':>8}"]
+    for p in pools:
+        size = "-" if p.size is None else str(p.size)
+        lines.append(f"{p.id:<30} {size:>5} {len(p.holders):>5} {len(p.waiters):>8}")
+        for h in p.holders:
+            held = f"{now - h.since:.0f} s"
+            lines.append(f"    held by build {h.build} on {h.host or '?'} for {held}: {h.step}")
+        for w in p.waiters:
+            lines.append(f"    waiting: build {w}")
+    return lines
+
+
+def pool_list(config: Config, as_json: bool = False) -> str:
+    pools = _semaphores(config).status()
+    if as_json:
+        return json.dumps([asdict(p) for p in pools], indent=2)
+    return "\n".join(_pool_rows(pools))
+
+
+def status(config: Config, as_json: bool = False) -> str:
+    client = _client(config)
+    keys = Keys.of(config)
+    data = server_status(Semaphores(client, keys), client, keys)
+    if as_json:
+        return json.dumps({**data, "pools": [asdict(p) for p in data["pools"]]}, indent=2)
+    queues = data
+    lines = _pool_rows(data["pools"])
+    lines.append("")
+    lines.append(f"queue: {queues['queued']} jobs waiting")
+    lines.append(f"{'WORKER':<32} {'HOST':<16} {'PID':>7} {'STATE':<8} {'BEAT':>6}  STEP")
+    for w in queues["workers"]:
+        lines.append(
+            f"{w['name']:<32} {w['host']:<16} {w['pid']:>7} {w['state']:<8} "
+            f"{w['beat']:>5.0f}s  {w['step']}"
+        )
+        if w["resources"]:
+            offered = ",".join(f"{k}:{v}" for k, v in sorted(w["resources"].items()))
+            lines.append(f"    host offers {offered}")
+    return "\n".join(lines)

@@ -1,0 +1,211 @@
+"""One `stepup-dist build`: server, local workers and planner, started and stopped together."""
+
+import contextlib
+import fcntl
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..broker.server import EmbeddedServer, die_with_parent
+from ..config import Config, to_environ
+from ..errors import ExitCode, UserError
+from ..planner.store import STATE_DIR
+from .console import ConsoleReporter
+from .status_line import LiveReporter, TickingBroker
+
+if TYPE_CHECKING:
+    from ..planner.loop import Outcome
+
+# The planner's modules (redis above all) are imported only once the local workers are
+# starting: their own imports then overlap ours and the server's start-up.
+
+__all__ = ("run_build",)
+
+
+@contextlib.contextmanager
+def _lock(state_dir: Path) -> Iterator[None]:
+    state_dir.mkdir(exist_ok=True)
+    with open(state_dir / "lock", "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(f"another stepup-dist build is running in {state_dir.parent}") from None
+        yield
+
+
+_WORKER_SETTINGS = {
+    "STEPUP_DIST_REDIS_URL", "STEPUP_DIST_REDIS_PASSWORD", "STEPUP_DIST_PREFIX",
+    "STEPUP_DIST_TLS_CA", "STEPUP_DIST_TLS_CERT", "STEPUP_DIST_TLS_KEY",
+    "STEPUP_DIST_SECRET_FILE", "STEPUP_DIST_ROOTS", "STEPUP_DIST_PATH_MAP",
+    "STEPUP_DIST_SHARED_PREFIX", "STEPUP_DIST_GIVE_UP",
+}  # fmt: skip
+
+
+def _start_workers(
+    count: int,
+    config: Config,
+    root: Path,
+    log_path: Path,
+    build: str,
+    *,
+    server_wait: bool = False,
+) -> list[subprocess.Popen]:
+    """Local workers serving only this build, from its own queue, under its root. The
+    server URL, which may hold a password, goes through the environment: a command line is
+    visible to anyone in `ps`."""
+    host = socket.gethostname()
+    # The build's settings replace any the environment has (roots come as --root).
+    env = {k: v for k, v in os.environ.items() if k not in _WORKER_SETTINGS}
+    env.update(to_environ(config))
+    # Local workers see the build's folder where the planner does: a map meant for compute
+    # nodes would make them refuse every step.
+    env.pop("STEPUP_DIST_PATH_MAP", None)
+    if count == 0:
+        return []
+    # One process that imports once and forks the workers (stepup_dist/forking.py), named
+    # host.pid.i: starting 32 interpreters would cost seconds of CPU.
+    cmd = [
+        sys.executable, "-m", "stepup_dist.worker", "--processes", str(count),
+        "--root", str(root), "--name", f"{host}.{os.getpid()}", "--build", build,
+    ]  # fmt: skip
+    if server_wait:
+        cmd.append("--wait-for-server")
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            env=env,
+            preexec_fn=die_with_parent,  # noqa: PLW1509 (the build runs no threads)
+        )
+    return [proc]
+
+
+@contextlib.contextmanager
+def _workers(procs: list[subprocess.Popen]) -> Iterator[None]:
+    """Stop the local workers at the end: let their steps finish, unless cancelled."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        # A second Ctrl-C: cancel. Each dead worker's watchdog kills its step at once.
+        _stop_workers(procs, signal.SIGKILL)
+        raise
+    except BaseException:
+        _stop_workers(procs)
+        raise
+    _stop_workers(procs)
+
+
+def _stop_workers(
+    procs: list[subprocess.Popen], sig: signal.Signals = signal.SIGTERM, grace: float = 10.0
+) -> None:
+    for proc in procs:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(sig)
+    deadline = time.monotonic() + grace
+    for proc in procs:
+        try:
+            proc.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _summary(reporter: ConsoleReporter, outcome: "Outcome", elapsed: float) -> ExitCode:
+    reporter.close()
+    for line in outcome.stuck:
+        reporter.line("STUCK", line)
+    parts = [f"{outcome.succeeded} succeeded", f"{outcome.skipped} skipped"]
+    parts.append(f"{len(outcome.failed)} failed")
+    if outcome.stuck:
+        parts.append(f"{len(outcome.stuck)} blocked")
+    reporter.line("SUMMARY", f"{', '.join(parts)} in {elapsed:.2f} s")
+    if outcome.interrupted:
+        return ExitCode.INTERRUPTED
+    if outcome.plan_errors:
+        for message in outcome.plan_errors:
+            print(f"stepup-dist: error: {message}", file=sys.stderr)
+        return ExitCode.USAGE
+    if outcome.failed or outcome.stuck:
+        return ExitCode.STEP_FAILED
+    return ExitCode.OK
+
+
+def _live() -> bool:
+    """Draw a status line: stdout is a terminal that can erase a line."""
+    return sys.stdout.isatty() and os.environ.get("TERM", "") != "dumb"
+
+
+def run_build(config: Config, root: Path, workers: int, *, quiet: bool = False) -> ExitCode:
+    start = time.monotonic()
+    root = root.resolve()
+    if not (root / "plan.py").is_file():
+        raise UserError(f"there is no plan.py in {root}")
+    state_dir = root / STATE_DIR
+    live = LiveReporter(quiet=quiet, local_workers=workers) if _live() else None
+    reporter = live or ConsoleReporter(quiet=quiet)
+    build = uuid.uuid4().hex[:16]
+    with _lock(state_dir), contextlib.ExitStack() as stack:
+        # Erased before an error is printed, whatever ends the build.
+        stack.callback(reporter.close)
+        log_path = state_dir / "workers.log"
+        embedded = config.redis_url is None
+        procs: list[subprocess.Popen] = []
+        if embedded:
+            server = EmbeddedServer(state_dir)
+            stack.callback(server.stop)  # after the workers have stopped
+            # The embedded server takes no password and no TLS.
+            config = replace(
+                config,
+                redis_url=server.url,
+                redis_password=None,
+                tls_ca=None,
+                tls_cert=None,
+                tls_key=None,
+            )
+            # The workers wait for the server (its socket is known before it starts).
+            procs = _start_workers(workers, config, root, log_path, build, server_wait=True)
+            stack.enter_context(_workers(procs))
+            server.start()
+        from ..broker.broker import RedisBroker
+        from ..broker.census import CensusReader
+        from ..broker.connection import connect_config
+        from ..broker.keys import Keys
+        from ..planner.loop import Planner
+
+        client = connect_config(config)
+        broker = RedisBroker(client, Keys.of(config), config.keyring)
+        if not embedded:  # a server of its own reached: now the workers
+            procs = _start_workers(workers, config, root, log_path, build)
+            stack.enter_context(_workers(procs))
+        alive = (lambda: any(p.poll() is None for p in procs)) if procs else None
+        planner = Planner(
+            broker if live is None else TickingBroker(broker, live.tick),
+            reporter,
+            root,
+            lease=config.lease,
+            workers_alive=alive,
+            reconnect=config.reconnect,
+            build=build,
+            local_workers=workers,
+            give_up=config.give_up,
+        )
+        stack.callback(broker.forget_build, planner.build)
+        if live is not None:
+            # A thread, from here on: the local workers were forked before it (preexec_fn).
+            census = CensusReader(
+                connect_config(config, socket_timeout=2.0),
+                Keys.of(config),
+            )
+            live.watch(planner, census.read)
+        outcome = planner.run()
+        return _summary(reporter, outcome, time.monotonic() - start)

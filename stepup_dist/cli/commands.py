@@ -1,0 +1,330 @@
+"""`stepup-dist`: the command line. The only place that prints errors and picks exit codes."""
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..config import load_config
+from ..errors import UserError
+from ..options import flags_config, run_command, tls_options
+
+__all__ = ("cli", "main")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="stepup-dist")
+def cli() -> None:
+    """Run StepUp plans with every step executed by workers through Redis."""
+
+
+@cli.command()
+@click.option(
+    "-w",
+    "--workers",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Local workers to start (default: number of CPUs; 0: only workers started elsewhere).",
+)
+@click.option(
+    "--redis", "redis_url", metavar="URL", help="Use this server [STEPUP_DIST_REDIS_URL]."
+)
+@click.option("--prefix", metavar="PREFIX", help="Key prefix [STEPUP_DIST_PREFIX].")
+@click.option("--lease", metavar="SECONDS", help="Pool slot lease [STEPUP_DIST_LEASE].")
+@tls_options
+@click.option(
+    "-C",
+    "--root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("."),
+    help="Directory holding plan.py (default: the current one).",
+)
+@click.option(
+    "-q",
+    "--quiet",
+    is_flag=True,
+    help="Print only failures, errors and the summary (a terminal still shows the status line).",
+)
+@click.option(
+    "--give-up",
+    "give_up",
+    metavar="SECONDS",
+    help="End the build, its steps stuck, when no connected worker has served its folder for "
+    "this long (default: wait, saying so) [STEPUP_DIST_GIVE_UP].",
+)
+def build(
+    *,
+    quiet: bool,
+    give_up: str | None,
+    workers: int | None,
+    redis_url: str | None,
+    prefix: str | None,
+    lease: str | None,
+    tls_ca: str | None,
+    tls_cert: str | None,
+    tls_key: str | None,
+    root: Path,
+) -> None:
+    """Run ./plan.py and every step it defines; skip steps whose hashes are unchanged."""
+    from .build import run_build
+
+    config = flags_config(
+        "stepup-dist",
+        redis_url,
+        prefix=prefix,
+        lease=lease,
+        tls_ca=tls_ca,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        give_up=give_up,
+    )
+    count = workers if workers is not None else (os.cpu_count() or 1)
+    if count == 0 and config.redis_url is None:
+        raise UserError(
+            "-w0 runs no local workers, so it needs a server that workers reach: "
+            "give --redis URL or set STEPUP_DIST_REDIS_URL"
+        )
+    sys.exit(run_build(config, root, count, quiet=quiet))
+
+
+_REDIS = click.option(
+    "--redis", "redis_url", metavar="URL", help="Server URL [STEPUP_DIST_REDIS_URL]."
+)
+_PREFIX = click.option("--prefix", metavar="PREFIX", help="Key prefix [STEPUP_DIST_PREFIX].")
+_JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+
+
+@cli.group()
+def pool() -> None:
+    """Cluster pools: limits shared by every build and worker on a server (licenses)."""
+
+
+@pool.command("set")
+@click.argument("name")
+@click.argument("size", type=int)
+@_REDIS
+@_PREFIX
+def pool_set(name: str, size: int, redis_url: str | None, prefix: str | None) -> None:
+    """Create the cluster pool NAME or change its size (applies to the next acquire)."""
+    from .admin import pool_set as run
+
+    click.echo(run(load_config(redis_url=redis_url, prefix=prefix), name, size))
+
+
+@pool.command("rm")
+@click.argument("name")
+@_REDIS
+@_PREFIX
+def pool_rm(name: str, redis_url: str | None, prefix: str | None) -> None:
+    """Remove the cluster pool NAME."""
+    from .admin import pool_rm as run
+
+    click.echo(run(load_config(redis_url=redis_url, prefix=prefix), name))
+
+
+@pool.command("list")
+@_REDIS
+@_PREFIX
+@_JSON
+def pool_list(redis_url: str | None, prefix: str | None, as_json: bool) -> None:
+    """Show each cluster pool's size, slots held, waiters and holders (`status`: all)."""
+    from .admin import pool_list as run
+
+    click.echo(run(load_config(redis_url=redis_url, prefix=prefix), as_json))
+
+
+@cli.command()
+@_REDIS
+@_PREFIX
+@_JSON
+def status(redis_url: str | None, prefix: str | None, as_json: bool) -> None:
+    """Show every pool (SCAN: the admin role), the workers and the queue of a server."""
+    from .admin import status as run
+
+    click.echo(run(load_config(redis_url=redis_url, prefix=prefix), as_json))
+
+
+@cli.command()
+@_REDIS
+@_PREFIX
+@tls_options
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on. The page has no login: keep it on localhost, or put it "
+    "behind a proxy that asks for one.",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8765,
+    show_default=True,
+    help="Port to listen on (0: a free one, printed at start).",
+)
+def dashboard(
+    *,
+    redis_url: str | None,
+    prefix: str | None,
+    tls_ca: str | None,
+    tls_cert: str | None,
+    tls_key: str | None,
+    host: str,
+    port: int,
+) -> None:
+    """Serve a live web page of the server's pools, builds and workers, and /metrics."""
+    try:
+        from ..dashboard.server import serve
+    except ImportError as exc:
+        raise UserError(
+            f"the dashboard needs {exc.name}: pip install 'stepup-dist[dashboard]'"
+        ) from exc
+    config = flags_config(
+        "stepup-dist", redis_url, prefix=prefix, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key
+    )
+    serve(config, host, port)
+
+
+@cli.command()
+@click.option("--prefix", metavar="PREFIX", help="Key prefix [STEPUP_DIST_PREFIX].")
+@click.option(
+    "--role",
+    type=click.Choice(["planner", "worker", "both", "admin"]),
+    default="both",
+    show_default=True,
+    help="planner: stepup-dist build -w0; worker: stepup-worker; both: a build with local "
+    "workers; admin: also stepup-dist status (may SCAN every key name).",
+)
+@click.option("--user", default="stepup", show_default=True, help="ACL user name.")
+@click.option(
+    "--shared-prefix",
+    metavar="PREFIX",
+    help="Prefix of the cluster pools shared with other prefixes (default: the prefix) "
+    "[STEPUP_DIST_SHARED_PREFIX].",
+)
+def acl(prefix: str | None, role: str, user: str, shared_prefix: str | None) -> None:
+    """Print an ACL SETUSER line for a user confined to the key prefix (add the password)."""
+    from ..broker.acl import setuser_line
+
+    config = load_config(prefix=prefix, shared_prefix=shared_prefix)
+    click.echo(setuser_line(user, role, config.prefix, config.shared_prefix))
+
+
+_DIRECTORY = click.option(
+    "-C",
+    "--directory",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="The folder whose .stepup/workers.json records the workers (default: this one).",
+)
+_START_OPTIONS = ("partition", "time", "cpus", "per_node", "resources", "sbatch_options")
+
+
+@cli.group(invoke_without_command=True)
+@click.option("--local", type=click.IntRange(min=1), metavar="N", help="Start N workers here.")
+@click.option("--slurm", type=click.IntRange(min=1), metavar="N", help="Submit N Slurm jobs.")
+@click.option("--partition", metavar="P", help="Slurm partition (--slurm).")
+@click.option("--time", metavar="T", help="Slurm time limit, e.g. 8:00:00 (--slurm).")
+@click.option(
+    "--cpus",
+    type=click.IntRange(min=1),
+    metavar="C",
+    help="CPUs per Slurm job, one worker each (default 1; --slurm).",
+)
+@click.option(
+    "--per-node", is_flag=True, help="One worker per Slurm job, using all its CPUs (--slurm)."
+)
+@click.option(
+    "--resources",
+    metavar="NAME:UNITS,...",
+    help="What each worker's host offers to steps with resources= [STEPUP_DIST_RESOURCES].",
+)
+@click.option(
+    "--sbatch-option",
+    "sbatch_options",
+    metavar="OPT",
+    multiple=True,
+    help="Pass OPT to sbatch, e.g. --sbatch-option=--gres=gpu:1; repeatable (--slurm).",
+)
+@_REDIS
+@_PREFIX
+@tls_options
+@click.option(
+    "--root",
+    "roots",
+    metavar="DIR",
+    multiple=True,
+    help="Serve only steps under DIR; repeatable (default: the -C folder) [STEPUP_DIST_ROOTS].",
+)
+@_DIRECTORY
+@click.pass_context
+def workers(ctx: click.Context, *, local: int | None, slurm: int | None, **opts: Any) -> None:
+    """Start workers on this host (--local N) or on Slurm (--slurm N); list or stop them."""
+    from . import fleet
+
+    directory: Path = opts["directory"] or Path(".")
+    ctx.obj = directory
+    given = [f"--{n.replace('_', '-')}" for n in _START_OPTIONS if opts[n]]
+    if ctx.invoked_subcommand is not None:
+        if local or slurm or given:
+            raise click.UsageError(f"start workers or {ctx.invoked_subcommand} them, not both")
+        return
+    if (local is None) == (slurm is None):
+        raise click.UsageError("give --local N or --slurm N, or say `list` or `stop`")
+    if local is not None and (extra := [g for g in given if g != "--resources"]):
+        raise click.UsageError(f"only with --slurm: {', '.join(extra)}")
+    config = flags_config(
+        "stepup-dist",
+        opts["redis_url"],
+        prefix=opts["prefix"],
+        tls_ca=opts["tls_ca"],
+        tls_cert=opts["tls_cert"],
+        tls_key=opts["tls_key"],
+        roots=opts["roots"] or fleet.default_roots(directory),
+    )
+    if local is not None:
+        click.echo(fleet.start_local(config, directory, local, opts["resources"]))
+        return
+    from .slurm import SubmitOptions
+
+    options = SubmitOptions(
+        cpus=opts["cpus"] or 1,
+        per_node=opts["per_node"],
+        partition=opts["partition"],
+        time=opts["time"],
+        resources=opts["resources"],
+        extra=opts["sbatch_options"],
+    )
+    assert slurm is not None
+    click.echo(fleet.submit(config, directory, slurm, options))
+
+
+@workers.command("list")
+@_JSON
+@_DIRECTORY
+@click.pass_obj
+def workers_list(obj: Path, as_json: bool, directory: Path | None) -> None:
+    """Show the workers started from this folder: PENDING, RUNNING, ... or ENDED (shown once)."""
+    from .fleet import list_text
+
+    click.echo(list_text(directory or obj, as_json))
+
+
+@workers.command("stop")
+@_DIRECTORY
+@click.pass_obj
+def workers_stop(obj: Path, directory: Path | None) -> None:
+    """Stop the workers started from this folder, each after its running step."""
+    from .fleet import stop
+
+    click.echo(stop(directory or obj))
+
+
+def main() -> None:
+    run_command(cli, "stepup-dist")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,139 @@
+"""The end of a build: what is stuck and why, what to remember, what to clean up."""
+
+import time
+from typing import TYPE_CHECKING
+
+from .graph import DONE, StepStatus
+
+if TYPE_CHECKING:
+    from .loop import Planner
+
+__all__ = (
+    "clean_outputs",
+    "only_unserved_left",
+    "report_stuck",
+    "save",
+    "success",
+    "unblock_stalled",
+)
+
+UNSERVED_GRACE = 5.0
+"""Seconds to wait, once nothing else is left, for a worker offering missing resources."""
+
+
+def only_unserved_left(p: "Planner") -> bool:
+    """True when the rest is done and no worker offered the resources still wanted."""
+    waiting = p.slots.waiting
+    if (
+        p.ready
+        or p.jobs.in_flight
+        or not waiting
+        or any(s.key not in p.slots.unserved for s in waiting)
+    ):
+        p.idle_since = None
+        return False
+    now = time.monotonic()
+    if p.idle_since is None:
+        p.idle_since = now
+        return False
+    if now - p.idle_since < UNSERVED_GRACE:
+        return False
+    for step in waiting:
+        p.outcome.stuck.append(
+            f"step {step.key!r} needs {p.slots.unserved[step.key]}, "
+            "which no connected worker offers (start one with stepup-worker --resources)"
+        )
+    waiting.clear()
+    return True
+
+
+def unblock_stalled(p: "Planner") -> bool:
+    """Steps waiting only for inputs their last run amended: give up skipping them."""
+    progress = False
+    for step in p.graph.steps.values():
+        if step.status is not StepStatus.PENDING or step.skip_blocked:
+            continue
+        old = p.old_records.get(step.key)
+        if old is None:
+            continue
+        declared_missing = [p for p in step.missing if p not in old.amended[0]]
+        if not declared_missing:
+            step.skip_blocked = True
+            for path in list(step.missing):
+                if path not in step.declared[0]:
+                    step.missing.discard(path)
+                    step.inp.remove(path)
+                    step.amended[0].remove(path)
+                    p.graph.files[path].consumers.discard(step.key)
+            if not step.missing:
+                step.status = StepStatus.READY
+                p.ready.append(step)
+                progress = True
+    return progress
+
+
+def report_stuck(p: "Planner") -> None:
+    pending = [k for k, s in p.graph.steps.items() if s.status not in DONE]
+    if not pending:
+        return
+    cycle = p.graph.find_cycle(pending)
+    if cycle is not None:
+        p.plan_error("dependency cycle: " + " -> ".join(repr(k) for k in cycle))
+    for key in pending:
+        step = p.graph.steps[key]
+        for path in sorted(step.missing):
+            node = p.graph.files[path]
+            if node.static:
+                why = "a static file that is missing or that no worker checked"
+            elif node.producer is None:
+                why = "which is neither static nor made by any step"
+            elif p.graph.steps[node.producer].status is StepStatus.FAILED:
+                why = f"which step {node.producer!r} failed to make"
+            else:
+                why = f"which step {node.producer!r} did not make"
+            p.outcome.stuck.append(f"step {key!r} cannot run: it needs {path}, {why}")
+
+
+def success(p: "Planner") -> bool:
+    o = p.outcome
+    return not (o.failed or o.stuck or o.plan_errors)
+
+
+def save(p: "Planner", *, final: bool) -> None:
+    """Write what this build knows; a final save of a successful build also cleans up."""
+    p.last_save = time.monotonic()
+    records = dict(p.records)
+    keep_old = not (final and success(p))
+    for key, old in p.old_records.items():
+        if key in records:
+            continue
+        step = p.graph.steps.get(key)
+        if keep_old or (step is not None and step.status is not StepStatus.FAILED):
+            records[key] = old
+    files = {p: n.state for p, n in p.graph.files.items() if n.state is not None}
+    if keep_old:
+        for path, state in p.old_files.items():
+            files.setdefault(path, state)
+    elif final:
+        clean_outputs(p)
+    p.store.save(records, files)
+
+
+def clean_outputs(p: "Planner") -> None:
+    """Remove outputs of steps that are no longer in the plan."""
+    current = {p for p, n in p.graph.files.items() if n.producer is not None or n.static}
+    stale: set[str] = set()
+    for key, old in p.old_records.items():
+        if key in p.graph.steps:
+            continue
+        stale.update(old.out, old.vol, old.amended[1], old.amended[2])
+    for path in sorted(stale - current, key=lambda p: (-p.count("/"), p)):
+        full = p.root / path
+        try:
+            if path.endswith("/"):
+                full.rmdir()
+            else:
+                full.unlink()
+        except OSError:
+            continue
+        p.reporter.line("CLEAN", path)

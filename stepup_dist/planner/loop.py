@@ -1,0 +1,474 @@
+"""The planner: owns the graph of one build, decides what is ready, skipped or run.
+
+It never touches Redis itself: it talks to a `Broker` (queues, inbox, pool slots), and it
+never reads file contents: workers report file states. One loop:
+
+1. dispatch what is ready: steps with a record of a previous success get a hash check,
+   the others take their pool slots and are queued;
+2. wait for messages (results, checks, API calls) and act on them;
+3. renew the leases of slots held by queued steps; save progress now and then.
+
+The loop ends when nothing is in flight; steps still pending then are reported.
+"""
+
+import os
+import socket
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from ..errors import BrokerUnavailable, PlanError, UserError, WireError
+from ..messages import (
+    Call,
+    Checked,
+    CheckJob,
+    FileState,
+    Message,
+    Reply,
+    RunJob,
+    Started,
+    StepDone,
+    Wake,
+)
+from ..status import BuildReport
+from . import finish, plan_calls, progress, recovery, results, skipping
+from .checks import Checks
+from .graph import Graph, Step, StepStatus
+from .jobs import Jobs
+from .pools import PoolBroker, PoolKeeper
+from .routing import Group, Router
+from .store import Record, Store
+
+__all__ = ("Broker", "Outcome", "Planner", "Reporter")
+
+SAVE_INTERVAL = 5.0
+REPORT_INTERVAL = 2.0
+"""Seconds between two reports of the build to the server (for dashboards)."""
+RECONNECT_FOR = 60.0
+"""Seconds the planner keeps trying to reach a server that went away."""
+
+
+class Broker(PoolBroker, Protocol):
+    def server_id(self) -> str: ...
+    def keep_alive(self, build: str, lease: float) -> None: ...
+    def report(self, report: BuildReport, ttl: float) -> None: ...
+    def live_runs(self, build: str, tokens: list[str]) -> set[str]: ...
+    def local_queue(self, build: str) -> str: ...
+    def host_queue(self, queue: str, host: str) -> str: ...
+    def groups(self) -> Sequence[Group]: ...
+    def submit(self, jobs: list[tuple[Message, str, bool]], queue: str) -> list[str]: ...
+    def job_states(self, job_ids: list[str]) -> list[str | None]: ...
+    def receive(self, build: str, timeout: float) -> list[Message | WireError]: ...
+    def reply(self, reply_to: str, reply: Reply) -> None: ...
+
+
+class Reporter(Protocol):
+    def line(self, status: str, text: str, host: str = "") -> None: ...
+    def done(self, step: Step, result: StepDone, status: str) -> None: ...
+
+
+@dataclass
+class Outcome:
+    succeeded: int = 0
+    skipped: int = 0
+    failed: list[str] = field(default_factory=list)
+    stuck: list[str] = field(default_factory=list)
+    """One line per step that could not run: what it waits for."""
+    plan_errors: list[str] = field(default_factory=list)
+    interrupted: bool = False
+    """Stopped by Ctrl-C after the running steps finished."""
+
+
+DISPATCH_ROUND = 64
+"""Ready steps handled per dispatch round (their run leases and jobs go out together)."""
+
+
+class Planner:
+    def __init__(
+        self,
+        broker: Broker,
+        reporter: Reporter,
+        root: Path,
+        *,
+        lease: float = 30.0,
+        build: str | None = None,
+        environ: Mapping[str, str] | None = None,
+        workers_alive: Callable[[], bool] | None = None,
+        reconnect: float = RECONNECT_FOR,
+        local_workers: int = 0,
+        give_up: float | None = None,
+    ):
+        self.broker = broker
+        self.reporter = reporter
+        self.root = root
+        self.lease = lease
+        self.build = build or uuid.uuid4().hex[:16]
+        self.environ = dict(os.environ if environ is None else environ)
+        self.reconnect = reconnect
+        self.store = Store(root)
+        self.old_records, self.old_files = self.store.load()
+        self.records: dict[str, Record] = {}
+        self.graph = Graph()
+        self.slots = PoolKeeper(broker, self.build, lease)
+        self.pools = self.slots.plan_sizes
+        self.outcome = Outcome()
+        self.router = Router(
+            str(root),
+            broker.local_queue(self.build) if local_workers else None,
+            local_workers,
+            give_up,
+        )
+        self.jobs = Jobs()
+        self.checks = Checks()
+        self.ready: deque[Step] = deque()
+        """Steps whose inputs are all there, to dispatch (a skip check or a run)."""
+        self.idle_since: float | None = None
+        """Since when only steps waiting for resources no worker offers are left."""
+        self.last_save = time.monotonic()
+        self.server = ""
+        """The id of the server run the build started with (a restart forgets everything)."""
+        self._held: list[tuple[tuple[Message, str, bool], str | None]] = []
+        """Jobs (with the host they are placed on) that no live worker serves yet."""
+        self._pending_runs: list[Step] = []
+        """Steps with their slots, whose jobs go out at the end of this dispatch round."""
+        self._unleased: list[Step] = []
+        """Queued steps that still need their run lease (taken in one batch)."""
+        self._told_unserved: set[str] = set()
+        self._workers_alive = workers_alive
+        self._last_renew = time.monotonic()
+        self._started_at = time.time()
+        self._next_report = 0.0
+
+    # Definitions (from API calls or replayed records)
+
+    def has_pool(self, name: str) -> bool:
+        return self.slots.exists(name)
+
+    def declare_static(self, path: str, stat: Any) -> None:
+        node = self.graph.add_static(path)
+        if node.available:
+            return
+        known = self.old_files.get(path)
+        if (
+            known is not None
+            and isinstance(stat, list)
+            and stat == [known.mode, known.mtime_ns, known.size, known.inode]
+        ):
+            self.became_available(path, known)
+        else:
+            self.checks.ask(("static", path), path, known)
+
+    def declare_step(self, step: Step) -> None:
+        existing = self.graph.steps.get(step.key)
+        step = self.graph.add_step(step)
+        if existing is None and step.status is StepStatus.PENDING and not step.missing:
+            step.status = StepStatus.READY
+            self.ready.append(step)
+
+    def amend(
+        self, key: str, inp: list[str], out: list[str], vol: list[str], env: list[str]
+    ) -> bool:
+        step = self.graph.steps.get(key)
+        if step is None:
+            raise PlanError(f"amend() called by {key!r}, which is not a step of this build")
+        self.graph.check_amend(step, inp, out, vol)
+        new_inp = [p for p in inp if p not in step.inp]
+        step.inp.extend(new_inp)
+        step.amended[0].extend(new_inp)
+        self.graph.add_inputs(step, new_inp)
+        self.graph.add_outputs(step, out, vol)
+        for target, extra, slot in ((step.out, out, 1), (step.vol, vol, 2), (step.env, env, 3)):
+            fresh = [x for x in extra if x not in target]
+            target.extend(fresh)
+            step.amended[slot].extend(fresh)
+        keep_going = not any(p in step.missing for p in inp)
+        if not keep_going:
+            step.rerun = True
+        return keep_going
+
+    # The loop
+
+    def run(self) -> Outcome:
+        if not (self.root / "plan.py").is_file():
+            raise PlanError(f"there is no plan.py in {self.root}")
+        self.broker.keep_alive(self.build, self.lease)
+        self.server = self.broker.server_id()
+        self.declare_static("plan.py", None)
+        self.declare_step(Step("./plan.py", "./plan.py", "./", ["plan.py"], [], [], [], None, None))
+        try:
+            while True:
+                try:
+                    if self._loop_once():
+                        break
+                except BrokerUnavailable as exc:
+                    recovery.reconnect(self, exc)
+                except KeyboardInterrupt:
+                    if self.outcome.interrupted:
+                        raise  # the second Ctrl-C cancels the running steps too
+                    recovery.drain(self)
+        except BaseException:
+            self.slots.close()
+            finish.save(self, final=False)
+            raise
+        self.slots.close()
+        if self.outcome.interrupted:
+            finish.save(self, final=False)
+            return self.outcome
+        finish.report_stuck(self)
+        finish.save(self, final=True)
+        return self.outcome
+
+    def _loop_once(self) -> bool:
+        """One round of the loop; True when the build is over."""
+        if not self.outcome.interrupted:
+            self._dispatch()
+        elif not self.jobs.running:
+            return True
+        if not self.ready and not self.jobs.in_flight and not self.slots.waiting:
+            return not finish.unblock_stalled(self)
+        if finish.only_unserved_left(self) or self._route(time.monotonic()):
+            return True
+        # Steps left for the next dispatch round: look at the inbox without waiting.
+        for message in self.broker.receive(self.build, 0.0 if self.ready else 1.0):
+            self.handle(message)
+        self._maintain()
+        return False
+
+    def _dispatch(self) -> None:
+        # A round takes at most DISPATCH_ROUND ready steps: with a plan's batch of hundreds,
+        # the first jobs reach the workers after one round's work instead of all of it.
+        for _ in range(min(len(self.ready), DISPATCH_ROUND)):
+            step = self.ready.popleft()
+            if step.status is not StepStatus.READY:
+                continue
+            old = self.old_records.get(step.key)
+            if old is not None and not step.skip_blocked and skipping.matches(self, step, old):
+                missing = [p for p in old.amended[0] if p not in step.inp]
+                if missing:
+                    # Last time it amended these inputs: skip only once they are known again.
+                    step.inp.extend(missing)
+                    step.amended[0].extend(missing)
+                    self.graph.add_inputs(step, missing)
+                    if step.missing:
+                        step.status = StepStatus.PENDING
+                        continue
+                step.status = StepStatus.CHECKING
+                self.jobs.waiting_for(step.key)
+                paths = list(old.out) + list(old.amended[1])
+                self.checks.begin(step.key)
+                if not paths:
+                    skipping.decide_skip(self, step)
+                for path in paths:
+                    self.checks.ask(("skip", step.key), path, old.out_states.get(path))
+            else:
+                self.queue_run(step)
+        for step in self.slots.retry_waiting():
+            self._queued(step)
+        if self._unleased:
+            batch = list(
+                {s.key: s for s in self._unleased if s.status is StepStatus.QUEUED}.values()
+            )
+            self._unleased = []
+            self.slots.take_many(batch)
+            for step in batch:
+                self._queued(step)
+        for step in self._pending_runs:
+            self._held.append(((self._run_job(step), step.key, False), self.slots.host_of(step)))
+        self._pending_runs = []
+        self._held.extend((job, None) for job in skipping.check_jobs(self))
+        self._send()
+        for key, wanted in self.slots.unserved.items():
+            if key not in self._told_unserved:
+                self._told_unserved.add(key)
+                self.reporter.line(
+                    "WAITING", f"{key} (needs {wanted}: no connected worker offers it)"
+                )
+
+    def queue_run(self, step: Step) -> None:
+        if not self.slots.needs_slots(step):
+            # Only a run lease: taken for a whole round at once, in _dispatch.
+            step.status = StepStatus.QUEUED
+            self.jobs.waiting_for(step.key)
+            self._unleased.append(step)
+            return
+        try:
+            line = self.slots.line_of(step)
+            ahead = self.slots.needs_slots(step) and any(
+                self.slots.line_of(w) == line for w in self.slots.waiting
+            )
+            granted = not ahead and self.slots.take(step)
+        except PlanError as exc:
+            self.plan_error(str(exc))
+            step.status = StepStatus.FAILED
+            self.outcome.failed.append(step.key)
+            return
+        if not granted:
+            # Behind earlier steps of this build, or refused: wait in line.
+            if step not in self.slots.waiting:
+                self.slots.waiting.append(step)
+            step.status = StepStatus.WAITING_POOL
+            return
+        self._queued(step)
+
+    def hold(self, entries: list[tuple[tuple[Message, str, bool], str | None]]) -> None:
+        """Send these jobs (each with the host it is placed on, or None) where workers serve
+        this build, now or as soon as one does."""
+        self._held.extend(entries)
+        self._send()
+
+    def forget_unsent(self) -> None:
+        """A restarted server: what was about to go out is run again from scratch."""
+        self._unleased.clear()
+        self._pending_runs.clear()
+
+    def _send(self) -> None:
+        """Send the held jobs to queues whose workers serve this build, if any do now."""
+        found = self.router.candidates() if self._held else []
+        if not found:
+            return
+        here = socket.gethostname()
+        batches: dict[str, list[tuple[Message, str, bool]]] = {}
+        for job, host in self._held:
+            queue = self.router.pick(prefer_local=host == here, found=found)
+            assert queue is not None
+            self.router.sent(_job_key(job[0]), queue)
+            target = queue if host is None else self.broker.host_queue(queue, host)
+            batches.setdefault(target, []).append(job)
+        self._held = []
+        for queue, jobs in batches.items():
+            self._note_jobs(jobs, self.broker.submit(jobs, queue))
+
+    def _route(self, now: float) -> bool:
+        """Read which workers serve what when due; say so when none serves this build.
+        True when the build gives up waiting for one."""
+        if self.router.due(now):
+            self.router.update(self.broker.groups(), now)
+            self._send()
+        text = self.router.waiting_text(now, len(self._held))
+        if text is not None:
+            self.reporter.line("WAITING", text)
+        if not self.router.gave_up(now):
+            return False
+        why = f"no connected worker serves {self.root} ({self.router.served()})"
+        for key, step in self.graph.steps.items():
+            if step.status in (StepStatus.QUEUED, StepStatus.CHECKING):
+                self.outcome.stuck.append(f"step {key!r} cannot run: {why}")
+        return True
+
+    def _note_jobs(self, jobs: list[tuple[Message, str, bool]], ids: list[str]) -> None:
+        """Remember each step's RQ job, to notice one lost before it started."""
+        now = time.monotonic()
+        for (message, _, _), job_id in zip(jobs, ids, strict=True):
+            key = _job_key(message)
+            if key:
+                self.jobs.sent(key, job_id, now)
+
+    def _queued(self, step: Step) -> None:
+        step.status = StepStatus.QUEUED
+        step.attempt += 1
+        self.jobs.waiting_for(step.key)
+        self._pending_runs.append(step)
+
+    def env_values(self, step: Step) -> dict[str, str | None]:
+        return {name: self.environ.get(name) for name in step.env}
+
+    def _run_job(self, step: Step) -> RunJob:
+        pool_ids, sizes, token = self.slots.job_fields(step)
+        return RunJob(
+            build=self.build,
+            step=step.key,
+            attempt=step.attempt,
+            command=step.command,
+            root=str(self.root),
+            workdir=step.workdir,
+            env=self.env_values(step),
+            out=list(step.declared[1]),
+            pools=pool_ids,
+            sizes=sizes,
+            token=token,
+            inputs=self.graph.input_states(step),
+            lease=self.lease,
+        )
+
+    # Messages
+
+    def handle(self, message: Message | WireError) -> None:
+        if isinstance(message, WireError):
+            self.reporter.line("WARNING", f"ignored a {message}")
+        elif isinstance(message, Call):
+            plan_calls.on_call(self, message)
+        elif isinstance(message, Started):
+            step = self.graph.steps.get(message.step)
+            if step is not None and step.attempt == message.attempt:
+                # From now on its worker renews the leases, and alone: a worker cut off
+                # from Redis must see them lapse and kill the step.
+                self.router.started(step.key)
+                self.jobs.started(step.key, message.host)
+                self.reporter.line("START", step.key, message.host)
+        elif isinstance(message, StepDone):
+            self.router.started(message.step)
+            results.on_done(self, message)
+        elif isinstance(message, Checked):
+            self.router.started(f"check:{message.request}")
+            skipping.on_checked(self, message)
+        elif isinstance(message, Wake):
+            self.slots.retry = True
+        else:
+            self.reporter.line("WARNING", f"ignored an unexpected {message.TYPE!r} message")
+
+    def plan_error(self, message: str) -> None:
+        if message not in self.outcome.plan_errors:
+            self.outcome.plan_errors.append(message)
+            self.reporter.line("ERROR", message)
+
+    def became_available(self, path: str, state: FileState | None) -> None:
+        for step in self.graph.make_available(path, state):
+            self.ready.append(step)
+
+    # Pools and leases
+
+    def _maintain(self) -> None:
+        recovery.rerun_due(self)
+        now = time.monotonic()
+        if now >= self._next_report:
+            self.broker.report(progress.build_report(self, self._started_at), self.lease)
+            # Counting a large graph takes time: then report less often (at most 2 %).
+            self._next_report = now + max(REPORT_INTERVAL, 50 * (time.monotonic() - now))
+        if now - self._last_renew > self.lease / 3:
+            self._last_renew = now
+            queued = [
+                k
+                for k, s in self.graph.steps.items()
+                if s.status is StepStatus.QUEUED and k not in self.jobs.running
+            ]
+            self.broker.keep_alive(self.build, self.lease)
+            self.slots.renew(queued)
+            # Also keeps this build's place in the lines it waits in.
+            self.slots.retry = True
+            recovery.find_lost(self)
+            recovery.find_lost_jobs(self)
+        if now - self.last_save > SAVE_INTERVAL:
+            finish.save(self, final=False)
+            if self._workers_alive is not None and not self._workers_alive():
+                raise UserError("every local worker has exited; see .stepup/workers.log")
+
+    # End of the build
+
+    def success(self) -> bool:
+        return finish.success(self)
+
+    def save(self, *, final: bool) -> None:
+        finish.save(self, final=final)
+
+
+def _job_key(message: Message) -> str:
+    """The key a job is tracked by: its step, or `check:N` for hash check request N."""
+    if isinstance(message, RunJob):
+        return message.step
+    if isinstance(message, CheckJob):
+        return f"check:{message.request}"
+    return ""

@@ -1,0 +1,160 @@
+"""The planner's answers to API calls made by running steps: `step()`, `static()`, ...
+
+Each handler validates its arguments (a plan is user input) and changes the graph. Calls that
+define things (`static`, `step`, `pool`) are recorded on the calling step, so that when that
+step is skipped in a later build they are replayed and define the same things again.
+"""
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ..errors import PlanError
+from ..messages import Call, Reply
+from ..paths import norm, step_key
+from .graph import Step, StepStatus
+
+if TYPE_CHECKING:
+    from .loop import Planner
+
+__all__ = ("BATCHED", "RECORDED", "calls_of", "handle_call", "on_call")
+
+RECORDED = ("static", "step", "pool")
+"""Methods whose calls are replayed when their caller is skipped."""
+BATCHED = ("static", "step", "pool")
+"""Methods a plan may send in a `batch` call (their answers are not needed)."""
+
+
+def _str(args: dict[str, Any], name: str, *, optional: bool = False) -> Any:
+    value = args.get(name)
+    if value is None and optional:
+        return None
+    if not isinstance(value, str) or value == "":
+        raise PlanError(f"{name} must be a non-empty string, got {value!r}")
+    return value
+
+
+def _paths(args: dict[str, Any], name: str) -> list[str]:
+    value = args.get(name, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise PlanError(f"{name} must be a list of paths, got {value!r}")
+    return [norm(v) for v in value]
+
+
+def _names(args: dict[str, Any], name: str) -> list[str]:
+    value = args.get(name, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise PlanError(f"{name} must be a list of names, got {value!r}")
+    return list(value)
+
+
+def call_static(planner: "Planner", caller: str, args: dict[str, Any]) -> None:
+    paths = _paths(args, "paths")
+    stats = args.get("stats")
+    if not isinstance(stats, list) or len(stats) != len(paths):
+        stats = [None] * len(paths)
+    for path, stat in zip(paths, stats, strict=True):
+        if isinstance(stat, list) and stat == ["missing"]:
+            raise PlanError(f"missing static input: {path} (declared by {caller!r})")
+        planner.declare_static(path, stat)
+
+
+def call_step(planner: "Planner", caller: str, args: dict[str, Any]) -> str:
+    command = _str(args, "command")
+    workdir = norm(_str(args, "workdir"))
+    if not workdir.endswith("/"):
+        workdir += "/"
+    inp, out, vol = _paths(args, "inp"), _paths(args, "out"), _paths(args, "vol")
+    env = _names(args, "env")
+    pool = _str(args, "pool", optional=True)
+    key = step_key(command, workdir)
+    if pool is not None and not planner.has_pool(pool):
+        raise PlanError(f"step {key!r} uses undefined pool {pool!r}; define it with pool()")
+    resources = args.get("resources") or {}
+    if not isinstance(resources, dict) or not all(
+        isinstance(name, str)
+        and name
+        and ":" not in name
+        and "," not in name
+        and "=" not in name
+        and type(units) is int
+        and units >= 1
+        for name, units in resources.items()
+    ):
+        raise PlanError(
+            f"step {key!r}: resources must be NAME:UNITS with UNITS >= 1, got {resources!r}"
+        )
+    step = Step(key, command, workdir, inp, out, vol, env, pool, caller, resources)
+    planner.declare_step(step)
+    return key
+
+
+def call_pool(planner: "Planner", caller: str, args: dict[str, Any]) -> None:
+    name = _str(args, "name")
+    size = args.get("size")
+    if type(size) is not int or size < 1:
+        raise PlanError(f"pool {name!r}: size must be a positive integer, got {size!r}")
+    planner.pools[name] = size
+
+
+def call_amend(planner: "Planner", caller: str, args: dict[str, Any]) -> bool:
+    return planner.amend(
+        caller, _paths(args, "inp"), _paths(args, "out"), _paths(args, "vol"), _names(args, "env")
+    )
+
+
+def call_getenv(planner: "Planner", caller: str, args: dict[str, Any]) -> str | None:
+    name = _str(args, "name")
+    planner.amend(caller, [], [], [], [name])
+    value = planner.environ.get(name)
+    default = args.get("default")
+    return value if value is not None else default
+
+
+_HANDLERS: dict[str, Callable[["Planner", str, dict[str, Any]], Any]] = {
+    "static": call_static,
+    "step": call_step,
+    "pool": call_pool,
+    "amend": call_amend,
+    "getenv": call_getenv,
+}
+
+
+def calls_of(method: str, args: Any) -> list[tuple[str, Any]]:
+    """The calls one `Call` message carries: itself, or those of a batch, in order."""
+    if method != "batch":
+        return [(method, args)]
+    calls = args.get("calls") if isinstance(args, dict) else None
+    if not isinstance(calls, list) or not all(
+        isinstance(c, list) and len(c) == 2 and c[0] in BATCHED for c in calls
+    ):
+        raise PlanError(f"a batch must list [method, arguments] pairs of {', '.join(BATCHED)}")
+    return [(c[0], c[1]) for c in calls]
+
+
+def handle_call(planner: "Planner", caller: str, method: str, args: dict[str, Any]) -> Any:
+    """Run one call; raise PlanError for a bad one."""
+    handler = _HANDLERS.get(method)
+    if handler is None:
+        raise PlanError(f"unknown API call {method!r}")
+    if not isinstance(args, dict):
+        raise PlanError(f"arguments of {method}() must be a map")
+    return handler(planner, caller, args)
+
+
+def on_call(p: "Planner", call: Call) -> None:
+    """An API call message: run its calls (a batch's in order, up to the first bad one),
+    record those a skipped caller must replay, and answer it."""
+    step = p.graph.steps.get(call.step)
+    try:
+        if step is None or step.status is not StepStatus.QUEUED:
+            raise PlanError(f"{call.method}() called by {call.step!r}, which is not running")
+        value = None
+        for method, args in calls_of(call.method, call.args):
+            value = handle_call(p, call.step, method, args)
+            if method in RECORDED:
+                step.calls.append([method, args])
+    except PlanError as exc:
+        p.plan_error(str(exc))
+        p.broker.reply(call.reply_to, Reply(ok=False, error=str(exc)))
+        return
+    p.broker.reply(call.reply_to, Reply(ok=True, value=value))

@@ -1,0 +1,86 @@
+"""What a worker's report of a step (`StepDone`) does to a build.
+
+A success is recorded (the step digest that decides later skips, the file states, the
+calls it made, how long it took), in the store's journal before its `SUCCESS` line, its
+slots go back, and its outputs become available to the steps waiting for them. A failure
+is remembered as one, so the step runs again next time. A step whose leases lapsed before
+it started is queued again.
+"""
+
+from typing import TYPE_CHECKING
+
+from ..hashing import step_digest
+from ..messages import NOT_STARTED, FileState, StepDone
+from . import recovery
+from .graph import StepStatus
+from .store import Record
+
+if TYPE_CHECKING:
+    from .loop import Planner
+
+__all__ = ("on_done",)
+
+
+def on_done(p: "Planner", result: StepDone) -> None:
+    """A worker's report of a step: record a success, fail a failure, requeue a step that
+    never started; release its slots and make its outputs available to other steps."""
+    step = p.graph.steps.get(result.step)
+    if step is None or step.status is not StepStatus.QUEUED or result.attempt != step.attempt:
+        return
+    p.jobs.ended(step.key)
+    if result.error == NOT_STARTED:
+        # It never ran (its leases lapsed while it was queued): queue it again.
+        recovery.lost_step(p, step, "its lease lapsed before it started")
+        return
+    p.slots.release(step, reported=True)
+    ok = result.returncode == 0 and not result.error
+    if ok and step.rerun and step.missing:
+        # It amended inputs that are not there yet: run it again once they are.
+        step.rerun = False
+        step.status = StepStatus.PENDING
+        p.reporter.done(step, result, "PENDING")
+        return
+    if not ok:
+        step.status = StepStatus.FAILED
+        p.outcome.failed.append(step.key)
+        p.records.pop(step.key, None)
+        p.old_records.pop(step.key, None)
+        p.store.forget(step.key)
+        p.reporter.done(step, result, "FAIL")
+        return
+    out_states = dict(result.out_states)
+    step.status = StepStatus.SUCCEEDED
+    p.outcome.succeeded += 1
+    amended_out = [p for p in step.amended[1] if p not in out_states]
+    for path in amended_out:
+        # Amended outputs are not known to the worker; trust them only as present.
+        out_states[path] = FileState(0o100644, 0, 0, 0, b"")
+    digest = step_digest(
+        step.command,
+        step.workdir,
+        p.env_values(step),
+        p.graph.input_states(step),
+        {p: s for p, s in out_states.items() if p in step.declared[1]},
+    )
+    record = p.records[step.key] = Record(
+        step.command,
+        step.workdir,
+        list(step.declared[0]),
+        list(step.declared[1]),
+        list(step.declared[2]),
+        list(step.declared[3]),
+        [list(x) for x in step.amended],
+        step.pool,
+        step.creator,
+        digest,
+        dict(result.out_states),
+        step.calls,
+        result.duration,
+    )
+    # Given to the OS before anything depends on it: a planner killed from now on keeps it.
+    p.store.done(step.key, record, out_states)
+    p.reporter.done(step, result, "SUCCESS")
+    for path in step.vol:
+        p.became_available(path, None)
+    for path, state in out_states.items():
+        p.became_available(path, state)

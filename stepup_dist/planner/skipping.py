@@ -1,0 +1,118 @@
+"""Deciding to skip: match a step with its last record, ask workers for hashes, compare digests."""
+
+from typing import TYPE_CHECKING
+
+from ..errors import PlanError
+from ..hashing import step_digest
+from ..messages import Checked, CheckJob, Message
+from .graph import Step, StepStatus
+from .plan_calls import handle_call
+from .store import Record
+
+if TYPE_CHECKING:
+    from .loop import Planner
+
+__all__ = (
+    "amend_from_record",
+    "check_entry",
+    "check_jobs",
+    "decide_skip",
+    "matches",
+    "on_checked",
+    "resend_checks",
+)
+
+
+def matches(p: "Planner", step: Step, old: Record) -> bool:
+    return (old.command, old.workdir, tuple(old.inp), tuple(old.out), tuple(old.vol)) == (
+        step.command,
+        step.workdir,
+        step.declared[0],
+        step.declared[1],
+        step.declared[2],
+    ) and tuple(old.env) == step.declared[3]
+
+
+def check_jobs(p: "Planner") -> list[tuple[Message, str, bool]]:
+    jobs = p.checks.jobs(p.build, str(p.root))
+    for job in jobs:
+        p.jobs.waiting_for(f"check:{job.request}")
+    return [check_entry(job) for job in jobs]
+
+
+def check_entry(job: CheckJob) -> tuple[Message, str, bool]:
+    """The (message, description, at_front) a hash check is submitted as."""
+    # Checks are quick; put them before long steps so skipping is never held up.
+    return (job, f"hash check {job.request}", True)
+
+
+def resend_checks(p: "Planner", jobs: list[CheckJob]) -> None:
+    """Submit hash checks again (a late duplicate answer is ignored) and track their jobs."""
+    p.hold([(check_entry(job), None) for job in jobs])
+
+
+def on_checked(p: "Planner", checked: Checked) -> None:
+    asked = p.checks.question(checked.request)
+    key = f"check:{checked.request}"
+    if asked is not None:
+        p.jobs.forget_job(key)
+    if asked is not None and checked.error:
+        # A refused check cannot tell what exists: report it; what waited on it is stuck.
+        p.checks.close(checked.request)
+        p.jobs.settled(key)
+        p.plan_error(f"hash check refused on {checked.host}: {checked.error}")
+        return
+    if asked is None or len(asked) != len(checked.states):
+        return
+    p.checks.close(checked.request)
+    p.jobs.settled(key)
+    for ((kind, name), path), state in zip(asked, checked.states, strict=True):
+        if kind == "static":
+            if state is None:
+                p.plan_error(f"missing static input: {path}")
+            else:
+                p.became_available(path, state)
+        else:
+            known = p.checks.answer(name, path, state, checked.host)
+            if known is None:
+                continue
+            old = p.old_records[name]
+            if known == len(old.out) + len(old.amended[1]):
+                decide_skip(p, p.graph.steps[name])
+
+
+def decide_skip(p: "Planner", step: Step) -> None:
+    old = p.old_records[step.key]
+    states, host = p.checks.finish(step.key)
+    p.jobs.settled(step.key)
+    out_states = {p: s for p, s in states.items() if s is not None}
+    env = {name: p.environ.get(name) for name in [*old.env, *old.amended[3]]}
+    digest = step_digest(step.command, step.workdir, env, p.graph.input_states(step), out_states)
+    if len(out_states) == len(states) and digest == old.digest:
+        step.status = StepStatus.SKIPPED
+        p.outcome.skipped += 1
+        p.reporter.line("SKIP", step.key, host)
+        for method, recorded in old.calls:
+            # The recorded stats are those of the last run: let a worker look again.
+            args = {**recorded, "stats": None} if method == "static" else recorded
+            try:
+                handle_call(p, step.key, method, args)
+            except PlanError as exc:
+                p.plan_error(str(exc))
+            step.calls.append([method, args])
+        amend_from_record(p, step, old)
+        p.records[step.key] = old
+        for path in step.vol:
+            p.became_available(path, None)
+        for path, state in out_states.items():
+            p.became_available(path, state)
+    else:
+        step.status = StepStatus.READY
+        step.skip_blocked = True
+        p.queue_run(step)
+
+
+def amend_from_record(p: "Planner", step: Step, old: Record) -> None:
+    inp, out, vol, env = old.amended
+    p.amend(step.key, [p for p in inp if p not in step.inp], out, vol, env)
+    step.rerun = False
