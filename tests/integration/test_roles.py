@@ -4,7 +4,9 @@ The server, its ACL users and their settings files are those of `deploy/cluster.
 (deploy/valkey.conf, the rules of `stepup_dist.broker.acl`). The planner user runs the
 builds and `pool list/set/rm`, the worker user starts and stops the workers
 (`stepup-dist workers --local`, `list`, `stop`), the admin user runs `status` and `pool`:
-never one user with every role.
+never one user with every role. The same runs again in the per-user set-up of
+docs/security.md: the planner and worker users of one person, on a prefix of their own and
+the shared prefix of the cluster pools, and the operator's admin user on the shared one.
 
 A refused command is found wherever it happened: the server's ACL LOG records every refusal,
 inside a Lua script too, where it ends the script half done and a caller that swallows the
@@ -19,6 +21,7 @@ import json
 import os
 import pty
 import re
+import secrets
 import signal
 import subprocess
 import sys
@@ -35,7 +38,7 @@ import redis
 from stepup_dist.broker.acl import ROLES
 from stepup_dist.errors import ExitCode
 from tests.conftest import BIN, Project
-from tests.integration.servers import clean_env
+from tests.integration.servers import clean_env, start_server, write_secret
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -60,21 +63,15 @@ class Deployed:
 
     root: Path
     """The folder the workers serve; the projects live under it."""
-    folder: Path
-    """cluster.py's folder: users.acl, NAME.env, server.log."""
+    settings: dict[str, dict[str, str]]
+    """Each user's settings (STEPUP_DIST_*), as its NAME.env file holds them."""
+    operator: redis.Redis
+    """A client that may do anything (reads the ACL LOG, takes grants away)."""
     outputs: list[str] = field(default_factory=list)
     """Everything the commands printed, to search for refusals."""
 
     def env(self, user: str, **extra: str) -> dict[str, str]:
-        pairs = (line.split("=", 1) for line in (self.folder / f"{user}.env").read_text().split())
-        return clean_env(**dict(pairs), **extra)
-
-    @property
-    def operator(self) -> redis.Redis:
-        url = dict(
-            line.split("=", 1) for line in (self.folder / "operator.env").read_text().split()
-        )["STEPUP_DIST_REDIS_URL"]
-        return redis.Redis.from_url(url)
+        return clean_env(**self.settings[user], **extra)
 
     def run(
         self, user: str, *args: str, cwd: Path | None = None, env: dict | None = None
@@ -194,21 +191,63 @@ def deployed(tmp_path: Path) -> Iterator[Deployed]:
     started = _cluster("start", "--workers", "0", "--dir", str(folder), "--root", str(root),
                        cwd=tmp_path)  # fmt: skip
     assert started.returncode == 0, started.stdout + started.stderr
-    d = Deployed(root, folder)
+    settings = {user: _read_env(folder / f"{user}.env") for user in (PLANNER, WORKER, ADMIN)}
+    operator = redis.Redis.from_url(_read_env(folder / "operator.env")["STEPUP_DIST_REDIS_URL"])
+    d = Deployed(root, settings, operator)
     try:
         yield d
     finally:
-        pids = d.worker_pids()
-        with contextlib.suppress(Exception):
-            d.run(WORKER, "workers", "stop")
-        deadline = time.monotonic() + 30
-        while any(_alive(p) for p in pids) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        for pid in pids:
-            if _alive(pid):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+        _stop_all_workers(d)
         _cluster("stop", "--dir", str(folder), "--grace", "5", cwd=tmp_path)
+
+
+@pytest.fixture
+def per_user(tmp_path: Path) -> Iterator[Deployed]:
+    """Per-user workers (docs/security.md, set-up (a)): the planner and worker users are one
+    person's, on a prefix of their own and the shared prefix of the cluster pools; the admin
+    user is the operator's, on the shared prefix."""
+    root = tmp_path / "shared"
+    root.mkdir()
+    own, shared = "stepup.alice", "stepup"
+    users: dict[str, tuple[str, ...]] = {
+        PLANNER: (secrets.token_hex(12), "planner", own, shared),
+        WORKER: (secrets.token_hex(12), "worker", own, shared),
+        ADMIN: (secrets.token_hex(12), "admin", shared),
+    }
+    server = start_server(tmp_path / "server", users)
+    secret = write_secret(tmp_path / "alice.secret", secrets.token_hex(24))
+    settings = {
+        user: {
+            "STEPUP_DIST_REDIS_URL": server.url(user),
+            "STEPUP_DIST_PREFIX": users[user][2],
+            "STEPUP_DIST_SHARED_PREFIX": shared,
+            "STEPUP_DIST_SECRET_FILE": str(secret),
+        }
+        for user in users
+    }
+    d = Deployed(root, settings, server.admin)
+    try:
+        yield d
+    finally:
+        _stop_all_workers(d)
+        server.stop()
+
+
+def _read_env(path: Path) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+
+
+def _stop_all_workers(d: Deployed) -> None:
+    pids = d.worker_pids()
+    with contextlib.suppress(Exception):
+        d.run(WORKER, "workers", "stop")
+    deadline = time.monotonic() + 30
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for pid in pids:
+        if _alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def timed_plan(log: Path, tag: str, count: int, sleep: float, pool: str, size: int = 0) -> str:
@@ -337,8 +376,11 @@ def check(d: Deployed, tmp_path: Path, **options: Any) -> list[str]:
     return problems + d.refusals()
 
 
-def test_each_role_runs_its_commands(deployed: Deployed, tmp_path: Path) -> None:
-    problems = check(deployed, tmp_path)
+@pytest.mark.parametrize("setup", ["deployed", "per_user"])
+def test_each_role_runs_its_commands(
+    setup: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    problems = check(request.getfixturevalue(setup), tmp_path)
     assert problems == [], "\n".join(problems)
 
 
