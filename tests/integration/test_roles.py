@@ -3,14 +3,14 @@
 The server, its ACL users and their settings files are those of `deploy/cluster.py start`
 (deploy/valkey.conf, the rules of `stepup_dist.broker.acl`). The planner user runs the
 builds and `pool list/set/rm`, the worker user starts and stops the workers
-(`stepup-dist workers --local`, `list`, `stop`), the admin user runs `status` and `pool`:
-never one user with every role. The same runs again in the per-user set-up of
+(`stepup-dist workers --local`, `list`, `stop`), the admin user runs `status` and `pool`
+too: never one user with every role. The same runs again in the per-user set-up of
 docs/security.md: the planner and worker users of one person, on a prefix of their own and
 the shared prefix of the cluster pools, and the operator's admin user on the shared one.
 
 A refused command is found wherever it happened: the server's ACL LOG records every refusal,
 inside a Lua script too, where it ends the script half done and a caller that swallows the
-error (a worker's release, the planner's progress line) would hide it; the outputs and the
+error (a worker's release or renewal, the progress line) would hide it; the outputs and the
 workers' log are searched for NOPERM as well. `test_a_missing_grant_is_caught` proves that
 the check sees a grant taken away, one at a time.
 """
@@ -44,7 +44,6 @@ pytestmark = pytest.mark.timeout(180)
 
 REPO = Path(__file__).resolve().parents[2]
 CLUSTER = REPO / "deploy" / "cluster.py"
-LUA = REPO / "stepup_dist" / "broker" / "lua"
 
 PLANNER, WORKER, ADMIN = "stepup-planner", "stepup-worker", "stepup-admin"
 
