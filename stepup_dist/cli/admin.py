@@ -70,7 +70,8 @@ def _shown(pools: list[PoolStatus], show_all: bool) -> list[PoolStatus]:
 
 
 def pool_list(config: Config, as_json: bool = False, *, show_all: bool = False) -> str:
-    pools = _shown(_semaphores(config).status(), show_all)
+    """The cluster pools (any role may read them); with `show_all`, every pool (SCAN)."""
+    pools = _semaphores(config).status(every=show_all)
     if as_json:
         return json.dumps([asdict(p) for p in pools], indent=2)
     return "\n".join(_pool_rows(pools))

@@ -115,6 +115,13 @@ _ALL = click.option(
     is_flag=True,
     help="Also show the run leases of builds (the `run:BUILD` pools every step holds).",
 )
+_EVERY_POOL = click.option(
+    "--all",
+    "show_all",
+    is_flag=True,
+    help="Also show every other pool with holders or waiters: plan pools, host resources "
+    "and the run leases of builds (SCAN: the admin role).",
+)
 
 
 def _server_config(redis_url: str | None, prefix: str | None, tls: dict[str, Any]) -> Config:
@@ -172,11 +179,12 @@ def pool_rm(name: str, redis_url: str | None, prefix: str | None, **tls: str | N
 @_PREFIX
 @tls_options
 @_JSON
-@_ALL
+@_EVERY_POOL
 def pool_list(
     redis_url: str | None, prefix: str | None, as_json: bool, show_all: bool, **tls: str | None
 ) -> None:
-    """Show each pool's size, slots held, waiters and holders."""
+    """Show each cluster pool's size, slots held, waiters and holders (`--all`, `status`:
+    every pool)."""
     from .admin import pool_list as run
 
     click.echo(run(_server_config(redis_url, prefix, tls), as_json, show_all=show_all))
@@ -191,7 +199,7 @@ def pool_list(
 def status(
     redis_url: str | None, prefix: str | None, as_json: bool, show_all: bool, **tls: str | None
 ) -> None:
-    """Show pools, workers and the queue of a server."""
+    """Show every pool (SCAN: the admin role), the workers and the queue of a server."""
     from .admin import status as run
 
     click.echo(run(_server_config(redis_url, prefix, tls), as_json, show_all=show_all))
@@ -246,7 +254,7 @@ def dashboard(
     default="both",
     show_default=True,
     help="planner: stepup-dist build -w0; worker: stepup-worker; both: a build with local "
-    "workers; admin: also stepup-dist status and pool (may SCAN every key name).",
+    "workers; admin: also stepup-dist status (may SCAN every key name).",
 )
 @click.option("--user", default="stepup", show_default=True, help="ACL user name.")
 @click.option(

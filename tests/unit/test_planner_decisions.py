@@ -20,6 +20,7 @@ from stepup_dist.broker.broker import WorkerGroup
 from stepup_dist.broker.memory import MemoryBroker, QueuedJob
 from stepup_dist.errors import WireError
 from stepup_dist.messages import (
+    LEASE_LOST,
     Call,
     Checked,
     CheckJob,
@@ -194,7 +195,10 @@ def test_a_restarted_server_runs_the_steps_in_flight_again(clock: Clock, root: P
     cluster = Cluster(steps=[STEP_A], behave=restart_once)
     outcome, lines = build(cluster, root)
     assert restarted
-    assert lines.of("REDIS")[-1] == "reconnected"
+    assert lines.of("REDIS")[-2:] == [
+        "reconnected",
+        "the server restarted and forgot this build's jobs and leases",
+    ]
     assert "make a (the server restarted; running it again)" in lines.of("LOST")
     assert cluster.ran.count("make a") == 1
     assert outcome.succeeded == 2
@@ -281,3 +285,44 @@ def test_jobs_go_to_the_build_s_own_workers_and_to_those_that_serve_it(
     assert outcome.succeeded == 7
     assert "roots.other" not in queues
     assert {"build.b1", "roots.mine"} <= set(queues)
+
+
+def test_a_restart_that_no_call_saw_is_noticed_by_the_server_s_id(clock: Clock, root: Path) -> None:
+    # redis-py may reconnect by itself: no call fails, but the new server knows nothing.
+    restarted = []
+
+    def restart_silently(cluster: Cluster, job: QueuedJob) -> bool:
+        message = job.message
+        if isinstance(message, RunJob) and message.command == "make a" and not restarted:
+            b = message.build
+            cluster.post(b, Started(b, message.step, message.attempt, "n1", "w1"))
+            restarted.append(clock.now)
+            cluster.restart()
+            return True
+        return False
+
+    cluster = Cluster(steps=[STEP_A], behave=restart_silently)
+    outcome, lines = build(cluster, root)
+    assert lines.of("REDIS") == ["the server restarted and forgot this build's jobs and leases"]
+    assert "make a (the server restarted; running it again)" in lines.of("LOST")
+    assert outcome.succeeded == 2
+
+
+def test_a_step_its_worker_stopped_for_lost_leases_runs_again(clock: Clock, root: Path) -> None:
+    # The worker noticed first (its renewals failed) and reports the kill: not a failure.
+    def kill_first(cluster: Cluster, job: QueuedJob) -> bool:
+        message = job.message
+        if isinstance(message, RunJob) and message.command == "make a" and message.attempt == 1:
+            b, key = message.build, message.step
+            cluster.post(b, Started(b, key, 1, "n1", "w1"))
+            cluster.post(b, StepDone(b, key, 1, -9, 3.0, "n1", "w1", "", "", {}, LEASE_LOST))
+            return True
+        return False
+
+    cluster = Cluster(steps=[STEP_A], behave=kill_first)
+    outcome, lines = build(cluster, root)
+    assert lines.of("LOST") == [
+        "make a (its worker lost its leases and stopped it; running it again)"
+    ]
+    assert outcome.failed == []
+    assert outcome.succeeded == 2
