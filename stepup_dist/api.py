@@ -95,8 +95,10 @@ class _Client:
 
 
 def _fail(message: str) -> NoReturn:
+    from .errors import ExitCode
+
     print(f"error: {message}", file=sys.stderr)
-    raise SystemExit(2)
+    raise SystemExit(ExitCode.USAGE)
 
 
 _CLIENT = _Client()
