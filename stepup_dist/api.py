@@ -106,7 +106,9 @@ def _fail(message: str) -> NoReturn:
 def _planner_said() -> NoReturn:
     """A plan error: the planner refused a call and prints the error itself (its `ERROR`
     line); the plan stops there, with exit code 2, and says it no second time."""
-    raise SystemExit(2)
+    from .errors import ExitCode
+
+    raise SystemExit(ExitCode.USAGE)
 
 
 _CLIENT = _Client()

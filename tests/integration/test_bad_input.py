@@ -84,7 +84,7 @@ def test_undefined_pool(project: Project) -> None:
 def test_resources_not_name_units(project: Project, resources: str) -> None:
     # One parser for NAME:UNITS (config.parse_resources), as for stepup-worker --resources.
     result = build_plan(project, f'step("echo hi > a.txt", out="a.txt", resources={resources!r})\n')
-    line = assert_one_error_line(result, ExitCode.USAGE, "is not NAME:UNITS with UNITS >= 1")
+    line = assert_one_plan_error(result, "is not NAME:UNITS with UNITS >= 1")
     assert "echo hi > a.txt" in line
     assert not (project.root / "a.txt").exists()
 

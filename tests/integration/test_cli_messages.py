@@ -19,7 +19,7 @@ from stepup_dist.config import load_config
 from stepup_dist.errors import ExitCode
 from stepup_dist.worker.serve import worker_queue
 from tests.conftest import BIN, Project, Result, run_cli
-from tests.integration.test_pools import processes_running, stop
+from tests.helpers import processes_running, stop
 
 pytestmark = pytest.mark.timeout(90)
 
