@@ -23,21 +23,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any, cast
 
-import msgpack
 import redis
 
 from ..errors import SignatureError, WireError
 from ..messages import Call, Checked, CheckJob, Message, Reply, RunJob, StepDone, Wake
 from ..signing import CLOCK_SKEW, INBOX, JOB, Keyring, Opened, seal, unseal
 from ..status import BuildReport
-from ..wire import decode, encode, unpack
+from ..wire import decode, encode
 from .connection import refusal
 from .keys import QUEUE_NAME, Keys
-from .queue import PERFORM, make_queue
+from .queue import PERFORM, decode_roots, encode_roots, make_queue
 from .reports import forget_report, write_report
 from .semaphore import PoolRef, Semaphores
 
-__all__ = ("RedisBroker", "WorkerGroup", "encode_roots", "own_refusal")
+__all__ = ("RedisBroker", "WorkerGroup", "own_refusal")
 
 _REPLY_TTL = 3600
 _RESULT_TTL = 60
@@ -62,19 +61,6 @@ class WorkerGroup:
     """Live workers on the queue."""
     idle: int
     """Of those, the ones not running a step."""
-
-
-def encode_roots(roots: Sequence[str]) -> bytes:
-    """The registry's value for a queue: `{"v": 1, "roots": [...]}` in msgpack."""
-    return msgpack.packb({"v": 1, "roots": sorted(set(roots))})
-
-
-def _decode_roots(raw: bytes) -> tuple[str, ...]:
-    obj = unpack(raw)
-    roots = obj.get("roots") if isinstance(obj, dict) and obj.get("v") == 1 else None
-    if not (isinstance(roots, list) and all(isinstance(r, str) for r in roots)):
-        raise WireError("malformed queue registration", bytes(raw))
-    return tuple(roots)
 
 
 def own_refusal(keyring: Keyring | None, report: StepDone | Checked, build: str) -> bool:
@@ -147,7 +133,7 @@ class RedisBroker:
             roots: dict[str, tuple[str, ...]] = {QUEUE_NAME: ()}
             for name, raw in registered.items():
                 with contextlib.suppress(WireError, UnicodeDecodeError):
-                    roots[name.decode()] = _decode_roots(raw)
+                    roots[name.decode()] = decode_roots(raw)
             names = list(roots)
             with c.pipeline(transaction=False) as pipe:
                 for name in names:

@@ -4,20 +4,34 @@ RQ reads its key prefix from `RQ_KEY_PREFIX` once, when it is first imported; `l
 sets it from our prefix so that RQ's keys, too, live under `STEPUP_DIST_PREFIX`.
 """
 
+import contextlib
 import os
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
+import msgpack
 import redis
 
-from ..errors import ConfigError
+from ..errors import ConfigError, WireError
+from ..wire import unpack
 from .connection import refusal
 from .keys import QUEUE_NAME, Keys
 
-__all__ = ("PERFORM", "FinishedJob", "FinishedJobs", "load_rq", "make_queue", "queue_status")
+__all__ = (
+    "PERFORM",
+    "FinishedJob",
+    "FinishedJobs",
+    "decode_roots",
+    "encode_roots",
+    "load_rq",
+    "make_queue",
+    "queue_status",
+    "serves",
+)
 
 PERFORM = "stepup_dist.worker.perform"
 """The only function name a worker runs; any other job is refused."""
@@ -55,6 +69,28 @@ def queue_status(client, keys: Keys) -> dict:  # type: ignore[no-untyped-def]
         raise refusal(exc, "cannot read the queues and workers") from exc
 
 
+def encode_roots(roots: Sequence[str]) -> bytes:
+    """The registry's value for a queue: `{"v": 1, "roots": [...]}` in msgpack."""
+    return msgpack.packb({"v": 1, "roots": sorted(set(roots))})
+
+
+def decode_roots(raw: bytes) -> tuple[str, ...]:
+    obj = unpack(raw)
+    roots = obj.get("roots") if isinstance(obj, dict) and obj.get("v") == 1 else None
+    if not (isinstance(roots, list) and all(isinstance(r, str) for r in roots)):
+        raise WireError("malformed queue registration", bytes(raw))
+    return tuple(roots)
+
+
+def serves(queue: str, registered: dict[str, tuple[str, ...]]) -> list[str]:
+    """What the workers of `queue` serve, in words: their folders, any folder, or one build."""
+    if queue == QUEUE_NAME:
+        return ["any folder"]
+    if queue.startswith("build."):
+        return [f"build {queue.removeprefix('build.')} alone"]
+    return list(registered.get(queue, ()))
+
+
 def _queue_status(client, keys: Keys) -> dict:  # type: ignore[no-untyped-def]
     rq = load_rq(keys)
     from ..wire import MsgpackSerializer
@@ -63,6 +99,10 @@ def _queue_status(client, keys: Keys) -> dict:  # type: ignore[no-untyped-def]
     depths = {
         q.name: q.count for q in rq.Queue.all(connection=client, serializer=MsgpackSerializer)
     }
+    registered = {}
+    for name, raw in client.hgetall(keys.queue_roots).items():
+        with contextlib.suppress(WireError, UnicodeDecodeError):
+            registered[name.decode()] = decode_roots(raw)
     workers = []
     now = time.time()
     for worker in rq.Worker.all(connection=client):
@@ -81,6 +121,7 @@ def _queue_status(client, keys: Keys) -> dict:  # type: ignore[no-untyped-def]
                 "beat": now - beat,
                 "step": step,
                 "queues": worker.queue_names(),
+                "serves": sorted({s for q in worker.queue_names() for s in serves(q, registered)}),
                 "jobs_done": worker.successful_job_count,
                 "born": worker.birth_date.timestamp() if worker.birth_date else None,
             }

@@ -165,6 +165,7 @@ def page_data(reading: Reading, tracker: Tracker, now: float) -> dict[str, Any]:
                 "state": w["state"],
                 "step": w["step"],
                 "queues": w.get("queues", []),
+                "serves": w.get("serves", []),
                 "resources": w.get("resources", {}),
                 "idle_since": idle,
                 "idle_for": None if idle is None else max(0.0, now - idle),

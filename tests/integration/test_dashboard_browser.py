@@ -230,6 +230,12 @@ def test_dashboard_in_a_browser(browser, server, prefix: str) -> None:  # type: 
             return seen and seen["charts"] and seen["planPools"] and seen["hosts"]
 
         WebDriverWait(browser, 30, 0.2).until(complete)
+        # What each worker serves, from the registry of worker groups (none has --root).
+        serves = browser.execute_script(
+            "return [...document.querySelectorAll('#workers td.serves')].map(td => td.textContent)"
+        )
+        assert len(serves) == 4
+        assert set(serves) == {"any folder"}
         page = fingerprint(browser)
         check_screenshot(full_page_png(browser), page)
         browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})

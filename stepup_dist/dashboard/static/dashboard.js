@@ -116,12 +116,13 @@ function resources(map) {
 
 function renderWorkers(workers) {
   replace("workers", table(
-    [["Worker"], ["Host"], ["State"], ["Step / idle since"], ["Queues"], ["Resources"]],
+    [["Worker"], ["Host"], ["State"], ["Step / idle since"], ["Serves"], ["Queues"], ["Resources"]],
     workers.map((w) => h("tr", { class: "worker", "data-worker": w.name },
       h("td", {}, w.name), h("td", {}, w.host),
       h("td", { class: `state-${w.state}` }, w.state),
       h("td", { class: w.state === "busy" ? "step" : "" }, w.state === "busy"
         ? w.step : (w.idle_since ? `idle since ${clock(w.idle_since)} (${duration(w.idle_for)})` : "")),
+      h("td", { class: "serves" }, (w.serves || []).join(", ")),
       h("td", {}, (w.queues || []).join(", ")), h("td", {}, resources(w.resources)))),
     "No worker is connected."));
 }
