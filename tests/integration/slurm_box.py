@@ -17,6 +17,7 @@ tests that need people: the folders they use must be traversable by them, hence
 """
 
 import contextlib
+import grp
 import os
 import pwd
 import shutil
@@ -27,7 +28,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-__all__ = ("NODES", "SlurmBox", "as_user", "ensure_user", "missing")
+__all__ = ("NODES", "SlurmBox", "as_user", "ensure_group", "ensure_user", "missing")
 
 NODES = ("n1", "n2", "n3")
 CPUS = 2
@@ -80,6 +81,24 @@ def ensure_user(name: str) -> pwd.struct_passwd:
             timeout=60,
         )
         return pwd.getpwnam(name)
+
+
+def ensure_group(name: str, members: Sequence[str]) -> int:
+    """The Unix group `name` (made if missing) with `members` in it; its gid."""
+    try:
+        gid = grp.getgrnam(name).gr_gid
+    except KeyError:
+        subprocess.run(["groupadd", name], check=True, capture_output=True, timeout=60)
+        gid = grp.getgrnam(name).gr_gid
+    for member in members:
+        if member not in grp.getgrnam(name).gr_mem:
+            subprocess.run(
+                ["usermod", "--append", "--groups", name, member],
+                check=True,
+                capture_output=True,
+                timeout=60,
+            )
+    return gid
 
 
 def as_user(user: str, argv: Sequence[str]) -> list[str]:

@@ -106,10 +106,13 @@ class Person:
             **extra,
         }
 
-    def popen(self, argv: list[str], settings: Mapping[str, str], **extra: str) -> subprocess.Popen:
+    def popen(
+        self, argv: list[str], settings: Mapping[str, str], cwd: Path | None = None, **extra: str
+    ) -> subprocess.Popen:
+        """`argv` as this person, in `cwd` (default: the project), with `settings`."""
         return subprocess.Popen(
             slurm_box.as_user(self.name, argv),
-            cwd=self.project,
+            cwd=cwd or self.project,
             env=self.env(settings, **extra),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -119,9 +122,14 @@ class Person:
         )
 
     def run(
-        self, argv: list[str], settings: Mapping[str, str], timeout: float = 120, **extra: str
+        self,
+        argv: list[str],
+        settings: Mapping[str, str],
+        cwd: Path | None = None,
+        timeout: float = 120,
+        **extra: str,
     ) -> Result:
-        proc = self.popen(argv, settings, **extra)
+        proc = self.popen(argv, settings, cwd, **extra)
         try:
             out, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -161,7 +169,10 @@ class Cluster:
         return _read_env(self.env_files / f"{SHARED}-admin.env")
 
     def workers_of(self, person: Person) -> int:
-        return int(self.operator.scard(f"{person.planner['STEPUP_DIST_PREFIX']}:rq:workers"))
+        return self.workers_of_prefix(person.planner["STEPUP_DIST_PREFIX"])
+
+    def workers_of_prefix(self, prefix: str) -> int:
+        return int(self.operator.scard(f"{prefix}:rq:workers"))
 
     def log_lines(self) -> list[list[str]]:
         return [line.split() for line in self.log.read_text().splitlines() if line.strip()]
@@ -509,7 +520,7 @@ def test_other_persons_credentials_run_nothing(workers: Cluster) -> None:
         folder,
     )
     build = [str(BIN / "stepup-dist"), "build", "-w0"]
-    denied = bob.run(build, {**bob.planner, "STEPUP_DIST_PREFIX": alice_prefix}, timeout=60)
+    denied = bob.run(build, {**bob.planner, "STEPUP_DIST_PREFIX": alice_prefix}, folder, 60)
     assert denied.returncode != 0
     assert (
         "NOPERM" in denied.stdout + denied.stderr
@@ -526,7 +537,7 @@ def test_other_persons_credentials_run_nothing(workers: Cluster) -> None:
         "STEPUP_DIST_PREFIX": alice_prefix,
     }
     before = alice.worker_logs().count("refused")
-    proc = bob.popen(build, forged)
+    proc = bob.popen(build, forged, folder)
     try:
         _wait(
             "alice's workers refuse bob's job",
@@ -589,15 +600,8 @@ def test_killed_job_runs_its_step_again_on_another_node(workers: Cluster, how: s
         f"#!/usr/bin/env python\nfrom stepup.core.api import step\nstep({cmd!r}, out='out.txt')\n",
         folder,
     )
-    proc = subprocess.Popen(
-        slurm_box.as_user(alice.name, [str(BIN / "stepup-dist"), "build", "-w0"]),
-        cwd=folder,
-        env=alice.env(alice.planner, STEPUP_DIST_LEASE="3"),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
+    proc = alice.popen(
+        [str(BIN / "stepup-dist"), "build", "-w0"], alice.planner, folder, STEPUP_DIST_LEASE="3"
     )
     try:
         _wait("the step starts", lambda: len(_started(cluster, who)) == 1, 90)
@@ -648,16 +652,7 @@ def test_planner_killed_loses_no_finished_step(workers: Cluster) -> None:
         folder,
     )
     build = [str(BIN / "stepup-dist"), "build", "-w0"]
-    proc = subprocess.Popen(
-        slurm_box.as_user(bob.name, build),
-        cwd=folder,
-        env=bob.env(bob.planner, PYTHONUNBUFFERED="1"),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        start_new_session=True,
-    )
+    proc = bob.popen(build, bob.planner, folder, PYTHONUNBUFFERED="1")
     try:
         # The planner saves its progress every 5 s: A ends after the first save, and the
         # planner dies at once, long before the second.
@@ -665,7 +660,7 @@ def test_planner_killed_loses_no_finished_step(workers: Cluster) -> None:
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate()
-    again = bob.run(build, bob.planner, timeout=120)
+    again = bob.run(build, bob.planner, folder)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "sleep 6; echo a > a.txt" not in again.lines("START"), again.stdout
 
@@ -686,16 +681,7 @@ def test_workers_stop_drains(workers: Cluster) -> None:
         folder,
     )
     jobs = {p.name: p.jobs() for p in cluster.people.values()}
-    proc = subprocess.Popen(
-        slurm_box.as_user(bob.name, [str(BIN / "stepup-dist"), "build", "-w0"]),
-        cwd=folder,
-        env=bob.env(bob.planner),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    proc = bob.popen([str(BIN / "stepup-dist"), "build", "-w0"], bob.planner, folder)
     try:
         _wait("the step starts", lambda: len(_started(cluster, who)) == 1, 90)
         for person in cluster.people.values():
@@ -715,3 +701,67 @@ def test_workers_stop_drains(workers: Cluster) -> None:
             assert cluster.box.wait_job(job, set(slurm_box_finished()), 60) == "COMPLETED"
             assert not _workers_of_job(job), job
         assert "Traceback" not in person.worker_logs()
+
+
+SERVICE = "sdservice"
+GROUP = "sdgroup"
+
+
+def test_shared_service_workers(workers: Cluster) -> None:
+    """Set-up (b): one service user's workers run everyone's steps, with the group's
+    prefix, ACL users and secret; the people's folders let the group write."""
+    cluster = workers
+    service = slurm_box.ensure_user(SERVICE)
+    gid = slurm_box.ensure_group(GROUP, [*PEOPLE, SERVICE])
+    _check_venv_readable(SERVICE)
+    shared = cluster.root / "group"
+    shared.mkdir(mode=0o775)
+    os.chown(shared, 0, gid)
+    shared.chmod(0o2775)
+    group_secret = os.urandom(32).hex() + "\n"
+
+    def member(name: str, uid: int, home: Path, project: Path) -> Person:
+        for folder in (home, project):
+            folder.mkdir(mode=0o700, exist_ok=True)
+            os.chown(folder, uid, gid)
+        project.chmod(0o2775)
+        secret = home / "group-secret"
+        secret.write_text(group_secret)
+        secret.chmod(0o600)
+        os.chown(secret, uid, gid)
+        mine = {"STEPUP_DIST_SECRET_FILE": str(secret)}
+        planner = _read_env(cluster.env_files / f"{SHARED}-planner.env") | mine
+        worker = _read_env(cluster.env_files / f"{SHARED}-worker.env") | mine
+        return Person(name, uid, gid, home, project, planner, worker, cluster.box)
+
+    svc = member(SERVICE, service.pw_uid, cluster.root / "home" / SERVICE, cluster.root / "service")
+    people = [member(p.name, p.uid, p.home, shared / p.name) for p in cluster.people.values()]
+    submitted = svc.workers("--slurm", "1", "--cpus", "2", "--root", str(shared))
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    _wait("the service's workers register", lambda: cluster.workers_of_prefix(SHARED) >= 2, 90)
+
+    steps = 2
+    for person in people:
+        _write_plan(person, _pool_plan(f"{person.name}-group", cluster.log, steps, 0.5))
+    build = [str(BIN / "stepup-dist"), "build", "-w0"]
+    procs = {p.name: p.popen(build, p.planner) for p in people}
+    for name, proc in procs.items():
+        out, err = proc.communicate(timeout=240)
+        assert proc.returncode == 0, f"{name}:\n{out}{err}"
+    # Everyone's steps ran as the service user, on its workers.
+    jobs = svc.jobs()
+    for person in people:
+        for i in range(steps):
+            out = person.project / f"out{i}.txt"
+            assert out.stat().st_uid == service.pw_uid, out
+            assert out.read_text().strip() in jobs
+    runs = [
+        line for line in cluster.log_lines() if line[0].endswith("-group") and line[2] == "start"
+    ]
+    assert len(runs) == steps * len(people)
+    assert "refused" not in svc.worker_logs()
+
+    stopped = svc.workers("stop")
+    assert stopped.returncode == 0, stopped.stderr
+    for job in jobs:
+        assert cluster.box.wait_job(job, set(slurm_box_finished()), 60) == "COMPLETED"
