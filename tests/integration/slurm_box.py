@@ -163,7 +163,7 @@ class SlurmBox:
         for path in (folder, key):
             os.chown(path, munge.pw_uid, munge.pw_gid)
         argv = [
-            _which("munged"), "--foreground", "--force",
+            str(_which("munged")), "--foreground", "--force",
             f"--socket={self.munge_socket}", f"--key-file={key}",
             f"--pid-file={folder / 'munged.pid'}", f"--log-file={folder / 'munged.log'}",
             f"--seed-file={folder / 'munged.seed'}",

@@ -32,6 +32,7 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -387,11 +388,11 @@ class PoolWatch:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            tokens = set(self.client.zrange(self.holders, 0, -1))
+            tokens: set[bytes] = set(self.client.zrange(self.holders, 0, -1))  # type: ignore[arg-type]
             now = time.time()
             self.most = max(self.most, len(tokens))
             for token in tokens - self._seen.keys():
-                info = self.client.hget(self.info, token)
+                info: Any = self.client.hget(self.info, token)
                 self._seen[token] = info.decode(errors="replace") if info else ""
             for token in list(self._seen):
                 if token not in tokens:
