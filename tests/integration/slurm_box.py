@@ -297,10 +297,6 @@ class SlurmBox:
                 raise AssertionError(f"job {job} is {state}, not {states}, after {timeout:.0f} s")
             time.sleep(0.1)
 
-    def job_pids(self) -> list[int]:
-        """Processes that run jobs' code: slurmstepd and what it started."""
-        return [pid for pid, cmd in _processes() if b"slurmstepd" in cmd]
-
     # stop
 
     def stop(self) -> None:
@@ -331,12 +327,13 @@ class SlurmBox:
         self.procs.clear()
 
     def _ours(self) -> list[tuple[int, bytes]]:
-        """Live processes of this box: its daemons, slurmstepd, and whatever runs with
-        this box's SLURM_CONF (jobs, and the commands that tests ran as its users)."""
+        """Live processes of this box: its daemons, and whatever runs with this box's
+        SLURM_CONF (slurmstepd, the jobs, the commands that tests ran as its users). Not
+        those of another box, which may run beside it."""
         mark = f"SLURM_CONF={self.conf}".encode()
         found = []
         for pid, cmd in _processes():
-            ours = str(self.folder).encode() in cmd or b"slurmstepd" in cmd
+            ours = str(self.folder).encode() in cmd
             if not ours:
                 with contextlib.suppress(OSError):
                     ours = mark in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")

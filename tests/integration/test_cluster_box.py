@@ -8,7 +8,7 @@ Each starts their own workers with `stepup-dist workers --slurm` from that folde
 their own prefix, ACL users and signing secret (set-up (a) of docs/cluster.md); the
 group's admin user sets the cluster pool `lic` to 2, which both share.
 
-The tests run in the order of this file, on one box (one xdist group): the workers that
+The tests run in the order of this file, on one box (`.ci/run` uses `--dist loadfile`): the workers that
 the first one checks serve the later ones, and the last one stops them.
 
 Needs root, Slurm, munge and redis-server; skipped with the reason without them, except
