@@ -21,7 +21,7 @@ def _semaphores(config: Config) -> Semaphores:
         raise ConfigError(
             "this command needs a server: give --redis URL or set STEPUP_DIST_REDIS_URL"
         )
-    return Semaphores(connect_config(config), Keys(config.prefix))
+    return Semaphores(connect_config(config), Keys.of(config))
 
 
 def pool_set(config: Config, name: str, size: int) -> str:
@@ -64,7 +64,7 @@ def status(config: Config, as_json: bool = False) -> str:
     sems = _semaphores(config)
     assert config.redis_url is not None
     pools = sems.status()
-    queues: dict[str, Any] = queue_status(connect_config(config), Keys(config.prefix))
+    queues: dict[str, Any] = queue_status(connect_config(config), Keys.of(config))
     hosts = sems.hosts(max_age=HOST_MAX_AGE)
     for worker in queues["workers"]:
         worker["resources"] = hosts.get(worker["host"], {})

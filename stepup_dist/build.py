@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -44,14 +45,22 @@ _WORKER_SETTINGS = {
     "STEPUP_DIST_REDIS_URL", "STEPUP_DIST_REDIS_PASSWORD", "STEPUP_DIST_PREFIX",
     "STEPUP_DIST_TLS_CA", "STEPUP_DIST_TLS_CERT", "STEPUP_DIST_TLS_KEY",
     "STEPUP_DIST_SECRET_FILE", "STEPUP_DIST_ROOTS", "STEPUP_DIST_PATH_MAP",
+    "STEPUP_DIST_SHARED_PREFIX", "STEPUP_DIST_GIVE_UP",
 }  # fmt: skip
 
 
 def _start_workers(
-    count: int, config: Config, root: Path, log_path: Path, *, server_wait: bool = False
+    count: int,
+    config: Config,
+    root: Path,
+    log_path: Path,
+    build: str,
+    *,
+    server_wait: bool = False,
 ) -> list[subprocess.Popen]:
-    """Local workers serving only this build's root. The server URL, which may hold a
-    password, goes through the environment: a command line is visible to anyone in `ps`."""
+    """Local workers serving only this build, from its own queue, under its root. The
+    server URL, which may hold a password, goes through the environment: a command line is
+    visible to anyone in `ps`."""
     host = socket.gethostname()
     # The build's settings replace any the environment has (roots come as --root).
     env = {k: v for k, v in os.environ.items() if k not in _WORKER_SETTINGS}
@@ -65,7 +74,7 @@ def _start_workers(
     # host.pid.i: starting 32 interpreters would cost seconds of CPU.
     cmd = [
         sys.executable, "-m", "stepup_dist.worker", "--processes", str(count),
-        "--root", str(root), "--name", f"{host}.{os.getpid()}",
+        "--root", str(root), "--name", f"{host}.{os.getpid()}", "--build", build,
     ]  # fmt: skip
     if server_wait:
         cmd.append("--wait-for-server")
@@ -144,6 +153,7 @@ def run_build(config: Config, root: Path, workers: int, *, quiet: bool = False) 
     state_dir = root / STATE_DIR
     live = LiveReporter(quiet=quiet, local_workers=workers) if _live() else None
     reporter = live or ConsoleReporter(quiet=quiet)
+    build = uuid.uuid4().hex[:16]
     with _lock(state_dir), contextlib.ExitStack() as stack:
         # Erased before an error is printed, whatever ends the build.
         stack.callback(reporter.close)
@@ -163,7 +173,7 @@ def run_build(config: Config, root: Path, workers: int, *, quiet: bool = False) 
                 tls_key=None,
             )
             # The workers wait for the server (its socket is known before it starts).
-            procs = _start_workers(workers, config, root, log_path, server_wait=True)
+            procs = _start_workers(workers, config, root, log_path, build, server_wait=True)
             stack.enter_context(_workers(procs))
             server.start()
         from .broker.broker import RedisBroker
@@ -173,9 +183,9 @@ def run_build(config: Config, root: Path, workers: int, *, quiet: bool = False) 
         from .planner import Planner
 
         client = connect_config(config)
-        broker = RedisBroker(client, Keys(config.prefix), config.keyring)
+        broker = RedisBroker(client, Keys.of(config), config.keyring)
         if not embedded:  # a server of its own reached: now the workers
-            procs = _start_workers(workers, config, root, log_path)
+            procs = _start_workers(workers, config, root, log_path, build)
             stack.enter_context(_workers(procs))
         alive = (lambda: any(p.poll() is None for p in procs)) if procs else None
         planner = Planner(
@@ -185,11 +195,17 @@ def run_build(config: Config, root: Path, workers: int, *, quiet: bool = False) 
             lease=config.lease,
             workers_alive=alive,
             reconnect=config.reconnect,
+            build=build,
+            local_workers=workers,
+            give_up=config.give_up,
         )
         stack.callback(broker.forget_build, planner.build)
         if live is not None:
             # A thread, from here on: the local workers were forked before it (preexec_fn).
-            census = CensusReader(connect_config(config, socket_timeout=2.0), Keys(config.prefix))
+            census = CensusReader(
+                connect_config(config, socket_timeout=2.0),
+                Keys.of(config),
+            )
             live.watch(planner, census.read)
         outcome = planner.run()
         return _summary(reporter, outcome, time.monotonic() - start)

@@ -61,9 +61,17 @@ def cli() -> None:
     is_flag=True,
     help="Print only failures, errors and the summary (a terminal still shows the status line).",
 )
+@click.option(
+    "--give-up",
+    "give_up",
+    metavar="SECONDS",
+    help="End the build, its steps stuck, when no connected worker has served its folder for "
+    "this long (default: wait, saying so) [STEPUP_DIST_GIVE_UP].",
+)
 def build(
     *,
     quiet: bool,
+    give_up: str | None,
     workers: int | None,
     redis_url: str | None,
     prefix: str | None,
@@ -84,8 +92,14 @@ def build(
         tls_ca=tls_ca,
         tls_cert=tls_cert,
         tls_key=tls_key,
+        give_up=give_up,
     )
     count = workers if workers is not None else (os.cpu_count() or 1)
+    if count == 0 and config.redis_url is None:
+        raise UserError(
+            "-w0 runs no local workers, so it needs a server that workers reach: "
+            "give --redis URL or set STEPUP_DIST_REDIS_URL"
+        )
     sys.exit(run_build(config, root, count, quiet=quiet))
 
 
@@ -157,12 +171,18 @@ def status(redis_url: str | None, prefix: str | None, as_json: bool) -> None:
     "workers; admin: also stepup-dist status and pool (may SCAN every key name).",
 )
 @click.option("--user", default="stepup", show_default=True, help="ACL user name.")
-def acl(prefix: str | None, role: str, user: str) -> None:
+@click.option(
+    "--shared-prefix",
+    metavar="PREFIX",
+    help="Prefix of the cluster pools shared with other prefixes (default: the prefix) "
+    "[STEPUP_DIST_SHARED_PREFIX].",
+)
+def acl(prefix: str | None, role: str, user: str, shared_prefix: str | None) -> None:
     """Print an ACL SETUSER line for a user confined to the key prefix (add the password)."""
     from .broker.acl import setuser_line
 
-    config = load_config(prefix=prefix)
-    click.echo(setuser_line(user, role, config.prefix))
+    config = load_config(prefix=prefix, shared_prefix=shared_prefix)
+    click.echo(setuser_line(user, role, config.prefix, config.shared_prefix))
 
 
 _DIRECTORY = click.option(

@@ -67,7 +67,7 @@ class Config:
     """Server URL; None means: start an embedded server for this build."""
 
     prefix: str
-    """Every Redis key of this installation starts with this prefix and a colon."""
+    """The Redis keys of one person or group start with this prefix and a colon."""
 
     lease: float
     """Seconds a pool slot stays held without renewal (`STEPUP_DIST_LEASE`)."""
@@ -106,6 +106,14 @@ class Config:
 
     path_map: PathMap = field(default_factory=PathMap)
     """Where a worker finds the planner's paths (`--path-map`, `STEPUP_DIST_PATH_MAP`)."""
+
+    shared_prefix: str | None = None
+    """Prefix of the keys several prefixes share: cluster pools and host resources
+    (`STEPUP_DIST_SHARED_PREFIX`); None: `prefix`."""
+
+    give_up: float | None = None
+    """Seconds a build waits while no connected worker serves its folder, then ends with
+    its steps stuck (`STEPUP_DIST_GIVE_UP`); None: wait as long as it takes."""
 
     @property
     def keyring(self) -> Keyring | None:
@@ -171,6 +179,8 @@ def load_config(
     tls_key: str | None = None,
     roots: Sequence[str] = (),
     path_map: Sequence[str] = (),
+    shared_prefix: str | None = None,
+    give_up: float | str | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Config:
     """Merge explicit values (from flags) with the environment and defaults, then validate."""
@@ -188,6 +198,20 @@ def load_config(
         problems.append(
             f"prefix {pfx!r} may only contain letters, digits and _ . : - (STEPUP_DIST_PREFIX)"
         )
+
+    shared = shared_prefix or env.get("STEPUP_DIST_SHARED_PREFIX") or None
+    if shared is not None and not _PREFIX_RE.fullmatch(shared):
+        problems.append(
+            f"shared prefix {shared!r} may only contain letters, digits and _ . : - "
+            "(STEPUP_DIST_SHARED_PREFIX)"
+        )
+    if shared == pfx:
+        shared = None
+
+    raw_give_up = give_up if give_up is not None else env.get("STEPUP_DIST_GIVE_UP") or None
+    give_up_value = None
+    if raw_give_up is not None:
+        give_up_value = _number(raw_give_up, "STEPUP_DIST_GIVE_UP", 0.0, 30 * 86400.0, problems)
 
     raw_lease = lease if lease is not None else env.get("STEPUP_DIST_LEASE", DEFAULT_LEASE)
     lease_value = _number(raw_lease, "STEPUP_DIST_LEASE", 1.0, 86400.0, problems)
@@ -239,6 +263,8 @@ def load_config(
         fs_wait=fs_wait,
         redis_url=url,
         prefix=pfx,
+        shared_prefix=shared,
+        give_up=give_up_value,
         lease=lease_value,
         reconnect=reconnect,
         redis_password=env.get("STEPUP_DIST_REDIS_PASSWORD") or None,
@@ -283,6 +309,10 @@ def to_environ(config: Config, *, with_password: bool = True) -> dict[str, str]:
     ):
         if value is not None:
             env[name] = os.path.abspath(value)
+    if config.shared_prefix is not None:
+        env["STEPUP_DIST_SHARED_PREFIX"] = config.shared_prefix
+    if config.give_up is not None:
+        env["STEPUP_DIST_GIVE_UP"] = str(config.give_up)
     if config.roots:
         env["STEPUP_DIST_ROOTS"] = ":".join(config.roots)
     if config.path_map:

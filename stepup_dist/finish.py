@@ -83,7 +83,9 @@ def report_stuck(p: "Planner") -> None:
         step = p.graph.steps[key]
         for path in sorted(step.missing):
             node = p.graph.files[path]
-            if node.producer is None:
+            if node.static:
+                why = "a static file that is missing or that no worker checked"
+            elif node.producer is None:
                 why = "which is neither static nor made by any step"
             elif p.graph.steps[node.producer].status is StepStatus.FAILED:
                 why = f"which step {node.producer!r} failed to make"

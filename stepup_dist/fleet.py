@@ -209,7 +209,7 @@ def start_local(config: Config, directory: Path, count: int, resources: str | No
                 raise UserError(
                     f"worker {proc.pid} exited with code {proc.returncode}: {_last_line(log_path)}"
                 )
-        waiting -= {w["name"] for w in queue_status(client, Keys(config.prefix))["workers"]}
+        waiting -= {w["name"] for w in queue_status(client, Keys.of(config))["workers"]}
         time.sleep(0.1)
     pids = " ".join(str(p.pid) for p in procs)
     text = f"started {count} local worker{'s' * (count != 1)} (pids {pids}), log {log_path}"

@@ -8,7 +8,8 @@ This module knows nothing of their encoding; `wire.py` turns them into bytes and
 - `StepDone`: worker -> planner, the outcome of a `RunJob`.
 - `Checked`: worker -> planner, the file states asked for by a `CheckJob`.
 - `Call`: plan (any step) -> planner, one API call such as `step()` or `pool()`.
-- `Wake`: whoever released a pool slot -> a planner waiting for one.
+- `Wake`: a pool slot a planner waits for was freed. Releasing workers push a plain marker
+  to a shared list (`broker/keys.py`), which the broker hands to the planner as a `Wake`.
 - `Reply`: planner -> plan, the answer to a `Call`.
 """
 

@@ -12,10 +12,11 @@ The loop ends when nothing is in flight; steps still pending then are reported.
 """
 
 import os
+import socket
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -36,6 +37,7 @@ from .messages import (
     Wake,
 )
 from .pools import PoolBroker, PoolKeeper
+from .routing import Group, Router
 from .store import Record, Store
 
 __all__ = ("Broker", "Outcome", "Planner", "Reporter")
@@ -49,9 +51,10 @@ class Broker(PoolBroker, Protocol):
     def server_id(self) -> str: ...
     def keep_alive(self, build: str, lease: float) -> None: ...
     def live_runs(self, build: str, tokens: list[str]) -> set[str]: ...
-    def submit(
-        self, jobs: list[tuple[Message, str, bool]], host: str | None = None
-    ) -> list[str]: ...
+    def local_queue(self, build: str) -> str: ...
+    def host_queue(self, queue: str, host: str) -> str: ...
+    def groups(self) -> Sequence[Group]: ...
+    def submit(self, jobs: list[tuple[Message, str, bool]], queue: str) -> list[str]: ...
     def job_states(self, job_ids: list[str]) -> list[str | None]: ...
     def receive(self, build: str, timeout: float) -> list[Message | WireError]: ...
     def reply(self, reply_to: str, reply: Reply) -> None: ...
@@ -90,6 +93,8 @@ class Planner:
         environ: Mapping[str, str] | None = None,
         workers_alive: Callable[[], bool] | None = None,
         reconnect: float = RECONNECT_FOR,
+        local_workers: int = 0,
+        give_up: float | None = None,
     ):
         self.broker = broker
         self.reporter = reporter
@@ -106,6 +111,14 @@ class Planner:
         self.slots = PoolKeeper(broker, self.build, lease)
         self.pools = self.slots.plan_sizes
         self.outcome = Outcome()
+        self.router = Router(
+            str(root),
+            broker.local_queue(self.build) if local_workers else None,
+            local_workers,
+            give_up,
+        )
+        self._held: list[tuple[tuple[Message, str, bool], str | None]] = []
+        """Jobs (with the host they are placed on) that no live worker serves yet."""
         self._ready: deque[Step] = deque()
         self._check_queue: list[tuple[tuple[str, str], str, FileState | None]] = []
         self._checks: dict[int, list[tuple[tuple[str, str], str]]] = {}
@@ -219,7 +232,7 @@ class Planner:
             return True
         if not self._ready and not self._in_flight and not self.slots.waiting:
             return not finish.unblock_stalled(self)
-        if finish.only_unserved_left(self):
+        if finish.only_unserved_left(self) or self._route(time.monotonic()):
             return True
         # Steps left for the next dispatch round: look at the inbox without waiting.
         for message in self.broker.receive(self.build, 0.0 if self._ready else 1.0):
@@ -228,7 +241,6 @@ class Planner:
         return False
 
     def _dispatch(self) -> None:
-        jobs: list[tuple[Message, str, bool]] = []
         # A round takes at most DISPATCH_ROUND ready steps: with a plan's batch of hundreds,
         # the first jobs reach the workers after one round's work instead of all of it.
         for _ in range(min(len(self._ready), DISPATCH_ROUND)):
@@ -266,19 +278,11 @@ class Planner:
             self.slots.take_many(batch)
             for step in batch:
                 self._queued(step)
-        placed: dict[str, list[tuple[Message, str, bool]]] = {}
         for step in self._pending_runs:
-            job = (self._run_job(step), step.key, False)
-            host = self.slots.host_of(step)
-            if host is None:
-                jobs.append(job)
-            else:
-                placed.setdefault(host, []).append(job)
+            self._held.append(((self._run_job(step), step.key, False), self.slots.host_of(step)))
         self._pending_runs = []
-        jobs.extend(skipping.check_jobs(self))
-        self._note_jobs(jobs, self.broker.submit(jobs))
-        for host, host_jobs in placed.items():
-            self._note_jobs(host_jobs, self.broker.submit(host_jobs, host=host))
+        self._held.extend((job, None) for job in skipping.check_jobs(self))
+        self._send()
         for key, wanted in self.slots.unserved.items():
             if key not in self._told_unserved:
                 self._told_unserved.add(key)
@@ -312,13 +316,45 @@ class Planner:
             return
         self._queued(step)
 
+    def _send(self) -> None:
+        """Send the held jobs to queues whose workers serve this build, if any do now."""
+        found = self.router.candidates() if self._held else []
+        if not found:
+            return
+        here = socket.gethostname()
+        batches: dict[str, list[tuple[Message, str, bool]]] = {}
+        for job, host in self._held:
+            queue = self.router.pick(prefer_local=host == here, found=found)
+            assert queue is not None
+            self.router.sent(_job_key(job[0]), queue)
+            target = queue if host is None else self.broker.host_queue(queue, host)
+            batches.setdefault(target, []).append(job)
+        self._held = []
+        for queue, jobs in batches.items():
+            self._note_jobs(jobs, self.broker.submit(jobs, queue))
+
+    def _route(self, now: float) -> bool:
+        """Read which workers serve what when due; say so when none serves this build.
+        True when the build gives up waiting for one."""
+        if self.router.due(now):
+            self.router.update(self.broker.groups(), now)
+            self._send()
+        text = self.router.waiting_text(now, len(self._held))
+        if text is not None:
+            self.reporter.line("WAITING", text)
+        if not self.router.gave_up(now):
+            return False
+        why = f"no connected worker serves {self.root} ({self.router.served()})"
+        for key, step in self.graph.steps.items():
+            if step.status in (StepStatus.QUEUED, StepStatus.CHECKING):
+                self.outcome.stuck.append(f"step {key!r} cannot run: {why}")
+        return True
+
     def _note_jobs(self, jobs: list[tuple[Message, str, bool]], ids: list[str]) -> None:
         """Remember each step's RQ job, to notice one lost before it started."""
         now = time.monotonic()
         for (message, _, _), job_id in zip(jobs, ids, strict=True):
-            key = message.step if isinstance(message, RunJob) else ""
-            if isinstance(message, CheckJob):
-                key = f"check:{message.request}"
+            key = _job_key(message)
             if key:
                 self._jobs[key] = (job_id, now)
                 self._started_unseen.discard(key)
@@ -362,12 +398,15 @@ class Planner:
             if step is not None and step.attempt == message.attempt:
                 # From now on its worker renews the leases, and alone: a worker cut off
                 # from Redis must see them lapse and kill the step.
+                self.router.started(step.key)
                 self._running.add(step.key)
                 self._hosts[step.key] = message.host
                 self.reporter.line("START", step.key, message.host)
         elif isinstance(message, StepDone):
+            self.router.started(message.step)
             results.on_done(self, message)
         elif isinstance(message, Checked):
+            self.router.started(f"check:{message.request}")
             skipping.on_checked(self, message)
         elif isinstance(message, Wake):
             self.slots.retry = True
@@ -413,3 +452,12 @@ class Planner:
 
     def save(self, *, final: bool) -> None:
         finish.save(self, final=final)
+
+
+def _job_key(message: Message) -> str:
+    """The key a job is tracked by: its step, or `check:N` for hash check request N."""
+    if isinstance(message, RunJob):
+        return message.step
+    if isinstance(message, CheckJob):
+        return f"check:{message.request}"
+    return ""

@@ -106,6 +106,7 @@ def lost_step(p: "Planner", step: Step, why: str, defer: float = 0.0) -> None:
     # What was known of its old job no longer applies.
     p._jobs.pop(step.key, None)
     p._started_unseen.discard(step.key)
+    p.router.started(step.key)
     p._in_flight.discard(step.key)
     p.slots.release(step)
     host = p._hosts.pop(step.key, "")
@@ -115,6 +116,7 @@ def lost_step(p: "Planner", step: Step, why: str, defer: float = 0.0) -> None:
         p.outcome.failed.append(step.key)
         p.records.pop(step.key, None)
         p.old_records.pop(step.key, None)
+        p.store.forget(step.key)
         p.reporter.line("FAIL", f"{step.key} (lost {lost} times: {why})", host)
         return
     p.reporter.line("LOST", f"{step.key} ({why}; running it again)", host)

@@ -1,9 +1,10 @@
 """What a worker's report of a step (`StepDone`) does to a build.
 
 A success is recorded (the step digest that decides later skips, the file states, the
-calls it made, how long it took), its slots go back, and its outputs become available to
-the steps waiting for them. A failure is remembered as one, so the step runs again next
-time. A step whose leases lapsed before it started is queued again.
+calls it made, how long it took), in the store's journal before its `SUCCESS` line, its
+slots go back, and its outputs become available to the steps waiting for them. A failure
+is remembered as one, so the step runs again next time. A step whose leases lapsed before
+it started is queued again.
 """
 
 from typing import TYPE_CHECKING
@@ -46,12 +47,12 @@ def on_done(p: "Planner", result: StepDone) -> None:
         p.outcome.failed.append(step.key)
         p.records.pop(step.key, None)
         p.old_records.pop(step.key, None)
+        p.store.forget(step.key)
         p.reporter.done(step, result, "FAIL")
         return
     out_states = dict(result.out_states)
     step.status = StepStatus.SUCCEEDED
     p.outcome.succeeded += 1
-    p.reporter.done(step, result, "SUCCESS")
     amended_out = [p for p in step.amended[1] if p not in out_states]
     for path in amended_out:
         # Amended outputs are not known to the worker; trust them only as present.
@@ -63,7 +64,7 @@ def on_done(p: "Planner", result: StepDone) -> None:
         p.graph.input_states(step),
         {p: s for p, s in out_states.items() if p in step.declared[1]},
     )
-    p.records[step.key] = Record(
+    record = p.records[step.key] = Record(
         step.command,
         step.workdir,
         list(step.declared[0]),
@@ -78,6 +79,9 @@ def on_done(p: "Planner", result: StepDone) -> None:
         step.calls,
         result.duration,
     )
+    # Given to the OS before anything depends on it: a planner killed from now on keeps it.
+    p.store.done(step.key, record, out_states)
+    p.reporter.done(step, result, "SUCCESS")
     for path in step.vol:
         p._became_available(path, None)
     for path, state in out_states.items():

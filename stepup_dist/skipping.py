@@ -64,8 +64,8 @@ def check_entry(job: CheckJob) -> tuple[Message, str, bool]:
 
 def resend_checks(p: "Planner", jobs: list[CheckJob]) -> None:
     """Submit hash checks again (a late duplicate answer is ignored) and track their jobs."""
-    entries = [check_entry(job) for job in jobs]
-    p._note_jobs(entries, p.broker.submit(entries))
+    p._held.extend((check_entry(job), None) for job in jobs)
+    p._send()
 
 
 def on_checked(p: "Planner", checked: Checked) -> None:

@@ -1,22 +1,46 @@
-"""What a build remembers between runs: `.stepup/graph.mpk`.
+"""What a build remembers between runs: `.stepup/graph.mpk` and `.stepup/journal.mpk`.
 
-One msgpack map, written to a temporary file, fsynced and renamed over the old one, so a
-kill at any moment leaves either the old or the new file, never half of one. `duration`
-(seconds the step last ran, for the progress line's ETA) came later: a record without it
-reads as 0.0::
+`graph.mpk` is one msgpack map, written to a temporary file, fsynced and renamed over the
+old one, so a kill at any moment leaves either the old or the new file, never half of one.
+`duration` (seconds the step last ran, for the progress line's ETA) came later: a record
+without it reads as 0.0::
 
     {"v": 1,
      "steps": {key: [command, workdir, inp, out, vol, env, amended, pool, creator,
                      digest, out_states, calls, duration]},
      "files": {path: [mode, mtime_ns, size, inode, digest]}}
+
+A save costs the whole graph, so it happens only every few seconds. Between saves, every
+report the planner accepts goes to the journal at once, so a planner killed at any moment
+(`kill -9`) loses no finished step: the next `load` folds the journal on top of
+`graph.mpk`. The journal is a sequence of frames, each a 4-byte big-endian payload length,
+the 4-byte big-endian CRC-32 of the payload, and the payload, one msgpack value::
+
+    header:  {"v": 1, "base": bytes}      the first frame; base names the graph.mpk it
+                                          extends: the 8-byte xxh3-64 digest of its bytes,
+                                          b"" when there was none
+    entries: ["done", key, record, files] a success: record as in "steps" above, files
+                                          {path: state} as in "files" (its outputs)
+             ["forget", key]              a failure: the step's old record no longer counts
+
+Each frame goes to the OS with one `os.write` on an `O_APPEND` descriptor, without fsync:
+that survives the death of the planner, not of the machine (`bench/journal.py` measures
+both). A save writes `graph.mpk`, then empties the journal. A journal whose base does not
+name `graph.mpk` (a kill between the two, a removed `graph.mpk`) is ignored, and one whose
+`v` differs with a warning; so is a torn last frame (a kill mid-write), silently, and the
+next append cuts it off. Records are only claims: a step is skipped only when a worker
+finds its inputs and outputs hashing as recorded.
 """
 
 import os
+import struct
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import msgpack
+import xxhash
 
 from .errors import UserError
 from .messages import FileState
@@ -25,6 +49,8 @@ __all__ = ("STATE_DIR", "Record", "Store")
 
 STATE_DIR = ".stepup"
 _VERSION = 1
+_FRAME = struct.Struct(">II")
+"""Payload length and CRC-32 of one journal frame."""
 
 
 @dataclass
@@ -117,21 +143,100 @@ def _record(raw: Any) -> Record:
     )  # fmt: skip
 
 
-class Store:
-    """Load and atomically save the records of one build root."""
+def _frame(obj: Any) -> bytes:
+    payload = msgpack.packb(obj)
+    return _FRAME.pack(len(payload), zlib.crc32(payload)) + payload
 
-    def __init__(self, root: Path):
+
+def _read_frames(data: bytes) -> tuple[list[tuple[Any, int]], bool]:
+    """Each whole frame at the start of `data` as (value, offset of its end), and whether
+    anything but a torn last frame follows them (a damaged file rather than a kill)."""
+    frames: list[tuple[Any, int]] = []
+    at = 0
+    while at + _FRAME.size <= len(data):
+        size, crc = _FRAME.unpack_from(data, at)
+        end = at + _FRAME.size + size
+        if end > len(data):
+            break
+        payload = data[at + _FRAME.size : end]
+        if zlib.crc32(payload) != crc:
+            return frames, True
+        try:
+            frames.append((msgpack.unpackb(payload, raw=False, strict_map_key=False), end))
+        except (ValueError, msgpack.UnpackException):
+            return frames, True
+        at = end
+    return frames, False
+
+
+def _write(fd: int, data: bytes) -> None:
+    while data:
+        data = data[os.write(fd, data) :]
+
+
+def _name(data: bytes | None) -> bytes:
+    """What a journal calls the graph.mpk holding `data` (None: no file)."""
+    # xxh3: a few MB of graph in under a millisecond, at every load and save.
+    return b"" if data is None else xxhash.xxh3_64_digest(data)
+
+
+def _apply(entry: Any, records: dict[str, Record], files: dict[str, FileState]) -> None:
+    """Fold one journal entry into what graph.mpk held; TypeError if it is none."""
+    if not (isinstance(entry, list) and len(entry) >= 2 and type(entry[1]) is str):
+        raise TypeError(f"not a journal entry: {entry!r}")
+    if entry[0] == "done" and len(entry) == 4 and isinstance(entry[3], dict):
+        record = _record(entry[2])
+        states = {p: _state(s) for p, s in entry[3].items()}
+        if not all(type(p) is str for p in states):
+            raise TypeError("a file path is not a string")
+        records[entry[1]] = record
+        files.update(states)
+    elif entry[0] == "forget" and len(entry) == 2:
+        records.pop(entry[1], None)
+    else:
+        raise TypeError(f"not a journal entry: {entry!r}")
+
+
+class Store:
+    """Load and atomically save the records of one build root, and journal each report
+    between saves. The journal is this class's alone: the planner tells it what happened
+    (`done`, `forget`) and never touches the file. The journal extends what `load` read, so
+    load before the first report (a journal written without one is ignored later)."""
+
+    def __init__(self, root: Path, *, sync: bool = False):
+        self.sync = sync
+        """fsync the journal after each entry, so that it survives a crash of the machine
+        too, at a cost per step that `bench/journal.py` measures. Off for the planner: the
+        journal guards against the planner's death, which loses nothing the OS was given;
+        against a crash of the machine, the fsynced save every few seconds still bounds
+        what is lost to those seconds."""
         self.dir = root / STATE_DIR
         self.path = self.dir / "graph.mpk"
+        self.journal_path = self.dir / "journal.mpk"
+        self._base = b""
+        """Name of the graph.mpk loaded or saved last, for the journal's header."""
+        self._keep = 0
+        """Bytes at the start of the journal file that extend that graph.mpk; 0: rewrite it."""
+        self._fd: int | None = None
+        self._broken = False
+        """A journal write failed: warned once, the journal is off until the next save."""
 
     def load(self) -> tuple[dict[str, Record], dict[str, FileState]]:
-        """Return (records, file states); empty when there is no usable file."""
+        """Return (records, file states); empty when there is no usable file. Reports in
+        the journal since the last save are folded in."""
         try:
             data = self.path.read_bytes()
         except FileNotFoundError:
-            return {}, {}
+            data = None
         except OSError as exc:
             raise UserError(f"cannot read {self.path}: {exc.strerror}") from exc
+        self._base = _name(data)
+        self._keep = 0
+        records, files = self._parse(data) if data is not None else ({}, {})
+        self._fold(records, files)
+        return records, files
+
+    def _parse(self, data: bytes) -> tuple[dict[str, Record], dict[str, FileState]]:
         try:
             obj = msgpack.unpackb(data, raw=False, strict_map_key=False)
             if obj.get("v") != _VERSION:
@@ -150,7 +255,90 @@ class Store:
             return {}, {}
         return records, files
 
+    def _fold(self, records: dict[str, Record], files: dict[str, FileState]) -> None:
+        """Apply the journal's entries, if it extends the graph.mpk just read."""
+        try:
+            data = self.journal_path.read_bytes()
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise UserError(f"cannot read {self.journal_path}: {exc.strerror}") from exc
+        frames, damaged = _read_frames(data)
+        if not frames:
+            return
+        header, keep = frames[0]
+        version = header.get("v") if isinstance(header, dict) else None
+        if version != _VERSION:
+            print(
+                f"warning: ignoring {self.journal_path} (store version {version!r}, this "
+                f"stepup-dist reads {_VERSION}); the steps it recorded will run again"
+            )
+            return
+        if header.get("base") != self._base:
+            return  # it extends another graph.mpk: a save holds it already, or it is gone
+        for entry, end in frames[1:]:
+            try:
+                _apply(entry, records, files)
+            except (TypeError, KeyError, IndexError, AttributeError):
+                damaged = True
+                break
+            keep = end
+        if damaged:
+            print(f"warning: ignoring the damaged end of {self.journal_path}")
+        self._keep = keep
+
+    # The journal
+
+    def done(self, key: str, record: Record, files: dict[str, FileState]) -> None:
+        """A step succeeded: `record` replaces its old one, `files` are its outputs."""
+        entry = [
+            "done",
+            key,
+            _record_fields(record),
+            {path: _state_fields(state) for path, state in files.items()},
+        ]
+        self._append(_frame(entry))
+
+    def forget(self, key: str) -> None:
+        """A step failed: its old record, if any, no longer counts."""
+        self._append(_frame(["forget", key]))
+
+    def _append(self, frame: bytes) -> None:
+        if self._broken:
+            return
+        try:
+            if self._fd is None:
+                self._fd = self._open()
+            _write(self._fd, frame)
+            if self.sync:
+                os.fsync(self._fd)
+        except OSError as exc:
+            self._broken = True
+            print(
+                f"warning: cannot write {self.journal_path}: {exc.strerror}; "
+                "finished steps are kept only at the next save"
+            )
+
+    def _open(self) -> int:
+        self.dir.mkdir(exist_ok=True)
+        if self._keep:
+            fd = os.open(self.journal_path, os.O_WRONLY | os.O_APPEND)
+            # Cut off a torn frame: what follows it would never be read.
+            os.ftruncate(fd, self._keep)
+            return fd
+        fd = os.open(self.journal_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_TRUNC, 0o644)
+        header = _frame({"v": _VERSION, "base": self._base})
+        _write(fd, header)
+        self._keep = len(header)
+        return fd
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
     def save(self, records: dict[str, Record], files: dict[str, FileState]) -> None:
+        """Write every record and file state, then start an empty journal."""
         self.dir.mkdir(exist_ok=True)
         obj = {
             "v": _VERSION,
@@ -173,3 +361,10 @@ class Store:
         for stale in self.dir.glob(f"{self.path.name}.*.tmp"):
             # Left by a build killed while saving; ours was renamed away above.
             stale.unlink(missing_ok=True)
+        # From here on the journal extends the new file; until it is emptied, its old base
+        # makes the next load ignore it.
+        self._base = _name(data)
+        self._keep = 0
+        self._broken = False
+        self.close()
+        self.journal_path.unlink(missing_ok=True)

@@ -25,7 +25,7 @@ import redis
 
 from .broker.broker import RedisBroker
 from .broker.connection import connect_config, redact, refusal
-from .broker.keys import QUEUE_NAME, Keys
+from .broker.keys import Keys
 from .broker.queue import load_rq
 from .cli import flags_config, run_command, tls_options
 from .config import Config, step_environ
@@ -81,6 +81,24 @@ def check_server(config: Config) -> None:
     connect_config(config).close()
 
 
+def served_roots(config: Config) -> tuple[str, ...]:
+    """The folders this worker serves, in the planner's terms; empty: any folder.
+
+    With roots, each root as the planner names it; with path maps alone, the planner's side
+    of each map (a step under no mapping is refused); with neither, anything.
+    """
+    if config.roots:
+        return tuple(sorted({config.path_map.to_planner(root) for root in config.roots}))
+    return tuple(sorted({planner for planner, _ in config.path_map.pairs}))
+
+
+def worker_queue(keys: Keys, config: Config, build: str | None) -> str:
+    """The queue this worker takes steps from (`docs/routing.md`)."""
+    if build is not None:
+        return keys.build_queue(build)
+    return keys.roots_queue(served_roots(config))
+
+
 def run_worker(
     config: Config,
     *,
@@ -89,8 +107,14 @@ def run_worker(
     verbose: bool = False,
     resources: dict[str, int] | None = None,
     host: str | None = None,
+    build: str | None = None,
 ) -> bool:
-    """Serve jobs until stopped (or until the queue is empty with `burst`)."""
+    """Serve jobs until stopped (or until the queue is empty with `burst`).
+
+    With `build`, serve the local workers' queue of that build alone (`build -wN`);
+    otherwise the queue of the workers that serve the same folders, registered so that
+    planners know where to send their steps.
+    """
     if config.redis_url is None:
         raise UserError("no server: give --redis URL or set STEPUP_DIST_REDIS_URL")
     logging.basicConfig(
@@ -101,7 +125,7 @@ def run_worker(
     # RQ asks for CLIENT LIST (every client's address) only to note its own; the worker's
     # ACL user has no business listing other clients.
     warnings.filterwarnings("ignore", message="CLIENT LIST command not supported")
-    keys = Keys(config.prefix)
+    keys = Keys.of(config)
     rq = load_rq(keys)
     client = connect_config(config)
     host = host or socket.gethostname()
@@ -115,8 +139,9 @@ def run_worker(
         fs_wait=config.fs_wait,
         path_map=config.path_map,
     )
+    queue = worker_queue(keys, config, build)
     # A worker with resources also serves the steps placed on its host for them.
-    queues = [keys.host_queue(host), QUEUE_NAME] if resources else [QUEUE_NAME]
+    queues = [keys.host_queue(queue, host), queue] if resources else [queue]
     lease_client = connect_config(config, socket_timeout=max(0.5, config.lease / 6))
     worker_cls = make_worker_class(rq)
     worker = worker_cls(
@@ -131,6 +156,9 @@ def run_worker(
         worker_ttl=60,  # heartbeats (and host registration) at least every 45 s
     )
     worker.hostname = host  # what RQ (and `stepup-dist status`) shows
+    roots = served_roots(config)
+    if build is None and roots:
+        worker.broker.register_queue(queue, roots)
     log.info("worker %s serving %s", worker_name, redact(config.redis_url))
     if config.keyring is None and not config.redis_url.startswith("unix://"):
         log.warning(
@@ -215,6 +243,13 @@ def run_worker(
     hidden=True,
     help="Wait for the server to come up (build starts its local workers before its server).",
 )
+@click.option(
+    "--build",
+    "build",
+    metavar="ID",
+    hidden=True,
+    help="Serve the steps of this build alone (the local workers of build -wN).",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log every job.")
 def cli(
     *,
@@ -231,6 +266,7 @@ def cli(
     host: str | None,
     processes: int,
     server_wait: bool,
+    build: str | None,
     verbose: bool,
 ) -> None:
     """Run steps from a stepup-dist server until stopped (SIGTERM lets the step finish)."""
@@ -248,10 +284,18 @@ def cli(
     if server_wait:
         wait_for_server(config, _SERVER_WAIT)
     if processes == 1:
-        run_worker(config, name=name, burst=burst, verbose=verbose, resources=offered, host=host)
+        run_worker(
+            config,
+            name=name,
+            burst=burst,
+            verbose=verbose,
+            resources=offered,
+            host=host,
+            build=build,
+        )
         return
     # Everything the workers need is imported (and the server reached) once, before forking.
-    load_rq(Keys(config.prefix))
+    load_rq(Keys.of(config))
     if not server_wait:  # wait_for_server reached it already
         check_server(config)
 
@@ -259,7 +303,13 @@ def cli(
         named = None if name is None else f"{name}.{i}"
         try:
             run_worker(
-                config, name=named, burst=burst, verbose=verbose, resources=offered, host=host
+                config,
+                name=named,
+                burst=burst,
+                verbose=verbose,
+                resources=offered,
+                host=host,
+                build=build,
             )
         except UserError as exc:
             print(f"stepup-worker: error: {exc}", file=sys.stderr)

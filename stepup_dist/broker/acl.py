@@ -11,7 +11,9 @@ servers with exactly these rules, so a command missing here fails the tests.
   signed job, reports to inboxes, pool leases, and what a step's API call needs.
 - admin (`stepup-dist status`, `stepup-dist pool ...`): both of the above, plus `SCAN`.
 
-All see only keys and channels under `{prefix}:` (`~{prefix}:*`, `&{prefix}:*`). None gets
+All see only keys and channels under `{prefix}:` (`~{prefix}:*`, `&{prefix}:*`), and the
+keys under the shared prefix (`~{shared}:*`: cluster pools, host resources, wake-ups), when
+one is given: people with prefixes of their own share pools there (`docs/security.md`). None gets
 `KEYS`, `FLUSH*`, `CONFIG`, `CLIENT KILL`, `MONITOR` or any other administrative command,
 and only admin gets `SCAN` (it lists key names whatever the key patterns).
 """
@@ -30,6 +32,8 @@ _POOLS = (
     "hget", "hgetall", "hset", "hdel",
     "zadd", "zcard", "zrange", "zrangebyscore", "zrank", "zrem", "zremrangebyscore", "zscore",
     "hlen", "zmscore",
+    # release.lua counts the live holders of a pool that has waiters
+    "zcount",
 )  # fmt: skip
 
 PLANNER = (
@@ -42,8 +46,11 @@ PLANNER = (
     *_POOLS,
     # RQ reads the server's version
     "info",
-    # the progress line counts busy and idle workers (RQ's worker set, and `hget` of each)
+    # the progress line counts busy and idle workers (RQ's worker set, and `hget` of each);
+    # the routing reads which workers serve which queue (RQ's per-queue worker sets)
     "smembers",
+    # a finished build takes its local workers' queue out of RQ's set of queues
+    "srem",
 )  # fmt: skip
 """Commands `stepup-dist build` runs (with `-w0`)."""
 
@@ -80,12 +87,14 @@ ROLES = {
 }
 
 
-def acl_rule(role: str, prefix: str) -> list[str]:
-    """ACL rules (without `on` and password) for `role` confined to `prefix`."""
+def acl_rule(role: str, prefix: str, shared: str | None = None) -> list[str]:
+    """ACL rules (without `on` and password) for `role` confined to `prefix` (and the
+    shared prefix `shared`, where cluster pools live)."""
     commands = ROLES[role]
+    patterns = [f"~{prefix}:*"] + ([f"~{shared}:*"] if shared and shared != prefix else [])
     return [
         "resetkeys",
-        f"~{prefix}:*",
+        *patterns,
         "resetchannels",
         f"&{prefix}:*",
         "-@all",
@@ -93,6 +102,6 @@ def acl_rule(role: str, prefix: str) -> list[str]:
     ]
 
 
-def setuser_line(user: str, role: str, prefix: str) -> str:
+def setuser_line(user: str, role: str, prefix: str, shared: str | None = None) -> str:
     """An `ACL SETUSER` line with a placeholder for the password."""
-    return " ".join(["ACL SETUSER", user, "on", ">PASSWORD", *acl_rule(role, prefix)])
+    return " ".join(["ACL SETUSER", user, "on", ">PASSWORD", *acl_rule(role, prefix, shared)])

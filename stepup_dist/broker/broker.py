@@ -19,21 +19,23 @@ With a keyring every payload is sealed on the way out and checked on the way in
 import contextlib
 import socket
 import uuid
-from dataclasses import replace
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Any, cast
 
+import msgpack
 import redis
 
 from ..errors import SignatureError, WireError
 from ..messages import Call, Checked, CheckJob, Message, Reply, RunJob, StepDone, Wake
 from ..signing import CLOCK_SKEW, INBOX, JOB, Keyring, Opened, seal, unseal
-from ..wire import decode, encode
+from ..wire import decode, encode, unpack
 from .connection import refusal
 from .keys import QUEUE_NAME, Keys
 from .queue import PERFORM, make_queue
 from .semaphore import PoolRef, Semaphores
 
-__all__ = ("RedisBroker", "own_refusal")
+__all__ = ("RedisBroker", "WorkerGroup", "encode_roots", "own_refusal")
 
 _REPLY_TTL = 3600
 _RESULT_TTL = 60
@@ -45,6 +47,32 @@ HOST_MAX_AGE = 150.0
 _HOST = socket.gethostname()
 _FAILURE_TTL = 24 * 3600
 _MAX_SEEN = 100_000
+
+
+@dataclass(frozen=True)
+class WorkerGroup:
+    """The workers of one queue, as the server knows them."""
+
+    queue: str
+    roots: tuple[str, ...]
+    """The folders they serve, in the planner's terms; empty: any folder."""
+    workers: int
+    """Live workers on the queue."""
+    idle: int
+    """Of those, the ones not running a step."""
+
+
+def encode_roots(roots: Sequence[str]) -> bytes:
+    """The registry's value for a queue: `{"v": 1, "roots": [...]}` in msgpack."""
+    return msgpack.packb({"v": 1, "roots": sorted(set(roots))})
+
+
+def _decode_roots(raw: bytes) -> tuple[str, ...]:
+    obj = unpack(raw)
+    roots = obj.get("roots") if isinstance(obj, dict) and obj.get("v") == 1 else None
+    if not (isinstance(roots, list) and all(isinstance(r, str) for r in roots)):
+        raise WireError("malformed queue registration", bytes(raw))
+    return tuple(roots)
 
 
 def own_refusal(keyring: Keyring | None, report: StepDone | Checked, build: str) -> bool:
@@ -90,25 +118,67 @@ class RedisBroker:
     def _seal(self, message: Message, build: str, to: str) -> bytes:
         return seal(self.keyring, encode(message), build=build, to=to)
 
-    def _rq_queue(self, host: str | None = None):  # type: ignore[no-untyped-def]
-        name = QUEUE_NAME if host is None else self.keys.host_queue(host)
+    def _rq_queue(self, name: str):  # type: ignore[no-untyped-def]
         if name not in self._queues:
             self._queues[name] = make_queue(self.client, self.keys, name)
         return self._queues[name]
 
     # Planner side
 
-    def submit(self, jobs: list[tuple[Message, str, bool]], host: str | None = None) -> list[str]:
-        """Put (message, description, at_front) jobs on the RQ queue, in one pipeline.
+    def local_queue(self, build: str) -> str:
+        """The queue of the local workers that build `build` started for itself."""
+        return self.keys.build_queue(build)
 
-        With `host`, on the queue of that host (steps placed there for its resources).
+    @staticmethod
+    def host_queue(queue: str, host: str) -> str:
+        """The queue for the steps of `queue` placed on `host` for its resources."""
+        return Keys.host_queue(queue, host)
+
+    def groups(self) -> list[WorkerGroup]:
+        """Every queue whose workers registered the folders they serve, with the number of
+        live workers on it, and `steps` (the workers that serve any folder). Three round
+        trips, whatever the number of workers."""
+        k = self.keys
+        c: Any = self.client
+        try:
+            registered = c.hgetall(k.queue_roots)
+            roots: dict[str, tuple[str, ...]] = {QUEUE_NAME: ()}
+            for name, raw in registered.items():
+                with contextlib.suppress(WireError, UnicodeDecodeError):
+                    roots[name.decode()] = _decode_roots(raw)
+            names = list(roots)
+            with c.pipeline(transaction=False) as pipe:
+                for name in names:
+                    pipe.smembers(k.rq_queue_workers(name))
+                members = pipe.execute()
+            with c.pipeline(transaction=False) as pipe:
+                for workers in members:
+                    for worker in workers:
+                        pipe.hget(worker, "state")
+                states = iter(pipe.execute())
+        except redis.RedisError as exc:
+            raise refusal(exc, "cannot read which workers serve which folders") from exc
+        result = []
+        for name, workers in zip(names, members, strict=True):
+            # A worker that died leaves its name in RQ's set until RQ cleans up; its hash
+            # expired with its last heartbeat.
+            seen = [next(states) for _ in workers]
+            live = sum(1 for state in seen if state is not None)
+            idle = sum(1 for state in seen if state is not None and state != b"busy")
+            if live or name != QUEUE_NAME:
+                result.append(WorkerGroup(name, roots[name], live, idle))
+        return result
+
+    def submit(self, jobs: list[tuple[Message, str, bool]], queue: str = QUEUE_NAME) -> list[str]:
+        """Put (message, description, at_front) jobs on one RQ queue, in one pipeline.
+
         Returns the RQ job ids, in order.
         """
         if not jobs:
             return []
-        queue = self._rq_queue(host)
+        rq_queue = self._rq_queue(queue)
         datas = [
-            queue.prepare_data(
+            rq_queue.prepare_data(
                 PERFORM,
                 args=[self._seal(message, getattr(message, "build", ""), JOB)],
                 timeout=-1,  # Steps may run for days; RQ's default would kill them at 180 s.
@@ -124,7 +194,7 @@ class RedisBroker:
         ]
         try:
             with self.client.pipeline() as pipe:
-                queue.enqueue_many(datas, pipeline=pipe)
+                rq_queue.enqueue_many(datas, pipeline=pipe)
                 pipe.execute()
         except redis.RedisError as exc:
             raise refusal(exc, "cannot enqueue jobs") from exc
@@ -144,38 +214,50 @@ class RedisBroker:
         return [None if s is None else s.decode() for s in states]
 
     def receive(self, build: str, timeout: float, limit: int = 1000) -> list[Message | WireError]:
-        """Messages from the build's inbox: wait up to `timeout` for the first, then drain."""
-        key = self.keys.inbox(build)
+        """Messages from the build's inbox and its wake-ups: wait up to `timeout` for the
+        first, then drain."""
+        inbox, wake = self.keys.inbox(build), self.keys.wake(build)
         try:
-            raws = self._pop(key, timeout, limit)
+            key, raws = self._pop(inbox, wake, timeout, limit)
         except redis.RedisError as exc:
             raise refusal(exc, "lost the connection to Redis") from exc
+        if key == wake:
+            # A wake-up carries nothing and is not signed: a forged one costs one retry.
+            return [Wake()] if raws else []
         return [self._open_inbox(raw, build) for raw in raws]
 
-    def _pop(self, key: str, timeout: float, limit: int) -> list[bytes]:
-        """Wait for the first message and take up to `limit` in one round trip (BLMPOP).
+    def _pop(self, inbox: str, wake: str, timeout: float, limit: int) -> tuple[str, list[bytes]]:
+        """Wait for the first message and take up to `limit` of one list in one round trip
+        (BLMPOP): the inbox first, else the wake-ups.
 
         A timeout of 0 does not wait (for BLMPOP it would mean: wait forever)."""
         client: Any = self.client
         if timeout <= 0:
-            got = client.lpop(key, limit)
-            return cast(list[bytes], got) if isinstance(got, list) else []
+            with client.pipeline(transaction=False) as pipe:
+                pipe.lpop(inbox, limit)
+                pipe.delete(wake)
+                got, woken = pipe.execute()
+            if isinstance(got, list):
+                return inbox, cast(list[bytes], got)
+            return (wake, [b"1"]) if woken else (inbox, [])
         if self._blmpop:
             try:
-                got = client.blmpop(timeout, 1, key, direction="LEFT", count=limit)
+                got = client.blmpop(timeout, 2, inbox, wake, direction="LEFT", count=limit)
             except redis.ResponseError:
                 self._blmpop = False  # a server older than Redis 7: two round trips
             else:
-                return [] if got is None else cast(list[bytes], got[1])
-        first = client.blpop([key], timeout=timeout)
+                if got is None:
+                    return inbox, []
+                return got[0].decode(), cast(list[bytes], got[1])
+        first = client.blpop([inbox, wake], timeout=timeout)
         if first is None:
-            return []
+            return inbox, []
         # Without decode_responses, redis-py returns bytes.
-        raws = [cast(bytes, first[1])]
+        key, raws = first[0].decode(), [cast(bytes, first[1])]
         more = client.lpop(key, limit)
         if isinstance(more, list):
             raws.extend(cast(list[bytes], more))
-        return raws
+        return key, raws
 
     def _open_inbox(self, raw: bytes, build: str) -> Message | WireError:
         try:
@@ -243,10 +325,24 @@ class RedisBroker:
             raise refusal(exc, "cannot answer an API call") from exc
 
     def forget_build(self, build: str) -> None:
-        with contextlib.suppress(redis.RedisError):
-            self.client.delete(self.keys.inbox(build), self.keys.build_alive(build))
+        """Remove what the build kept on the server: its inbox, wake-ups and its local
+        workers' queue (RQ would list that queue forever)."""
+        local = self.keys.rq_queue(self.keys.build_queue(build))
+        with contextlib.suppress(redis.RedisError), self.client.pipeline() as pipe:
+            pipe.delete(self.keys.inbox(build), self.keys.build_alive(build))
+            pipe.delete(self.keys.wake(build), local)
+            pipe.srem(self.keys.rq_queues, local)
+            pipe.execute()
 
     # Worker side
+
+    def register_queue(self, queue: str, roots: Sequence[str]) -> None:
+        """Say which folders (in the planner's terms) the workers of `queue` serve."""
+        raw = encode_roots(roots)
+        try:
+            self.client.hset(self.keys.queue_roots, queue, raw)
+        except redis.RedisError as exc:
+            raise refusal(exc, "cannot register the folders this worker serves") from exc
 
     def open_job(self, payload: bytes) -> RunJob | CheckJob:
         """Check and decode a job's payload; raise `SignatureError` or `WireError` if bad.
@@ -365,8 +461,17 @@ class RedisBroker:
 
     def release(self, pools: list[PoolRef], token: str) -> None:
         """Give the slots back and wake the builds first in line for them."""
-        for waiter in self.semaphores.release(pools, token):
-            self.post(waiter, Wake())
+        waiters = self.semaphores.release(pools, token)
+        if not waiters:
+            return
+        try:
+            with self.client.pipeline(transaction=False) as pipe:
+                for waiter in waiters:
+                    pipe.rpush(self.keys.wake(waiter), b"1")
+                    pipe.expire(self.keys.wake(waiter), _INBOX_TTL)
+                pipe.execute()
+        except redis.RedisError as exc:
+            raise refusal(exc, "cannot wake the builds waiting for a pool") from exc
 
     def withdraw(self, pools: list[PoolRef], build: str) -> None:
         self.semaphores.withdraw(pools, build)

@@ -65,7 +65,7 @@ class CallClient:
 
     def __init__(self, config: Config, build: str, step: str):
         self._command = _transport(config)
-        self._keys = Keys(config.prefix)
+        self._keys = Keys.of(config)
         self._keyring = config.keyring
         self._build = build
         self._step = step

@@ -1,4 +1,9 @@
-"""Every Redis key stepup-dist uses, built from one prefix. The data model:
+"""Every Redis key stepup-dist uses, built from two prefixes. The data model:
+
+`{p}` is the prefix of one person or group (`STEPUP_DIST_PREFIX`): queues, jobs, builds and
+their run leases and plan pools. `{s}` is the shared prefix (`STEPUP_DIST_SHARED_PREFIX`,
+by default the same): what several people's builds share, cluster pools and host resources.
+An ACL user of one person sees `{p}:*` and `{s}:*` only (`broker/acl.py`).
 
 | key | type | what |
 | --- | --- | --- |
@@ -8,16 +13,21 @@
 | `{p}:build:{b}:inbox` | list | msgpack messages for the planner of build `b` |
 | `{p}:build:{b}:reply:{n}` | list | the planner's reply to API call `n` (expires) |
 | `{p}:build:{b}:alive` | string | exists while build `b`'s planner lives (expires in a lease) |
-| `{p}:pools` | hash | cluster pool name -> size (`stepup-dist pool set`) |
-| `{p}:pool-tickets` | string | counter handing out places in the waiting lines |
-| `{p}:pool:{id}:holders` | zset | lease token -> expiry (ms, server clock) |
-| `{p}:pool:{id}:waiters` | zset | waiting build -> ticket (lowest first) |
-| `{p}:pool:{id}:waiting` | zset | waiting build -> expiry of its place in line (ms) |
-| `{p}:pool:{id}:info` | hash | lease token -> "build, step, host, since" (for `pool list`) |
-| `{p}:pool:{id}:units` | hash | lease token -> units held, where more than 1 (host resources) |
+| `{p}:queue-roots` | hash | worker queue -> msgpack `{"v": 1, "roots": [...]}`: what it serves |
+| `{s}:pools` | hash | cluster pool name -> size (`stepup-dist pool set`) |
+| `{s}:pool-tickets` | string | counter handing out places in the waiting lines |
+| `{x}:pool:{id}:holders` | zset | lease token -> expiry (ms, server clock) |
+| `{x}:pool:{id}:waiters` | zset | waiting build -> ticket (lowest first) |
+| `{x}:pool:{id}:waiting` | zset | waiting build -> expiry of its place in line (ms) |
+| `{x}:pool:{id}:info` | hash | lease token -> "build, step, host, since" (for `pool list`) |
+| `{x}:pool:{id}:units` | hash | lease token -> units held, where more than 1 (host resources) |
+| `{s}:wake:{b}` | list | markers pushed when a slot that build `b` waits for is freed (expires) |
 | `{p}:hosts` | hash | host -> capacity its workers declare (`gpu=2,mem=64`) |
 | `{p}:hosts-seen` | hash | host -> last heartbeat of a worker with resources (ms, server clock) |
 | `{p}:seen:{id}` | string | id of a signed job a worker accepted; expires with its signature |
+
+`{x}` is `{s}` for the pools several builds share (`cluster:` and `host:` ids) and `{p}` for
+those of one build (`plan:` and `run:` ids).
 
 Pool ids: `cluster:{name}` for a cluster pool; `plan:{b}:{name}` for a pool defined by the
 plan of build `b`; `run:{b}` for the run lease every step of build `b` holds (it has no
@@ -25,21 +35,54 @@ limit: a lapsed run lease tells the planner that the worker is gone);
 `host:{host}:{resource}` for a resource of one host (its size is the capacity its workers
 declare with `--resources`).
 
-RQ queues: `steps` for every worker; `host.{host}` for steps placed on that host because they
-need its resources (workers started with `--resources` listen to both).
+RQ queues, one per group of workers that serve the same folders (`docs/routing.md`):
+`steps` for workers that serve any folder; `roots.{hash}` for workers started with `--root`
+(the hash of the folders, which `{p}:queue-roots` names); `build.{b}` for the local workers
+that `build -wN` started for build `b` alone. `{queue}.host.{host}` holds the steps of that
+queue placed on one host because they need its resources (workers started with
+`--resources` listen to it first).
 """
 
+import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 __all__ = ("QUEUE_NAME", "Keys")
 
 QUEUE_NAME = "steps"
-"""One RQ queue: with one queue RQ dequeues with the crash-safe BLMOVE."""
+"""The queue of workers that serve any folder. With one queue a worker dequeues with RQ's
+crash-safe BLMOVE."""
+
+_SHARED_POOLS = ("cluster:", "host:")
+
+
+class _Prefixes(Protocol):
+    @property
+    def prefix(self) -> str: ...
+    @property
+    def shared_prefix(self) -> str | None: ...
 
 
 @dataclass(frozen=True)
 class Keys:
     prefix: str
+    """One person's or group's keys."""
+
+    shared_prefix: str | None = None
+    """Keys shared with other prefixes (cluster pools, host resources); None: `prefix`."""
+
+    @classmethod
+    def of(cls, config: "_Prefixes") -> "Keys":
+        """The keys of a configuration (a `Config`)."""
+        return cls(config.prefix, config.shared_prefix)
+
+    @property
+    def shared(self) -> str:
+        return self.shared_prefix or self.prefix
+
+    def _pool_prefix(self, pool_id: str) -> str:
+        return self.shared if pool_id.startswith(_SHARED_POOLS) else self.prefix
 
     @property
     def rq_prefix(self) -> str:
@@ -70,33 +113,44 @@ class Keys:
 
     @property
     def pool_sizes(self) -> str:
-        return f"{self.prefix}:pools"
+        return f"{self.shared}:pools"
 
     @property
     def pool_tickets(self) -> str:
-        return f"{self.prefix}:pool-tickets"
+        return f"{self.shared}:pool-tickets"
+
+    def wake(self, build: str) -> str:
+        """Markers that say: a slot build `build` waits for was freed (shared: any user's
+        worker may free it)."""
+        return f"{self.shared}:wake:{build}"
 
     def pool_holders(self, pool_id: str) -> str:
-        return f"{self.prefix}:pool:{pool_id}:holders"
+        return f"{self._pool_prefix(pool_id)}:pool:{pool_id}:holders"
 
     def pool_waiters(self, pool_id: str) -> str:
-        return f"{self.prefix}:pool:{pool_id}:waiters"
+        return f"{self._pool_prefix(pool_id)}:pool:{pool_id}:waiters"
 
     def pool_waiting(self, pool_id: str) -> str:
-        return f"{self.prefix}:pool:{pool_id}:waiting"
+        return f"{self._pool_prefix(pool_id)}:pool:{pool_id}:waiting"
 
     def pool_info(self, pool_id: str) -> str:
-        return f"{self.prefix}:pool:{pool_id}:info"
+        return f"{self._pool_prefix(pool_id)}:pool:{pool_id}:info"
 
     def pool_units(self, pool_id: str) -> str:
-        return f"{self.prefix}:pool:{pool_id}:units"
+        return f"{self._pool_prefix(pool_id)}:pool:{pool_id}:units"
 
-    def pool_pattern(self) -> str:
-        """Match the holders of every pool (for listings)."""
-        return f"{self.prefix}:pool:*:holders"
+    def pool_patterns(self) -> list[str]:
+        """Match the holders of every pool (for listings), shared ones included."""
+        return list(
+            dict.fromkeys([f"{self.prefix}:pool:*:holders", f"{self.shared}:pool:*:holders"])
+        )
 
     def pool_id_of(self, holders_key: str) -> str:
-        return holders_key[len(f"{self.prefix}:pool:") : -len(":holders")]
+        for pfx in (self.prefix, self.shared):
+            head = f"{pfx}:pool:"
+            if holders_key.startswith(head):
+                return holders_key[len(head) : -len(":holders")]
+        raise ValueError(f"not a pool key: {holders_key!r}")
 
     def seen(self, envelope_id: str) -> str:
         return f"{self.prefix}:seen:{envelope_id}"
@@ -118,8 +172,39 @@ class Keys:
         return f"host:{host}:{resource}"
 
     @staticmethod
-    def host_queue(host: str) -> str:
-        return f"host.{host}"
+    def host_queue(queue: str, host: str) -> str:
+        """The steps of `queue` placed on `host` for its resources."""
+        return f"{queue}.host.{host}"
+
+    @staticmethod
+    def build_queue(build: str) -> str:
+        """The queue of the local workers of build `build` alone."""
+        return f"build.{build}"
+
+    @staticmethod
+    def roots_queue(roots: Sequence[str]) -> str:
+        """The queue of the workers that serve exactly these folders (none: any folder)."""
+        if not roots:
+            return QUEUE_NAME
+        digest = hashlib.sha256("\0".join(sorted(set(roots))).encode()).hexdigest()
+        return f"roots.{digest[:16]}"
+
+    @property
+    def queue_roots(self) -> str:
+        return f"{self.prefix}:queue-roots"
+
+    def rq_queue(self, queue: str) -> str:
+        """RQ's list of the job ids waiting in one queue."""
+        return f"{self.rq_prefix}:queue:{queue}"
+
+    @property
+    def rq_queues(self) -> str:
+        """RQ's set of the keys of every queue that ever had a job."""
+        return f"{self.rq_prefix}:queues"
+
+    def rq_queue_workers(self, queue: str) -> str:
+        """RQ's set of the workers registered for one queue."""
+        return f"{self.rq_prefix}:workers:{queue}"
 
     @property
     def hosts(self) -> str:

@@ -42,11 +42,14 @@ def make_queue(client, keys: Keys, name: str = QUEUE_NAME):  # type: ignore[no-u
 
 
 def queue_status(client, keys: Keys) -> dict:  # type: ignore[no-untyped-def]
-    """Queue length and the workers RQ knows, as plain data."""
+    """Queue lengths and the workers RQ knows, as plain data: `queued` counts the jobs
+    waiting in every queue, `queues` each queue's (one per group of workers)."""
     rq = load_rq(keys)
     from ..wire import MsgpackSerializer
 
-    queue = rq.Queue(QUEUE_NAME, connection=client, serializer=MsgpackSerializer)
+    counts = {
+        q.name: q.count for q in rq.Queue.all(connection=client, serializer=MsgpackSerializer)
+    }
     workers = []
     now = time.time()
     for worker in rq.Worker.all(connection=client):
@@ -64,6 +67,7 @@ def queue_status(client, keys: Keys) -> dict:  # type: ignore[no-untyped-def]
                 "state": str(worker.get_state()).rsplit(".", 1)[-1].lower(),
                 "beat": now - beat,
                 "step": step,
+                "queues": worker.queue_names(),
             }
         )
-    return {"queued": queue.count, "workers": workers}
+    return {"queued": sum(counts.values()), "queues": counts, "workers": workers}

@@ -293,7 +293,8 @@ class Semaphores:
         try:
             sizes = {n.decode(): int(s) for n, s in c.hgetall(k.pool_sizes).items()}
             ids = {k.cluster_pool_id(name) for name in sizes}
-            ids.update(k.pool_id_of(key.decode()) for key in c.scan_iter(k.pool_pattern()))
+            for pattern in k.pool_patterns():
+                ids.update(k.pool_id_of(key.decode()) for key in c.scan_iter(pattern))
             seconds, micros = c.time()
             now = seconds * 1000 + micros // 1000
             result = []

@@ -46,7 +46,9 @@ def main() -> None:
     target = params["target"]
     touch = f"touch {target}"
     conn = Redis.from_url(url)
-    queue = rq.Queue("steps", connection=conn, serializer=MsgpackSerializer)
+    # The queue of the workers under attack (`steps`: workers that serve any folder).
+    name = params.get("queue", "steps")
+    queue = rq.Queue(name, connection=conn, serializer=MsgpackSerializer)
     real = Keyring((params.get("secret", "x" * 32).encode(),))
     old_params = {**params, "build": OLD_BUILD, "step": "old step"}
     payload: bytes | None = None
@@ -60,7 +62,7 @@ def main() -> None:
             def __reduce__(self):  # type: ignore[no-untyped-def]
                 return (os.system, (touch,))
 
-        print(rq.Queue("steps", connection=conn).enqueue("os.system", Evil()).id)
+        print(rq.Queue(name, connection=conn).enqueue("os.system", Evil()).id)
         return
     if kind == "unsigned":
         payload = run_job(params, touch)
@@ -94,7 +96,7 @@ def main() -> None:
     elif kind == "zlib-bomb":
         # Job data that inflates to 80 MiB (or to much more: same refusal, slower to make).
         job = rq.job.Job.create(PERFORM, args=[b"x"], connection=conn, serializer=MsgpackSerializer)
-        job.origin = "steps"
+        job.origin = name
         job.save()
         conn.hset(job.key, "data", zlib.compress(b"\0" * (80 << 20), 1))
         conn.rpush(queue.key, job.id)

@@ -134,17 +134,21 @@ class AclServer:
 
 def start_server(
     folder: Path,
-    users: dict[str, tuple[str, str, str]],
+    users: dict[str, tuple[str, ...]],
     *,
     binary: str | None = None,
     tls: TlsFiles | None = None,
 ) -> AclServer:
-    """Start a server whose users are {name: (password, role, prefix)}; role may be "none"."""
+    """Start a server whose users are {name: (password, role, prefix[, shared prefix])};
+    role may be "none"."""
     folder.mkdir(parents=True, exist_ok=True)
     lines = ['save ""', "appendonly no", "user default off"]
     lines.append(f"user admin on >{ADMIN_PASSWORD} ~* &* +@all")
-    for name, (password, role, prefix) in users.items():
-        rules = ["-@all", f"~{prefix}:*"] if role == "none" else acl_rule(role, prefix)
+    for name, (password, role, prefix, *shared) in users.items():
+        if role == "none":
+            rules = ["-@all", f"~{prefix}:*"]
+        else:
+            rules = acl_rule(role, prefix, shared[0] if shared else None)
         lines.append(" ".join(["user", name, "on", f">{password}", *rules]))
     socket_path = tls_port = None
     if tls is None:

@@ -1,8 +1,11 @@
 """Faults of a real cluster: dead workers, a dead planner. Real processes, real kill -9."""
 
+import contextlib
 import os
+import queue
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -148,7 +151,7 @@ def test_the_next_build_resumes_after_a_killed_planner(
     build = _build(project, server.url, prefix)
     try:
         _wait_for(project.root / "slow")
-        time.sleep(5.5)  # the planner saves its progress every 5 s
+        # No wait for a save: the journal holds what finished.
         build.send_signal(signal.SIGKILL)
         build.wait()
     finally:
@@ -347,7 +350,12 @@ def test_lost_jobs_are_queued_again(project: Project, server, prefix: str, clien
         "import time\nfrom stepup.core.api import step\n"
         'step("echo ok > out.txt", out="out.txt")\ntime.sleep(2)\n'
     )
-    build = _build(project, server.url, prefix)  # no worker yet: jobs wait in the queue
+    # A worker of the `steps` queue, as the planner sees one in the registry, that takes
+    # nothing: the planner queues its jobs, which then wait for the test to lose them.
+    idle = f"{keys.rq_prefix}:worker:idle-{prefix}"
+    client.sadd(f"{keys.rq_prefix}:workers:steps", idle)
+    client.hset(idle, "state", "idle")
+    build = _build(project, server.url, prefix)
     worker = None
     try:
         deadline = time.monotonic() + 30
@@ -398,3 +406,72 @@ def test_a_planner_behind_its_inbox_loses_no_finished_step(
         assert len(set(done)) == steps
     finally:
         stop(workers)
+
+
+def _read_until(proc: subprocess.Popen, status: str, texts: set[str], timeout: float = 60) -> str:
+    """Lines of the build's output until a `status │ text` line came for each of `texts`."""
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    seen = ""
+    left = set(texts)
+    deadline = time.monotonic() + timeout
+    while left:
+        line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+        assert line is not None, f"the build ended before {status} {left}:\n{seen}"
+        seen += line
+        head, sep, rest = line.partition(" │ ")
+        if sep and head.strip() == status:
+            left.discard(rest.rsplit("  [", 1)[0])
+    return seen
+
+
+def test_a_step_reported_before_the_planner_was_killed_is_skipped_next_time(
+    project: Project,
+) -> None:
+    # A finished step survives kill -9 of the planner at once: no wait for a periodic save.
+    slow = f"sleep $(cat delay.txt) # {os.getpid()}"
+    project.write("delay.txt", "30\n")
+    project.plan(
+        f"""
+        from stepup.core.api import static, step
+        static("delay.txt")
+        step("echo a > a.txt", out="a.txt")
+        step("{slow}", inp="delay.txt")
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if k != "STEPUP_DIST_REDIS_URL"}
+    build = subprocess.Popen(
+        [str(BIN / "stepup-dist"), "build", "-w2"],
+        cwd=project.root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**env, **LEASE},
+    )
+    try:
+        seen = _read_until(build, "SUCCESS", {"./plan.py", "echo a > a.txt"})
+        build.send_signal(signal.SIGKILL)
+        build.wait(15)
+        assert "SUMMARY" not in seen
+        project.write("delay.txt", "0\n")
+        result = project.build("-w2", env=LEASE)
+    finally:
+        stop([build])
+        for pid in processes_running(slow):
+            # The slow step of the killed build, if its workers' watchdogs missed it: its
+            # shell leads a session of its own.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+    assert result.returncode == 0, result.stdout + result.stderr
+    # The plan and A finished before the kill: both are skipped; B runs.
+    assert result.lines("SKIP") == ["./plan.py", "echo a > a.txt"], result.stdout
+    assert result.lines("SUCCESS") == [slow], result.stdout
+    # Its final save holds everything: the journal is empty again.
+    assert not (project.root / ".stepup/journal.mpk").exists()

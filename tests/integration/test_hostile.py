@@ -8,6 +8,7 @@ jobs that name the victim's running step do not fail it either.
 """
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -19,6 +20,7 @@ from typing import ClassVar
 
 import pytest
 
+from stepup_dist.broker.keys import Keys
 from stepup_dist.broker.server import EmbeddedServer
 from stepup_dist.errors import ExitCode
 from tests.conftest import BIN, Project
@@ -143,6 +145,8 @@ def test_hostile_writer_against_a_running_build(
         build = (root / "build.id").read_text().strip()
         base = {"root": str(root), "build": build, "step": WAITING_STEP, "hook": hook_url}
         base["secret"] = SECRET  # used only for payloads a planner once signed
+        # The queue of the workers that serve exactly this folder.
+        base["queue"] = Keys.roots_queue([os.path.realpath(root)])
 
         for kind, reason in ATTACKS.items():
             target = root / f"pwned-{kind}"
