@@ -56,10 +56,7 @@ _REPLACED = ("port", "bind", "aclfile", "dir", "logfile", "unixsocket", "unixsoc
 def person_rule(role: str, prefix: str, shared: str) -> list[str]:
     """`role` confined to a person's `prefix`, plus the keys of the `shared` prefix that
     several people share (cluster pools, host resources, wake-ups)."""
-    rules = acl_rule(role, prefix)
-    if shared != prefix:
-        rules.insert(rules.index("resetchannels"), f"~{shared}:*")
-    return rules
+    return acl_rule(role, prefix, shared)
 
 
 def acl_lines(
