@@ -442,6 +442,10 @@ def test_two_people_build_at_once_sharing_one_pool(workers: Cluster) -> None:
     assert len(starts) == len(ends) == steps * len(cluster.people)
     assert _most_at_once([(starts[k], ends[k]) for k in starts]) <= POOL_SIZE
     assert watch.most == POOL_SIZE
+    # ... while both builds wanted it: each started a step before the other's last ended.
+    for me, other in (PEOPLE, PEOPLE[::-1]):
+        mine = min(t for (who, _), t in starts.items() if who == me)
+        assert mine < max(t for (who, _), t in ends.items() if who == other)
 
     # A slot is free again within a second of its step's end.
     latency = []
