@@ -13,15 +13,19 @@ from .broker.semaphore import PoolStatus, Semaphores
 from .config import Config
 from .errors import ConfigError, UserError
 
-__all__ = ("pool_list", "pool_rm", "pool_set", "status")
+__all__ = ("pool_list", "pool_rm", "pool_set", "status", "status_data")
 
 
-def _semaphores(config: Config) -> Semaphores:
+def _client(config: Config) -> Any:
     if config.redis_url is None:
         raise ConfigError(
             "this command needs a server: give --redis URL or set STEPUP_DIST_REDIS_URL"
         )
-    return Semaphores(connect_config(config), Keys.of(config))
+    return connect_config(config)
+
+
+def _semaphores(config: Config) -> Semaphores:
+    return Semaphores(_client(config), Keys.of(config))
 
 
 def pool_set(config: Config, name: str, size: int) -> str:
@@ -60,17 +64,25 @@ def pool_list(config: Config, as_json: bool = False) -> str:
     return "\n".join(_pool_rows(pools))
 
 
-def status(config: Config, as_json: bool = False) -> str:
-    sems = _semaphores(config)
-    assert config.redis_url is not None
+def status_data(sems: Semaphores, client: Any, keys: Keys) -> dict[str, Any]:
+    """What `status --json` prints (and the dashboard reads): pools (as `PoolStatus`),
+    queue lengths, workers, and the capacity of each host with resources."""
     pools = sems.status()
-    queues: dict[str, Any] = queue_status(connect_config(config), Keys.of(config))
+    queues: dict[str, Any] = queue_status(client, keys)
     hosts = sems.hosts(max_age=HOST_MAX_AGE)
     for worker in queues["workers"]:
         worker["resources"] = hosts.get(worker["host"], {})
+    return {"pools": pools, **queues, "hosts": hosts}
+
+
+def status(config: Config, as_json: bool = False) -> str:
+    client = _client(config)
+    keys = Keys(config.prefix)
+    data = status_data(Semaphores(client, keys), client, keys)
     if as_json:
-        return json.dumps({"pools": [asdict(p) for p in pools], **queues}, indent=2)
-    lines = _pool_rows(pools)
+        return json.dumps({**data, "pools": [asdict(p) for p in data["pools"]]}, indent=2)
+    queues = data
+    lines = _pool_rows(data["pools"])
     lines.append("")
     lines.append(f"queue: {queues['queued']} jobs waiting")
     lines.append(f"{'WORKER':<32} {'HOST':<16} {'PID':>7} {'STATE':<8} {'BEAT':>6}  STEP")

@@ -161,6 +161,47 @@ def status(redis_url: str | None, prefix: str | None, as_json: bool) -> None:
 
 
 @cli.command()
+@_REDIS
+@_PREFIX
+@tls_options
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on. The page has no login: keep it on localhost, or put it "
+    "behind a proxy that asks for one.",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8765,
+    show_default=True,
+    help="Port to listen on (0: a free one, printed at start).",
+)
+def dashboard(
+    *,
+    redis_url: str | None,
+    prefix: str | None,
+    tls_ca: str | None,
+    tls_cert: str | None,
+    tls_key: str | None,
+    host: str,
+    port: int,
+) -> None:
+    """Serve a live web page of the server's pools, builds and workers, and /metrics."""
+    try:
+        from .dashboard.server import serve
+    except ImportError as exc:
+        raise UserError(
+            f"the dashboard needs {exc.name}: pip install 'stepup-dist[dashboard]'"
+        ) from exc
+    config = flags_config(
+        "stepup-dist", redis_url, prefix=prefix, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key
+    )
+    serve(config, host, port)
+
+
+@cli.command()
 @click.option("--prefix", metavar="PREFIX", help="Key prefix [STEPUP_DIST_PREFIX].")
 @click.option(
     "--role",

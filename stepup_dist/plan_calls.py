@@ -154,7 +154,7 @@ def on_call(p: "Planner", call: Call) -> None:
             if method in RECORDED:
                 step.calls.append([method, args])
     except PlanError as exc:
-        p._plan_error(str(exc))
+        p.plan_error(str(exc))
         p.broker.reply(call.reply_to, Reply(ok=False, error=str(exc)))
         return
     p.broker.reply(call.reply_to, Reply(ok=True, value=value))

@@ -23,7 +23,9 @@ that ran rather than were skipped.
 The rendering (`render_status`, `estimate_eta`, `format_duration`, `truncate`) is pure.
 """
 
+import getpass
 import shutil
+import socket
 import threading
 import time
 from collections import Counter
@@ -40,11 +42,13 @@ if TYPE_CHECKING:
     from .planner import Planner
 
 __all__ = (
+    "BuildReport",
     "Census",
     "Counts",
     "LiveReporter",
     "PoolWatch",
     "TickingBroker",
+    "build_report",
     "estimate_eta",
     "format_duration",
     "render_status",
@@ -95,6 +99,31 @@ class Census:
     idle: int
     pools: tuple[tuple[str, int, int | None], ...] = ()
     """(name, slots held, size or None when unknown) of each watched pool."""
+
+
+@dataclass(frozen=True)
+class BuildReport:
+    """What a planner tells the server about its build, for dashboards (unsigned: display only).
+
+    Rewritten every few seconds while the build runs (`Planner`), and expiring after one
+    lease when the planner is gone.
+    """
+
+    build: str
+    folder: str
+    """The project folder, as the planner names it."""
+    user: str
+    host: str
+    """The host of the planner."""
+    started: float
+    """Unix time at which the build started."""
+    counts: Counts
+    eta: float | None
+    """Seconds until the build ends, roughly (`estimate_eta`, the running steps as workers)."""
+    hosts: tuple[tuple[str, int, int], ...] = ()
+    """(host, steps that ended there, of which failed) of each host that ran a step."""
+    pools: tuple[tuple[str, int], ...] = ()
+    """(name, size) of each pool the plan defines."""
 
 
 def format_duration(seconds: float) -> str:
@@ -193,7 +222,7 @@ def _count(planner: "Planner", started: dict[str, float], workers: int, now: flo
     """
     steps = planner.graph.steps
     old = planner.old_records
-    running_keys = planner._running
+    running_keys = planner.jobs.running
     # Enum members hash in Python; their ids hash in C.
     ids = list(map(id, map(_STATUS, steps.values())))
     by_id = Counter(ids)
@@ -235,6 +264,39 @@ def _count(planner: "Planner", started: dict[str, float], workers: int, now: flo
     watch = [PoolWatch(name, size) for name, size in sorted(plan_pools.items())]
     watch += [PoolWatch(name, 0) for name in sorted(pools - set(plan_pools))]
     return counts, eta, watch
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no login name in the environment and no passwd entry
+        return "?"
+
+
+def build_report(planner: "Planner", started: float) -> BuildReport:
+    """The planner's report of its build (main thread only): counts, ETA and hosts."""
+    counts, eta, _ = _count(planner, {}, max(1, len(planner.jobs.running)), time.monotonic())
+    ended: Counter[str] = Counter()
+    failed: Counter[str] = Counter()
+    steps = planner.graph.steps
+    for key, host in planner.jobs.hosts.items():
+        step = steps.get(key)
+        if step is None or step.status not in (StepStatus.SUCCEEDED, StepStatus.FAILED):
+            continue
+        ended[host] += 1
+        if step.status is StepStatus.FAILED:
+            failed[host] += 1
+    return BuildReport(
+        build=planner.build,
+        folder=str(planner.root.absolute()),
+        user=_user(),
+        host=socket.gethostname(),
+        started=started,
+        counts=counts,
+        eta=eta,
+        hosts=tuple((host, ended[host], failed[host]) for host in sorted(ended)),
+        pools=tuple(sorted(planner.pools.items())),
+    )
 
 
 class LiveReporter(ConsoleReporter):

@@ -99,6 +99,17 @@ def worker_queue(keys: Keys, config: Config, build: str | None) -> str:
     return keys.roots_queue(served_roots(config))
 
 
+def _register(broker: RedisBroker, queue: str, roots: tuple[str, ...]) -> None:
+    """Say which folders this worker's queue serves; a lost server is the loop's business,
+    a missing grant ends the worker."""
+    try:
+        broker.register_queue(queue, roots)
+    except BrokerUnavailable as exc:
+        if "lacks a grant" in str(exc) or "refused the login" in str(exc):
+            raise
+        raise redis.ConnectionError(str(exc)) from exc
+
+
 def run_worker(
     config: Config,
     *,
@@ -156,9 +167,7 @@ def run_worker(
         worker_ttl=60,  # heartbeats (and host registration) at least every 45 s
     )
     worker.hostname = host  # what RQ (and `stepup-dist status`) shows
-    roots = served_roots(config)
-    if build is None and roots:
-        worker.broker.register_queue(queue, roots)
+    roots = served_roots(config) if build is None else ()
     log.info("worker %s serving %s", worker_name, redact(config.redis_url))
     if config.keyring is None and not config.redis_url.startswith("unix://"):
         log.warning(
@@ -170,6 +179,9 @@ def run_worker(
     delay = 0.5
     while True:
         try:
+            if roots:
+                # Again after each reconnect: a restarted server forgot the registry.
+                _register(worker.broker, queue, roots)
             worked = worker.work(burst=burst, logging_level=level)
         except (redis.exceptions.NoPermissionError, redis.AuthenticationError) as exc:
             # No reconnecting fixes a missing grant or a refused login.
@@ -180,7 +192,8 @@ def run_worker(
             # RQ's bookkeeping at the end of its loop (register_death) met the outage.
             log.warning("lost the server (%s)", exc)
             worked = False
-        if burst or worker._shutdown_requested_date is not None:  # SIGTERM or Ctrl-C
+        # RQ notes a SIGTERM or Ctrl-C only in this member; it has no public way to ask.
+        if burst or worker._shutdown_requested_date is not None:  # noqa: SLF001
             return worked
         # RQ left its loop because the server went away (restart, dropped connection):
         # serve again once it is back, under the same name.

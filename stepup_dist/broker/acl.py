@@ -9,7 +9,8 @@ servers with exactly these rules, so a command missing here fails the tests.
 - worker (`stepup-worker`, and the API calls of the steps it runs): RQ's worker bookkeeping
   (registration, heartbeats, registries, results, its command channel), the claim of each
   signed job, reports to inboxes, pool leases, and what a step's API call needs.
-- admin (`stepup-dist status`, `stepup-dist pool ...`): both of the above, plus `SCAN`.
+- admin (`stepup-dist status`, `stepup-dist pool ...`, `stepup-dist dashboard`): both of the
+  above, plus `SCAN`.
 
 All see only keys and channels under `{prefix}:` (`~{prefix}:*`, `&{prefix}:*`), and the
 keys under the shared prefix (`~{shared}:*`: cluster pools, host resources, wake-ups), when

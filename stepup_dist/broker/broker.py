@@ -28,11 +28,13 @@ import redis
 
 from ..errors import SignatureError, WireError
 from ..messages import Call, Checked, CheckJob, Message, Reply, RunJob, StepDone, Wake
+from ..progress import BuildReport
 from ..signing import CLOCK_SKEW, INBOX, JOB, Keyring, Opened, seal, unseal
 from ..wire import decode, encode, unpack
 from .connection import refusal
 from .keys import QUEUE_NAME, Keys
 from .queue import PERFORM, make_queue
+from .reports import forget_report, write_report
 from .semaphore import PoolRef, Semaphores
 
 __all__ = ("RedisBroker", "WorkerGroup", "encode_roots", "own_refusal")
@@ -325,14 +327,20 @@ class RedisBroker:
             raise refusal(exc, "cannot answer an API call") from exc
 
     def forget_build(self, build: str) -> None:
-        """Remove what the build kept on the server: its inbox, wake-ups and its local
-        workers' queue (RQ would list that queue forever)."""
+        """Remove what the build kept on the server: its inbox, wake-ups, report, and its
+        local workers' queue (RQ would list that queue forever)."""
         local = self.keys.rq_queue(self.keys.build_queue(build))
-        with contextlib.suppress(redis.RedisError), self.client.pipeline() as pipe:
-            pipe.delete(self.keys.inbox(build), self.keys.build_alive(build))
-            pipe.delete(self.keys.wake(build), local)
-            pipe.srem(self.keys.rq_queues, local)
-            pipe.execute()
+        with contextlib.suppress(redis.RedisError):
+            with self.client.pipeline() as pipe:
+                pipe.delete(self.keys.inbox(build), self.keys.build_alive(build))
+                pipe.delete(self.keys.wake(build), local)
+                pipe.srem(self.keys.rq_queues, local)
+                pipe.execute()
+            forget_report(self.client, self.keys, build)
+
+    def report(self, report: BuildReport, ttl: float) -> None:
+        """Tell dashboards how the build goes (expires after `ttl` seconds)."""
+        write_report(self.client, self.keys, report, ttl)
 
     # Worker side
 

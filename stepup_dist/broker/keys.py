@@ -13,6 +13,8 @@ An ACL user of one person sees `{p}:*` and `{s}:*` only (`broker/acl.py`).
 | `{p}:build:{b}:inbox` | list | msgpack messages for the planner of build `b` |
 | `{p}:build:{b}:reply:{n}` | list | the planner's reply to API call `n` (expires) |
 | `{p}:build:{b}:alive` | string | exists while build `b`'s planner lives (expires in a lease) |
+| `{p}:build:{b}:report` | string | msgpack: build `b`'s folder, user, counts, ETA (reports.py) |
+| `{p}:builds` | zset | build -> expiry of its report (ms, planner's clock) |
 | `{p}:queue-roots` | hash | worker queue -> msgpack `{"v": 1, "roots": [...]}`: what it serves |
 | `{s}:pools` | hash | cluster pool name -> size (`stepup-dist pool set`) |
 | `{s}:pool-tickets` | string | counter handing out places in the waiting lines |
@@ -111,6 +113,15 @@ class Keys:
     def reply(self, build: str, call_id: str) -> str:
         return f"{self.prefix}:build:{build}:reply:{call_id}"
 
+    def build_report(self, build: str) -> str:
+        """What the planner of the build says about it, for dashboards (expires)."""
+        return f"{self.prefix}:build:{build}:report"
+
+    @property
+    def builds(self) -> str:
+        """The builds whose planners report, with the expiry of each report."""
+        return f"{self.prefix}:builds"
+
     @property
     def pool_sizes(self) -> str:
         return f"{self.shared}:pools"
@@ -205,6 +216,18 @@ class Keys:
     def rq_queue_workers(self, queue: str) -> str:
         """RQ's set of the workers registered for one queue."""
         return f"{self.rq_prefix}:workers:{queue}"
+
+    @staticmethod
+    def split_pool_id(pool_id: str) -> tuple[str, str, str]:
+        """(kind, owner, name) of a pool id: kind `cluster`, `plan`, `host` or `run`; owner
+        the build (plan, run) or host (host) or ""; name the pool or resource (run: "")."""
+        kind, _, rest = pool_id.partition(":")
+        if kind == "cluster":
+            return kind, "", rest
+        if kind == "run":
+            return kind, rest, ""
+        owner, _, name = rest.rpartition(":")
+        return kind, owner, name
 
     @property
     def hosts(self) -> str:

@@ -7,12 +7,17 @@ sets it from our prefix so that RQ's keys, too, live under `STEPUP_DIST_PREFIX`.
 import os
 import sys
 import time
+from dataclasses import dataclass, field
 from types import ModuleType
+from typing import Any
+
+import redis
 
 from ..errors import ConfigError
+from .connection import refusal
 from .keys import QUEUE_NAME, Keys
 
-__all__ = ("PERFORM", "load_rq", "make_queue", "queue_status")
+__all__ = ("PERFORM", "FinishedJob", "FinishedJobs", "load_rq", "make_queue", "queue_status")
 
 PERFORM = "stepup_dist.worker.perform"
 """The only function name a worker runs; any other job is refused."""
@@ -44,10 +49,18 @@ def make_queue(client, keys: Keys, name: str = QUEUE_NAME):  # type: ignore[no-u
 def queue_status(client, keys: Keys) -> dict:  # type: ignore[no-untyped-def]
     """Queue lengths and the workers RQ knows, as plain data: `queued` counts the jobs
     waiting in every queue, `queues` each queue's (one per group of workers)."""
+    try:
+        return _queue_status(client, keys)
+    except redis.RedisError as exc:
+        raise refusal(exc, "cannot read the queues and workers") from exc
+
+
+def _queue_status(client, keys: Keys) -> dict:  # type: ignore[no-untyped-def]
     rq = load_rq(keys)
     from ..wire import MsgpackSerializer
 
-    counts = {
+    # Every queue RQ knows (steps, roots.{hash}, build.{b}, ...), with its length: one LLEN each.
+    depths = {
         q.name: q.count for q in rq.Queue.all(connection=client, serializer=MsgpackSerializer)
     }
     workers = []
@@ -68,6 +81,79 @@ def queue_status(client, keys: Keys) -> dict:  # type: ignore[no-untyped-def]
                 "beat": now - beat,
                 "step": step,
                 "queues": worker.queue_names(),
+                "jobs_done": worker.successful_job_count,
+                "born": worker.birth_date.timestamp() if worker.birth_date else None,
             }
         )
-    return {"queued": sum(counts.values()), "queues": counts, "workers": workers}
+    return {"queued": sum(depths.values()), "queues": depths, "workers": workers}
+
+
+@dataclass(frozen=True)
+class FinishedJob:
+    """One job RQ finished: when it was queued, started and ended (Unix time)."""
+
+    queue: str
+    description: str
+    enqueued: float
+    started: float
+    ended: float
+
+
+@dataclass
+class FinishedJobs:
+    """Reads the jobs RQ finished since the last read, from its finished registries.
+
+    A finished job stays in its registry (score: its expiry, whole seconds) for the result
+    TTL of the jobs (60 s), so a reader that reads more often sees each job once.
+    """
+
+    client: Any
+    keys: Keys
+    _cursor: dict[str, tuple[float, set[str]]] = field(default_factory=dict)
+    """Per queue: the highest score read, and the jobs read with that score."""
+
+    def read(self, queues: list[str]) -> list[FinishedJob]:
+        """The jobs finished since the last call (all those still listed, the first time)."""
+        rq = load_rq(self.keys)
+        from rq.utils import utcparse
+
+        keys = [
+            rq.registry.FinishedJobRegistry(name, connection=self.client).key for name in queues
+        ]
+        try:
+            with self.client.pipeline(transaction=False) as pipe:
+                for name, key in zip(queues, keys, strict=True):
+                    low = self._cursor.get(name, (0.0, set()))[0]
+                    pipe.zrangebyscore(key, low, "+inf", withscores=True)
+                listed = pipe.execute()
+            fresh: list[tuple[str, str]] = []
+            for name, entries in zip(queues, listed, strict=True):
+                top, seen = self._cursor.get(name, (0.0, set()))
+                new = [(j.decode(), score) for j, score in entries if j.decode() not in seen]
+                if entries:
+                    high = max(score for _, score in entries)
+                    at_high = {j.decode() for j, score in entries if score == high}
+                    self._cursor[name] = (high, at_high | (seen if high == top else set()))
+                fresh += [(name, job_id) for job_id, _ in new]
+            if not fresh:
+                return []
+            with self.client.pipeline(transaction=False) as pipe:
+                for _, job_id in fresh:
+                    pipe.hmget(
+                        self.keys.rq_job(job_id),
+                        ["enqueued_at", "started_at", "ended_at", "description"],
+                    )
+                fields = pipe.execute()
+        except redis.RedisError as exc:
+            raise refusal(exc, "cannot read the finished jobs") from exc
+        result = []
+        for (name, _), (enqueued, started, ended, description) in zip(fresh, fields, strict=True):
+            if not (enqueued and started and ended):
+                continue  # expired meanwhile, or not a job of ours
+            try:
+                times = [utcparse(t.decode()).timestamp() for t in (enqueued, started, ended)]
+            except ValueError:
+                continue
+            text = description.decode(errors="replace") if description else ""
+            result.append(FinishedJob(name, text, *times))
+        return result

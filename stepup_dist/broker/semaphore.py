@@ -48,6 +48,8 @@ class Holder:
     host: str
     since: float
     """Unix time (server clock) at which the slot was taken."""
+    units: int = 1
+    """Units held (more than 1 only for host resources)."""
 
 
 @dataclass(frozen=True)
@@ -293,14 +295,16 @@ class Semaphores:
         try:
             sizes = {n.decode(): int(s) for n, s in c.hgetall(k.pool_sizes).items()}
             ids = {k.cluster_pool_id(name) for name in sizes}
+            # SCAN's default of 10 keys a call would take thousands of calls beside RQ's jobs.
             for pattern in k.pool_patterns():
-                ids.update(k.pool_id_of(key.decode()) for key in c.scan_iter(pattern))
+                ids.update(k.pool_id_of(key.decode()) for key in c.scan_iter(pattern, count=1000))
             seconds, micros = c.time()
             now = seconds * 1000 + micros // 1000
             result = []
             for pid in sorted(ids):
                 live = c.zrangebyscore(k.pool_holders(pid), f"({now}", "+inf")
                 info = c.hgetall(k.pool_info(pid))
+                units = c.hgetall(k.pool_units(pid)) if pid.startswith("host:") else {}
                 alive = {
                     w.decode() for w in c.zrangebyscore(k.pool_waiting(pid), f"({now}", "+inf")
                 }
@@ -309,7 +313,10 @@ class Semaphores:
                 for token in live:
                     text = info.get(token, b"\t\t\t0").decode()
                     build, step, host, since = text.split("\t")
-                    holders.append(Holder(token.decode(), build, step, host, int(since) / 1000))
+                    held = int(units.get(token, 1))
+                    holders.append(
+                        Holder(token.decode(), build, step, host, int(since) / 1000, held)
+                    )
                 size = (
                     sizes.get(pid.removeprefix("cluster:")) if pid.startswith("cluster:") else None
                 )

@@ -42,7 +42,13 @@ def test_site_builds_strict(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "WARNING" not in proc.stderr, proc.stderr
     cli = (tmp_path / "site" / "reference" / "cli" / "index.html").read_text()
-    for text in ("stepup-dist build", "stepup-dist pool set", "stepup-worker", "--root"):
+    for text in (
+        "stepup-dist build",
+        "stepup-dist pool set",
+        "stepup-dist dashboard",
+        "stepup-worker",
+        "--root",
+    ):
         assert text in cli, f"{text!r} is missing from the command-line reference"
     api = (tmp_path / "site" / "reference" / "api" / "index.html").read_text()
     assert "stepup_dist.api.step" in api

@@ -124,3 +124,25 @@ def test_tls_refusals_are_one_line(
     assert lines[0].startswith("stepup-worker: error: cannot reach Redis at rediss://worker:***@")
     assert any(text in lines[0] for text in expected), lines[0]
     assert_no_password(tls_server, proc.stdout, proc.stderr)
+
+
+def test_dashboard_over_tls(tls_server: AclServer) -> None:
+    from tests.integration.dashboard_kit import DashboardProcess, wait_for
+
+    tls = tls_server.tls
+    assert tls is not None
+    # The TLS files as flags, as for every command that reaches a server.
+    flags = ["--tls-ca", str(tls.ca), "--tls-cert", str(tls.client_cert)]
+    flags += ["--tls-key", str(tls.client_key), "--prefix", "tls"]
+    env = clean_env(STEPUP_DIST_REDIS_URL=tls_server.url("admin"))
+    dashboard = DashboardProcess(env, *flags)
+    try:
+        page = wait_for("a reading", lambda: (p := dashboard.status())["read_at"] and p)
+        assert page["error"] is None
+        assert page["server"].startswith("rediss://admin:***@")
+        samples, _ = dashboard.metrics()
+        assert samples[("stepup_dist_up", ())] == 1
+        shown = [dashboard.first_line, dashboard.get("/api/status")]
+    finally:
+        shown += dashboard.stop()
+    assert_no_password(tls_server, *shown)

@@ -149,7 +149,7 @@ def _planner() -> SimpleNamespace:
         graph=SimpleNamespace(steps=steps),
         old_records=old,
         records={"a": record(1.0)},
-        _running={"c"},
+        jobs=SimpleNamespace(running={"c"}, hosts={}),
         pools={"test": 2},
         build="b1",
     )

@@ -1,0 +1,44 @@
+"""The dashboard's reads of the server, all through the broker layer.
+
+`read` is the read of `stepup-dist status --json` (`admin.status_data`) plus the build
+reports; `finished` lists the jobs RQ finished since the last call, for the histograms of
+wait and run times.
+"""
+
+import time
+from typing import Any
+
+from ..admin import status_data
+from ..broker.keys import Keys
+from ..broker.queue import FinishedJob, FinishedJobs
+from ..broker.reports import read_reports
+from ..broker.semaphore import Semaphores
+from .view import Reading
+
+__all__ = ("ServerReader",)
+
+
+class ServerReader:
+    """Reads one server, with one client (redis-py's pool makes it safe across threads)."""
+
+    def __init__(self, client: Any, keys: Keys):
+        self._client = client
+        self._keys = keys
+        self._semaphores = Semaphores(client, keys)
+        self._finished = FinishedJobs(client, keys)
+
+    def read(self) -> Reading:
+        """Raises BrokerUnavailable when the server cannot be read."""
+        data = status_data(self._semaphores, self._client, self._keys)
+        return Reading(
+            at=time.time(),
+            pools=data["pools"],
+            queues=data["queues"],
+            workers=data["workers"],
+            hosts=data["hosts"],
+            builds=read_reports(self._client, self._keys),
+        )
+
+    def finished(self, queues: list[str]) -> list[FinishedJob]:
+        """Jobs of these queues that RQ finished since the last call (one caller at a time)."""
+        return self._finished.read(queues)
