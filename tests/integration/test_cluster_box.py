@@ -406,6 +406,40 @@ def _most_at_once(intervals: list[tuple[float, float]]) -> int:
     return most
 
 
+def test_the_box_is_a_slurm(cluster: Cluster) -> None:
+    """Before any worker: three nodes answer `srun -N3`, the license line holds, a user's
+    job runs as that user and `scancel` ends it."""
+    box, alice = cluster.box, cluster.people["sdalice"]
+    three = box.run(["srun", "--nodes=3", "--ntasks=3", "printenv", "SLURMD_NODENAME"])
+    assert three.returncode == 0, three.stderr
+    assert sorted(three.stdout.split()) == list(slurm_box.NODES)
+    out = alice.project / "slurm-%j.out"
+    jobs = []
+    for _ in range(3):
+        sub = box.run(
+            [
+                "sbatch",
+                "--parsable",
+                "--licenses=matlab:1",
+                f"--output={out}",
+                "--wrap=id -un; sleep 30",
+            ],
+            user=alice.name,
+        )
+        assert sub.returncode == 0, sub.stderr
+        jobs.append(sub.stdout.strip())
+    for job in jobs[:2]:
+        box.wait_job(job, {"RUNNING"})
+    # Two licenses: the third job waits for one.
+    assert box.job_state(jobs[2]) == "PENDING"
+    cancel = box.run(["scancel", *jobs], user=alice.name)
+    assert cancel.returncode == 0, cancel.stderr
+    for job in jobs:
+        assert box.wait_job(job, set(slurm_box_finished())) == "CANCELLED"
+    owner = (alice.project / f"slurm-{jobs[0]}.out").read_text().split()[0]
+    assert owner == alice.name
+
+
 def test_two_people_build_at_once_sharing_one_pool(workers: Cluster) -> None:
     cluster = workers
     steps = 4
