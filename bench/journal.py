@@ -35,7 +35,7 @@ from pathlib import Path
 from benchlib import machine, machine_busy
 
 from stepup_dist.messages import FileState
-from stepup_dist.store import Record, Store
+from stepup_dist.planner.store import Record, Store
 
 PLAN = """\
 #!/usr/bin/env python
@@ -47,7 +47,7 @@ for i in range({steps}):
 
 WRAPPER = """\
 import atexit, json, resource, sys, time
-from stepup_dist import store
+from stepup_dist.planner import store
 mode = sys.argv[2]
 inside = [0.0, 0]
 if mode == "none":

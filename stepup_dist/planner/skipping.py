@@ -2,15 +2,15 @@
 
 from typing import TYPE_CHECKING
 
-from .errors import PlanError
+from ..errors import PlanError
+from ..hashing import step_digest
+from ..messages import Checked, CheckJob, Message
 from .graph import Step, StepStatus
-from .hashing import step_digest
-from .messages import Checked, CheckJob, Message
 from .plan_calls import handle_call
 from .store import Record
 
 if TYPE_CHECKING:
-    from .planner import Planner
+    from .loop import Planner
 
 __all__ = (
     "amend_from_record",

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 from .graph import DONE, StepStatus
 
 if TYPE_CHECKING:
-    from .planner import Planner
+    from .loop import Planner
 
 __all__ = (
     "clean_outputs",

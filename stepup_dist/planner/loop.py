@@ -21,12 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from . import finish, plan_calls, progress, recovery, results, skipping
-from .checks import Checks
-from .errors import BrokerUnavailable, PlanError, UserError, WireError
-from .graph import Graph, Step, StepStatus
-from .jobs import Jobs
-from .messages import (
+from ..errors import BrokerUnavailable, PlanError, UserError, WireError
+from ..messages import (
     Call,
     Checked,
     CheckJob,
@@ -38,6 +34,11 @@ from .messages import (
     StepDone,
     Wake,
 )
+from ..status import BuildReport
+from . import finish, plan_calls, progress, recovery, results, skipping
+from .checks import Checks
+from .graph import Graph, Step, StepStatus
+from .jobs import Jobs
 from .pools import PoolBroker, PoolKeeper
 from .routing import Group, Router
 from .store import Record, Store
@@ -54,7 +55,7 @@ RECONNECT_FOR = 60.0
 class Broker(PoolBroker, Protocol):
     def server_id(self) -> str: ...
     def keep_alive(self, build: str, lease: float) -> None: ...
-    def report(self, report: progress.BuildReport, ttl: float) -> None: ...
+    def report(self, report: BuildReport, ttl: float) -> None: ...
     def live_runs(self, build: str, tokens: list[str]) -> set[str]: ...
     def local_queue(self, build: str) -> str: ...
     def host_queue(self, queue: str, host: str) -> str: ...
@@ -433,12 +434,11 @@ class Planner:
     def _maintain(self) -> None:
         recovery.rerun_due(self)
         now = time.monotonic()
-        if now >= self._next_report:
-            self.broker.report(progress.build_report(self, self._started_at), self.lease)
-            # Counting a large graph takes time: then report less often (at most 2 %).
-            self._next_report = now + max(REPORT_INTERVAL, 50 * (time.monotonic() - now))
         if now - self._last_renew > self.lease / 3:
             self._last_renew = now
+            server = self.broker.server_id()
+            if server != self.server:
+                recovery.restarted(self, server)
             queued = [
                 k
                 for k, s in self.graph.steps.items()
@@ -450,6 +450,10 @@ class Planner:
             self.slots.retry = True
             recovery.find_lost(self)
             recovery.find_lost_jobs(self)
+        if now >= self._next_report:
+            self.broker.report(progress.build_report(self, self._started_at), self.lease)
+            # Counting a large graph takes time: then report less often (at most 2 %).
+            self._next_report = now + max(REPORT_INTERVAL, 50 * (time.monotonic() - now))
         if now - self.last_save > SAVE_INTERVAL:
             finish.save(self, final=False)
             if self._workers_alive is not None and not self._workers_alive():

@@ -23,39 +23,21 @@ import warnings
 import click
 import redis
 
-from .broker.broker import RedisBroker
-from .broker.connection import connect_config, redact, refusal
-from .broker.keys import Keys
-from .broker.queue import load_rq
-from .cli import flags_config, run_command, tls_options
-from .config import Config, step_environ
-from .errors import BrokerUnavailable, UserError
+from ..broker.broker import RedisBroker
+from ..broker.connection import connect_config, redact, refusal
+from ..broker.keys import Keys
+from ..broker.queue import load_rq
+from ..config import Config, parse_resources, step_environ
+from ..errors import BrokerUnavailable, UserError
+from ..options import flags_config, run_command, tls_options
+from ..wire import MsgpackSerializer
 from .execute import WorkerContext
 from .forking import run_forked
 from .step_worker import make_worker_class
-from .wire import MsgpackSerializer
 
-__all__ = ("main", "perform", "run_worker")
+__all__ = ("main", "run_worker")
 
 log = logging.getLogger("stepup_dist.worker")
-
-
-def perform(payload: bytes) -> None:
-    """The job function named in every RQ job; only `stepup-worker` executes it, inline."""
-    raise RuntimeError("stepup-dist jobs run only on stepup-worker")
-
-
-def parse_resources(text: str | None) -> dict[str, int]:
-    """`gpu:2,mem:64` -> {"gpu": 2, "mem": 64}; UserError for anything else."""
-    result: dict[str, int] = {}
-    for item in (text or "").split(","):
-        if not item.strip():
-            continue
-        name, sep, units = item.strip().partition(":")
-        if not sep or not name or not units.isdigit() or int(units) < 1 or "=" in name:
-            raise UserError(f"resources: {item.strip()!r} is not NAME:UNITS with UNITS >= 1")
-        result[name] = int(units)
-    return result
 
 
 _SERVER_WAIT = 30.0

@@ -9,14 +9,14 @@ it started is queued again.
 
 from typing import TYPE_CHECKING
 
+from ..hashing import step_digest
+from ..messages import NOT_STARTED, FileState, StepDone
 from . import recovery
 from .graph import StepStatus
-from .hashing import step_digest
-from .messages import NOT_STARTED, FileState, StepDone
 from .store import Record
 
 if TYPE_CHECKING:
-    from .planner import Planner
+    from .loop import Planner
 
 __all__ = ("on_done",)
 

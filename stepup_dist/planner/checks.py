@@ -8,7 +8,7 @@ No Redis here, and no decisions: `skipping.py` decides what the answers mean.
 
 from dataclasses import dataclass, field
 
-from .messages import CheckJob, FileState
+from ..messages import CheckJob, FileState
 
 __all__ = ("CHECK_BATCH", "Checks", "Purpose")
 
