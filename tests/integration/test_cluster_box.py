@@ -663,7 +663,7 @@ def test_killed_job_runs_its_step_again_on_another_node(workers: Cluster, how: s
 
 
 def slurm_box_finished() -> frozenset[str]:
-    from stepup_dist import slurm
+    from stepup_dist.cli import slurm
 
     return slurm.FINISHED
 
