@@ -43,6 +43,9 @@ from tests.integration.servers import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 PEOPLE = ("sdalice", "sdbob")
+SERVICE = "sdservice"
+"""The service account of set-up (b)."""
+GROUP = "sdgroup"
 SHARED = "stepup"
 POOL = "lic"
 POOL_SIZE = 2
@@ -300,6 +303,10 @@ def cluster() -> Iterator[Cluster]:
             except subprocess.TimeoutExpired:
                 server.kill()
                 server.wait()
+        # Jobs that did not drain (scancel, kill -9) leave their pid folders on the nodes.
+        for name in (*PEOPLE, SERVICE):
+            for folder in Path("/tmp").glob(f"stepup-workers.{name}.*"):
+                shutil.rmtree(folder, ignore_errors=True)
         if os.environ.get("STEPUP_DIST_TEST_KEEP_BOX"):
             print(f"kept the box's files in {root}")
         else:
@@ -727,12 +734,10 @@ def test_workers_stop_drains(workers: Cluster) -> None:
     for name, person in cluster.people.items():
         for job in jobs[name]:
             assert cluster.box.wait_job(job, set(slurm_box_finished()), 60) == "COMPLETED"
+            # The batch script's stop() leaves nothing on the node.
+            assert not Path(f"/tmp/stepup-workers.{name}.{job}").exists()
             assert not _workers_of_job(job), job
         assert "Traceback" not in person.worker_logs()
-
-
-SERVICE = "sdservice"
-GROUP = "sdgroup"
 
 
 def test_shared_service_workers(workers: Cluster) -> None:
