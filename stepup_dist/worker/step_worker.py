@@ -40,7 +40,7 @@ log = logging.getLogger("stepup_dist.worker")
 BEAT_EVERY = 5.0
 """Seconds between RQ heartbeats of an idle or busy worker (its TTL is 60 s)."""
 
-KILLED_WITH_WORKER = 0.5
+KILLED_WITH_WORKER = 1.0
 """Seconds a step killed by a signal waits for the worker's own stop signal: Slurm ends a
 job (`scancel`, its time limit, preemption) by signalling every process in it at once, the
 step's commands included, in no set order."""

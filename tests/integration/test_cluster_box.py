@@ -638,8 +638,10 @@ def test_killed_job_runs_its_step_again_on_another_node(workers: Cluster, how: s
         f"#!/usr/bin/env python\nfrom stepup.core.api import step\nstep({cmd!r}, out='out.txt')\n",
         folder,
     )
+    # A lease short enough that a dead worker's step is soon run again, long enough that a
+    # loaded CI machine does not starve the second attempt's renewals too (docs/faults.md).
     proc = alice.popen(
-        [str(BIN / "stepup-dist"), "build", "-w0"], alice.planner, folder, STEPUP_DIST_LEASE="3"
+        [str(BIN / "stepup-dist"), "build", "-w0"], alice.planner, folder, STEPUP_DIST_LEASE="6"
     )
     try:
         _wait("the step starts", lambda: len(_started(cluster, who)) == 1, 90)
