@@ -13,7 +13,7 @@ __all__ = (
     "BrokerUnavailable",
     "ConfigError",
     "ExitCode",
-    "LeaseLost",
+    "GrantMissing",
     "PlanError",
     "SignatureError",
     "StepupDistError",
@@ -60,6 +60,11 @@ class BrokerUnavailable(UserError):
     """The Redis server cannot be reached or stopped answering."""
 
 
+class GrantMissing(BrokerUnavailable):
+    """The server refused a command to the Redis user (NOPERM), in a Lua script too: no
+    retry or reconnection helps, the user needs another role."""
+
+
 class WireError(StepupDistError):
     """A payload on Redis does not decode as one of our messages.
 
@@ -86,7 +91,3 @@ class SignatureError(WireError):
         self.payload = None
         self.inner = inner
         self.replayed = replayed
-
-
-class LeaseLost(StepupDistError):
-    """A pool slot's lease lapsed or was taken away before the step ended."""

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 __all__ = (
+    "LEASE_LOST",
     "NOT_STARTED",
     "Call",
     "CheckJob",
@@ -49,6 +50,22 @@ class FileState:
 
     digest: bytes
     """xxh3-128 of the contents (of the link target text for symlinks, empty for dirs)."""
+
+    def as_list(self) -> list:
+        """`[mode, mtime_ns, size, inode, digest]`: how the wire and the store write it."""
+        return [self.mode, self.mtime_ns, self.size, self.inode, self.digest]
+
+    @classmethod
+    def from_list(cls, raw: Any) -> "FileState":
+        """The inverse of `as_list`; TypeError for anything else (it comes from outside)."""
+        if not (
+            isinstance(raw, list)
+            and len(raw) == 5
+            and all(type(x) is int for x in raw[:4])
+            and isinstance(raw[4], bytes)
+        ):
+            raise TypeError("expected [mode, mtime_ns, size, inode, digest]")
+        return cls(*raw)
 
     def same_stat(self, other: "FileState") -> bool:
         """True when the cheap stat fields agree, so the old digest can be trusted."""
@@ -150,6 +167,9 @@ class StepDone(Message):
 
 NOT_STARTED = "pool slot lease was lost before the step started"
 """`StepDone.error` of a step its worker did not start: the planner queues it again."""
+LEASE_LOST = "pool slot lease was lost; the step was killed"
+"""`StepDone.error` of a step its worker killed (or could not vouch for) because it lost the
+step's leases: through no fault of the step, so the planner runs it again."""
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 import time
 from typing import TYPE_CHECKING
 
-from ..errors import BrokerUnavailable
+from ..errors import BrokerUnavailable, GrantMissing
 from . import skipping
 from .graph import Step, StepStatus
 
@@ -25,7 +25,12 @@ MAX_ATTEMPTS = 3
 
 
 def reconnect(p: "Planner", exc: BrokerUnavailable) -> None:
-    """The server went away: retry with backoff, then resend what may have been lost."""
+    """The server went away: retry with backoff, then resend what may have been lost.
+
+    A missing grant is no outage: reconnecting would meet it again, forever.
+    """
+    if isinstance(exc, GrantMissing):
+        raise exc
     p.reporter.line("REDIS", f"{exc}; reconnecting")
     deadline = time.monotonic() + p.reconnect
     delay = 0.2
@@ -121,11 +126,7 @@ def lost_step(p: "Planner", step: Step, why: str, defer: float = 0.0) -> None:
     p.slots.release(step)
     lost, host = p.jobs.count_loss(step.key)
     if lost >= MAX_ATTEMPTS:
-        step.status = StepStatus.FAILED
-        p.outcome.failed.append(step.key)
-        p.records.pop(step.key, None)
-        p.old_records.pop(step.key, None)
-        p.store.forget(step.key)
+        p.fail(step)
         p.reporter.line("FAIL", f"{step.key} (lost {lost} times: {why})", host)
         return
     p.reporter.line("LOST", f"{step.key} ({why}; running it again)", host)

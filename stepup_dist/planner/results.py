@@ -10,7 +10,7 @@ it started is queued again.
 from typing import TYPE_CHECKING
 
 from ..hashing import step_digest
-from ..messages import NOT_STARTED, FileState, StepDone
+from ..messages import LEASE_LOST, NOT_STARTED, FileState, StepDone
 from . import recovery
 from .graph import StepStatus
 from .store import Record
@@ -32,6 +32,11 @@ def on_done(p: "Planner", result: StepDone) -> None:
         # It never ran (its leases lapsed while it was queued): queue it again.
         recovery.lost_step(p, step, "its lease lapsed before it started")
         return
+    if result.error == LEASE_LOST:
+        # Its worker lost touch with the server and stopped it (or could not vouch for its
+        # end) before this planner saw the lease lapse: not the step's fault, run it again.
+        recovery.lost_step(p, step, "its worker lost its leases and stopped it")
+        return
     p.slots.release(step, reported=True)
     ok = result.returncode == 0 and not result.error
     if ok and step.rerun and step.missing:
@@ -41,11 +46,7 @@ def on_done(p: "Planner", result: StepDone) -> None:
         p.reporter.done(step, result, "PENDING")
         return
     if not ok:
-        step.status = StepStatus.FAILED
-        p.outcome.failed.append(step.key)
-        p.records.pop(step.key, None)
-        p.old_records.pop(step.key, None)
-        p.store.forget(step.key)
+        p.fail(step)
         p.reporter.done(step, result, "FAIL")
         return
     out_states = dict(result.out_states)

@@ -245,3 +245,21 @@ class Worker:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+PLAN = r"""
+from stepup.core.api import pool, step
+pool("p", 1)
+step("echo one > one.txt", out="one.txt", pool="p")
+step("cat one.txt > two.txt", inp="one.txt", out="two.txt", pool="p")
+step("echo $STEPUP_DIST_REDIS_URL > url.txt; tr '\\0' ' ' < /proc/$PPID/cmdline > ps.txt",
+     out=["url.txt", "ps.txt"])
+"""
+"""A plan the security tests build: a plan pool, and steps that write what a step sees of
+the server URL and its command line (neither may show a password)."""
+
+
+def assert_no_password(acl: AclServer, *texts: str) -> None:
+    for text in texts:
+        for user, password in acl.passwords.items():
+            assert password not in text, f"password of {user} shown in:\n{text}"

@@ -16,7 +16,15 @@ import redis
 
 from stepup_dist.errors import ExitCode
 from tests.conftest import BIN, Project
-from tests.integration.servers import AclServer, Worker, clean_env, start_server, write_secret
+from tests.integration.servers import (
+    PLAN,
+    AclServer,
+    Worker,
+    assert_no_password,
+    clean_env,
+    start_server,
+    write_secret,
+)
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -31,14 +39,6 @@ USERS = {
 
 # The last step records what a step sees: the server URL, and the command line of the
 # worker that runs it (its parent), as `ps` would show it.
-PLAN = r"""
-from stepup.core.api import pool, step
-pool("p", 1)
-step("echo one > one.txt", out="one.txt", pool="p")
-step("cat one.txt > two.txt", inp="one.txt", out="two.txt", pool="p")
-step("echo $STEPUP_DIST_REDIS_URL > url.txt; tr '\\0' ' ' < /proc/$PPID/cmdline > ps.txt",
-     out=["url.txt", "ps.txt"])
-"""
 
 
 @pytest.fixture(scope="module")
@@ -60,12 +60,6 @@ def settings(acl: AclServer, user: str, prefix: str, secret: Path | None = None)
     if secret is not None:
         env["STEPUP_DIST_SECRET_FILE"] = str(secret)
     return env
-
-
-def assert_no_password(acl: AclServer, *texts: str) -> None:
-    for text in texts:
-        for user, password in acl.passwords.items():
-            assert password not in text, f"password of {user} shown in:\n{text}"
 
 
 def test_acl_line_matches_the_rules(acl: AclServer) -> None:

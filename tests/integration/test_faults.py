@@ -10,19 +10,13 @@ import time
 from pathlib import Path
 
 from tests.conftest import BIN, Project
-from tests.integration.test_pools import (
-    _start_build,
-    peak,
-    processes_running,
-    start_worker,
-    stop,
-)
+from tests.helpers import peak, processes_running, start_build, start_worker, stop
 
 LEASE = {"STEPUP_DIST_LEASE": "3"}
 
 
 def _build(project: Project, url: str, prefix: str) -> subprocess.Popen:
-    return _start_build(project, url, prefix, LEASE)
+    return start_build(project, url, prefix, LEASE)
 
 
 def _wait_for(path: Path, timeout: float = 30) -> None:
@@ -389,7 +383,7 @@ def test_a_planner_behind_its_inbox_loses_no_finished_step(
                 step(f"echo {{i}} >> runs.txt")
             """
         )
-        build = _start_build(project, server.url, prefix, {"STEPUP_DIST_LEASE": "10"})
+        build = start_build(project, server.url, prefix, {"STEPUP_DIST_LEASE": "10"})
         runs = project.root / "runs.txt"
         deadline = time.monotonic() + 60
         while not runs.exists() or len(runs.read_text().splitlines()) < 100:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import BIN, Project
-from tests.integration.test_pools import processes_running
+from tests.helpers import processes_running
 
 SUBNET = "10.213.{}.{}"  # only inside the namespaces made here
 

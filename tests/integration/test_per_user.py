@@ -19,8 +19,8 @@ import redis
 
 from stepup_dist.broker.keys import Keys
 from tests.conftest import BIN, Project, run_cli
+from tests.helpers import HEAD, intervals, peak, timed_steps
 from tests.integration.servers import AclServer, Worker, clean_env, start_server, write_secret
-from tests.integration.test_pools import HEAD, intervals, peak, timed_steps
 
 SHARED = "stepup"
 PEOPLE = ("alice", "bob")

@@ -10,75 +10,19 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import BIN, Project, run_cli
+from tests.helpers import (
+    HEAD,
+    intervals,
+    peak,
+    pool_cli,
+    processes_running,
+    start_build,
+    start_worker,
+    stop,
+    timed_steps,
+)
 
-STAMP = "python3 -c 'import time; print(time.time())'"
-HEAD = "from stepup.core.api import pool, step\n"
-
-
-def start_worker(url: str, prefix: str, *extra: str, env: dict | None = None) -> subprocess.Popen:
-    return subprocess.Popen(
-        [str(BIN / "stepup-worker"), "--redis", url, "--prefix", prefix, *extra],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, **(env or {})},
-    )
-
-
-def stop(procs: list[subprocess.Popen]) -> None:
-    for proc in procs:
-        if proc.poll() is None:
-            proc.terminate()
-    for proc in procs:
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
-def timed_steps(count: int, sleep: float, log: Path, tag: str, **kwargs: str) -> str:
-    """Plan lines: steps that append 'tag start end' to a shared log."""
-    extra = "".join(f", {k}={v!r}" for k, v in kwargs.items())
-    return (
-        f"for i in range({count}):\n"
-        f'    step(f"s=$({STAMP}); sleep {sleep}; echo {tag}{{i}} $s $({STAMP}) >> {log}"{extra})\n'
-    )
-
-
-def intervals(log: Path) -> list[tuple[str, float, float]]:
-    result = []
-    for line in log.read_text().splitlines():
-        tag, start, end = line.split()
-        result.append((tag, float(start), float(end)))
-    return result
-
-
-def peak(spans: list[tuple[str, float, float]]) -> int:
-    events = sorted([(s, 1) for _, s, _ in spans] + [(e, -1) for _, _, e in spans])
-    level = top = 0
-    for _, delta in events:
-        level += delta
-        top = max(top, level)
-    return top
-
-
-def processes_running(text: str) -> list[int]:
-    """Pids of processes whose command line contains `text`."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
-            except OSError:
-                continue
-            if text.encode() in cmdline:
-                found.append(int(entry.name))
-    return found
-
-
-def pool_cli(*args: str, cwd: Path) -> str:
-    result = run_cli(["stepup-dist", "pool", *args], cwd)
-    assert result.returncode == 0, result.stderr
-    return result.stdout
+_start_build = start_build  # the name other branches' tests import; use tests.helpers
 
 
 def test_three_builds_share_a_cluster_pool(tmp_path: Path, server, prefix: str) -> None:  # type: ignore[no-untyped-def]
@@ -246,7 +190,7 @@ def test_stopped_worker_has_its_step_killed_before_the_lease_lapses(
         worker.send_signal(signal.SIGSTOP)
         time.sleep(7.0)  # past the lease
         # The watchdog killed the step before the lease lapsed: nothing runs in its name.
-        assert not processes_running("sleep 14; echo done")
+        assert not processes_running(f"sleep 14; echo done >> {log}")
         worker.send_signal(signal.SIGCONT)
         text, _ = build.communicate(timeout=60)
     finally:
@@ -257,19 +201,6 @@ def test_stopped_worker_has_its_step_killed_before_the_lease_lapses(
     assert log.read_text().split() == ["start", "start", "done"], text
     assert "LOST" in text
     assert build.returncode == 0, text
-
-
-def _start_build(
-    project: Project, url: str, prefix: str, env: dict | None = None
-) -> subprocess.Popen:
-    return subprocess.Popen(
-        [str(BIN / "stepup-dist"), "build", "-w0", "--redis", url, "--prefix", prefix],
-        cwd=project.root,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, **(env or {})},
-    )
 
 
 def test_builds_take_turns_on_a_busy_pool(tmp_path: Path, server, prefix: str) -> None:  # type: ignore[no-untyped-def]
@@ -286,10 +217,10 @@ def test_builds_take_turns_on_a_busy_pool(tmp_path: Path, server, prefix: str) -
             + timed_steps(2, 0.2, log, "small", pool="one")
             + f"import time\nopen({str(log)!r}, 'a').write(f'queued {{time.time()}} 0\\n')\n"
         )
-        big_build = _start_build(big, url, prefix)
+        big_build = start_build(big, url, prefix)
         while not log.exists() or "big1" not in log.read_text():
             time.sleep(0.05)
-        small_build = _start_build(small, url, prefix)
+        small_build = start_build(small, url, prefix)
         for build in (small_build, big_build):
             out, _ = build.communicate(timeout=90)
             assert build.returncode == 0, out
@@ -327,7 +258,7 @@ def test_a_release_wakes_the_waiting_build_without_polling(tmp_path: Path, prefi
     assert broker.acquire([ref], "outsider", 300, build="outsider", step="manual")[0]
     project = Project(tmp_path / "p")
     project.plan(HEAD + 'step("echo done", pool="one")\n')
-    build = _start_build(project, url, prefix, {"STEPUP_DIST_LEASE": "60"})
+    build = start_build(project, url, prefix, {"STEPUP_DIST_LEASE": "60"})
     worker = start_worker(url, prefix)
     try:
         deadline = time.monotonic() + 30

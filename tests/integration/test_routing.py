@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from tests.conftest import BIN, Project, run_cli
-from tests.integration.test_pools import (
+from tests.helpers import (
     HEAD,
     intervals,
     peak,

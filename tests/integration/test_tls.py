@@ -15,16 +15,17 @@ import pytest
 from stepup_dist.errors import ExitCode
 from tests.conftest import Project
 from tests.integration.servers import (
+    PLAN,
     AclServer,
     NoTls,
     Worker,
+    assert_no_password,
     clean_env,
     make_certs,
     start_server,
     tls_binary,
     write_secret,
 )
-from tests.integration.test_acl import PLAN, assert_no_password
 
 pytestmark = pytest.mark.timeout(90)
 
