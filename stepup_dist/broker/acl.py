@@ -53,6 +53,8 @@ PLANNER = (
     "smembers",
     # a finished build takes its local workers' queue out of RQ's set of queues
     "srem",
+    # jobs waiting for workers that are gone move to a group that serves the build
+    "lrem",
 )  # fmt: skip
 """Commands `stepup-dist build` runs (with `-w0`)."""
 

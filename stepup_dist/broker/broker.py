@@ -188,6 +188,24 @@ class RedisBroker:
             raise refusal(exc, "cannot enqueue jobs") from exc
         return [data.job_id for data in datas]
 
+    def withdraw_jobs(self, queue: str, job_ids: list[str]) -> list[str]:
+        """Take jobs off a queue before any worker takes them; returns those taken off
+        (a job a worker took meanwhile stays with it). Their hashes go too."""
+        if not job_ids:
+            return []
+        key = self.keys.rq_queue(queue)
+        try:
+            with self.client.pipeline(transaction=False) as pipe:
+                for job_id in job_ids:
+                    pipe.lrem(key, 1, job_id)
+                removed = pipe.execute()
+            taken = [j for j, n in zip(job_ids, removed, strict=True) if n]
+            if taken:
+                self.client.delete(*(self.keys.rq_job(j) for j in taken))
+        except redis.RedisError as exc:
+            raise refusal(exc, "cannot move jobs between queues") from exc
+        return taken
+
     def job_states(self, job_ids: list[str]) -> list[str | None]:
         """RQ's status of each job (queued, started, failed, ...), None for a job gone."""
         if not job_ids:

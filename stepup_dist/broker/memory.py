@@ -124,6 +124,15 @@ class MemoryBroker:
             ids.append(job.id)
         return ids
 
+    def withdraw_jobs(self, queue: str, job_ids: list[str]) -> list[str]:
+        self._up()
+        waiting = self.queues.get(queue, [])
+        taken = [j for j in job_ids if j in waiting]
+        for job_id in taken:
+            waiting.remove(job_id)
+            del self.jobs[job_id]
+        return taken
+
     def job_states(self, job_ids: list[str]) -> list[str | None]:
         self._up()
         return [self.jobs[i].state if i in self.jobs else None for i in job_ids]

@@ -77,15 +77,22 @@ fi
 export STEPUP_WORKER="${STEPUP_WORKER:-stepup-worker}"
 # Node-local: each task leaves its worker's pid here, so that stop() can signal the worker
 # alone. Every step of a job sees the same TMPDIR (Slurm's job_container/tmpfs included).
-export STEPUP_WORKERS_RUNDIR="${TMPDIR:-/tmp}/stepup-workers.${SLURM_JOB_ID}"
+# The user's name is in it: job ids come round again, and a folder another user left (or
+# made) in a shared /tmp must not keep this job's workers from being told to stop.
+export STEPUP_WORKERS_RUNDIR="${TMPDIR:-/tmp}/stepup-workers.$(id -un).${SLURM_JOB_ID}"
 echo "slurm-workers: job ${SLURM_JOB_ID}: ${layout[*]}, resources ${STEPUP_DIST_RESOURCES:-none}"
 
 # Each worker is named NODE.JOBID.TASK, so `stepup-dist status` shows where it runs.
 # exec: the pid written is the worker's own.
 # shellcheck disable=SC2016  # expanded by the task's shell, on its node
+# A worker whose pid cannot be left could not be drained: it does not start.
 srun --kill-on-bad-exit=0 "${layout[@]}" bash -c '
-    mkdir -p "$STEPUP_WORKERS_RUNDIR"
-    echo "$$" >"$STEPUP_WORKERS_RUNDIR/$SLURM_PROCID.pid"
+    mkdir -p -m 700 "$STEPUP_WORKERS_RUNDIR" 2>/dev/null
+    if [[ ! -O "$STEPUP_WORKERS_RUNDIR" ]] ||
+        ! echo "$$" >"$STEPUP_WORKERS_RUNDIR/$SLURM_PROCID.pid"; then
+        echo "slurm-workers: cannot write to $STEPUP_WORKERS_RUNDIR on $(hostname -s)" >&2
+        exit 1
+    fi
     exec "$STEPUP_WORKER" --name "$(hostname -s).$SLURM_JOB_ID.$SLURM_PROCID"' &
 srun_pid=$!
 
@@ -105,7 +112,8 @@ stop() {
                 kill -TERM "$pid" 2>/dev/null || true
             fi
             rm -f "$file"
-        done' ||
+        done
+        rmdir "$STEPUP_WORKERS_RUNDIR" 2>/dev/null || true' ||
         echo "slurm-workers: could not reach every node; its workers stop at the time limit"
 }
 trap stop TERM INT

@@ -61,6 +61,7 @@ class Broker(PoolBroker, Protocol):
     def host_queue(self, queue: str, host: str) -> str: ...
     def groups(self) -> Sequence[Group]: ...
     def submit(self, jobs: list[tuple[Message, str, bool]], queue: str) -> list[str]: ...
+    def withdraw_jobs(self, queue: str, job_ids: list[str]) -> list[str]: ...
     def job_states(self, job_ids: list[str]) -> list[str | None]: ...
     def receive(self, build: str, timeout: float) -> list[Message | WireError]: ...
     def reply(self, reply_to: str, reply: Reply) -> None: ...
@@ -359,6 +360,7 @@ class Planner:
         True when the build gives up waiting for one."""
         if self.router.due(now):
             self.router.update(self.broker.groups(), now)
+            self._move_stranded()
             self._send()
         text = self.router.waiting_text(now, len(self._held))
         if text is not None:
@@ -370,6 +372,23 @@ class Planner:
             if step.status in (StepStatus.QUEUED, StepStatus.CHECKING):
                 self.outcome.stuck.append(f"step {key!r} cannot run: {why}")
         return True
+
+    def _move_stranded(self) -> None:
+        """Take back the jobs that wait for workers that are gone, to send them to workers
+        that serve this build now (a job a worker took meanwhile stays where it is)."""
+        for queue, keys in self.router.stranded().items():
+            ids = {self.jobs.job_id(key): key for key in keys}
+            for job_id in self.broker.withdraw_jobs(queue, [i for i in ids if i]):
+                key = ids[job_id]
+                self.router.started(key)
+                self.jobs.forget_job(key)
+                if key.startswith("check:"):
+                    job = self.checks.job(int(key.removeprefix("check:")))
+                    if job is not None:
+                        self._held.append((skipping.check_entry(job), None))
+                else:
+                    step = self.graph.steps[key]
+                    self._held.append(((self._run_job(step), step.key, False), None))
 
     def _note_jobs(self, jobs: list[tuple[Message, str, bool]], ids: list[str]) -> None:
         """Remember each step's RQ job, to notice one lost before it started."""

@@ -112,6 +112,19 @@ class Router:
         # min() keeps the first of equals: the local workers, then the order read.
         return min(found, key=lambda qw: (self.waiting[qw[0]] + 1) / qw[1])[0]
 
+    def stranded(self) -> dict[str, list[str]]:
+        """Queue -> keys of this build's unstarted jobs that wait in a queue no live worker
+        serves any more, while another group could take them (to be moved there)."""
+        found = self.candidates()
+        live = {queue for queue, _ in found}
+        if not found:
+            return {}
+        moved: dict[str, list[str]] = {}
+        for key, queue in self.unstarted.items():
+            if queue not in live:
+                moved.setdefault(queue, []).append(key)
+        return moved
+
     def sent(self, key: str, queue: str) -> None:
         self.started(key)
         self.unstarted[key] = queue

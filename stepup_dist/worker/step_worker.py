@@ -40,6 +40,24 @@ log = logging.getLogger("stepup_dist.worker")
 BEAT_EVERY = 5.0
 """Seconds between RQ heartbeats of an idle or busy worker (its TTL is 60 s)."""
 
+KILLED_WITH_WORKER = 1.0
+"""Seconds a step killed by a signal waits for the worker's own stop signal: Slurm ends a
+job (`scancel`, its time limit, preemption) by signalling every process in it at once, the
+step's commands included, in no set order."""
+
+
+def killed_with_worker(result: StepDone, stopping: Any) -> bool:
+    """Whether the step died of a signal that also told this worker to stop (`stopping()`
+    turns true): its job is ending under it, and the step should run again elsewhere."""
+    if result.returncode >= 0 or result.error:
+        return False
+    deadline = time.monotonic() + KILLED_WITH_WORKER
+    while not stopping():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
 
 class StepRun:
     """One `RunJob` with pool leases on this worker, from its first renewal to its report.
@@ -81,9 +99,14 @@ class StepRun:
         self._unsent = False
         return ok
 
-    def run(self, first: Any, heartbeat: Any, watchdog: Watchdog) -> None:
+    def run(
+        self, first: Any, heartbeat: Any, watchdog: Watchdog, stopping: Any = lambda: False
+    ) -> None:
         """Run the step, given the outcome of the start pipeline's renewal (an exception:
-        it did not get through). Leaves `result` to report, or None once reported."""
+        it did not get through). Leaves `result` to report, or None once reported, or to
+        report nothing: a step killed along with its worker (`stopping()`, see
+        `killed_with_worker`) gives its slots back unreported, and its planner, seeing its
+        run lease end, runs it again."""
         guard = LeaseGuard(self.renewal, self.job.lease, watchdog, heartbeat, fence_at_report=True)
         if isinstance(first, Exception):
             held = guard.renew()
@@ -99,6 +122,14 @@ class StepRun:
         self._guard = guard
         self.result = run_step(self.job, self.ctx, guard)
         self._fence = not guard.lost
+        if self._fence and killed_with_worker(self.result, stopping):
+            log.warning(
+                "step %s was killed (signal %d) along with this worker: not reported, so "
+                "that it runs again",
+                self.job.step,
+                -self.result.returncode,
+            )
+            self.result = None
 
     def add_report(self, pipe: Any) -> None:
         """Add the renewal that vouches for the result (and posts it) to the finish pipeline."""
@@ -272,7 +303,12 @@ def make_worker_class(rq: Any) -> type:
             execution, first = self.start(job, queue, step)
             try:
                 if step is not None:
-                    step.run(first, lambda: self.beat(job, execution), self.watchdog)
+                    step.run(
+                        first,
+                        lambda: self.beat(job, execution),
+                        self.watchdog,
+                        lambda: self._shutdown_requested_date is not None,
+                    )
                 elif isinstance(message, CheckJob):
                     self.broker.post(message.build, check_files(message, self.context))
                 else:

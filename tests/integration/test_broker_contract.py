@@ -54,7 +54,11 @@ def side(request: pytest.FixtureRequest, prefix: str) -> Side:
 def _queue_case(broker: Any) -> list:
     message = Started("b", "s", 1, "h", "w")
     ids = broker.submit([(message, "one", False), (message, "two", True)], "steps")
-    return [len(ids), len(set(ids)), broker.job_states([*ids, "no-such-job"])]
+    states = broker.job_states([*ids, "no-such-job"])
+    # A job taken back before any worker took it is gone; a second try takes nothing.
+    withdrawn = broker.withdraw_jobs("steps", [ids[0], "no-such-job"])
+    again = broker.withdraw_jobs("steps", [ids[0]])
+    return [len(ids), len(set(ids)), states, withdrawn == [ids[0]], again, broker.job_states(ids)]
 
 
 _QUEUE_CASE = """
@@ -68,7 +72,7 @@ print(_queue_case(RedisBroker(connect(sys.argv[1]), Keys(sys.argv[2]))))
 
 
 def test_jobs_are_queued_and_a_gone_job_has_no_state(side: Side, prefix: str) -> None:
-    expected = [2, 2, ["queued", "queued", None]]
+    expected = [2, 2, ["queued", "queued", None], True, [], [None, "queued"]]
     if isinstance(side.broker, MemoryBroker):
         assert _queue_case(side.broker) == expected
         return

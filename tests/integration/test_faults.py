@@ -63,6 +63,37 @@ def test_a_step_of_a_killed_worker_runs_again_elsewhere(
     assert (project.root / "out.txt").read_text() == "ok\n"
 
 
+def test_a_step_killed_with_its_workers_job_runs_again(
+    project: Project, server, prefix: str
+) -> None:  # type: ignore[no-untyped-def]
+    """As Slurm ends a job (scancel, time limit): SIGTERM to the step and its worker at once.
+    The step is not a failure of its own: it runs again on another worker."""
+    workers = [start_worker(server.url, prefix, env=LEASE) for _ in range(2)]
+    marker = f"sleep 3.{os.getpid()}"
+    log = project.root / "attempts.log"
+    project.plan(
+        "from stepup.core.api import step\n"
+        f'step("echo start >> {log}; echo ok > out.txt; exec {marker}", out="out.txt")\n'
+    )
+    build = _build(project, server.url, prefix)
+    try:
+        _wait_for(log)
+        deadline = time.monotonic() + 10
+        while not (steps := processes_running(marker)):
+            assert time.monotonic() < deadline, "the step never started"
+            time.sleep(0.05)
+        (step,) = steps
+        victim = _parent(step)  # the stepup-worker whose `sh -c` became the sleep
+        os.kill(step, signal.SIGTERM)
+        os.kill(victim, signal.SIGTERM)
+        text, _ = build.communicate(timeout=60)
+    finally:
+        stop([build, *workers])
+    assert build.returncode == 0, text
+    assert "LOST" in text, text
+    assert log.read_text().split() == ["start", "start"]
+
+
 def test_a_step_lost_three_times_fails(project: Project, server, prefix: str) -> None:  # type: ignore[no-untyped-def]
     workers = [start_worker(server.url, prefix, env=LEASE) for _ in range(3)]
     # The step kills the worker that runs it (its shell's parent), every time.

@@ -71,6 +71,8 @@ class Cluster(MemoryBroker):
     on_receive: Callable[["Cluster"], None] | None = None
     ran: list[str] = field(default_factory=list)
     """The commands run, in order."""
+    paused: set[str] = field(default_factory=set)
+    """Queues whose workers take nothing (busy elsewhere, or about to leave)."""
 
     def __post_init__(self) -> None:
         MemoryBroker.__init__(self, clock=time.monotonic)
@@ -80,13 +82,19 @@ class Cluster(MemoryBroker):
     def receive(self, build: str, timeout: float) -> list[Message | WireError]:
         if self.on_receive is not None:
             self.on_receive(self)
-        while (job := self.take()) is not None:
+        while (job := self._next()) is not None:
             if self.behave is None or not self.behave(self, job):
                 self.run(job)
         messages = super().receive(build, timeout)
         if not messages:
             time.sleep(timeout or 0.01)  # the planner waited this long for nothing
         return messages
+
+    def _next(self) -> QueuedJob | None:
+        for name in list(self.queues):
+            if name not in self.paused and self.queues[name]:
+                return self.take(name)
+        return None
 
     def run(self, job: QueuedJob) -> None:
         message = job.message
@@ -326,3 +334,32 @@ def test_a_step_its_worker_stopped_for_lost_leases_runs_again(clock: Clock, root
     ]
     assert outcome.failed == []
     assert outcome.succeeded == 2
+
+
+def test_jobs_waiting_for_workers_that_left_move_to_those_that_serve_the_build(
+    clock: Clock, root: Path
+) -> None:
+    # The group that got the jobs goes away before taking them (its Slurm jobs ended);
+    # then a group that serves the folder connects.
+    def swap(cluster: Cluster) -> None:
+        assert clock.now < 1200.0, "the job never left the queue of the workers that left"
+        if clock.now > 1003.0:
+            cluster.registered_groups = [
+                WorkerGroup("roots.gone", (str(root),), 0, 0),
+                WorkerGroup("steps", (), 1, 1),
+            ]
+
+    served: list[str] = []
+
+    def note(cluster: Cluster, job: QueuedJob) -> bool:
+        served.append(job.queue)
+        return False
+
+    cluster = Cluster(steps=[STEP_A], on_receive=swap, behave=note)
+    cluster.registered_groups = [WorkerGroup("roots.gone", (str(root),), 1, 1)]
+    cluster.paused = {"roots.gone"}
+    outcome, _ = build(cluster, root)
+    assert outcome.succeeded == 2
+    assert served
+    assert set(served) == {"steps"}
+    assert cluster.queues.get("roots.gone") == []
