@@ -207,10 +207,16 @@ def _check_venv_readable(person: str) -> None:
         check=False,
     )
     if probe.returncode != 0:
-        pytest.fail(
+        why = (
             f"user {person} cannot run {BIN / 'python'} with stepup-dist: make the venv "
-            f"readable to others (chmod 755 on its folders): {probe.stderr.strip()[-300:]}"
+            "readable to others (chmod 755 on its folders, and a python outside /root: "
+            "bash .ci/run does both)"
         )
+        # On a developer's machine a venv under /root is common: say why and skip; CI
+        # (.ci/run) makes one the test users can run, and there this is a failure.
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{why}: {probe.stderr.strip()[-300:]}")
+        pytest.skip(why)
 
 
 @pytest.fixture(scope="module")
