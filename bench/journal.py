@@ -35,7 +35,7 @@ from pathlib import Path
 from benchlib import machine, machine_busy
 
 from stepup_dist.messages import FileState
-from stepup_dist.store import Record, Store
+from stepup_dist.planner.store import Record, Store
 
 PLAN = """\
 #!/usr/bin/env python

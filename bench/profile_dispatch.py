@@ -54,7 +54,7 @@ def _usage(who):
 import redis.connection
 from stepup_dist.broker.keys import Keys
 from stepup_dist.broker.queue import load_rq
-import stepup_dist.build, stepup_dist.worker
+import stepup_dist.cli.build, stepup_dist.worker
 load_rq(Keys(os.environ["BENCH_PREFIX"]))
 startup = _usage(resource.RUSAGE_SELF)
 counts = collections.Counter()

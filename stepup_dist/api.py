@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from . import paths as _paths
-from .graph import step_key
+from .paths import step_key
 
 __all__ = ("StepInfo", "amend", "copy", "getenv", "glob", "mkdir", "plan", "pool", "static", "step")
 

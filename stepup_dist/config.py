@@ -21,6 +21,7 @@ __all__ = (
     "DEFAULT_PREFIX",
     "Config",
     "load_config",
+    "parse_resources",
     "redact",
     "split_password",
     "step_environ",
@@ -338,3 +339,16 @@ def step_environ(config: Config) -> dict[str, str]:
     """What a step needs for API calls: the URL without its password, which goes apart."""
     env = to_environ(config, with_password=False)
     return {name: env[name] for name in _STEP_VARS if name in env}
+
+
+def parse_resources(text: str | None) -> dict[str, int]:
+    """`gpu:2,mem:64` -> {"gpu": 2, "mem": 64}; UserError for anything else."""
+    result: dict[str, int] = {}
+    for item in (text or "").split(","):
+        if not item.strip():
+            continue
+        name, sep, units = item.strip().partition(":")
+        if not sep or not name or not units.isdigit() or int(units) < 1 or "=" in name:
+            raise ConfigError(f"resources: {item.strip()!r} is not NAME:UNITS with UNITS >= 1")
+        result[name] = int(units)
+    return result

@@ -6,7 +6,7 @@ directory always ends with a slash. The root itself is `./`.
 
 import posixpath
 
-__all__ = ("is_dir", "join", "norm", "parent")
+__all__ = ("is_dir", "join", "norm", "parent", "step_key")
 
 
 def norm(path: str) -> str:
@@ -47,3 +47,8 @@ def parent(path: str) -> str | None:
     if head == "":
         return "./"
     return head if head.endswith("/") else head + "/"
+
+
+def step_key(command: str, workdir: str) -> str:
+    """The identity of a step, as StepUp shows it."""
+    return command if workdir == "./" else f"{command}  # wd={workdir}"

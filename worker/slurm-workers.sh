@@ -1,1 +1,1 @@
-../stepup_dist/slurm-workers.sh
+../stepup_dist/cli/slurm-workers.sh

@@ -28,8 +28,8 @@ import redis
 
 from ..errors import SignatureError, WireError
 from ..messages import Call, Checked, CheckJob, Message, Reply, RunJob, StepDone, Wake
-from ..progress import BuildReport
 from ..signing import CLOCK_SKEW, INBOX, JOB, Keyring, Opened, seal, unseal
+from ..status import BuildReport
 from ..wire import decode, encode, unpack
 from .connection import refusal
 from .keys import QUEUE_NAME, Keys

@@ -10,10 +10,13 @@ from typing import Any
 import redis
 
 from ..errors import BrokerUnavailable
-from ..progress import Census, PoolWatch
+from ..status import Census, PoolWatch
+from .broker import HOST_MAX_AGE
 from .keys import Keys
+from .queue import queue_status
+from .semaphore import Semaphores
 
-__all__ = ("CensusReader",)
+__all__ = ("CensusReader", "server_status")
 
 
 class CensusReader:
@@ -65,3 +68,14 @@ class CensusReader:
                 size = int(raw) if raw is not None and raw.isdigit() else None
             seen.append((pool.name, held, size))
         return Census(busy, idle, tuple(seen))
+
+
+def server_status(sems: Semaphores, client: Any, keys: Keys) -> dict[str, Any]:
+    """What `status --json` prints (and the dashboard reads): pools (as `PoolStatus`),
+    queue lengths, workers, and the capacity of each host with resources."""
+    pools = sems.status()
+    queues: dict[str, Any] = queue_status(client, keys)
+    hosts = sems.hosts(max_age=HOST_MAX_AGE)
+    for worker in queues["workers"]:
+        worker["resources"] = hosts.get(worker["host"], {})
+    return {"pools": pools, **queues, "hosts": hosts}

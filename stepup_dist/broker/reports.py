@@ -15,7 +15,7 @@ from typing import Any
 import msgpack
 import redis
 
-from ..progress import BuildReport, Counts
+from ..status import BuildReport, Counts
 from .connection import refusal
 from .keys import Keys
 

@@ -1,14 +1,14 @@
 """The dashboard's reads of the server, all through the broker layer.
 
-`read` is the read of `stepup-dist status --json` (`admin.status_data`) plus the build
-reports; `finished` lists the jobs RQ finished since the last call, for the histograms of
+`read` is the read of `stepup-dist status --json` (`broker/census.py`: `server_status`) plus
+the build reports; `finished` lists the jobs RQ finished since the last call, for the histograms of
 wait and run times.
 """
 
 import time
 from typing import Any
 
-from ..admin import status_data
+from ..broker.census import server_status
 from ..broker.keys import Keys
 from ..broker.queue import FinishedJob, FinishedJobs
 from ..broker.reports import read_reports
@@ -29,7 +29,7 @@ class ServerReader:
 
     def read(self) -> Reading:
         """Raises BrokerUnavailable when the server cannot be read."""
-        data = status_data(self._semaphores, self._client, self._keys)
+        data = server_status(self._semaphores, self._client, self._keys)
         return Reading(
             at=time.time(),
             pools=data["pools"],

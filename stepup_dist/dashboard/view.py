@@ -10,7 +10,7 @@ from typing import Any
 
 from ..broker.keys import Keys
 from ..broker.semaphore import PoolStatus
-from ..progress import BuildReport
+from ..status import BuildReport
 
 __all__ = ("Reading", "Tracker", "page_data", "pool_labels")
 

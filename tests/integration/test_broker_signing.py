@@ -10,8 +10,8 @@ from stepup_dist.broker.keys import Keys
 from stepup_dist.errors import SignatureError, WireError
 from stepup_dist.messages import Call, Checked, CheckJob, RunJob, Started, StepDone
 from stepup_dist.signing import CLOCK_SKEW, INBOX, JOB, Keyring, seal
-from stepup_dist.vetting import refusal_report
 from stepup_dist.wire import encode
+from stepup_dist.worker.vetting import refusal_report
 
 OURS = Keyring((b"our-secret-0123456789abcdef",))
 THEIRS = Keyring((b"their-secret-0123456789abcdef",))

@@ -13,7 +13,8 @@ import time
 from stepup_dist.broker.census import CensusReader
 from stepup_dist.broker.keys import Keys
 from stepup_dist.broker.semaphore import PoolRef, Semaphores
-from stepup_dist.progress import ERASE, PoolWatch
+from stepup_dist.cli.status_line import ERASE
+from stepup_dist.status import PoolWatch
 from tests.conftest import BIN, Project
 
 PLAN = """

@@ -11,7 +11,7 @@ from stepup_dist.broker.semaphore import Holder, PoolStatus
 from stepup_dist.dashboard.history import PoolHistory
 from stepup_dist.dashboard.metrics import LiveCollector
 from stepup_dist.dashboard.view import Reading, Tracker, page_data
-from stepup_dist.progress import BuildReport, Counts
+from stepup_dist.status import BuildReport, Counts
 
 REPORT = BuildReport(
     build="b1",

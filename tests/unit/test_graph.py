@@ -5,8 +5,8 @@ import itertools
 import pytest
 
 from stepup_dist.errors import PlanError
-from stepup_dist.graph import Graph, Step, StepStatus, step_key
 from stepup_dist.messages import FileState
+from stepup_dist.planner.graph import Graph, Step, StepStatus, step_key
 
 STATE = FileState(0o100644, 1, 2, 3, b"d" * 16)
 

@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 from stepup_dist.hashing import file_state
-from stepup_dist.inputs import stale_inputs, wait_for_inputs
+from stepup_dist.worker.inputs import stale_inputs, wait_for_inputs
 
 
 def test_matching_inputs_pass_at_once(tmp_path: Path) -> None:

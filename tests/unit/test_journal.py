@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from stepup_dist import store
 from stepup_dist.messages import FileState
-from stepup_dist.store import Record, Store
+from stepup_dist.planner.store import Record, Store
 from tests.unit.test_store import FILES, FUZZ, STATE, assert_well_typed, make_records
 
 OUT = FileState(0o100644, 5, 6, 7, b"\x01" * 16)

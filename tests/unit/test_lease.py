@@ -9,8 +9,8 @@ import time
 import pytest
 
 from stepup_dist.errors import BrokerUnavailable
-from stepup_dist.lease import KILL_AT, WATCHDOG_AT, LeaseGuard
-from stepup_dist.watchdog import Watchdog
+from stepup_dist.worker.lease import KILL_AT, WATCHDOG_AT, LeaseGuard
+from stepup_dist.worker.watchdog import Watchdog
 
 
 class Recorder:

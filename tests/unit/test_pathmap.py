@@ -6,9 +6,9 @@ import pytest
 
 from stepup_dist.config import load_config, step_environ, to_environ
 from stepup_dist.errors import ConfigError
-from stepup_dist.execute import WorkerContext, check_files, run_step
 from stepup_dist.messages import CheckJob, FileState, RunJob
 from stepup_dist.pathmap import PathMap, parse_path_map
+from stepup_dist.worker.execute import WorkerContext, check_files, run_step
 
 
 def pmap(*items: str) -> PathMap:

@@ -3,7 +3,7 @@
 import pytest
 
 from stepup_dist.errors import PlanError
-from stepup_dist.plan_calls import calls_of
+from stepup_dist.planner.plan_calls import calls_of
 
 
 def test_a_plain_call_is_itself() -> None:

@@ -5,22 +5,20 @@ from types import SimpleNamespace
 
 import pytest
 
-from stepup_dist.graph import Step, StepStatus
-from stepup_dist.messages import StepDone
-from stepup_dist.progress import (
+from stepup_dist.cli.console import ConsoleReporter
+from stepup_dist.cli.status_line import (
     ERASE,
-    Census,
-    Counts,
     LiveReporter,
-    PoolWatch,
-    _count,
-    estimate_eta,
     format_duration,
     render_status,
     truncate,
 )
-from stepup_dist.report import ConsoleReporter
-from stepup_dist.store import Record
+from stepup_dist.messages import StepDone
+from stepup_dist.planner.graph import Step, StepStatus
+from stepup_dist.planner.progress import count as _count
+from stepup_dist.planner.progress import estimate_eta
+from stepup_dist.planner.store import Record
+from stepup_dist.status import Census, Counts, PoolWatch
 
 
 @pytest.mark.parametrize(
@@ -149,7 +147,7 @@ def _planner() -> SimpleNamespace:
         graph=SimpleNamespace(steps=steps),
         old_records=old,
         records={"a": record(1.0)},
-        _running={"c"},
+        jobs=SimpleNamespace(running={"c"}, hosts={}),
         pools={"test": 2},
         build="b1",
     )

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from stepup_dist.execute import WorkerContext, check_files, outside_roots, run_step
 from stepup_dist.messages import CheckJob, RunJob
+from stepup_dist.worker.execute import WorkerContext, check_files, outside_roots, run_step
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from stepup_dist.routing import WAITING_GRACE, Router, covers
+from stepup_dist.planner.routing import WAITING_GRACE, Router, covers
 
 
 @dataclass(frozen=True)

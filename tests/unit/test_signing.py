@@ -12,8 +12,8 @@ from stepup_dist.broker.broker import own_refusal
 from stepup_dist.errors import SignatureError, WireError
 from stepup_dist.messages import Checked, CheckJob, RunJob, StepDone
 from stepup_dist.signing import INBOX, JOB, Keyring, seal, unseal
-from stepup_dist.vetting import MAX_REFUSED, inflate, refusal_report
 from stepup_dist.wire import decode, encode
+from stepup_dist.worker.vetting import MAX_REFUSED, inflate, refusal_report
 
 NEW = b"n" * 32
 OLD = b"o" * 32

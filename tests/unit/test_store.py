@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from stepup_dist import store
 from stepup_dist.messages import FileState
-from stepup_dist.store import STATE_DIR, Record, Store
+from stepup_dist.planner.store import STATE_DIR, Record, Store
 
 FUZZ = settings(
     max_examples=300,

@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Iterable
 from typing import Protocol
 
-from .errors import BrokerUnavailable, PlanError
+from ..errors import BrokerUnavailable, PlanError
 from .graph import Step
 
 __all__ = ("PoolBroker", "PoolKeeper")

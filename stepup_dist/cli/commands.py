@@ -2,30 +2,16 @@
 
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
-from .config import Config, load_config, split_password
-from .errors import ExitCode, UserError
+from ..config import load_config
+from ..errors import UserError
+from ..options import flags_config, run_command, tls_options
 
-__all__ = ("flags_config", "main", "run_command", "tls_options")
-
-
-def tls_options(command: Callable) -> Callable:
-    """--tls-ca, --tls-cert and --tls-key, as every command that reaches a server has them."""
-    for name, what, env in reversed(_TLS):
-        command = click.option(name, metavar="FILE", help=f"{what} [{env}].")(command)
-    return command
-
-
-_TLS = (
-    ("--tls-ca", "CA certificate", "STEPUP_DIST_TLS_CA"),
-    ("--tls-cert", "Client certificate", "STEPUP_DIST_TLS_CERT"),
-    ("--tls-key", "Client key", "STEPUP_DIST_TLS_KEY"),
-)
+__all__ = ("cli", "main")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -190,7 +176,7 @@ def dashboard(
 ) -> None:
     """Serve a live web page of the server's pools, builds and workers, and /metrics."""
     try:
-        from .dashboard.server import serve
+        from ..dashboard.server import serve
     except ImportError as exc:
         raise UserError(
             f"the dashboard needs {exc.name}: pip install 'stepup-dist[dashboard]'"
@@ -220,7 +206,7 @@ def dashboard(
 )
 def acl(prefix: str | None, role: str, user: str, shared_prefix: str | None) -> None:
     """Print an ACL SETUSER line for a user confined to the key prefix (add the password)."""
-    from .broker.acl import setuser_line
+    from ..broker.acl import setuser_line
 
     config = load_config(prefix=prefix, shared_prefix=shared_prefix)
     click.echo(setuser_line(user, role, config.prefix, config.shared_prefix))
@@ -334,36 +320,6 @@ def workers_stop(obj: Path, directory: Path | None) -> None:
     from .fleet import stop
 
     click.echo(stop(directory or obj))
-
-
-def run_command(command: click.Command, prog: str) -> None:
-    """Run a click command: user errors become one line and a named exit code."""
-    try:
-        command.main(standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.ClickException as exc:
-        # One line, as for every user error; click would add the usage and a --help hint.
-        print(f"{prog}: error: {exc.format_message()}", file=sys.stderr)
-        sys.exit(ExitCode.USAGE)
-    except (click.exceptions.Abort, KeyboardInterrupt):
-        print(f"{prog}: interrupted", file=sys.stderr)
-        sys.exit(ExitCode.INTERRUPTED)
-    except UserError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        sys.exit(exc.exit_code)
-
-
-def flags_config(prog: str, redis_url: str | None, **flags: Any) -> Config:
-    """The configuration from a command's flags; warn when --redis shows a password in ps."""
-    config = load_config(redis_url=redis_url, **flags)
-    if redis_url and split_password(redis_url)[1] is not None:
-        print(
-            f"{prog}: warning: a password in --redis shows in ps; "
-            "set STEPUP_DIST_REDIS_URL instead",
-            file=sys.stderr,
-        )
-    return config
 
 
 def main() -> None:

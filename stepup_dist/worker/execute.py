@@ -23,10 +23,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Protocol
 
-from .hashing import file_state
+from ..hashing import file_state
+from ..messages import NOT_STARTED, Checked, CheckJob, FileState, RunJob, StepDone
+from ..pathmap import PathMap
 from .inputs import DEFAULT_FS_WAIT, wait_for_inputs
-from .messages import NOT_STARTED, Checked, CheckJob, FileState, RunJob, StepDone
-from .pathmap import PathMap
 
 __all__ = (
     "LEASE_LOST",
@@ -46,7 +46,7 @@ LEASE_LOST = "pool slot lease was lost; the step was killed"
 MAX_CAPTURE = 1 << 20
 """Bytes of stdout and of stderr kept per step; the rest is cut with a note."""
 
-SHIM_DIR = Path(__file__).resolve().parent / "_shim"
+SHIM_DIR = Path(__file__).resolve().parents[1] / "_shim"
 """Holds `stepup/core/api.py`, so plans written for StepUp import our API unchanged."""
 
 

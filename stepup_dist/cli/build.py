@@ -14,15 +14,15 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .broker.server import EmbeddedServer, die_with_parent
-from .config import Config, to_environ
-from .errors import ExitCode, UserError
-from .progress import LiveReporter, TickingBroker
-from .report import ConsoleReporter
-from .store import STATE_DIR
+from ..broker.server import EmbeddedServer, die_with_parent
+from ..config import Config, to_environ
+from ..errors import ExitCode, UserError
+from ..planner.store import STATE_DIR
+from .console import ConsoleReporter
+from .status_line import LiveReporter, TickingBroker
 
 if TYPE_CHECKING:
-    from .planner import Outcome
+    from ..planner.loop import Outcome
 
 # The planner's modules (redis above all) are imported only once the local workers are
 # starting: their own imports then overlap ours and the server's start-up.
@@ -176,11 +176,11 @@ def run_build(config: Config, root: Path, workers: int, *, quiet: bool = False) 
             procs = _start_workers(workers, config, root, log_path, build, server_wait=True)
             stack.enter_context(_workers(procs))
             server.start()
-        from .broker.broker import RedisBroker
-        from .broker.census import CensusReader
-        from .broker.connection import connect_config
-        from .broker.keys import Keys
-        from .planner import Planner
+        from ..broker.broker import RedisBroker
+        from ..broker.census import CensusReader
+        from ..broker.connection import connect_config
+        from ..broker.keys import Keys
+        from ..planner.loop import Planner
 
         client = connect_config(config)
         broker = RedisBroker(client, Keys.of(config), config.keyring)

@@ -5,15 +5,14 @@ import time
 from dataclasses import asdict
 from typing import Any
 
-from .broker.broker import HOST_MAX_AGE
-from .broker.connection import connect_config
-from .broker.keys import Keys
-from .broker.queue import queue_status
-from .broker.semaphore import PoolStatus, Semaphores
-from .config import Config
-from .errors import ConfigError, UserError
+from ..broker.census import server_status
+from ..broker.connection import connect_config
+from ..broker.keys import Keys
+from ..broker.semaphore import PoolStatus, Semaphores
+from ..config import Config
+from ..errors import ConfigError, UserError
 
-__all__ = ("pool_list", "pool_rm", "pool_set", "status", "status_data")
+__all__ = ("pool_list", "pool_rm", "pool_set", "status")
 
 
 def _client(config: Config) -> Any:
@@ -64,21 +63,10 @@ def pool_list(config: Config, as_json: bool = False) -> str:
     return "\n".join(_pool_rows(pools))
 
 
-def status_data(sems: Semaphores, client: Any, keys: Keys) -> dict[str, Any]:
-    """What `status --json` prints (and the dashboard reads): pools (as `PoolStatus`),
-    queue lengths, workers, and the capacity of each host with resources."""
-    pools = sems.status()
-    queues: dict[str, Any] = queue_status(client, keys)
-    hosts = sems.hosts(max_age=HOST_MAX_AGE)
-    for worker in queues["workers"]:
-        worker["resources"] = hosts.get(worker["host"], {})
-    return {"pools": pools, **queues, "hosts": hosts}
-
-
 def status(config: Config, as_json: bool = False) -> str:
     client = _client(config)
-    keys = Keys(config.prefix)
-    data = status_data(Semaphores(client, keys), client, keys)
+    keys = Keys.of(config)
+    data = server_status(Semaphores(client, keys), client, keys)
     if as_json:
         return json.dumps({**data, "pools": [asdict(p) for p in data["pools"]]}, indent=2)
     queues = data

@@ -23,13 +23,13 @@ import math
 import time
 from typing import Any
 
-from .broker.broker import RedisBroker
-from .broker.queue import PERFORM
-from .broker.semaphore import PoolRef
-from .errors import BrokerUnavailable, SignatureError, WireError
+from ..broker.broker import RedisBroker
+from ..broker.queue import PERFORM
+from ..broker.semaphore import PoolRef
+from ..errors import BrokerUnavailable, SignatureError, WireError
+from ..messages import CheckJob, RunJob, Started, StepDone
 from .execute import WorkerContext, check_files, fenced_out, lease_lost, run_step
 from .lease import LeaseGuard
-from .messages import CheckJob, RunJob, Started, StepDone
 from .vetting import JOB_FIELDS, inflate, refusal_report, vet_job
 from .watchdog import Watchdog
 
@@ -145,7 +145,7 @@ def make_worker_class(rq: Any) -> type:
     from rq.utils import now, utcformat
     from rq.worker import WorkerStatus
 
-    from .worker import perform
+    from . import perform
 
     class StepJob(rq.job.Job):
         """A job whose function and callbacks are never imported from Redis data."""

@@ -2,15 +2,15 @@
 
 from typing import TYPE_CHECKING
 
-from .errors import PlanError
+from ..errors import PlanError
+from ..hashing import step_digest
+from ..messages import Checked, CheckJob, Message
 from .graph import Step, StepStatus
-from .hashing import step_digest
-from .messages import Checked, CheckJob, Message
 from .plan_calls import handle_call
 from .store import Record
 
 if TYPE_CHECKING:
-    from .planner import Planner
+    from .loop import Planner
 
 __all__ = (
     "amend_from_record",
@@ -21,9 +21,6 @@ __all__ = (
     "on_checked",
     "resend_checks",
 )
-
-CHECK_BATCH = 64
-"""Paths per hash-check job: enough to amortize a job, small enough to spread over workers."""
 
 
 def matches(p: "Planner", step: Step, old: Record) -> bool:
@@ -37,23 +34,10 @@ def matches(p: "Planner", step: Step, old: Record) -> bool:
 
 
 def check_jobs(p: "Planner") -> list[tuple[Message, str, bool]]:
-    jobs: list[tuple[Message, str, bool]] = []
-    queue, p._check_queue = p._check_queue, []
-    for start in range(0, len(queue), CHECK_BATCH):
-        chunk = queue[start : start + CHECK_BATCH]
-        p._next_request += 1
-        request = p._next_request
-        p._checks[request] = [(purpose, path) for purpose, path, _ in chunk]
-        p._in_flight.add(f"check:{request}")
-        job = p._check_sent[request] = CheckJob(
-            build=p.build,
-            request=request,
-            root=str(p.root),
-            paths=[path for _, path, _ in chunk],
-            known=[known for _, _, known in chunk],
-        )
-        jobs.append(check_entry(job))
-    return jobs
+    jobs = p.checks.jobs(p.build, str(p.root))
+    for job in jobs:
+        p.jobs.waiting_for(f"check:{job.request}")
+    return [check_entry(job) for job in jobs]
 
 
 def check_entry(job: CheckJob) -> tuple[Message, str, bool]:
@@ -64,72 +48,68 @@ def check_entry(job: CheckJob) -> tuple[Message, str, bool]:
 
 def resend_checks(p: "Planner", jobs: list[CheckJob]) -> None:
     """Submit hash checks again (a late duplicate answer is ignored) and track their jobs."""
-    p._held.extend((check_entry(job), None) for job in jobs)
-    p._send()
+    p.hold([(check_entry(job), None) for job in jobs])
 
 
 def on_checked(p: "Planner", checked: Checked) -> None:
-    asked = p._checks.get(checked.request)
+    asked = p.checks.question(checked.request)
+    key = f"check:{checked.request}"
     if asked is not None:
-        p._jobs.pop(f"check:{checked.request}", None)
+        p.jobs.forget_job(key)
     if asked is not None and checked.error:
         # A refused check cannot tell what exists: report it; what waited on it is stuck.
-        del p._checks[checked.request]
-        p._check_sent.pop(checked.request, None)
-        p._in_flight.discard(f"check:{checked.request}")
-        p._plan_error(f"hash check refused on {checked.host}: {checked.error}")
+        p.checks.close(checked.request)
+        p.jobs.settled(key)
+        p.plan_error(f"hash check refused on {checked.host}: {checked.error}")
         return
     if asked is None or len(asked) != len(checked.states):
         return
-    del p._checks[checked.request]
-    p._check_sent.pop(checked.request, None)
-    p._in_flight.discard(f"check:{checked.request}")
+    p.checks.close(checked.request)
+    p.jobs.settled(key)
     for ((kind, name), path), state in zip(asked, checked.states, strict=True):
         if kind == "static":
             if state is None:
-                p._plan_error(f"missing static input: {path}")
+                p.plan_error(f"missing static input: {path}")
             else:
-                p._became_available(path, state)
+                p.became_available(path, state)
         else:
-            states = p._check_states.get(name)
-            if states is None:
+            known = p.checks.answer(name, path, state, checked.host)
+            if known is None:
                 continue
-            states[path] = state
-            p._check_hosts[name] = checked.host
             old = p.old_records[name]
-            if len(states) == len(old.out) + len(old.amended[1]):
+            if known == len(old.out) + len(old.amended[1]):
                 decide_skip(p, p.graph.steps[name])
 
 
 def decide_skip(p: "Planner", step: Step) -> None:
     old = p.old_records[step.key]
-    states = p._check_states.pop(step.key, {})
-    p._in_flight.discard(step.key)
+    states, host = p.checks.finish(step.key)
+    p.jobs.settled(step.key)
     out_states = {p: s for p, s in states.items() if s is not None}
     env = {name: p.environ.get(name) for name in [*old.env, *old.amended[3]]}
     digest = step_digest(step.command, step.workdir, env, p.graph.input_states(step), out_states)
     if len(out_states) == len(states) and digest == old.digest:
         step.status = StepStatus.SKIPPED
         p.outcome.skipped += 1
-        p.reporter.line("SKIP", step.key, p._check_hosts.pop(step.key, ""))
+        p.reporter.line("SKIP", step.key, host)
         for method, recorded in old.calls:
             # The recorded stats are those of the last run: let a worker look again.
             args = {**recorded, "stats": None} if method == "static" else recorded
             try:
                 handle_call(p, step.key, method, args)
             except PlanError as exc:
-                p._plan_error(str(exc))
+                p.plan_error(str(exc))
             step.calls.append([method, args])
         amend_from_record(p, step, old)
         p.records[step.key] = old
         for path in step.vol:
-            p._became_available(path, None)
+            p.became_available(path, None)
         for path, state in out_states.items():
-            p._became_available(path, state)
+            p.became_available(path, state)
     else:
         step.status = StepStatus.READY
         step.skip_blocked = True
-        p._queue_run(step)
+        p.queue_run(step)
 
 
 def amend_from_record(p: "Planner", step: Step, old: Record) -> None:

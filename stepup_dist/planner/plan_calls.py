@@ -8,13 +8,13 @@ step is skipped in a later build they are replayed and define the same things ag
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .errors import PlanError
-from .graph import Step, StepStatus, step_key
-from .messages import Call, Reply
-from .paths import norm
+from ..errors import PlanError
+from ..messages import Call, Reply
+from ..paths import norm, step_key
+from .graph import Step, StepStatus
 
 if TYPE_CHECKING:
-    from .planner import Planner
+    from .loop import Planner
 
 __all__ = ("BATCHED", "RECORDED", "calls_of", "handle_call", "on_call")
 
@@ -154,7 +154,7 @@ def on_call(p: "Planner", call: Call) -> None:
             if method in RECORDED:
                 step.calls.append([method, args])
     except PlanError as exc:
-        p._plan_error(str(exc))
+        p.plan_error(str(exc))
         p.broker.reply(call.reply_to, Reply(ok=False, error=str(exc)))
         return
     p.broker.reply(call.reply_to, Reply(ok=True, value=value))

@@ -13,8 +13,8 @@ import os
 import time
 from collections.abc import Callable, Mapping
 
-from .hashing import file_state
-from .messages import FileState
+from ..hashing import file_state
+from ..messages import FileState
 
 __all__ = ("DEFAULT_FS_WAIT", "stale_inputs", "wait_for_inputs")
 

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from .errors import BrokerUnavailable
+from ..errors import BrokerUnavailable
 
 __all__ = ("KILL_AT", "WATCHDOG_AT", "LeaseGuard")
 

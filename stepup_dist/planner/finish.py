@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 from .graph import DONE, StepStatus
 
 if TYPE_CHECKING:
-    from .planner import Planner
+    from .loop import Planner
 
 __all__ = (
     "clean_outputs",
@@ -25,18 +25,18 @@ def only_unserved_left(p: "Planner") -> bool:
     """True when the rest is done and no worker offered the resources still wanted."""
     waiting = p.slots.waiting
     if (
-        p._ready
-        or p._in_flight
+        p.ready
+        or p.jobs.in_flight
         or not waiting
         or any(s.key not in p.slots.unserved for s in waiting)
     ):
-        p._idle_since = None
+        p.idle_since = None
         return False
     now = time.monotonic()
-    if p._idle_since is None:
-        p._idle_since = now
+    if p.idle_since is None:
+        p.idle_since = now
         return False
-    if now - p._idle_since < UNSERVED_GRACE:
+    if now - p.idle_since < UNSERVED_GRACE:
         return False
     for step in waiting:
         p.outcome.stuck.append(
@@ -67,7 +67,7 @@ def unblock_stalled(p: "Planner") -> bool:
                     p.graph.files[path].consumers.discard(step.key)
             if not step.missing:
                 step.status = StepStatus.READY
-                p._ready.append(step)
+                p.ready.append(step)
                 progress = True
     return progress
 
@@ -78,7 +78,7 @@ def report_stuck(p: "Planner") -> None:
         return
     cycle = p.graph.find_cycle(pending)
     if cycle is not None:
-        p._plan_error("dependency cycle: " + " -> ".join(repr(k) for k in cycle))
+        p.plan_error("dependency cycle: " + " -> ".join(repr(k) for k in cycle))
     for key in pending:
         step = p.graph.steps[key]
         for path in sorted(step.missing):
@@ -101,7 +101,7 @@ def success(p: "Planner") -> bool:
 
 def save(p: "Planner", *, final: bool) -> None:
     """Write what this build knows; a final save of a successful build also cleans up."""
-    p._last_save = time.monotonic()
+    p.last_save = time.monotonic()
     records = dict(p.records)
     keep_old = not (final and success(p))
     for key, old in p.old_records.items():

@@ -42,8 +42,8 @@ from typing import Any
 import msgpack
 import xxhash
 
-from .errors import UserError
-from .messages import FileState
+from ..errors import UserError
+from ..messages import FileState
 
 __all__ = ("STATE_DIR", "Record", "Store")
 

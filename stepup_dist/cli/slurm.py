@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from .errors import UserError
+from ..errors import UserError
 
 __all__ = (
     "ENDED",

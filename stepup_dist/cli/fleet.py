@@ -33,13 +33,13 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from ..broker.connection import connect_config
+from ..broker.keys import Keys
+from ..broker.queue import queue_status
+from ..config import Config, redact, to_environ
+from ..errors import ConfigError, UserError
+from ..planner.store import STATE_DIR
 from . import slurm
-from .broker.connection import connect_config
-from .broker.keys import Keys
-from .broker.queue import queue_status
-from .config import Config, redact, to_environ
-from .errors import ConfigError, UserError
-from .store import STATE_DIR
 
 __all__ = ("Entry", "WorkerState", "default_roots", "list_text", "start_local", "stop", "submit")
 
@@ -140,7 +140,7 @@ def _environ(config: Config, resources: str | None) -> dict[str, str]:
     which may hold a password, goes here rather than on a command line that `ps` shows."""
     env = {**os.environ, **to_environ(config)}
     if resources:
-        from .worker import parse_resources
+        from ..config import parse_resources
 
         parse_resources(resources)  # a typo is the user's one-line error now, not the job's
         env["STEPUP_DIST_RESOURCES"] = resources

@@ -7,10 +7,10 @@ import re
 import zlib
 from typing import Any
 
-from .broker.queue import PERFORM
-from .errors import SignatureError, WireError
-from .messages import Checked, CheckJob, RunJob, StepDone
-from .wire import MAX_PAYLOAD, decode
+from ..broker.queue import PERFORM
+from ..errors import SignatureError, WireError
+from ..messages import Checked, CheckJob, RunJob, StepDone
+from ..wire import MAX_PAYLOAD, decode
 
 __all__ = ("JOB_FIELDS", "MAX_JOB_DATA", "MAX_REFUSED", "inflate", "refusal_report", "vet_job")
 

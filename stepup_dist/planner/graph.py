@@ -8,11 +8,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import PlanError
-from .messages import FileState
-from .paths import parent
+from ..errors import PlanError
+from ..messages import FileState
+from ..paths import parent
 
-__all__ = ("FileNode", "Graph", "Step", "StepStatus", "step_key")
+__all__ = ("FileNode", "Graph", "Step", "StepStatus")
 
 
 class StepStatus(enum.Enum):
@@ -32,11 +32,6 @@ class StepStatus(enum.Enum):
 
 
 DONE = (StepStatus.SUCCEEDED, StepStatus.SKIPPED, StepStatus.FAILED)
-
-
-def step_key(command: str, workdir: str) -> str:
-    """The identity of a step, as StepUp shows it."""
-    return command if workdir == "./" else f"{command}  # wd={workdir}"
 
 
 @dataclass

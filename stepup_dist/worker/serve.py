@@ -23,39 +23,21 @@ import warnings
 import click
 import redis
 
-from .broker.broker import RedisBroker
-from .broker.connection import connect_config, redact, refusal
-from .broker.keys import Keys
-from .broker.queue import load_rq
-from .cli import flags_config, run_command, tls_options
-from .config import Config, step_environ
-from .errors import BrokerUnavailable, UserError
+from ..broker.broker import RedisBroker
+from ..broker.connection import connect_config, redact, refusal
+from ..broker.keys import Keys
+from ..broker.queue import load_rq
+from ..config import Config, parse_resources, step_environ
+from ..errors import BrokerUnavailable, UserError
+from ..options import flags_config, run_command, tls_options
+from ..wire import MsgpackSerializer
 from .execute import WorkerContext
 from .forking import run_forked
 from .step_worker import make_worker_class
-from .wire import MsgpackSerializer
 
-__all__ = ("main", "perform", "run_worker")
+__all__ = ("main", "run_worker")
 
 log = logging.getLogger("stepup_dist.worker")
-
-
-def perform(payload: bytes) -> None:
-    """The job function named in every RQ job; only `stepup-worker` executes it, inline."""
-    raise RuntimeError("stepup-dist jobs run only on stepup-worker")
-
-
-def parse_resources(text: str | None) -> dict[str, int]:
-    """`gpu:2,mem:64` -> {"gpu": 2, "mem": 64}; UserError for anything else."""
-    result: dict[str, int] = {}
-    for item in (text or "").split(","):
-        if not item.strip():
-            continue
-        name, sep, units = item.strip().partition(":")
-        if not sep or not name or not units.isdigit() or int(units) < 1 or "=" in name:
-            raise UserError(f"resources: {item.strip()!r} is not NAME:UNITS with UNITS >= 1")
-        result[name] = int(units)
-    return result
 
 
 _SERVER_WAIT = 30.0
@@ -97,6 +79,17 @@ def worker_queue(keys: Keys, config: Config, build: str | None) -> str:
     if build is not None:
         return keys.build_queue(build)
     return keys.roots_queue(served_roots(config))
+
+
+def _register(broker: RedisBroker, queue: str, roots: tuple[str, ...]) -> None:
+    """Say which folders this worker's queue serves; a lost server is the loop's business,
+    a missing grant ends the worker."""
+    try:
+        broker.register_queue(queue, roots)
+    except BrokerUnavailable as exc:
+        if "lacks a grant" in str(exc) or "refused the login" in str(exc):
+            raise
+        raise redis.ConnectionError(str(exc)) from exc
 
 
 def run_worker(
@@ -156,9 +149,7 @@ def run_worker(
         worker_ttl=60,  # heartbeats (and host registration) at least every 45 s
     )
     worker.hostname = host  # what RQ (and `stepup-dist status`) shows
-    roots = served_roots(config)
-    if build is None and roots:
-        worker.broker.register_queue(queue, roots)
+    roots = served_roots(config) if build is None else ()
     log.info("worker %s serving %s", worker_name, redact(config.redis_url))
     if config.keyring is None and not config.redis_url.startswith("unix://"):
         log.warning(
@@ -170,6 +161,9 @@ def run_worker(
     delay = 0.5
     while True:
         try:
+            if roots:
+                # Again after each reconnect: a restarted server forgot the registry.
+                _register(worker.broker, queue, roots)
             worked = worker.work(burst=burst, logging_level=level)
         except (redis.exceptions.NoPermissionError, redis.AuthenticationError) as exc:
             # No reconnecting fixes a missing grant or a refused login.
@@ -180,7 +174,8 @@ def run_worker(
             # RQ's bookkeeping at the end of its loop (register_death) met the outage.
             log.warning("lost the server (%s)", exc)
             worked = False
-        if burst or worker._shutdown_requested_date is not None:  # SIGTERM or Ctrl-C
+        # RQ notes a SIGTERM or Ctrl-C only in this member; it has no public way to ask.
+        if burst or worker._shutdown_requested_date is not None:  # noqa: SLF001
             return worked
         # RQ left its loop because the server went away (restart, dropped connection):
         # serve again once it is back, under the same name.

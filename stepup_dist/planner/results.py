@@ -9,14 +9,14 @@ it started is queued again.
 
 from typing import TYPE_CHECKING
 
+from ..hashing import step_digest
+from ..messages import NOT_STARTED, FileState, StepDone
 from . import recovery
 from .graph import StepStatus
-from .hashing import step_digest
-from .messages import NOT_STARTED, FileState, StepDone
 from .store import Record
 
 if TYPE_CHECKING:
-    from .planner import Planner
+    from .loop import Planner
 
 __all__ = ("on_done",)
 
@@ -27,9 +27,7 @@ def on_done(p: "Planner", result: StepDone) -> None:
     step = p.graph.steps.get(result.step)
     if step is None or step.status is not StepStatus.QUEUED or result.attempt != step.attempt:
         return
-    p._jobs.pop(step.key, None)
-    p._in_flight.discard(step.key)
-    p._running.discard(step.key)
+    p.jobs.ended(step.key)
     if result.error == NOT_STARTED:
         # It never ran (its leases lapsed while it was queued): queue it again.
         recovery.lost_step(p, step, "its lease lapsed before it started")
@@ -60,7 +58,7 @@ def on_done(p: "Planner", result: StepDone) -> None:
     digest = step_digest(
         step.command,
         step.workdir,
-        p._env_values(step),
+        p.env_values(step),
         p.graph.input_states(step),
         {p: s for p, s in out_states.items() if p in step.declared[1]},
     )
@@ -83,6 +81,6 @@ def on_done(p: "Planner", result: StepDone) -> None:
     p.store.done(step.key, record, out_states)
     p.reporter.done(step, result, "SUCCESS")
     for path in step.vol:
-        p._became_available(path, None)
+        p.became_available(path, None)
     for path, state in out_states.items():
-        p._became_available(path, state)
+        p.became_available(path, state)

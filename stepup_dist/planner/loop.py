@@ -21,10 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from . import finish, plan_calls, progress, recovery, results, skipping
-from .errors import BrokerUnavailable, PlanError, UserError, WireError
-from .graph import Graph, Step, StepStatus
-from .messages import (
+from ..errors import BrokerUnavailable, PlanError, UserError, WireError
+from ..messages import (
     Call,
     Checked,
     CheckJob,
@@ -36,6 +34,11 @@ from .messages import (
     StepDone,
     Wake,
 )
+from ..status import BuildReport
+from . import finish, plan_calls, progress, recovery, results, skipping
+from .checks import Checks
+from .graph import Graph, Step, StepStatus
+from .jobs import Jobs
 from .pools import PoolBroker, PoolKeeper
 from .routing import Group, Router
 from .store import Record, Store
@@ -52,7 +55,7 @@ RECONNECT_FOR = 60.0
 class Broker(PoolBroker, Protocol):
     def server_id(self) -> str: ...
     def keep_alive(self, build: str, lease: float) -> None: ...
-    def report(self, report: progress.BuildReport, ttl: float) -> None: ...
+    def report(self, report: BuildReport, ttl: float) -> None: ...
     def live_runs(self, build: str, tokens: list[str]) -> set[str]: ...
     def local_queue(self, build: str) -> str: ...
     def host_queue(self, queue: str, host: str) -> str: ...
@@ -105,7 +108,6 @@ class Planner:
         self.lease = lease
         self.build = build or uuid.uuid4().hex[:16]
         self.environ = dict(os.environ if environ is None else environ)
-        self._workers_alive = workers_alive
         self.reconnect = reconnect
         self.store = Store(root)
         self.old_records, self.old_files = self.store.load()
@@ -120,33 +122,24 @@ class Planner:
             local_workers,
             give_up,
         )
+        self.jobs = Jobs()
+        self.checks = Checks()
+        self.ready: deque[Step] = deque()
+        """Steps whose inputs are all there, to dispatch (a skip check or a run)."""
+        self.idle_since: float | None = None
+        """Since when only steps waiting for resources no worker offers are left."""
+        self.last_save = time.monotonic()
+        self.server = ""
+        """The id of the server run the build started with (a restart forgets everything)."""
         self._held: list[tuple[tuple[Message, str, bool], str | None]] = []
         """Jobs (with the host they are placed on) that no live worker serves yet."""
-        self._ready: deque[Step] = deque()
-        self._check_queue: list[tuple[tuple[str, str], str, FileState | None]] = []
-        self._checks: dict[int, list[tuple[tuple[str, str], str]]] = {}
-        self._check_states: dict[str, dict[str, FileState | None]] = {}
-        self._check_hosts: dict[str, str] = {}
-        self._check_sent: dict[int, CheckJob] = {}
-        self._next_request = 0
-        self._in_flight: set[str] = set()
         self._pending_runs: list[Step] = []
+        """Steps with their slots, whose jobs go out at the end of this dispatch round."""
         self._unleased: list[Step] = []
         """Queued steps that still need their run lease (taken in one batch)."""
         self._told_unserved: set[str] = set()
-        self._running: set[str] = set()
-        self._hosts: dict[str, str] = {}
-        self._lost: dict[str, int] = {}
-        self._jobs: dict[str, tuple[str, float]] = {}
-        """RQ job id of each queued step, and when it was queued."""
-        self._started_unseen: set[str] = set()
-        """Queued steps that RQ says a worker took, but whose start was not reported yet."""
-        self._rerun_at: dict[str, float] = {}
-        """Lost steps to queue again once their old attempt is surely dead."""
-        """Queued steps whose worker reported that it started them."""
-        self._idle_since: float | None = None
+        self._workers_alive = workers_alive
         self._last_renew = time.monotonic()
-        self._last_save = time.monotonic()
         self._started_at = time.time()
         self._next_report = 0.0
 
@@ -165,16 +158,16 @@ class Planner:
             and isinstance(stat, list)
             and stat == [known.mode, known.mtime_ns, known.size, known.inode]
         ):
-            self._became_available(path, known)
+            self.became_available(path, known)
         else:
-            self._check_queue.append((("static", path), path, known))
+            self.checks.ask(("static", path), path, known)
 
     def declare_step(self, step: Step) -> None:
         existing = self.graph.steps.get(step.key)
         step = self.graph.add_step(step)
         if existing is None and step.status is StepStatus.PENDING and not step.missing:
             step.status = StepStatus.READY
-            self._ready.append(step)
+            self.ready.append(step)
 
     def amend(
         self, key: str, inp: list[str], out: list[str], vol: list[str], env: list[str]
@@ -203,7 +196,7 @@ class Planner:
         if not (self.root / "plan.py").is_file():
             raise PlanError(f"there is no plan.py in {self.root}")
         self.broker.keep_alive(self.build, self.lease)
-        self._server = self.broker.server_id()
+        self.server = self.broker.server_id()
         self.declare_static("plan.py", None)
         self.declare_step(Step("./plan.py", "./plan.py", "./", ["plan.py"], [], [], [], None, None))
         try:
@@ -233,23 +226,23 @@ class Planner:
         """One round of the loop; True when the build is over."""
         if not self.outcome.interrupted:
             self._dispatch()
-        elif not self._running:
+        elif not self.jobs.running:
             return True
-        if not self._ready and not self._in_flight and not self.slots.waiting:
+        if not self.ready and not self.jobs.in_flight and not self.slots.waiting:
             return not finish.unblock_stalled(self)
         if finish.only_unserved_left(self) or self._route(time.monotonic()):
             return True
         # Steps left for the next dispatch round: look at the inbox without waiting.
-        for message in self.broker.receive(self.build, 0.0 if self._ready else 1.0):
-            self._handle(message)
+        for message in self.broker.receive(self.build, 0.0 if self.ready else 1.0):
+            self.handle(message)
         self._maintain()
         return False
 
     def _dispatch(self) -> None:
         # A round takes at most DISPATCH_ROUND ready steps: with a plan's batch of hundreds,
         # the first jobs reach the workers after one round's work instead of all of it.
-        for _ in range(min(len(self._ready), DISPATCH_ROUND)):
-            step = self._ready.popleft()
+        for _ in range(min(len(self.ready), DISPATCH_ROUND)):
+            step = self.ready.popleft()
             if step.status is not StepStatus.READY:
                 continue
             old = self.old_records.get(step.key)
@@ -264,15 +257,15 @@ class Planner:
                         step.status = StepStatus.PENDING
                         continue
                 step.status = StepStatus.CHECKING
-                self._in_flight.add(step.key)
+                self.jobs.waiting_for(step.key)
                 paths = list(old.out) + list(old.amended[1])
-                self._check_states[step.key] = {}
+                self.checks.begin(step.key)
                 if not paths:
                     skipping.decide_skip(self, step)
                 for path in paths:
-                    self._check_queue.append((("skip", step.key), path, old.out_states.get(path)))
+                    self.checks.ask(("skip", step.key), path, old.out_states.get(path))
             else:
-                self._queue_run(step)
+                self.queue_run(step)
         for step in self.slots.retry_waiting():
             self._queued(step)
         if self._unleased:
@@ -295,11 +288,11 @@ class Planner:
                     "WAITING", f"{key} (needs {wanted}: no connected worker offers it)"
                 )
 
-    def _queue_run(self, step: Step) -> None:
+    def queue_run(self, step: Step) -> None:
         if not self.slots.needs_slots(step):
             # Only a run lease: taken for a whole round at once, in _dispatch.
             step.status = StepStatus.QUEUED
-            self._in_flight.add(step.key)
+            self.jobs.waiting_for(step.key)
             self._unleased.append(step)
             return
         try:
@@ -309,7 +302,7 @@ class Planner:
             )
             granted = not ahead and self.slots.take(step)
         except PlanError as exc:
-            self._plan_error(str(exc))
+            self.plan_error(str(exc))
             step.status = StepStatus.FAILED
             self.outcome.failed.append(step.key)
             return
@@ -320,6 +313,17 @@ class Planner:
             step.status = StepStatus.WAITING_POOL
             return
         self._queued(step)
+
+    def hold(self, entries: list[tuple[tuple[Message, str, bool], str | None]]) -> None:
+        """Send these jobs (each with the host it is placed on, or None) where workers serve
+        this build, now or as soon as one does."""
+        self._held.extend(entries)
+        self._send()
+
+    def forget_unsent(self) -> None:
+        """A restarted server: what was about to go out is run again from scratch."""
+        self._unleased.clear()
+        self._pending_runs.clear()
 
     def _send(self) -> None:
         """Send the held jobs to queues whose workers serve this build, if any do now."""
@@ -361,16 +365,15 @@ class Planner:
         for (message, _, _), job_id in zip(jobs, ids, strict=True):
             key = _job_key(message)
             if key:
-                self._jobs[key] = (job_id, now)
-                self._started_unseen.discard(key)
+                self.jobs.sent(key, job_id, now)
 
     def _queued(self, step: Step) -> None:
         step.status = StepStatus.QUEUED
         step.attempt += 1
-        self._in_flight.add(step.key)
+        self.jobs.waiting_for(step.key)
         self._pending_runs.append(step)
 
-    def _env_values(self, step: Step) -> dict[str, str | None]:
+    def env_values(self, step: Step) -> dict[str, str | None]:
         return {name: self.environ.get(name) for name in step.env}
 
     def _run_job(self, step: Step) -> RunJob:
@@ -382,7 +385,7 @@ class Planner:
             command=step.command,
             root=str(self.root),
             workdir=step.workdir,
-            env=self._env_values(step),
+            env=self.env_values(step),
             out=list(step.declared[1]),
             pools=pool_ids,
             sizes=sizes,
@@ -393,7 +396,7 @@ class Planner:
 
     # Messages
 
-    def _handle(self, message: Message | WireError) -> None:
+    def handle(self, message: Message | WireError) -> None:
         if isinstance(message, WireError):
             self.reporter.line("WARNING", f"ignored a {message}")
         elif isinstance(message, Call):
@@ -404,8 +407,7 @@ class Planner:
                 # From now on its worker renews the leases, and alone: a worker cut off
                 # from Redis must see them lapse and kill the step.
                 self.router.started(step.key)
-                self._running.add(step.key)
-                self._hosts[step.key] = message.host
+                self.jobs.started(step.key, message.host)
                 self.reporter.line("START", step.key, message.host)
         elif isinstance(message, StepDone):
             self.router.started(message.step)
@@ -418,14 +420,14 @@ class Planner:
         else:
             self.reporter.line("WARNING", f"ignored an unexpected {message.TYPE!r} message")
 
-    def _plan_error(self, message: str) -> None:
+    def plan_error(self, message: str) -> None:
         if message not in self.outcome.plan_errors:
             self.outcome.plan_errors.append(message)
             self.reporter.line("ERROR", message)
 
-    def _became_available(self, path: str, state: FileState | None) -> None:
+    def became_available(self, path: str, state: FileState | None) -> None:
         for step in self.graph.make_available(path, state):
-            self._ready.append(step)
+            self.ready.append(step)
 
     # Pools and leases
 
@@ -441,7 +443,7 @@ class Planner:
             queued = [
                 k
                 for k, s in self.graph.steps.items()
-                if s.status is StepStatus.QUEUED and k not in self._running
+                if s.status is StepStatus.QUEUED and k not in self.jobs.running
             ]
             self.broker.keep_alive(self.build, self.lease)
             self.slots.renew(queued)
@@ -449,7 +451,7 @@ class Planner:
             self.slots.retry = True
             recovery.find_lost(self)
             recovery.find_lost_jobs(self)
-        if now - self._last_save > SAVE_INTERVAL:
+        if now - self.last_save > SAVE_INTERVAL:
             finish.save(self, final=False)
             if self._workers_alive is not None and not self._workers_alive():
                 raise UserError("every local worker has exited; see .stepup/workers.log")

@@ -7,8 +7,8 @@ warnings, steps that could not run, and the summary.
 import sys
 from typing import TextIO
 
-from .graph import Step
-from .messages import StepDone
+from ..messages import StepDone
+from ..planner.graph import Step
 
 __all__ = ("QUIET_SHOWN", "ConsoleReporter")
 

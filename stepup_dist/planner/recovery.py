@@ -3,12 +3,12 @@
 import time
 from typing import TYPE_CHECKING
 
+from ..errors import BrokerUnavailable
 from . import skipping
-from .errors import BrokerUnavailable
 from .graph import Step, StepStatus
 
 if TYPE_CHECKING:
-    from .planner import Planner
+    from .loop import Planner
 
 __all__ = ("drain", "find_lost", "find_lost_jobs", "lost_step", "reconnect", "rerun_due")
 
@@ -34,7 +34,7 @@ def reconnect(p: "Planner", exc: BrokerUnavailable) -> None:
             delay = min(2 * delay, 5.0)
     p.reporter.line("REDIS", "reconnected")
     server = p.broker.server_id()
-    if server == p._server:
+    if server == p.server:
         # The same server: queue, leases and inbox are intact; leases that lapsed meanwhile
         # show as lost steps (whose workers stopped them in time).
         find_lost(p)
@@ -42,35 +42,30 @@ def reconnect(p: "Planner", exc: BrokerUnavailable) -> None:
     # A restarted server lost its queue, leases and inbox, and forgot the leases of
     # steps that may still run: their workers kill them within 0.8 of a lease. Run every
     # step in flight again, but only after a whole lease, or a seat could be used twice.
-    p._server = server
-    skipping.resend_checks(p, list(p._check_sent.values()))
-    p._unleased.clear()
-    p._pending_runs.clear()
-    for key in list(p._in_flight):
+    p.server = server
+    skipping.resend_checks(p, p.checks.out())
+    p.forget_unsent()
+    for key in list(p.jobs.in_flight):
         step = p.graph.steps.get(key)
         if step is not None and step.status is StepStatus.QUEUED:
-            p._running.discard(key)
             lost_step(p, step, "the server restarted", defer=p.lease)
 
 
 def drain(p: "Planner") -> None:
     """Ctrl-C: dispatch nothing more, let the running steps finish, keep their results."""
     p.outcome.interrupted = True
-    for key in list(p._in_flight):
+    for key in p.jobs.drop_pending():
         step = p.graph.steps.get(key)
-        if key not in p._running:
+        if step is not None:
             # Not started: give its slots back, so that its job is refused if a
             # worker still takes it.
-            p._in_flight.discard(key)
-            if step is not None:
-                p.slots.release(step)
-                step.status = StepStatus.PENDING
+            p.slots.release(step)
+            step.status = StepStatus.PENDING
     p.slots.waiting.clear()
-    p._ready.clear()
-    p._rerun_at.clear()
+    p.ready.clear()
     p.reporter.line(
         "INTERRUPT",
-        f"waiting for {len(p._running)} running steps (Ctrl-C again to cancel them)",
+        f"waiting for {len(p.jobs.running)} running steps (Ctrl-C again to cancel them)",
     )
 
 
@@ -78,7 +73,7 @@ def _read_inbox(p: "Planner") -> None:
     """Handle every message waiting in the inbox, without waiting for more."""
     while messages := p.broker.receive(p.build, 0.0):
         for message in messages:
-            p._handle(message)
+            p.handle(message)
 
 
 def find_lost(p: "Planner", defer: float = 0.0) -> None:
@@ -86,7 +81,7 @@ def find_lost(p: "Planner", defer: float = 0.0) -> None:
 
     With `defer`, not before that many seconds from now.
     """
-    started = [p.graph.steps[key] for key in sorted(p._running)]
+    started = [p.graph.steps[key] for key in sorted(p.jobs.running)]
     tokens = {p.slots.token_of(step): step for step in started}
     live = p.broker.live_runs(p.build, list(tokens))
     gone = {token: step for token, step in tokens.items() if token not in live}
@@ -96,21 +91,18 @@ def find_lost(p: "Planner", defer: float = 0.0) -> None:
     # may still wait in the inbox behind other messages: read them all before judging.
     _read_inbox(p)
     for token, step in gone.items():
-        if step.key in p._running and p.slots.token_of(step) == token:
-            p._running.discard(step.key)
+        if step.key in p.jobs.running and p.slots.token_of(step) == token:
             lost_step(p, step, "its worker stopped renewing", defer)
 
 
 def lost_step(p: "Planner", step: Step, why: str, defer: float = 0.0) -> None:
     """A step that did not run to its end through no fault of its own: run it again."""
     # What was known of its old job no longer applies.
-    p._jobs.pop(step.key, None)
-    p._started_unseen.discard(step.key)
+    p.jobs.forget_job(step.key)
     p.router.started(step.key)
-    p._in_flight.discard(step.key)
+    p.jobs.settled(step.key)
     p.slots.release(step)
-    host = p._hosts.pop(step.key, "")
-    lost = p._lost[step.key] = p._lost.get(step.key, 0) + 1
+    lost, host = p.jobs.count_loss(step.key)
     if lost >= MAX_ATTEMPTS:
         step.status = StepStatus.FAILED
         p.outcome.failed.append(step.key)
@@ -122,32 +114,22 @@ def lost_step(p: "Planner", step: Step, why: str, defer: float = 0.0) -> None:
     p.reporter.line("LOST", f"{step.key} ({why}; running it again)", host)
     step.status = StepStatus.READY
     if defer:
-        p._in_flight.add(step.key)
-        p._rerun_at[step.key] = time.monotonic() + defer
+        p.jobs.defer(step.key, time.monotonic() + defer)
     else:
-        p._queue_run(step)
+        p.queue_run(step)
 
 
 def rerun_due(p: "Planner") -> None:
-    now = time.monotonic()
-    for key, when in list(p._rerun_at.items()):
-        if when <= now:
-            del p._rerun_at[key]
-            p._in_flight.discard(key)
-            p._queue_run(p.graph.steps[key])
+    for key in p.jobs.due(time.monotonic()):
+        p.queue_run(p.graph.steps[key])
 
 
 def find_lost_jobs(p: "Planner") -> None:
     """Jobs that will never run: RQ failed them, they vanished, or the worker that took one
     died before it could say so (a worker reports a start within milliseconds). A lost step
     is queued again; a lost hash check is asked again (a late duplicate answer is ignored)."""
-    now = time.monotonic()
-    waiting = [
-        key
-        for key in p._in_flight
-        if key in p._jobs and key not in p._running and now - p._jobs[key][1] > p.lease
-    ]
-    ids = [p._jobs[key][0] for key in waiting]
+    waiting = p.jobs.unstarted(time.monotonic(), p.lease)
+    ids = [p.jobs.job_id(key) for key in waiting]
     states = p.broker.job_states(ids)
     if any(state not in ("queued", "deferred", "scheduled") for state in states):
         # A job RQ has seen start or end may have its reports still in the inbox.
@@ -155,17 +137,16 @@ def find_lost_jobs(p: "Planner") -> None:
     for key, job_id, state in zip(waiting, ids, states, strict=True):
         if state in ("queued", "deferred", "scheduled"):
             continue
-        if p._jobs.get(key, ("",))[0] != job_id or key not in p._in_flight or key in p._running:
+        if p.jobs.job_id(key) != job_id or key not in p.jobs.in_flight or key in p.jobs.running:
             continue  # its report came in meanwhile
-        if state == "started" and key not in p._started_unseen:
+        if state == "started" and key not in p.jobs.started_unseen:
             # Taken by a worker whose report may still be on its way: look again later.
-            p._started_unseen.add(key)
+            p.jobs.started_unseen.add(key)
             continue
-        p._started_unseen.discard(key)
-        del p._jobs[key]
+        p.jobs.forget_job(key)
         why = f"its job was lost before it started ({state or 'gone'})"
         if key.startswith("check:"):
-            job = p._check_sent.get(int(key.removeprefix("check:")))
+            job = p.checks.job(int(key.removeprefix("check:")))
             if job is not None:
                 p.reporter.line("LOST", f"hash check {job.request} ({why}; asking again)")
                 skipping.resend_checks(p, [job])

@@ -20,7 +20,7 @@ import sys
 import traceback
 from collections.abc import Callable
 
-from .broker.server import die_with_parent
+from ..broker.server import die_with_parent
 
 __all__ = ("run_forked",)
 

@@ -1,0 +1,96 @@
+"""The folder list is the architecture: which package may import which (read from the code).
+
+- `broker/` (the Redis edge) imports no domain package;
+- the shared vocabulary (modules right under `stepup_dist/`) imports no subpackage but
+  `broker/` for nothing at all: it is what every process shares;
+- the process packages import one way: `cli/` may use `planner/`, `broker/` and
+  `dashboard/`; `planner/`, `worker/` and `dashboard/` use none of the other processes.
+"""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).parents[2] / "stepup_dist"
+SUBPACKAGES = ("broker", "planner", "worker", "cli", "dashboard")
+MAY_IMPORT = {
+    "shared": set(),
+    "plan": {"broker"},
+    "broker": set(),
+    "planner": set(),
+    "worker": {"broker"},
+    "dashboard": {"broker"},
+    "cli": {"broker", "planner", "dashboard"},
+}
+"""Subpackages each part may import, besides itself and the shared vocabulary."""
+
+
+def _part(module: str) -> str:
+    """`stepup_dist.planner.loop` -> `planner`; `stepup_dist.config` -> `shared`; the plan
+    API, which runs in a plan's own process and reaches its planner, -> `plan`."""
+    parts = module.split(".")
+    if len(parts) > 1 and parts[1] in SUBPACKAGES:
+        return parts[1]
+    if parts[1:2] == ["api"]:
+        return "plan"
+    return "shared"
+
+
+def wrong_imports(module: str, imports: list[str]) -> list[str]:
+    """The imports of `module` that point the wrong way."""
+    part = _part(module)
+    allowed = MAY_IMPORT[part] | {part, "shared"}
+    return [name for name in imports if _part(name) not in allowed]
+
+
+def _imports(path: Path) -> list[str]:
+    rel = path.relative_to(PACKAGE.parent).with_suffix("")
+    here = list(rel.parts)
+    package = here if path.name == "__init__.py" else here[:-1]
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[: len(package) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            names = [f"{target}.{a.name}" for a in node.names] if not node.module else [target]
+            found += names
+        elif isinstance(node, ast.Import):
+            found += [a.name for a in node.names]
+    return [name for name in found if name.startswith("stepup_dist")]
+
+
+def _modules() -> list[Path]:
+    return sorted(p for p in PACKAGE.rglob("*.py") if "_shim" not in p.parts)
+
+
+@pytest.mark.parametrize("path", _modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_imports_point_one_way(path: Path) -> None:
+    rel = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    wrong = wrong_imports(rel, _imports(path))
+    assert not wrong, f"{rel} ({_part(rel)}) imports {wrong}"
+
+
+@pytest.mark.parametrize(
+    ("module", "imported"),
+    [
+        ("stepup_dist.broker.keys", "stepup_dist.planner.loop"),
+        ("stepup_dist.broker.broker", "stepup_dist.worker.serve"),
+        ("stepup_dist.broker.census", "stepup_dist.cli.status_line"),
+        ("stepup_dist.planner.loop", "stepup_dist.cli.console"),
+        ("stepup_dist.worker.serve", "stepup_dist.cli.commands"),
+        ("stepup_dist.config", "stepup_dist.broker.keys"),
+        ("stepup_dist.dashboard.source", "stepup_dist.cli.admin"),
+    ],
+)
+def test_a_wrong_arrow_is_caught(module: str, imported: str) -> None:
+    assert wrong_imports(module, [imported]) == [imported]
+
+
+def test_relative_imports_are_read(tmp_path: Path) -> None:
+    found = _imports(PACKAGE / "planner" / "loop.py")
+    assert "stepup_dist.planner.graph" in found
+    assert "stepup_dist.errors" in found

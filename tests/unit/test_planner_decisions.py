@@ -1,0 +1,283 @@
+"""The planner's decisions, against the in-memory broker: no server, no processes, no sleeps.
+
+A `Cluster` plays the workers: each time the planner looks at its inbox, the jobs waiting
+in the queues are run at once (plan.py defines the steps the test gives it; a step writes
+its outputs into a pretend filesystem), and time moves on only while the planner waits.
+`time.monotonic` and `time.sleep` are replaced by that clock, so a lease of 30 s passes in
+a few loop rounds.
+"""
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import xxhash
+
+from stepup_dist.broker.broker import WorkerGroup
+from stepup_dist.broker.memory import MemoryBroker, QueuedJob
+from stepup_dist.errors import WireError
+from stepup_dist.messages import (
+    Call,
+    Checked,
+    CheckJob,
+    FileState,
+    Message,
+    RunJob,
+    Started,
+    StepDone,
+)
+from stepup_dist.planner.graph import Step
+from stepup_dist.planner.loop import Outcome, Planner
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    clock = Clock()
+    monkeypatch.setattr(time, "monotonic", clock)
+    monkeypatch.setattr(time, "sleep", clock.sleep)
+    return clock
+
+
+def state(text: str, inode: int = 1) -> FileState:
+    data = text.encode()
+    return FileState(0o100644, 1, len(data), inode, xxhash.xxh3_128_digest(data))
+
+
+@dataclass
+class Cluster(MemoryBroker):
+    """The memory broker with workers that run every queued job whenever the planner looks."""
+
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    """What plan.py defines: the arguments of its step() calls."""
+    files: dict[str, FileState] = field(default_factory=dict)
+    """The pretend shared filesystem (plan.py is there)."""
+    behave: Callable[["Cluster", QueuedJob], bool] | None = None
+    """Called for each job first; True: it took care of the job (lost it, say)."""
+    on_receive: Callable[["Cluster"], None] | None = None
+    ran: list[str] = field(default_factory=list)
+    """The commands run, in order."""
+
+    def __post_init__(self) -> None:
+        MemoryBroker.__init__(self, clock=time.monotonic)
+        self.files.setdefault("plan.py", state("#!/usr/bin/env python\n"))
+        self.registered_groups = [WorkerGroup("steps", (), 2, 2)]
+
+    def receive(self, build: str, timeout: float) -> list[Message | WireError]:
+        if self.on_receive is not None:
+            self.on_receive(self)
+        while (job := self.take()) is not None:
+            if self.behave is None or not self.behave(self, job):
+                self.run(job)
+        messages = super().receive(build, timeout)
+        if not messages:
+            time.sleep(timeout or 0.01)  # the planner waited this long for nothing
+        return messages
+
+    def run(self, job: QueuedJob) -> None:
+        message = job.message
+        if isinstance(message, CheckJob):
+            states = [self.files.get(path) for path in message.paths]
+            self.post(message.build, Checked(message.build, message.request, "n1", states))
+        else:
+            assert isinstance(message, RunJob)
+            b, key, attempt = message.build, message.step, message.attempt
+            self.post(b, Started(b, key, attempt, "n1", "w1"))
+            self.ran.append(message.command)
+            if message.command == "./plan.py":
+                calls = [["step", {"workdir": "./", **s}] for s in self.steps]
+                self.post(b, Call(b, key, "batch", {"calls": calls}, self.keys.reply(b, "1")))
+            for path in message.out:
+                self.files[path] = state(f"made by {message.command} {self.clock()}")
+            outs = {path: self.files[path] for path in message.out}
+            self.post(b, StepDone(b, key, attempt, 0, 0.1, "n1", "w1", "", "", outs))
+        self.finish(job)
+
+
+class Lines:
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str]] = []
+
+    def line(self, status: str, text: str, host: str = "") -> None:
+        self.seen.append((status, text))
+
+    def done(self, step: Step, result: StepDone, status: str) -> None:
+        self.seen.append((status, step.key))
+
+    def of(self, status: str) -> list[str]:
+        return [text for s, text in self.seen if s == status]
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    (tmp_path / "plan.py").write_text("#!/usr/bin/env python\n")
+    return tmp_path
+
+
+def build(cluster: Cluster, root: Path, **options: Any) -> tuple[Outcome, Lines]:
+    lines = Lines()
+    planner = Planner(cluster, lines, root, lease=30.0, **options)
+    return planner.run(), lines
+
+
+STEP_A = {"command": "make a", "out": ["a.txt"]}
+STEP_B = {"command": "make b from a", "inp": ["a.txt"], "out": ["b.txt"]}
+
+
+def test_a_build_runs_its_steps_and_the_next_one_skips_them(clock: Clock, root: Path) -> None:
+    cluster = Cluster(steps=[STEP_A, STEP_B])
+    outcome, lines = build(cluster, root)
+    assert lines.of("SUCCESS") == ["./plan.py", "make a", "make b from a"]
+    assert (outcome.succeeded, outcome.failed, outcome.stuck) == (3, [], [])
+    cluster.ran.clear()
+    outcome, lines = build(cluster, root)
+    assert lines.of("SKIP") == ["./plan.py", "make a", "make b from a"]
+    assert cluster.ran == []
+    assert outcome.skipped == 3
+
+
+def test_a_changed_output_runs_its_step_again(clock: Clock, root: Path) -> None:
+    cluster = Cluster(steps=[STEP_A, STEP_B])
+    build(cluster, root)
+    cluster.files["b.txt"] = state("edited by hand")
+    cluster.ran.clear()
+    _, lines = build(cluster, root)
+    assert cluster.ran == ["make b from a"]
+    assert lines.of("SKIP") == ["./plan.py", "make a"]
+
+
+def test_a_lost_job_is_queued_again_and_fails_after_three(clock: Clock, root: Path) -> None:
+    def lose_a(cluster: Cluster, job: QueuedJob) -> bool:
+        if isinstance(job.message, RunJob) and job.message.command == "make a":
+            cluster.lose(job)
+            return True
+        return False
+
+    cluster = Cluster(steps=[STEP_A, STEP_B], behave=lose_a)
+    outcome, lines = build(cluster, root)
+    lost = lines.of("LOST")
+    assert len(lost) == 2
+    assert all("its job was lost before it started (gone)" in text for text in lost)
+    assert outcome.failed == ["make a"]
+    assert lines.of("FAIL") == ["make a (lost 3 times: its job was lost before it started (gone))"]
+    # What needed a.txt is stuck, and says why.
+    assert any("make b from a" in line and "failed to make" in line for line in outcome.stuck)
+
+
+def test_a_restarted_server_runs_the_steps_in_flight_again(clock: Clock, root: Path) -> None:
+    restarted = []
+
+    def restart_once(cluster: Cluster, job: QueuedJob) -> bool:
+        message = job.message
+        if isinstance(message, RunJob) and message.command == "make a" and not restarted:
+            b = message.build
+            cluster.post(b, Started(b, message.step, message.attempt, "n1", "w1"))
+            restarted.append(clock.now)
+            cluster.restart()
+            cluster.down = 3
+            return True
+        return False
+
+    cluster = Cluster(steps=[STEP_A], behave=restart_once)
+    outcome, lines = build(cluster, root)
+    assert restarted
+    assert lines.of("REDIS")[-1] == "reconnected"
+    assert "make a (the server restarted; running it again)" in lines.of("LOST")
+    assert cluster.ran.count("make a") == 1
+    assert outcome.succeeded == 2
+    # Not before a whole lease: the old attempt's worker must have stopped it first.
+    assert clock.now - restarted[0] >= 30.0
+
+
+def test_ctrl_c_lets_running_steps_finish_and_queues_nothing_more(clock: Clock, root: Path) -> None:
+    interrupted = []
+
+    def interrupt(cluster: Cluster) -> None:
+        if "make a" in cluster.ran and not interrupted:
+            interrupted.append(True)
+            raise KeyboardInterrupt
+
+    steps = [STEP_A, STEP_B, {"command": "make c", "inp": ["b.txt"], "out": ["c.txt"]}]
+    cluster = Cluster(steps=steps, on_receive=interrupt)
+    outcome, lines = build(cluster, root)
+    assert outcome.interrupted
+    assert lines.of("INTERRUPT") == ["waiting for 0 running steps (Ctrl-C again to cancel them)"]
+    assert "make c" not in cluster.ran
+
+
+def test_a_step_whose_input_nobody_makes_is_stuck(clock: Clock, root: Path) -> None:
+    cluster = Cluster(steps=[{"command": "use ghost", "inp": ["ghost.txt"], "out": ["x"]}])
+    outcome, _ = build(cluster, root)
+    assert outcome.stuck == [
+        "step 'use ghost' cannot run: it needs ghost.txt, "
+        "which is neither static nor made by any step"
+    ]
+    assert "use ghost" not in cluster.ran
+
+
+def test_a_build_waiting_for_a_cluster_pool_is_woken_by_the_release(
+    clock: Clock, root: Path
+) -> None:
+    released = []
+
+    def hold_then_release(cluster: Cluster) -> None:
+        if clock.now > 1010.0 and not released:
+            cluster.release([lic], "someone-else")
+            released.append(clock.now)
+
+    cluster = Cluster(steps=[{**STEP_A, "pool": "lic"}], on_receive=hold_then_release)
+    cluster.set_cluster_pool("lic", 1)
+    lic = cluster.cluster_pool("lic")
+    assert lic is not None
+    assert cluster.acquire([lic], "someone-else", 3600.0, build="other")[0]
+    outcome, _ = build(cluster, root)
+    assert outcome.succeeded == 2
+    assert released
+    # The wake-up, not the retry every third of a lease, let it go on.
+    assert clock.now - released[0] < 30.0 / 3
+
+
+def test_no_worker_that_serves_the_folder_is_said_then_given_up(clock: Clock, root: Path) -> None:
+    cluster = Cluster(steps=[STEP_A])
+    cluster.registered_groups = [WorkerGroup("roots.x", ("/elsewhere",), 2, 2)]
+    outcome, lines = build(cluster, root, give_up=60.0)
+    (waiting,) = lines.of("WAITING")
+    assert f"steps of {root}: no connected worker serves this folder" in waiting
+    assert "2 workers are connected: 2 serve /elsewhere" in waiting
+    assert outcome.stuck
+    assert cluster.ran == []
+    assert clock.now >= 1060.0
+
+
+def test_jobs_go_to_the_build_s_own_workers_and_to_those_that_serve_it(
+    clock: Clock, root: Path
+) -> None:
+    cluster = Cluster(steps=[{"command": f"s{i}", "out": [f"{i}.txt"]} for i in range(6)])
+    cluster.registered_groups = [
+        WorkerGroup("roots.mine", (str(root),), 2, 2),
+        WorkerGroup("roots.other", ("/elsewhere",), 9, 9),
+    ]
+    queues: list[str] = []
+
+    def note(cluster: Cluster, job: QueuedJob) -> bool:
+        queues.append(job.queue)
+        return False
+
+    cluster.behave = note
+    outcome, _ = build(cluster, root, build="b1", local_workers=1)
+    assert outcome.succeeded == 7
+    assert "roots.other" not in queues
+    assert {"build.b1", "roots.mine"} <= set(queues)
