@@ -26,18 +26,9 @@ from tests.differential.stepup_cases import (
 )
 
 KNOWN_DIFFERENCES = {
-    "amend_missing": "RESCHEDULE of a step whose amended input is missing (planner)",
     "deferred_subdir": "deferred globs, glob(..., _defer=True) (planner)",
-    "makedirs": "outputs in folders the step makes, and StepInfo.filter_out",
     "mkdir_error": "the parent folder of an output as an implicit input (planner)",
     "optional_convert": "optional steps, optional=True (planner)",
-    "script_cases": "script(): the ./exe plan / ./exe run protocol",
-    "script_cases_settings": "script(): the ./exe plan / ./exe run protocol",
-    "script_single": "script(): the ./exe plan / ./exe run protocol",
-    "static_nglob": "named globs: ${*name} wildcards and NGlobMulti",
-    "static_nglob_subdir": "named globs: ${*name} wildcards and NGlobMulti",
-    "subdir": "plan() in a subfolder: $HERE/$ROOT as StepUp gives them",
-    "error_env_var": "an undefined ${VAR} in a path fails the plan as in StepUp",
 }
 """Cases that still differ, and what stepup-dist lacks for each."""
 
