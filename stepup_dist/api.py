@@ -227,19 +227,31 @@ def static(*paths: str | Iterable[str]) -> None:
     )
 
 
-def glob(*patterns: str, _required: bool = False, _defer: bool = False, **subs: str) -> NGlobMulti:
+def glob(
+    *patterns: str, _required: bool = False, _defer: bool = False, **subs: str
+) -> NGlobMulti | None:
     """Declare as static every existing path matching the patterns; return the matches.
 
     Patterns may hold named wildcards, `${*name}`, which match `*` or the pattern given as a
     keyword (`glob("ch-${*ch}/", ch="[0-9]")`); iterating over the result then gives
     matches with the names as attributes (see nglob.py).
+
+    With `_defer=True` nothing is declared now and None is returned: a path matching the
+    patterns becomes static once a step needs it as input and no step makes it.
     """
     if not patterns:
         raise ValueError("At least one pattern is required for glob.")
     if any(name.startswith("_") for name in subs):
         raise ValueError("Substitutions cannot have names starting with underscores.")
     if _defer:
-        _fail("deferred globs (glob(..., _defer=True)) are not supported by stepup-dist yet")
+        # The planner makes a matching input static once a step uses it and no step makes it.
+        if _required:
+            raise ValueError("Combination of options not supported: _defer=True, _required=True")
+        if subs:
+            raise ValueError("Named wildcards are not supported in deferred globs.")
+        here = _here()
+        _CLIENT.send("defer", patterns=[_paths.join(here, p) for p in _subs_all(patterns)])
+        return None
     ngm = NGlobMulti(_subs_all(patterns), subs)
     ngm.glob()
     if _required and not ngm:

@@ -241,6 +241,10 @@ class NGlobMulti:
             raise ValueError(f"There are {len(files)} matches, not just one.")
         return files[0]
 
+    def may_match(self, path: str) -> bool:
+        """Whether one of the patterns matches the path (consistent names or not)."""
+        return any(p.regex.fullmatch(path) for p in self._patterns)
+
     def __bool__(self) -> bool:
         return bool(self.results)
 

@@ -18,9 +18,9 @@ if TYPE_CHECKING:
 
 __all__ = ("BATCHED", "RECORDED", "calls_of", "handle_call", "on_call")
 
-RECORDED = ("static", "step", "pool")
+RECORDED = ("static", "step", "pool", "defer")
 """Methods whose calls are replayed when their caller is skipped."""
-BATCHED = ("static", "step", "pool")
+BATCHED = ("static", "step", "pool", "defer")
 """Methods a plan may send in a `batch` call (their answers are not needed)."""
 
 
@@ -84,8 +84,18 @@ def call_step(planner: "Planner", caller: str, args: dict[str, Any]) -> str:
             f"step {key!r}: resources must be NAME:UNITS with UNITS >= 1, got {resources!r}"
         )
     step = Step(key, command, workdir, inp, out, vol, env, pool, caller, resources)
+    step.optional = args.get("optional") is True
     planner.declare_step(step)
     return key
+
+
+def call_defer(planner: "Planner", caller: str, args: dict[str, Any]) -> None:
+    """A deferred glob: inputs that match it and that no step makes become static when used."""
+    patterns = _paths(args, "patterns")
+    for pattern in patterns:
+        if "${*" in pattern:
+            raise PlanError(f"Named wildcards are not supported in deferred globs: {pattern}")
+    planner.defer(patterns)
 
 
 def call_pool(planner: "Planner", caller: str, args: dict[str, Any]) -> None:
@@ -116,6 +126,7 @@ _HANDLERS: dict[str, Callable[["Planner", str, dict[str, Any]], Any]] = {
     "pool": call_pool,
     "amend": call_amend,
     "getenv": call_getenv,
+    "defer": call_defer,
 }
 
 

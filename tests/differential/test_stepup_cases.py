@@ -25,11 +25,7 @@ from tests.differential.stepup_cases import (
     reference,
 )
 
-KNOWN_DIFFERENCES = {
-    "deferred_subdir": "deferred globs, glob(..., _defer=True) (planner)",
-    "mkdir_error": "the parent folder of an output as an implicit input (planner)",
-    "optional_convert": "optional steps, optional=True (planner)",
-}
+KNOWN_DIFFERENCES: dict[str, str] = {}
 """Cases that still differ, and what stepup-dist lacks for each."""
 
 
