@@ -47,7 +47,7 @@ for i in range({steps}):
 
 WRAPPER = """\
 import atexit, json, resource, sys, time
-from stepup_dist import store
+from stepup_dist.planner import store
 mode = sys.argv[2]
 inside = [0.0, 0]
 if mode == "none":

@@ -458,12 +458,11 @@ class Planner:
     def _maintain(self) -> None:
         recovery.rerun_due(self)
         now = time.monotonic()
-        if now >= self._next_report:
-            self.broker.report(progress.build_report(self, self._started_at), self.lease)
-            # Counting a large graph takes time: then report less often (at most 2 %).
-            self._next_report = now + max(REPORT_INTERVAL, 50 * (time.monotonic() - now))
         if now - self._last_renew > self.lease / 3:
             self._last_renew = now
+            server = self.broker.server_id()
+            if server != self.server:
+                recovery.restarted(self, server)
             queued = [
                 k
                 for k, s in self.graph.steps.items()
@@ -475,6 +474,10 @@ class Planner:
             self.slots.retry = True
             recovery.find_lost(self)
             recovery.find_lost_jobs(self)
+        if now >= self._next_report:
+            self.broker.report(progress.build_report(self, self._started_at), self.lease)
+            # Counting a large graph takes time: then report less often (at most 2 %).
+            self._next_report = now + max(REPORT_INTERVAL, 50 * (time.monotonic() - now))
         if now - self.last_save > SAVE_INTERVAL:
             finish.save(self, final=False)
             if self._workers_alive is not None and not self._workers_alive():

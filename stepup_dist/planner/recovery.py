@@ -10,7 +10,15 @@ from .graph import Step, StepStatus
 if TYPE_CHECKING:
     from .loop import Planner
 
-__all__ = ("drain", "find_lost", "find_lost_jobs", "lost_step", "reconnect", "rerun_due")
+__all__ = (
+    "drain",
+    "find_lost",
+    "find_lost_jobs",
+    "lost_step",
+    "reconnect",
+    "rerun_due",
+    "restarted",
+)
 
 MAX_ATTEMPTS = 3
 """A step whose worker vanishes this many times fails."""
@@ -39,9 +47,18 @@ def reconnect(p: "Planner", exc: BrokerUnavailable) -> None:
         # show as lost steps (whose workers stopped them in time).
         find_lost(p)
         return
-    # A restarted server lost its queue, leases and inbox, and forgot the leases of
-    # steps that may still run: their workers kill them within 0.8 of a lease. Run every
-    # step in flight again, but only after a whole lease, or a seat could be used twice.
+    restarted(p, server)
+
+
+def restarted(p: "Planner", server: str) -> None:
+    """The server restarted (`server` is its new id) and forgot everything.
+
+    It lost its queue, leases and inbox, and forgot the leases of steps that may still
+    run: their workers kill them within 0.8 of a lease. Run every step in flight again, but
+    only after a whole lease, or a seat could be used twice. (redis-py may reconnect on its
+    own, so a restart is also noticed by the server's id, not only by a lost connection.)
+    """
+    p.reporter.line("REDIS", "the server restarted and forgot this build's jobs and leases")
     p.server = server
     skipping.resend_checks(p, p.checks.out())
     p.forget_unsent()

@@ -5,9 +5,12 @@ The planner-decision tests (tests/unit/test_planner_decisions.py) run against
 inbox, pool slots with leases, fair lines and wake-ups.
 """
 
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -48,12 +51,39 @@ def side(request: pytest.FixtureRequest, prefix: str) -> Side:
     return Side(redis_broker, redis_broker.semaphores.set_size, time.sleep)
 
 
-def test_jobs_are_queued_and_a_gone_job_has_no_state(side: Side) -> None:
+def _queue_case(broker: Any) -> list:
     message = Started("b", "s", 1, "h", "w")
-    ids = side.broker.submit([(message, "one", False), (message, "two", True)], "steps")
-    assert len(ids) == 2
-    assert len(set(ids)) == 2
-    assert side.broker.job_states([*ids, "no-such-job"]) == ["queued", "queued", None]
+    ids = broker.submit([(message, "one", False), (message, "two", True)], "steps")
+    return [len(ids), len(set(ids)), broker.job_states([*ids, "no-such-job"])]
+
+
+_QUEUE_CASE = """
+import sys
+from stepup_dist.broker.broker import RedisBroker
+from stepup_dist.broker.connection import connect
+from stepup_dist.broker.keys import Keys
+from tests.integration.test_broker_contract import _queue_case
+print(_queue_case(RedisBroker(connect(sys.argv[1]), Keys(sys.argv[2]))))
+"""
+
+
+def test_jobs_are_queued_and_a_gone_job_has_no_state(side: Side, prefix: str) -> None:
+    expected = [2, 2, ["queued", "queued", None]]
+    if isinstance(side.broker, MemoryBroker):
+        assert _queue_case(side.broker) == expected
+        return
+    # RQ takes its key prefix once per process, at import: a process of its own.
+    url = side.broker.client.connection_pool.connection_kwargs.get("path")
+    proc = subprocess.run(
+        [sys.executable, "-c", _QUEUE_CASE, f"unix://{url}", prefix],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).parents[2],
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == str(expected)
 
 
 def test_the_inbox_gives_messages_in_order_and_then_nothing(side: Side) -> None:

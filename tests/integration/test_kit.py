@@ -45,7 +45,7 @@ def test_batch_script_syntax() -> None:
 
 def test_package_ships_the_same_script() -> None:
     # One file: the kit's script is a link to the one `stepup-dist workers --slurm` submits.
-    shipped = REPO / "stepup_dist" / "slurm-workers.sh"
+    shipped = REPO / "stepup_dist" / "cli" / "slurm-workers.sh"
     assert SCRIPT.is_symlink()
     assert SCRIPT.resolve() == shipped.resolve()
     assert os.access(shipped, os.X_OK)

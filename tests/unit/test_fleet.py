@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from stepup_dist import fleet
+from stepup_dist.cli import fleet
 from stepup_dist.errors import UserError
 
 

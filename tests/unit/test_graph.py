@@ -6,7 +6,8 @@ import pytest
 
 from stepup_dist.errors import PlanError
 from stepup_dist.messages import FileState
-from stepup_dist.planner.graph import Graph, Step, StepStatus, step_key
+from stepup_dist.paths import step_key
+from stepup_dist.planner.graph import Graph, Step, StepStatus
 
 STATE = FileState(0o100644, 1, 2, 3, b"d" * 16)
 

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stepup_dist import store
 from stepup_dist.messages import FileState
+from stepup_dist.planner import store
 from stepup_dist.planner.store import Record, Store
 from tests.unit.test_store import FILES, FUZZ, STATE, assert_well_typed, make_records
 

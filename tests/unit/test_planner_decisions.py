@@ -194,7 +194,10 @@ def test_a_restarted_server_runs_the_steps_in_flight_again(clock: Clock, root: P
     cluster = Cluster(steps=[STEP_A], behave=restart_once)
     outcome, lines = build(cluster, root)
     assert restarted
-    assert lines.of("REDIS")[-1] == "reconnected"
+    assert lines.of("REDIS")[-2:] == [
+        "reconnected",
+        "the server restarted and forgot this build's jobs and leases",
+    ]
     assert "make a (the server restarted; running it again)" in lines.of("LOST")
     assert cluster.ran.count("make a") == 1
     assert outcome.succeeded == 2
@@ -281,3 +284,24 @@ def test_jobs_go_to_the_build_s_own_workers_and_to_those_that_serve_it(
     assert outcome.succeeded == 7
     assert "roots.other" not in queues
     assert {"build.b1", "roots.mine"} <= set(queues)
+
+
+def test_a_restart_that_no_call_saw_is_noticed_by_the_server_s_id(clock: Clock, root: Path) -> None:
+    # redis-py may reconnect by itself: no call fails, but the new server knows nothing.
+    restarted = []
+
+    def restart_silently(cluster: Cluster, job: QueuedJob) -> bool:
+        message = job.message
+        if isinstance(message, RunJob) and message.command == "make a" and not restarted:
+            b = message.build
+            cluster.post(b, Started(b, message.step, message.attempt, "n1", "w1"))
+            restarted.append(clock.now)
+            cluster.restart()
+            return True
+        return False
+
+    cluster = Cluster(steps=[STEP_A], behave=restart_silently)
+    outcome, lines = build(cluster, root)
+    assert lines.of("REDIS") == ["the server restarted and forgot this build's jobs and leases"]
+    assert "make a (the server restarted; running it again)" in lines.of("LOST")
+    assert outcome.succeeded == 2

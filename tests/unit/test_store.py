@@ -12,8 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stepup_dist import store
 from stepup_dist.messages import FileState
+from stepup_dist.planner import store
 from stepup_dist.planner.store import STATE_DIR, Record, Store
 
 FUZZ = settings(
