@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import PlanError
 from ..messages import Call, Reply
-from ..paths import norm, step_key
+from ..paths import norm, parent, step_key
 from .graph import Step, StepStatus
 
 if TYPE_CHECKING:
@@ -52,10 +52,32 @@ def call_static(planner: "Planner", caller: str, args: dict[str, Any]) -> None:
     stats = args.get("stats")
     if not isinstance(stats, list) or len(stats) != len(paths):
         stats = [None] * len(paths)
-    for path, stat in zip(paths, stats, strict=True):
+    pairs = sorted(zip(paths, stats, strict=True), key=lambda pair: pair[0])
+    for path, stat in pairs:
         if isinstance(stat, list) and stat == ["missing"]:
             raise PlanError(f"missing static input: {path} (declared by {caller!r})")
+        _check_parent(planner, path, paths)
+    for path, stat in pairs:
         planner.declare_static(path, stat)
+
+
+def _check_parent(planner: "Planner", path: str, others: list[str]) -> None:
+    """As StepUp: a static path's folder is static too (or the root, or in the same call).
+
+    Unlike StepUp, an absolute path needs no static folders above it: data outside the
+    project, which path maps name on a cluster, is declared by its own path.
+    """
+    folder = parent(path)
+    if folder is None or folder == "./" or folder.startswith("/"):
+        return
+    node = planner.graph.files.get(folder)
+    if node is not None and node.static:
+        return
+    if node is None and folder in others:
+        return
+    if node is None:
+        raise PlanError(f"Static path has no parent path node: {path}")
+    raise PlanError(f"Static path has no static parent path node: {path}")
 
 
 def call_step(planner: "Planner", caller: str, args: dict[str, Any]) -> str:
