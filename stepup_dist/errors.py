@@ -13,6 +13,7 @@ __all__ = (
     "BrokerUnavailable",
     "ConfigError",
     "ExitCode",
+    "GrantMissing",
     "LeaseLost",
     "PlanError",
     "SignatureError",
@@ -58,6 +59,11 @@ class PlanError(UserError):
 
 class BrokerUnavailable(UserError):
     """The Redis server cannot be reached or stopped answering."""
+
+
+class GrantMissing(BrokerUnavailable):
+    """The server refused a command to the Redis user (NOPERM), in a Lua script too: no
+    retry or reconnection helps, the user needs another role."""
 
 
 class WireError(StepupDistError):

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 __all__ = (
+    "LEASE_LOST",
     "NOT_STARTED",
     "Call",
     "CheckJob",
@@ -150,6 +151,9 @@ class StepDone(Message):
 
 NOT_STARTED = "pool slot lease was lost before the step started"
 """`StepDone.error` of a step its worker did not start: the planner queues it again."""
+LEASE_LOST = "pool slot lease was lost; the step was killed"
+"""`StepDone.error` of a step its worker killed (or could not vouch for) because it lost the
+step's leases: through no fault of the step, so the planner runs it again."""
 
 
 @dataclass(frozen=True)

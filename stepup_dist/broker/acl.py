@@ -9,8 +9,9 @@ servers with exactly these rules, so a command missing here fails the tests.
 - worker (`stepup-worker`, and the API calls of the steps it runs): RQ's worker bookkeeping
   (registration, heartbeats, registries, results, its command channel), the claim of each
   signed job, reports to inboxes, pool leases, and what a step's API call needs.
-- admin (`stepup-dist status`, `stepup-dist pool ...`, `stepup-dist dashboard`): both of the
-  above, plus `SCAN`.
+- admin (`stepup-dist status`, `stepup-dist dashboard`): both of the above, plus `SCAN` to
+  find every pool. `pool list` needs no SCAN (the cluster pools are known keys): every role
+  may run it.
 
 All see only keys and channels under `{prefix}:` (`~{prefix}:*`, `&{prefix}:*`), and the
 keys under the shared prefix (`~{shared}:*`: cluster pools, host resources, wake-ups), when
@@ -19,7 +20,7 @@ one is given: people with prefixes of their own share pools there (`docs/securit
 and only admin gets `SCAN` (it lists key names whatever the key patterns).
 """
 
-__all__ = ("ADMIN", "PLANNER", "ROLES", "WORKER", "acl_rule", "setuser_line")
+__all__ = ("ADMIN", "PLANNER", "ROLES", "SCRIPTS", "WORKER", "acl_rule", "setuser_line")
 
 # Not CLIENT SETINFO: Redis 7.0 does not know it (so a rule naming it fails there), and
 # redis-py ignores its refusal. Not CLIENT LIST: it shows every client of the server.
@@ -76,7 +77,7 @@ WORKER = (
 """Commands `stepup-worker` runs, and the API calls of its steps (`rpush`, `blpop`, `del`)."""
 
 ADMIN = ("scan", "llen")
-"""Added for `stepup-dist status` and `stepup-dist pool ...`, which list the pools with SCAN.
+"""Added for `stepup-dist status` and `stepup-dist dashboard`, which find every pool with SCAN.
 SCAN can list the key names of every prefix (ACL key patterns do not filter it): give this
 role to operators only."""
 
@@ -86,6 +87,17 @@ ROLES = {
     "both": tuple(dict.fromkeys(PLANNER + WORKER)),
     "admin": tuple(dict.fromkeys(PLANNER + WORKER + ADMIN)),
 }
+
+
+SCRIPTS = {
+    "acquire": ("planner",),
+    "renew": ("planner", "worker"),
+    "release": ("planner", "worker"),
+    "host": ("worker",),
+}
+"""The roles that run each Lua script of `lua/` (admin includes both). A command refused
+inside a script ends it half done, so each of these roles must grant every command its
+scripts call: `tests/unit/test_lua_grants.py` reads the scripts and checks."""
 
 
 def acl_rule(role: str, prefix: str, shared: str | None = None) -> list[str]:

@@ -9,9 +9,9 @@ from typing import Any
 
 import redis
 
-from ..errors import BrokerUnavailable
 from ..status import Census, PoolWatch
 from .broker import HOST_MAX_AGE
+from .connection import refusal
 from .keys import Keys
 from .queue import queue_status
 from .semaphore import Semaphores
@@ -52,7 +52,7 @@ class CensusReader:
                         pipe.hget(k.pool_sizes, pool.name)
                 answers = pipe.execute()
         except redis.RedisError as exc:
-            raise BrokerUnavailable(f"cannot read the workers and pools: {exc}") from exc
+            raise refusal(exc, "cannot read the workers and pools") from exc
         states = answers[: len(workers)]
         # A worker that died leaves its key in the set until RQ cleans up; its hash expired.
         busy = sum(1 for s in states if s == b"busy")
@@ -73,7 +73,7 @@ class CensusReader:
 def server_status(sems: Semaphores, client: Any, keys: Keys) -> dict[str, Any]:
     """What `status --json` prints (and the dashboard reads): pools (as `PoolStatus`),
     queue lengths, workers, and the capacity of each host with resources."""
-    pools = sems.status()
+    pools = sems.status(every=True)
     queues: dict[str, Any] = queue_status(client, keys)
     hosts = sems.hosts(max_age=HOST_MAX_AGE)
     for worker in queues["workers"]:

@@ -5,16 +5,20 @@ from typing import Any
 import redis
 
 from ..config import Config, redact
-from ..errors import BrokerUnavailable
+from ..errors import BrokerUnavailable, GrantMissing
 
 __all__ = ("connect", "connect_config", "redact", "refusal")
 
 
 def refusal(exc: redis.RedisError, doing: str) -> BrokerUnavailable:
-    """One line for a Redis error, naming a missing grant or a refused login plainly."""
+    """One line for a Redis error, naming a missing grant or a refused login plainly.
+
+    A command refused inside a Lua script comes as a script error that carries the
+    server's NOPERM text: it is a missing grant too, and the line keeps that text.
+    """
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     if isinstance(exc, redis.exceptions.NoPermissionError) or "no permissions" in text:
-        return BrokerUnavailable(f"{doing}: the Redis user lacks a grant ({text})")
+        return GrantMissing(f"{doing}: the Redis user lacks a grant ({text})")
     if isinstance(exc, redis.AuthenticationError):
         return BrokerUnavailable(f"{doing}: Redis refused the login ({text})")
     return BrokerUnavailable(f"{doing}: {text}")

@@ -288,16 +288,20 @@ class Semaphores:
             raise refusal(exc, f"cannot read pool {name!r}") from exc
         return None if raw is None else int(raw)
 
-    def status(self) -> list[PoolStatus]:
-        """Every cluster pool and every pool with holders or waiters, as the server sees it."""
+    def status(self, *, every: bool = False) -> list[PoolStatus]:
+        """The cluster pools, as the server sees them; with `every`, also every other pool
+        with holders or waiters (plan pools, run leases, host resources).
+
+        The cluster pools are known keys: any role may list them. Finding the others takes
+        SCAN, which only the admin role has (it lists the key names of every prefix).
+        """
         k = self._keys
         c: Any = self._client  # redis-py's return types are too wide to be useful here
         try:
             sizes = {n.decode(): int(s) for n, s in c.hgetall(k.pool_sizes).items()}
             ids = {k.cluster_pool_id(name) for name in sizes}
-            # SCAN's default of 10 keys a call would take thousands of calls beside RQ's jobs.
-            for pattern in k.pool_patterns():
-                ids.update(k.pool_id_of(key.decode()) for key in c.scan_iter(pattern, count=1000))
+            if every:
+                ids.update(self._scan_pool_ids())
             seconds, micros = c.time()
             now = seconds * 1000 + micros // 1000
             result = []
@@ -324,3 +328,19 @@ class Semaphores:
         except redis.RedisError as exc:
             raise refusal(exc, "cannot read the pools") from exc
         return result
+
+    def _scan_pool_ids(self) -> set[str]:
+        k = self._keys
+        c: Any = self._client
+        ids: set[str] = set()
+        try:
+            # SCAN's default of 10 keys a call would take thousands of calls beside RQ's jobs.
+            for pattern in k.pool_patterns():
+                ids.update(k.pool_id_of(key.decode()) for key in c.scan_iter(pattern, count=1000))
+        except redis.exceptions.NoPermissionError as exc:
+            raise refusal(
+                exc,
+                "cannot list every pool (SCAN is for the admin role alone: use the admin "
+                "user, or `stepup-dist pool list` for the cluster pools)",
+            ) from exc
+        return ids

@@ -129,7 +129,7 @@ def pool_rm(name: str, redis_url: str | None, prefix: str | None) -> None:
 @_PREFIX
 @_JSON
 def pool_list(redis_url: str | None, prefix: str | None, as_json: bool) -> None:
-    """Show each pool's size, slots held, waiters and holders."""
+    """Show each cluster pool's size, slots held, waiters and holders (`status`: all)."""
     from .admin import pool_list as run
 
     click.echo(run(load_config(redis_url=redis_url, prefix=prefix), as_json))
@@ -140,7 +140,7 @@ def pool_list(redis_url: str | None, prefix: str | None, as_json: bool) -> None:
 @_PREFIX
 @_JSON
 def status(redis_url: str | None, prefix: str | None, as_json: bool) -> None:
-    """Show pools, workers and the queue of a server."""
+    """Show every pool (SCAN: the admin role), the workers and the queue of a server."""
     from .admin import status as run
 
     click.echo(run(load_config(redis_url=redis_url, prefix=prefix), as_json))
@@ -195,7 +195,7 @@ def dashboard(
     default="both",
     show_default=True,
     help="planner: stepup-dist build -w0; worker: stepup-worker; both: a build with local "
-    "workers; admin: also stepup-dist status and pool (may SCAN every key name).",
+    "workers; admin: also stepup-dist status (may SCAN every key name).",
 )
 @click.option("--user", default="stepup", show_default=True, help="ACL user name.")
 @click.option(

@@ -19,6 +19,7 @@ The counts and the ETA come from `planner/progress.py`.
 The rendering (`render_status`, `format_duration`, `truncate`) is pure.
 """
 
+import math
 import shutil
 import threading
 import time
@@ -26,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TextIO
 
-from ..errors import BrokerUnavailable
+from ..errors import BrokerUnavailable, GrantMissing
 from ..planner.progress import count
 from ..status import Census, Counts, PoolWatch
 from .console import ConsoleReporter
@@ -118,6 +119,8 @@ class LiveReporter(ConsoleReporter):
         self._started: dict[str, float] = {}
         self._snapshot = _Snapshot(Counts(), None, time.monotonic())
         self._census: Census | None = None
+        self._refused: str | None = None
+        """A missing grant the reading thread met, for the main thread to tell once."""
         self._pools: list[PoolWatch] = []
         self._next_count = 0.0
         self._drawn = ""
@@ -166,6 +169,9 @@ class LiveReporter(ConsoleReporter):
 
     def tick(self) -> None:
         """Count the steps again (called between rounds of the planner; the thread draws)."""
+        refused, self._refused = self._refused, None
+        if refused is not None:
+            self.line("WARNING", f"the status line shows no workers and pools: {refused}")
         self._recount(time.monotonic())
 
     def _recount(self, now: float) -> bool:
@@ -192,11 +198,15 @@ class LiveReporter(ConsoleReporter):
         while not self._stop.wait(MIN_TICK):
             census = self._census
             if time.monotonic() >= next_read:
+                next_read = time.monotonic() + POLL
                 try:
                     census = read(build, list(self._pools))
+                except GrantMissing as exc:
+                    # No retry helps: stop reading, and say why once.
+                    census, next_read = None, math.inf
+                    self._refused = str(exc)
                 except BrokerUnavailable:
                     census = None  # shown without workers and pools until the server answers
-                next_read = time.monotonic() + POLL
             with self._lock:
                 if self._stop.is_set():
                     return

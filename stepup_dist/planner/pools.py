@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Iterable
 from typing import Protocol
 
-from ..errors import BrokerUnavailable, PlanError
+from ..errors import BrokerUnavailable, GrantMissing, PlanError
 from .graph import Step
 
 __all__ = ("PoolBroker", "PoolKeeper")
@@ -209,9 +209,12 @@ class PoolKeeper:
             self.retry = True
             if reported and self.broker.only_run_leases([r.size for r in refs]):
                 return
-            with contextlib.suppress(BrokerUnavailable):
-                # Unreachable: the leases lapse on their own.
+            try:
                 self.broker.release(refs, token)
+            except GrantMissing:
+                raise  # the leases would lapse, but every release would meet it: say so
+            except BrokerUnavailable:
+                pass  # unreachable: the leases lapse on their own
 
     def renew(self, keys: Iterable[str]) -> None:
         for key in keys:

@@ -3,7 +3,7 @@
 import time
 from typing import TYPE_CHECKING
 
-from ..errors import BrokerUnavailable
+from ..errors import BrokerUnavailable, GrantMissing
 from . import skipping
 from .graph import Step, StepStatus
 
@@ -25,7 +25,12 @@ MAX_ATTEMPTS = 3
 
 
 def reconnect(p: "Planner", exc: BrokerUnavailable) -> None:
-    """The server went away: retry with backoff, then resend what may have been lost."""
+    """The server went away: retry with backoff, then resend what may have been lost.
+
+    A missing grant is no outage: reconnecting would meet it again, forever.
+    """
+    if isinstance(exc, GrantMissing):
+        raise exc
     p.reporter.line("REDIS", f"{exc}; reconnecting")
     deadline = time.monotonic() + p.reconnect
     delay = 0.2

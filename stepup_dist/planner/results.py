@@ -10,7 +10,7 @@ it started is queued again.
 from typing import TYPE_CHECKING
 
 from ..hashing import step_digest
-from ..messages import NOT_STARTED, FileState, StepDone
+from ..messages import LEASE_LOST, NOT_STARTED, FileState, StepDone
 from . import recovery
 from .graph import StepStatus
 from .store import Record
@@ -31,6 +31,11 @@ def on_done(p: "Planner", result: StepDone) -> None:
     if result.error == NOT_STARTED:
         # It never ran (its leases lapsed while it was queued): queue it again.
         recovery.lost_step(p, step, "its lease lapsed before it started")
+        return
+    if result.error == LEASE_LOST:
+        # Its worker lost touch with the server and stopped it (or could not vouch for its
+        # end) before this planner saw the lease lapse: not the step's fault, run it again.
+        recovery.lost_step(p, step, "its worker lost its leases and stopped it")
         return
     p.slots.release(step, reported=True)
     ok = result.returncode == 0 and not result.error

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import IO, Protocol
 
 from ..hashing import file_state
-from ..messages import NOT_STARTED, Checked, CheckJob, FileState, RunJob, StepDone
+from ..messages import LEASE_LOST, NOT_STARTED, Checked, CheckJob, FileState, RunJob, StepDone
 from ..pathmap import PathMap
 from .inputs import DEFAULT_FS_WAIT, wait_for_inputs
 
@@ -41,7 +41,6 @@ __all__ = (
     "step_environment",
 )
 
-LEASE_LOST = "pool slot lease was lost; the step was killed"
 
 MAX_CAPTURE = 1 << 20
 """Bytes of stdout and of stderr kept per step; the rest is cut with a note."""

@@ -17,12 +17,15 @@ renewal and the report are one atomic step on the server (`RedisBroker.renew(pos
 so the report counts only if the leases still held when it was made.
 """
 
+import logging
 import math
 import time
 from collections.abc import Callable
 from typing import Protocol
 
 from ..errors import BrokerUnavailable
+
+log = logging.getLogger("stepup_dist.worker")
 
 __all__ = ("KILL_AT", "WATCHDOG_AT", "LeaseGuard")
 
@@ -65,7 +68,8 @@ class LeaseGuard:
         sent = time.monotonic()
         try:
             ok = self._renew()
-        except BrokerUnavailable:
+        except BrokerUnavailable as exc:
+            log.warning("could not renew the leases: %s", exc)
             ok = None
         return self.note(ok, sent)
 

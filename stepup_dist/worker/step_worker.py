@@ -121,8 +121,8 @@ class StepRun:
                 refs = [PoolRef(i, s) for i, s in zip(self.job.pools, self.job.sizes, strict=False)]
                 try:
                     self.leases.release(refs, self.job.token)
-                except BrokerUnavailable:
-                    log.warning("could not release pool slots of %s", self.job.step)
+                except BrokerUnavailable as exc:
+                    log.warning("could not release pool slots of %s: %s", self.job.step, exc)
         if self.result is not None:
             self.broker.post(self.job.build, self.result)
 
@@ -228,8 +228,10 @@ def make_worker_class(rq: Any) -> type:
                 # Planners place resource steps only on hosts heard from recently.
                 try:
                     self.broker.register_host(self.context.host, self.context.resources)
-                except BrokerUnavailable:
-                    log.warning("could not register the resources of %s", self.context.host)
+                except BrokerUnavailable as exc:
+                    log.warning(
+                        "could not register the resources of %s: %s", self.context.host, exc
+                    )
 
         def teardown(self) -> None:
             super().teardown()
@@ -355,8 +357,8 @@ def make_worker_class(rq: Any) -> type:
             self._last_job_beat = now_
             try:
                 self.maintain_heartbeats(job, execution)
-            except Exception:  # RQ's bookkeeping must not stop the step.
-                log.warning("could not renew RQ heartbeat of job %s", job.id)
+            except Exception as exc:  # RQ's bookkeeping must not stop the step.
+                log.warning("could not renew RQ heartbeat of job %s: %s", job.id, exc)
 
         def handle_exception(self, job: Any, *exc_info: Any) -> None:
             # A refused job is the sender's mistake, already logged as one line by

@@ -246,7 +246,7 @@ def test_stopped_worker_has_its_step_killed_before_the_lease_lapses(
         worker.send_signal(signal.SIGSTOP)
         time.sleep(7.0)  # past the lease
         # The watchdog killed the step before the lease lapsed: nothing runs in its name.
-        assert not processes_running("sleep 14; echo done")
+        assert not processes_running(f"sleep 14; echo done >> {log}")
         worker.send_signal(signal.SIGCONT)
         text, _ = build.communicate(timeout=60)
     finally:

@@ -20,6 +20,7 @@ from stepup_dist.broker.broker import WorkerGroup
 from stepup_dist.broker.memory import MemoryBroker, QueuedJob
 from stepup_dist.errors import WireError
 from stepup_dist.messages import (
+    LEASE_LOST,
     Call,
     Checked,
     CheckJob,
@@ -304,4 +305,24 @@ def test_a_restart_that_no_call_saw_is_noticed_by_the_server_s_id(clock: Clock, 
     outcome, lines = build(cluster, root)
     assert lines.of("REDIS") == ["the server restarted and forgot this build's jobs and leases"]
     assert "make a (the server restarted; running it again)" in lines.of("LOST")
+    assert outcome.succeeded == 2
+
+
+def test_a_step_its_worker_stopped_for_lost_leases_runs_again(clock: Clock, root: Path) -> None:
+    # The worker noticed first (its renewals failed) and reports the kill: not a failure.
+    def kill_first(cluster: Cluster, job: QueuedJob) -> bool:
+        message = job.message
+        if isinstance(message, RunJob) and message.command == "make a" and message.attempt == 1:
+            b, key = message.build, message.step
+            cluster.post(b, Started(b, key, 1, "n1", "w1"))
+            cluster.post(b, StepDone(b, key, 1, -9, 3.0, "n1", "w1", "", "", {}, LEASE_LOST))
+            return True
+        return False
+
+    cluster = Cluster(steps=[STEP_A], behave=kill_first)
+    outcome, lines = build(cluster, root)
+    assert lines.of("LOST") == [
+        "make a (its worker lost its leases and stopped it; running it again)"
+    ]
+    assert outcome.failed == []
     assert outcome.succeeded == 2

@@ -1,6 +1,7 @@
 """The status line: rendering, ETA, truncation, and how it shares the terminal with output."""
 
 import io
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -176,3 +177,38 @@ def test_counts_taken_between_rounds_show_with_the_next_line() -> None:
     text = out.getvalue()
     assert text.startswith("   WARNING │ something\n1 done · 1 running · 3 queued · 1 pending")
     assert "│ ETA " in text
+
+
+def test_a_missing_grant_is_told_once_and_not_asked_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from stepup_dist.cli import status_line
+    from stepup_dist.errors import GrantMissing
+
+    monkeypatch.setattr(status_line, "POLL", 0.0)
+    reads = []
+
+    def read(build: str, pools: list) -> Census:
+        reads.append(build)
+        raise GrantMissing("cannot read the workers and pools: the Redis user lacks a grant")
+
+    out = io.StringIO()
+    rep = LiveReporter(out, width=lambda: 200)
+    planner = _planner()
+    rep.watch(planner, read)  # type: ignore[arg-type]
+    try:
+        deadline = time.monotonic() + 10
+        while rep._refused is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        rep.tick()
+        rep.tick()
+        time.sleep(0.2)  # a few redraws of the thread: none reads the server again
+    finally:
+        rep.close()
+    assert reads == ["b1"]
+    warnings = [line for line in out.getvalue().split("\n") if "WARNING" in line]
+    assert len(warnings) == 1, out.getvalue()
+    assert warnings[0].endswith(
+        "WARNING │ the status line shows no workers and pools: cannot read the workers and "
+        "pools: the Redis user lacks a grant"
+    )
