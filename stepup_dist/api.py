@@ -252,11 +252,21 @@ def glob(
         here = _here()
         _CLIENT.send("defer", patterns=[_paths.join(here, p) for p in _subs_all(patterns)])
         return None
-    ngm = NGlobMulti(_subs_all(patterns), subs)
+    local = _subs_all(patterns)
+    ngm = NGlobMulti(local, subs)
     ngm.glob()
     if _required and not ngm:
         raise FileNotFoundError("Could not find any matching paths on the filesystem.")
-    static(list(ngm.files()))
+    files = list(ngm.files())
+    static(files)
+    # The planner keeps the glob with its matches: when they change, the plan runs again.
+    here = _here()
+    _CLIENT.send(
+        "glob",
+        patterns=[_paths.join(here, p) for p in local],
+        subs=dict(subs),
+        matches=[_paths.join(here, f) for f in files],
+    )
     return ngm
 
 

@@ -93,10 +93,11 @@ class _Pattern:
                 values = tuple(m.group(name) for name in self.names)
                 self.results.setdefault(values, set()).add(Path(path))
 
-    def search(self) -> None:
+    def search(self, root: str | None = None) -> None:
         found = []
-        for match in _glob.iglob(self.glob, recursive=True, include_hidden=True):
-            slash = os.path.isdir(match) and not match.endswith("/")
+        for match in _glob.iglob(self.glob, root_dir=root, recursive=True, include_hidden=True):
+            full = match if root is None else os.path.join(root, match)
+            slash = os.path.isdir(full) and not match.endswith("/")
             found.append(match + "/" if slash else match)
         self.extend(found)
 
@@ -190,10 +191,10 @@ class NGlobMulti:
     def used_names(self) -> tuple[str, ...]:
         return self._names
 
-    def glob(self) -> None:
-        """Add what the patterns match on disk."""
+    def glob(self, root: str | None = None) -> None:
+        """Add what the patterns match on disk (relative paths: in `root`, or here)."""
         for p in self._patterns:
-            p.search()
+            p.search(root)
 
     def extend(self, paths: Iterable[str]) -> None:
         """Add the given paths that match."""

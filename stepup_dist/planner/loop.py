@@ -270,7 +270,12 @@ class Planner:
             if step.status is not StepStatus.READY or step.optional:
                 continue
             old = self.old_records.get(step.key)
-            if old is not None and not step.skip_blocked and skipping.matches(self, step, old):
+            if (
+                old is not None
+                and not step.skip_blocked
+                and skipping.matches(self, step, old)
+                and skipping.globs_unchanged(self, old)
+            ):
                 missing = [p for p in old.amended[0] if p not in step.inp]
                 if missing:
                     # Last time it amended these inputs: skip only once they are known again.

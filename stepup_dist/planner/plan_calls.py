@@ -18,9 +18,9 @@ if TYPE_CHECKING:
 
 __all__ = ("BATCHED", "RECORDED", "calls_of", "handle_call", "on_call")
 
-RECORDED = ("static", "step", "pool", "defer")
+RECORDED = ("static", "step", "pool", "defer", "glob")
 """Methods whose calls are replayed when their caller is skipped."""
-BATCHED = ("static", "step", "pool", "defer")
+BATCHED = ("static", "step", "pool", "defer", "glob")
 """Methods a plan may send in a `batch` call (their answers are not needed)."""
 
 
@@ -111,6 +111,18 @@ def call_step(planner: "Planner", caller: str, args: dict[str, Any]) -> str:
     return key
 
 
+def call_glob(planner: "Planner", caller: str, args: dict[str, Any]) -> None:
+    """A glob and what it matched: recorded on the caller, which runs again when that changes
+    (skipping.globs_unchanged)."""
+    _paths(args, "patterns")
+    _paths(args, "matches")
+    subs = args.get("subs", {})
+    if not isinstance(subs, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in subs.items()
+    ):
+        raise PlanError(f"subs must map names to patterns, got {subs!r}")
+
+
 def call_defer(planner: "Planner", caller: str, args: dict[str, Any]) -> None:
     """A deferred glob: inputs that match it and that no step makes become static when used."""
     patterns = _paths(args, "patterns")
@@ -149,6 +161,7 @@ _HANDLERS: dict[str, Callable[["Planner", str, dict[str, Any]], Any]] = {
     "amend": call_amend,
     "getenv": call_getenv,
     "defer": call_defer,
+    "glob": call_glob,
 }
 
 

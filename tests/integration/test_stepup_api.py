@@ -165,3 +165,38 @@ def test_script_plans_its_cases(project: Project) -> None:
     assert (root / "data+7.0.txt").read_text() == "14.0\n"
     assert (root / "log7.0.txt").read_text() == "ran 7.0\n"
     assert "./work.py run -- '+7.0' > log7.0.txt" in result.lines("SUCCESS")
+
+
+def test_a_glob_follows_the_files(project: Project) -> None:
+    # As StepUp: a new match or a match that is gone runs the plan again; the outputs of a
+    # step that is no longer planned are removed (CLEAN).
+    for i in (1, 2):
+        project.write(f"data/in{i}.txt", f"{i}\n")
+    project.plan(
+        """
+        from stepup.core.api import glob, mkdir, static, step
+
+        static("data/")
+        mkdir("out/")
+        for path in glob("data/in*.txt"):
+            name = path[5:-4]
+            step("cp ${inp} ${out}", inp=path, out=f"out/{name}.up")
+        """
+    )
+    first = project.build("-w2")
+    assert first.returncode == 0, first.stdout + first.stderr
+    same = project.build("-w2")
+    assert same.lines("SUCCESS") == []
+    project.write("data/in3.txt", "3\n")
+    added = project.build("-w2")
+    assert added.returncode == 0, added.stdout + added.stderr
+    assert "./plan.py" in added.lines("SUCCESS")
+    assert "cp data/in3.txt out/in3.up" in added.lines("SUCCESS")
+    assert (project.root / "out/in3.up").read_text() == "3\n"
+    (project.root / "data/in1.txt").unlink()
+    removed = project.build("-w2")
+    assert removed.returncode == 0, removed.stdout + removed.stderr
+    assert "./plan.py" in removed.lines("SUCCESS")
+    assert "out/in1.up" in removed.lines("CLEAN")
+    assert not (project.root / "out/in1.up").exists()
+    assert (project.root / "out/in2.up").exists()
