@@ -130,8 +130,10 @@ class _Client:
 
 
 def _fail(message: str) -> NoReturn:
+    from .errors import ExitCode
+
     print(f"error: {message}", file=sys.stderr)
-    raise SystemExit(2)
+    raise SystemExit(ExitCode.USAGE)
 
 
 _CLIENT = _Client()
@@ -320,17 +322,11 @@ def step(
     return StepInfo(key, inp_l, env_l, out_l, vol_l)
 
 
-def _resources(value: str | dict[str, int] | None) -> dict[str, object]:
+def _resources(value: str | dict[str, int] | None) -> str | dict[str, object]:
+    """As given: the planner reads `"gpu:1,mem:8"` (and checks a dict), whoever sent it."""
     if value is None:
         return {}
-    if isinstance(value, dict):
-        return dict(value)
-    result: dict[str, object] = {}
-    for item in str(value).split(","):
-        if item.strip():
-            name, _, units = item.strip().partition(":")
-            result[name] = int(units) if units.isdigit() else units
-    return result
+    return dict(value) if isinstance(value, dict) else str(value)
 
 
 def pool(name: str, size: int) -> None:

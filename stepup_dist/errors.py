@@ -14,7 +14,6 @@ __all__ = (
     "ConfigError",
     "ExitCode",
     "GrantMissing",
-    "LeaseLost",
     "PlanError",
     "SignatureError",
     "StepupDistError",
@@ -92,7 +91,3 @@ class SignatureError(WireError):
         self.payload = None
         self.inner = inner
         self.replayed = replayed
-
-
-class LeaseLost(StepupDistError):
-    """A pool slot's lease lapsed or was taken away before the step ended."""

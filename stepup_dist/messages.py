@@ -51,6 +51,22 @@ class FileState:
     digest: bytes
     """xxh3-128 of the contents (of the link target text for symlinks, empty for dirs)."""
 
+    def as_list(self) -> list:
+        """`[mode, mtime_ns, size, inode, digest]`: how the wire and the store write it."""
+        return [self.mode, self.mtime_ns, self.size, self.inode, self.digest]
+
+    @classmethod
+    def from_list(cls, raw: Any) -> "FileState":
+        """The inverse of `as_list`; TypeError for anything else (it comes from outside)."""
+        if not (
+            isinstance(raw, list)
+            and len(raw) == 5
+            and all(type(x) is int for x in raw[:4])
+            and isinstance(raw[4], bytes)
+        ):
+            raise TypeError("expected [mode, mtime_ns, size, inode, digest]")
+        return cls(*raw)
+
     def same_stat(self, other: "FileState") -> bool:
         """True when the cheap stat fields agree, so the old digest can be trusted."""
         return (self.mode, self.mtime_ns, self.size, self.inode) == (

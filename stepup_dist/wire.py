@@ -55,7 +55,7 @@ _HINTS = {tag: typing.get_type_hints(cls) for tag, cls in _CLASSES.items()}
 
 def _pack_default(obj: Any) -> Any:
     if isinstance(obj, FileState):
-        return [obj.mode, obj.mtime_ns, obj.size, obj.inode, obj.digest]
+        return obj.as_list()
     raise TypeError(f"cannot encode {type(obj).__name__}")
 
 
@@ -125,14 +125,7 @@ def _check(value: Any, tp: Any) -> Any:
         _check_plain(value, depth=0)
         return value
     if tp is FileState:
-        if (
-            isinstance(value, list)
-            and len(value) == 5
-            and all(type(v) is int for v in value[:4])
-            and isinstance(value[4], bytes)
-        ):
-            return FileState(*value)
-        raise TypeError("expected [mode, mtime_ns, size, inode, digest]")
+        return FileState.from_list(value)
     origin = typing.get_origin(tp)
     if origin in (types.UnionType, typing.Union):
         for option in typing.get_args(tp):

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from ..config import Config
-from ..errors import BrokerUnavailable, PlanError, UserError, WireError
+from ..errors import BrokerUnavailable, ExitCode, PlanError, UserError, WireError
 from ..messages import Call, Reply
 from ..signing import INBOX, seal, unseal
 from ..wire import decode, encode
@@ -135,7 +135,7 @@ class CallClient:
                 print(f"error: {exc}", file=sys.stderr)
             sys.stdout.flush()
             sys.stderr.flush()
-            os._exit(2)
+            os._exit(ExitCode.USAGE)
 
     def call(self, method: str, args: dict[str, Any], timeout: float = 3600.0) -> Reply:
         """Send the queued calls, then this one, and return its answer."""

@@ -222,12 +222,6 @@ class Graph:
                 ready.append(step)
         return ready
 
-    def make_unavailable(self, path: str) -> None:
-        node = self.files.get(path)
-        if node is not None:
-            node.available = False
-            node.state = None
-
     def input_states(self, step: Step) -> dict[str, FileState]:
         return {p: s for p in step.inp if (s := self.files[p].state) is not None}
 

@@ -449,6 +449,15 @@ class Planner:
         else:
             self.reporter.line("WARNING", f"ignored an unexpected {message.TYPE!r} message")
 
+    def fail(self, step: Step) -> None:
+        """The step failed: say so in the outcome, and forget its records (it runs next
+        time), in the journal too."""
+        step.status = StepStatus.FAILED
+        self.outcome.failed.append(step.key)
+        self.records.pop(step.key, None)
+        self.old_records.pop(step.key, None)
+        self.store.forget(step.key)
+
     def plan_error(self, message: str) -> None:
         if message not in self.outcome.plan_errors:
             self.outcome.plan_errors.append(message)
@@ -487,14 +496,6 @@ class Planner:
             finish.save(self, final=False)
             if self._workers_alive is not None and not self._workers_alive():
                 raise UserError("every local worker has exited; see .stepup/workers.log")
-
-    # End of the build
-
-    def success(self) -> bool:
-        return finish.success(self)
-
-    def save(self, *, final: bool) -> None:
-        finish.save(self, final=final)
 
 
 def _job_key(message: Message) -> str:

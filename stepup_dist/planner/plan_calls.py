@@ -8,7 +8,8 @@ step is skipped in a later build they are replayed and define the same things ag
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ..errors import PlanError
+from ..config import parse_resources
+from ..errors import ConfigError, PlanError
 from ..messages import Call, Reply
 from ..paths import norm, parent, step_key
 from .graph import Step, StepStatus
@@ -92,6 +93,11 @@ def call_step(planner: "Planner", caller: str, args: dict[str, Any]) -> str:
     if pool is not None and not planner.has_pool(pool):
         raise PlanError(f"step {key!r} uses undefined pool {pool!r}; define it with pool()")
     resources = args.get("resources") or {}
+    if isinstance(resources, str):
+        try:
+            resources = parse_resources(resources)
+        except ConfigError as exc:
+            raise PlanError(f"step {key!r}: {exc}") from None
     if not isinstance(resources, dict) or not all(
         isinstance(name, str)
         and name

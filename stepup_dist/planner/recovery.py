@@ -126,11 +126,7 @@ def lost_step(p: "Planner", step: Step, why: str, defer: float = 0.0) -> None:
     p.slots.release(step)
     lost, host = p.jobs.count_loss(step.key)
     if lost >= MAX_ATTEMPTS:
-        step.status = StepStatus.FAILED
-        p.outcome.failed.append(step.key)
-        p.records.pop(step.key, None)
-        p.old_records.pop(step.key, None)
-        p.store.forget(step.key)
+        p.fail(step)
         p.reporter.line("FAIL", f"{step.key} (lost {lost} times: {why})", host)
         return
     p.reporter.line("LOST", f"{step.key} ({why}; running it again)", host)

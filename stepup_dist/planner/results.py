@@ -46,11 +46,7 @@ def on_done(p: "Planner", result: StepDone) -> None:
         p.reporter.done(step, result, "PENDING")
         return
     if not ok:
-        step.status = StepStatus.FAILED
-        p.outcome.failed.append(step.key)
-        p.records.pop(step.key, None)
-        p.old_records.pop(step.key, None)
-        p.store.forget(step.key)
+        p.fail(step)
         p.reporter.done(step, result, "FAIL")
         return
     out_states = dict(result.out_states)

@@ -76,18 +76,11 @@ class Record:
 
 
 def _state(raw: Any) -> FileState:
-    if not (
-        isinstance(raw, list)
-        and len(raw) == 5
-        and all(type(x) is int for x in raw[:4])
-        and type(raw[4]) is bytes
-    ):
-        raise TypeError(f"not a file state: {raw!r}")
-    return FileState(*raw)
+    return FileState.from_list(raw)
 
 
 def _state_fields(state: FileState) -> list:
-    return [state.mode, state.mtime_ns, state.size, state.inode, state.digest]
+    return state.as_list()
 
 
 def _record_fields(rec: Record) -> list:

@@ -68,6 +68,15 @@ def test_undefined_pool(project: Project) -> None:
     assert not (project.root / "a.txt").exists()
 
 
+@pytest.mark.parametrize("resources", ["gpu", "gpu:0", "gpu:x", "=:1"])
+def test_resources_not_name_units(project: Project, resources: str) -> None:
+    # One parser for NAME:UNITS (config.parse_resources), as for stepup-worker --resources.
+    result = build_plan(project, f'step("echo hi > a.txt", out="a.txt", resources={resources!r})\n')
+    line = assert_one_error_line(result, ExitCode.USAGE, "is not NAME:UNITS with UNITS >= 1")
+    assert "echo hi > a.txt" in line
+    assert not (project.root / "a.txt").exists()
+
+
 @pytest.mark.parametrize("size", ["0", "-1", "'3'", "1.5"])
 def test_pool_size_not_a_positive_integer(project: Project, size: str) -> None:
     body = f'pool("gpu", {size})\nstep("echo hi > a.txt", out="a.txt", pool="gpu")\n'

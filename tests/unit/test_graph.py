@@ -98,18 +98,6 @@ def test_make_available_returns_ready_steps_sorted_and_only_pending_ones() -> No
     assert s_d.missing == set()
 
 
-def test_make_unavailable_forgets_the_state() -> None:
-    graph = Graph()
-    graph.make_available("a", STATE)
-    graph.make_unavailable("a")
-    assert not graph.files["a"].available
-    assert graph.files["a"].state is None
-    step = graph.add_step(make_step("cat a", inp=["a"]))
-    assert step.missing == {"a"}
-    graph.make_unavailable("never-seen")
-    assert "never-seen" not in graph.files
-
-
 @pytest.mark.parametrize(
     ("first", "second"),
     [
