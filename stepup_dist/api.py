@@ -9,19 +9,36 @@ Outside a build (no `STEPUP_DIST_BUILD` in the environment) the calls do nothing
 StepUp's do, so a plan can be run by hand.
 """
 
-import glob as _glob
 import os
 import posixpath
+import re
 import string
 import sys
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
+from path import Path
+
 from . import paths as _paths
+from .nglob import NGlobMulti
 from .paths import step_key
 
-__all__ = ("StepInfo", "amend", "copy", "getenv", "glob", "mkdir", "plan", "pool", "static", "step")
+__all__ = (
+    "StepInfo",
+    "amend",
+    "copy",
+    "getenv",
+    "glob",
+    "mkdir",
+    "plan",
+    "pool",
+    "script",
+    "static",
+    "step",
+    "subs_env_vars",
+)
 
 
 @dataclass(frozen=True)
@@ -38,6 +55,24 @@ class StepInfo:
     """Output paths."""
     vol: list[str]
     """Volatile output paths."""
+
+    def filter_inp(self, *patterns: str, **subs: str) -> NGlobMulti:
+        """The inputs that match the (named) glob patterns."""
+        return _filtered(self.inp, patterns, subs)
+
+    def filter_out(self, *patterns: str, **subs: str) -> NGlobMulti:
+        """The outputs that match the (named) glob patterns."""
+        return _filtered(self.out, patterns, subs)
+
+    def filter_vol(self, *patterns: str, **subs: str) -> NGlobMulti:
+        """The volatile outputs that match the (named) glob patterns."""
+        return _filtered(self.vol, patterns, subs)
+
+
+def _filtered(paths: list[str], patterns: tuple[str, ...], subs: dict[str, str]) -> NGlobMulti:
+    ngm = NGlobMulti(patterns, subs)
+    ngm.extend(paths)
+    return ngm
 
 
 class _Client:
@@ -115,7 +150,56 @@ _CLIENT = _Client()
 
 
 def _here() -> str:
-    return os.environ.get("HERE", "./")
+    """The folder of the calling step, relative to the build's root, with a trailing slash.
+
+    Steps get `HERE` as StepUp gives it (`sub`, or `.` for the root folder).
+    """
+    here = os.environ.get("HERE", ".")
+    return _paths.norm(here if here.endswith("/") else here + "/")
+
+
+_VARIABLE = re.compile(
+    r"\$(?:\{(?P<braced>[*]?[_a-zA-Z][_a-zA-Z0-9]*)\}|(?P<named>[_a-zA-Z][_a-zA-Z0-9]*))"
+)
+
+
+@contextmanager
+def subs_env_vars() -> Iterator[Any]:
+    """Yield a function that fills environment variables into a path, as StepUp's does.
+
+    `${NAME}` and `$NAME` take the value of the variable; `${*name}` (a named wildcard) stays.
+    A variable that is not set raises ValueError. The calling step then depends on the
+    variables used (an `amend(env=...)` when the block ends).
+    """
+    used: set[str] = set()
+
+    def subs(path: str | None) -> str | None:
+        if path is None:
+            return None
+
+        def value(m: re.Match[str]) -> str:
+            name = m.group("braced") or m.group("named")
+            if name.startswith("*"):
+                return m.group()
+            found = os.environ.get(name)
+            if found is None:
+                raise ValueError(f"Undefined shell variable: {name}")
+            used.add(name)
+            return found
+
+        text = os.fspath(path)
+        if "$" in text:
+            text = _VARIABLE.sub(value, text)
+        return _paths.norm(text)
+
+    yield subs
+    if used:
+        amend(env=sorted(used))
+
+
+def _subs_all(paths: Iterable[str]) -> list[str]:
+    with subs_env_vars() as subs:
+        return [subs(p) for p in paths]
 
 
 def _list(arg: Collection[str] | str) -> list[str]:
@@ -146,7 +230,7 @@ def _stat(local: str) -> list[int] | list[str]:
 
 def static(*paths: str | Iterable[str]) -> None:
     """Declare files (or directories, with a trailing slash) that exist before the build."""
-    local = _flatten(paths)
+    local = _subs_all(_flatten(paths))
     if not local:
         return
     here = _here()
@@ -155,20 +239,47 @@ def static(*paths: str | Iterable[str]) -> None:
     )
 
 
-def glob(*patterns: str, _required: bool = False) -> list[str]:
-    """Declare as static every existing path matching the patterns; return the matches."""
+def glob(
+    *patterns: str, _required: bool = False, _defer: bool = False, **subs: str
+) -> NGlobMulti | None:
+    """Declare as static every existing path matching the patterns; return the matches.
+
+    Patterns may hold named wildcards, `${*name}`, which match `*` or the pattern given as a
+    keyword (`glob("ch-${*ch}/", ch="[0-9]")`); iterating over the result then gives
+    matches with the names as attributes (see nglob.py).
+
+    With `_defer=True` nothing is declared now and None is returned: a path matching the
+    patterns becomes static once a step needs it as input and no step makes it.
+    """
     if not patterns:
         raise ValueError("At least one pattern is required for glob.")
-    matches: list[str] = []
-    for pattern in patterns:
-        for match in sorted(_glob.glob(pattern, recursive=True)):
-            path = match + "/" if os.path.isdir(match) and not match.endswith("/") else match
-            if path not in matches:
-                matches.append(path)
-    if _required and not matches:
-        raise FileNotFoundError(f"no paths match {', '.join(patterns)}")
-    static(matches)
-    return matches
+    if any(name.startswith("_") for name in subs):
+        raise ValueError("Substitutions cannot have names starting with underscores.")
+    if _defer:
+        # The planner makes a matching input static once a step uses it and no step makes it.
+        if _required:
+            raise ValueError("Combination of options not supported: _defer=True, _required=True")
+        if subs:
+            raise ValueError("Named wildcards are not supported in deferred globs.")
+        here = _here()
+        _CLIENT.send("defer", patterns=[_paths.join(here, p) for p in _subs_all(patterns)])
+        return None
+    local = _subs_all(patterns)
+    ngm = NGlobMulti(local, subs)
+    ngm.glob()
+    if _required and not ngm:
+        raise FileNotFoundError("Could not find any matching paths on the filesystem.")
+    files = list(ngm.files())
+    static(files)
+    # The planner keeps the glob with its matches: when they change, the plan runs again.
+    here = _here()
+    _CLIENT.send(
+        "glob",
+        patterns=[_paths.join(here, p) for p in local],
+        subs=dict(subs),
+        matches=[_paths.join(here, f) for f in files],
+    )
+    return ngm
 
 
 def step(
@@ -191,9 +302,14 @@ def step(
 
     `${inp}`, `${out}` and `${vol}` in the command are replaced by the paths as given.
     """
-    inp_l, env_l, out_l, vol_l = _list(inp), _list(env), _list(out), _list(vol)
+    env_l = _list(env)
     if not workdir.endswith("/"):
         workdir += "/"
+    with subs_env_vars() as subs:
+        inp_l = [subs(p) for p in _list(inp)]
+        out_l = [subs(p) for p in _list(out)]
+        vol_l = [subs(p) for p in _list(vol)]
+        workdir = subs(workdir)
     command = string.Template(command).safe_substitute(
         inp=" ".join(inp_l), out=" ".join(out_l), vol=" ".join(vol_l)
     )
@@ -208,6 +324,7 @@ def step(
         env=env_l,
         pool=pool,
         resources=_resources(resources),
+        **({"optional": True} if optional else {}),
     )
     # The planner names the step the same way (plan_calls.call_step).
     wd = _paths.norm(base)
@@ -242,6 +359,9 @@ def amend(
     lists = [_list(inp), _list(env), _list(out), _list(vol)]
     if not any(lists):
         return True
+    with subs_env_vars() as subs:
+        for i in (0, 2, 3):
+            lists[i] = [subs(p) for p in lists[i]]
     here = _here()
     result = _CLIENT.call(
         "amend",
@@ -250,27 +370,60 @@ def amend(
         out=[_paths.join(here, p) for p in lists[2]],
         vol=[_paths.join(here, p) for p in lists[3]],
     )
-    return True if result is None else bool(result)
+    keep_going = True if result is None else bool(result)
+    if keep_going:
+        # As StepUp: an input the planner holds available must be there for this step.
+        _check_inputs(lists[0])
+    return keep_going
+
+
+def _check_inputs(paths: list[str]) -> None:
+    for path in paths:
+        if os.path.isdir(path):
+            if not path.endswith("/"):
+                raise ValueError(f"Directory without trailing separator: {path}")
+        elif os.path.exists(path):
+            if path.endswith("/"):
+                raise ValueError(f"Path is not a directory: {path}")
+        else:
+            raise ValueError(f"Path does not exist: {path}")
 
 
 def plan(subdir: str, block: bool = False) -> StepInfo:
     """Run `plan.py` in a subdirectory."""
-    return step("./plan.py", inp="plan.py", workdir=subdir)
+    with subs_env_vars() as subs:
+        subdir = subs(subdir)
+    return step("./plan.py", inp="plan.py", workdir=subdir, block=block)
 
 
 def copy(src: str, dst: str, optional: bool = False, block: bool = False) -> StepInfo:
     """Add a step that copies a file; `dst` may be a directory (with a trailing slash)."""
+    with subs_env_vars() as subs:
+        src, dst = subs(src), subs(dst)
     if dst.endswith("/"):
-        dst = posixpath.join(dst, posixpath.basename(src))
-    return step("cp -aT ${inp} ${out}", inp=src, out=dst)
+        dst = _paths.join(dst, posixpath.basename(src))
+    return step("cp -aT ${inp} ${out}", inp=src, out=dst, optional=optional, block=block)
 
 
 def mkdir(dirname: str, optional: bool = False, block: bool = False) -> StepInfo:
     """Add a step that makes a directory."""
-    if not dirname.endswith("/"):
-        dirname += "/"
-    dirname = _paths.norm(dirname)
-    return step(f"mkdir -p {dirname}", out=dirname)
+    with subs_env_vars() as subs:
+        dirname = subs(dirname if dirname.endswith("/") else dirname + "/")
+    return step(f"mkdir -p {dirname}", out=dirname, optional=optional, block=block)
+
+
+def script(
+    executable: str, workdir: str = "./", optional: bool = False, block: bool = False
+) -> StepInfo:
+    """Add a step that runs `./executable plan` in `workdir`; its calls define the run steps.
+
+    The executable follows StepUp's script protocol (`driver()` from `stepup.core.script`,
+    see script.py). With `optional=True` the run steps are optional; the planning is not.
+    """
+    with subs_env_vars() as subs:
+        executable, workdir = subs(executable), subs(workdir)
+    command = f"./{executable} plan" + (" --optional" if optional else "")
+    return step(command, inp=[executable], workdir=workdir, block=block)
 
 
 def getenv(name: str, default: str | None = None, is_path: bool = False) -> Any:
@@ -280,7 +433,11 @@ def getenv(name: str, default: str | None = None, is_path: bool = False) -> Any:
     else:
         value = _CLIENT.call("getenv", name=name, default=default)
     if is_path and value is not None:
-        from pathlib import Path
-
-        return Path(value)
+        # As StepUp: a relative path is relative to the root; the step depends on ROOT too.
+        path = str(value)
+        if not os.path.isabs(path):
+            path = posixpath.normpath(posixpath.join(os.environ.get("ROOT", "."), path))
+            amend(env=["ROOT"])
+        with subs_env_vars() as subs:
+            return Path(subs(path))
     return value

@@ -96,3 +96,25 @@ def prefix() -> str:
 @pytest.fixture
 def client(server: EmbeddedServer):  # type: ignore[no-untyped-def]
     return connect(server.url)
+
+
+# The count line of the differential test (tests/differential/): how many of StepUp's cases
+# leave the same files. Here, not in a conftest of that folder: under xdist the controller,
+# which prints the summary, loads only this one.
+_STEPUP_CASES: dict[str, str] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    for name, value in report.user_properties:
+        if name == "stepup_case":
+            _STEPUP_CASES[report.nodeid] = value
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _STEPUP_CASES:
+        from tests.differential.stepup_cases import count_line
+
+        values = list(_STEPUP_CASES.values())
+        terminalreporter.write_line(
+            count_line(values.count("same"), len(values), values.count("left out"))
+        )

@@ -82,7 +82,8 @@ def unblock_stalled(p: "Planner") -> bool:
 
 
 def report_stuck(p: "Planner") -> None:
-    pending = [k for k, s in p.graph.steps.items() if s.status not in DONE]
+    # An optional step that nothing needed is not stuck: it was not wanted.
+    pending = [k for k, s in p.graph.steps.items() if s.status not in DONE and not s.optional]
     if not pending:
         return
     cycle = p.graph.find_cycle(pending)

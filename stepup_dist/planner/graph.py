@@ -66,6 +66,8 @@ class Step:
     rerun: bool = False
     """It amended inputs that were not available yet: run it again once they are."""
     attempt: int = 0
+    optional: bool = False
+    """Runs only once a step that must run needs one of its outputs (then it is False)."""
 
     def definition(self) -> tuple:
         return (self.command, self.workdir, self.declared, self.pool, self.resources)
@@ -90,6 +92,8 @@ class Graph:
     def __init__(self) -> None:
         self.steps: dict[str, Step] = {}
         self.files: dict[str, FileNode] = {}
+        self.woken: list[Step] = []
+        """Optional steps that became needed while READY: the planner queues them."""
 
     def _node(self, path: str) -> FileNode:
         node = self.files.get(path)
@@ -126,33 +130,22 @@ class Graph:
                 )
         for path in step.out + step.vol:
             self._node(path).producer = step.key
-        # A step writing into a directory made by another step must wait for that directory.
+        # As in StepUp, the folder of each output is an input: a static folder, or one that
+        # another step makes (the step waits for it); the root folder needs nothing.
         for path in step.out + step.vol:
             directory = parent(path)
-            if directory is not None and directory not in step.inp:
-                dnode = self.files.get(directory)
-                if dnode is not None and dnode.producer not in (None, step.key):
-                    step.inp.append(directory)
+            if directory not in (None, "./") and directory not in step.inp + step.out:
+                step.inp.append(directory)
         self.steps[step.key] = step
         self.add_inputs(step, step.inp)
-        # ... also when the step making the directory comes second.
-        for directory in step.out:
-            if directory.endswith("/"):
-                self._wait_for_directory(directory, step.key)
+        if step.optional and any(
+            not self.steps[c].optional
+            for path in step.out + step.vol
+            for c in self.files[path].consumers
+            if c in self.steps
+        ):
+            self.need(step)
         return step
-
-    def _wait_for_directory(self, directory: str, maker: str) -> None:
-        for node in list(self.files.values()):
-            writer = self.steps.get(node.producer) if node.producer else None
-            if (
-                writer is not None
-                and writer.key != maker
-                and parent(node.path) == directory
-                and directory not in writer.inp
-                and writer.status in (StepStatus.PENDING, StepStatus.READY)
-            ):
-                writer.inp.append(directory)
-                self.add_inputs(writer, [directory])
 
     def check_amend(
         self, step: Step, inp: Iterable[str], out: Iterable[str], vol: Iterable[str]
@@ -172,6 +165,22 @@ class Graph:
                     f"two steps declare output {path}: {node.producer!r} and {step.key!r}"
                 )
 
+    def need(self, step: Step) -> None:
+        """An optional step is needed: it runs, and so do the optional steps it needs."""
+        todo = [step]
+        while todo:
+            current = todo.pop()
+            if not current.optional:
+                continue
+            current.optional = False
+            if current.status is StepStatus.READY:
+                self.woken.append(current)
+            for path in current.inp:
+                node = self.files.get(path)
+                maker = self.steps.get(node.producer) if node and node.producer else None
+                if maker is not None and maker.optional:
+                    todo.append(maker)
+
     def add_inputs(self, step: Step, paths: Iterable[str]) -> None:
         """Make `step` consume `paths` (already listed in step.inp)."""
         for path in paths:
@@ -179,6 +188,9 @@ class Graph:
             if node.producer == step.key:
                 raise PlanError(f"step {step.key!r} lists {path} as both input and output")
             node.consumers.add(step.key)
+            maker = self.steps.get(node.producer) if node.producer else None
+            if maker is not None and maker.optional and not step.optional:
+                self.need(maker)
             if not node.available:
                 step.missing.add(path)
                 if step.status is StepStatus.READY:

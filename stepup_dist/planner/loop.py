@@ -34,6 +34,7 @@ from ..messages import (
     StepDone,
     Wake,
 )
+from ..nglob import NGlobMulti
 from ..status import BuildReport
 from . import finish, plan_calls, progress, recovery, results, skipping
 from .checks import Checks
@@ -130,6 +131,8 @@ class Planner:
         self.jobs = Jobs()
         self.checks = Checks()
         self.ready: deque[Step] = deque()
+        self._deferred: list[NGlobMulti] = []
+        """Deferred globs (`glob(..., _defer=True)`) of this build's plans."""
         """Steps whose inputs are all there, to dispatch (a skip check or a run)."""
         self.idle_since: float | None = None
         """Since when only steps waiting for resources no worker offers are left."""
@@ -167,8 +170,25 @@ class Planner:
         else:
             self.checks.ask(("static", path), path, known)
 
+    def defer(self, patterns: list[str]) -> None:
+        """Add deferred globs; inputs already waiting for a match become static now."""
+        self._deferred.extend(NGlobMulti([p]) for p in patterns)
+        self._undefer(list(self.graph.files))
+
+    def _undefer(self, paths: list[str]) -> None:
+        """Declare static the paths that match a deferred glob and that nothing makes."""
+        if not self._deferred:
+            return
+        for path in paths:
+            node = self.graph.files.get(path)
+            if node is not None and (node.static or node.producer is not None):
+                continue
+            if any(g.may_match(path) for g in self._deferred):
+                self.declare_static(path, None)
+
     def declare_step(self, step: Step) -> None:
         existing = self.graph.steps.get(step.key)
+        self._undefer(step.inp)
         step = self.graph.add_step(step)
         if existing is None and step.status is StepStatus.PENDING and not step.missing:
             step.status = StepStatus.READY
@@ -181,6 +201,7 @@ class Planner:
         if step is None:
             raise PlanError(f"amend() called by {key!r}, which is not a step of this build")
         self.graph.check_amend(step, inp, out, vol)
+        self._undefer(inp)
         new_inp = [p for p in inp if p not in step.inp]
         step.inp.extend(new_inp)
         step.amended[0].extend(new_inp)
@@ -254,12 +275,20 @@ class Planner:
     def _dispatch(self) -> None:
         # A round takes at most DISPATCH_ROUND ready steps: with a plan's batch of hundreds,
         # the first jobs reach the workers after one round's work instead of all of it.
+        self.ready.extend(self.graph.woken)
+        self.graph.woken.clear()
         for _ in range(min(len(self.ready), DISPATCH_ROUND)):
             step = self.ready.popleft()
-            if step.status is not StepStatus.READY:
+            # An optional step waits until a step that runs needs it (Graph.need).
+            if step.status is not StepStatus.READY or step.optional:
                 continue
             old = self.old_records.get(step.key)
-            if old is not None and not step.skip_blocked and skipping.matches(self, step, old):
+            if (
+                old is not None
+                and not step.skip_blocked
+                and skipping.matches(self, step, old)
+                and skipping.globs_unchanged(self, old)
+            ):
                 missing = [p for p in old.amended[0] if p not in step.inp]
                 if missing:
                     # Last time it amended these inputs: skip only once they are known again.

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from ..config import parse_resources
 from ..errors import ConfigError, PlanError
 from ..messages import Call, Reply
-from ..paths import norm, step_key
+from ..paths import norm, parent, step_key
 from .graph import Step, StepStatus
 
 if TYPE_CHECKING:
@@ -19,9 +19,9 @@ if TYPE_CHECKING:
 
 __all__ = ("BATCHED", "RECORDED", "calls_of", "handle_call", "on_call")
 
-RECORDED = ("static", "step", "pool")
+RECORDED = ("static", "step", "pool", "defer", "glob")
 """Methods whose calls are replayed when their caller is skipped."""
-BATCHED = ("static", "step", "pool")
+BATCHED = ("static", "step", "pool", "defer", "glob")
 """Methods a plan may send in a `batch` call (their answers are not needed)."""
 
 
@@ -53,10 +53,32 @@ def call_static(planner: "Planner", caller: str, args: dict[str, Any]) -> None:
     stats = args.get("stats")
     if not isinstance(stats, list) or len(stats) != len(paths):
         stats = [None] * len(paths)
-    for path, stat in zip(paths, stats, strict=True):
+    pairs = sorted(zip(paths, stats, strict=True), key=lambda pair: pair[0])
+    for path, stat in pairs:
         if isinstance(stat, list) and stat == ["missing"]:
             raise PlanError(f"missing static input: {path} (declared by {caller!r})")
+        _check_parent(planner, path, paths)
+    for path, stat in pairs:
         planner.declare_static(path, stat)
+
+
+def _check_parent(planner: "Planner", path: str, others: list[str]) -> None:
+    """As StepUp: a static path's folder is static too (or the root, or in the same call).
+
+    Unlike StepUp, an absolute path needs no static folders above it: data outside the
+    project, which path maps name on a cluster, is declared by its own path.
+    """
+    folder = parent(path)
+    if folder is None or folder == "./" or folder.startswith("/"):
+        return
+    node = planner.graph.files.get(folder)
+    if node is not None and node.static:
+        return
+    if node is None and folder in others:
+        return
+    if node is None:
+        raise PlanError(f"Static path has no parent path node: {path}")
+    raise PlanError(f"Static path has no static parent path node: {path}")
 
 
 def call_step(planner: "Planner", caller: str, args: dict[str, Any]) -> str:
@@ -93,8 +115,30 @@ def call_step(planner: "Planner", caller: str, args: dict[str, Any]) -> str:
             f"step {key!r}: resources must be NAME:UNITS with UNITS >= 1, got {resources!r}"
         )
     step = Step(key, command, workdir, inp, out, vol, env, pool, caller, resources)
+    step.optional = args.get("optional") is True
     planner.declare_step(step)
     return key
+
+
+def call_glob(planner: "Planner", caller: str, args: dict[str, Any]) -> None:
+    """A glob and what it matched: recorded on the caller, which runs again when that changes
+    (skipping.globs_unchanged)."""
+    _paths(args, "patterns")
+    _paths(args, "matches")
+    subs = args.get("subs", {})
+    if not isinstance(subs, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in subs.items()
+    ):
+        raise PlanError(f"subs must map names to patterns, got {subs!r}")
+
+
+def call_defer(planner: "Planner", caller: str, args: dict[str, Any]) -> None:
+    """A deferred glob: inputs that match it and that no step makes become static when used."""
+    patterns = _paths(args, "patterns")
+    for pattern in patterns:
+        if "${*" in pattern:
+            raise PlanError(f"Named wildcards are not supported in deferred globs: {pattern}")
+    planner.defer(patterns)
 
 
 def call_pool(planner: "Planner", caller: str, args: dict[str, Any]) -> None:
@@ -125,6 +169,8 @@ _HANDLERS: dict[str, Callable[["Planner", str, dict[str, Any]], Any]] = {
     "pool": call_pool,
     "amend": call_amend,
     "getenv": call_getenv,
+    "defer": call_defer,
+    "glob": call_glob,
 }
 
 

@@ -5,6 +5,8 @@ from typing import TYPE_CHECKING
 from ..errors import PlanError
 from ..hashing import step_digest
 from ..messages import Checked, CheckJob, Message
+from ..nglob import NGlobMulti
+from ..paths import norm
 from .graph import Step, StepStatus
 from .plan_calls import handle_call
 from .store import Record
@@ -17,6 +19,7 @@ __all__ = (
     "check_entry",
     "check_jobs",
     "decide_skip",
+    "globs_unchanged",
     "matches",
     "on_checked",
     "resend_checks",
@@ -31,6 +34,25 @@ def matches(p: "Planner", step: Step, old: Record) -> bool:
         step.declared[1],
         step.declared[2],
     ) and tuple(old.env) == step.declared[3]
+
+
+def globs_unchanged(p: "Planner", old: Record) -> bool:
+    """Whether every glob the step's last run made matches the same paths now.
+
+    The planner globs in the build's folder itself: it sees the project, as it does to
+    find plan.py and to clean outputs.
+    """
+    for method, args in old.calls:
+        if method != "glob":
+            continue
+        try:
+            ngm = NGlobMulti(args["patterns"], args.get("subs") or {})
+            ngm.glob(str(p.root))
+        except (KeyError, TypeError, ValueError, OSError):
+            return False
+        if sorted(norm(str(f)) for f in ngm.files()) != sorted(args.get("matches", [])):
+            return False
+    return True
 
 
 def check_jobs(p: "Planner") -> list[tuple[Message, str, bool]]:

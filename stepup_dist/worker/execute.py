@@ -102,13 +102,14 @@ def step_environment(job: RunJob, ctx: WorkerContext) -> dict[str, str]:
         env["PATH"] = os.pathsep.join([bindir, *paths])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(SHIM_DIR), env.get("PYTHONPATH", "")) if p)
     workdir = job.workdir
-    depth = 0 if workdir == "./" else workdir.rstrip("/").count("/") + 1
+    folder = os.path.normpath(os.path.join(job.root, workdir))
     env.update(
         # The shell's `pwd` shows the folder as the job names it, not the one symlinks lead to.
-        PWD=os.path.normpath(os.path.join(job.root, workdir)),
+        PWD=folder,
         STEPUP_ROOT=job.root,
-        HERE=workdir,
-        ROOT="./" if depth == 0 else "../" * depth,
+        # As StepUp gives them: `sub` and `..` (`.` and `.` in the root folder).
+        HERE=os.path.relpath(folder, job.root),
+        ROOT=os.path.relpath(job.root, folder),
         STEPUP_STEP_KEY=job.step,
         STEPUP_DIST_BUILD=job.build,
     )

@@ -168,7 +168,7 @@ def test_stepup_api_subset(project: Project) -> None:
 
         static("data/", "sub/", "sub/plan.py")
         found = glob("data/*.txt")
-        assert found == ["data/in.txt"], found
+        assert list(found) == ["data/in.txt"], list(found)
         mkdir("made/")
         copy("data/in.txt", "made/")
         step("cat in.txt > ../twice.txt; cat in.txt >> ../twice.txt", workdir="data/",

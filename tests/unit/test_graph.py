@@ -209,12 +209,18 @@ def test_no_implicit_input_for_a_directory_made_by_the_step_itself() -> None:
     assert step.missing == set()
 
 
-def test_no_implicit_input_for_a_static_directory() -> None:
+def test_a_static_directory_is_an_input_of_the_steps_writing_into_it() -> None:
+    # As in StepUp: the folder of an output is an input; a static one once it is checked.
     graph = Graph()
     graph.add_static("sub/")
     step = graph.add_step(make_step("touch sub/a", out=["sub/a"]))
-    assert step.inp == []
-    assert step.missing == set()
+    assert step.inp == ["sub/"]
+    assert step.missing == {"sub/"}
+    step.status = StepStatus.PENDING
+    assert graph.make_available("sub/", None) == [step]
+    # The root folder and a folder the step makes itself are no inputs.
+    top = graph.add_step(make_step("mkdir top; touch top/b c", out=["top/", "top/b", "c"]))
+    assert top.inp == []
 
 
 def test_declared_directory_input_is_not_added_twice() -> None:
@@ -307,19 +313,42 @@ def test_find_cycle_ignores_inputs_already_available() -> None:
 def test_step_waits_for_a_directory_whose_maker_is_defined_later() -> None:
     graph = Graph()
     writer = graph.add_step(make_step("touch sub/a", out=["sub/a"]))
-    writer.status = StepStatus.READY
+    assert writer.missing == {"sub/"}
     graph.add_step(make_step("mkdir sub", out=["sub/"]))
     assert writer.missing == {"sub/"}
-    assert writer.status is StepStatus.PENDING
+    writer.status = StepStatus.PENDING
     assert graph.make_available("sub/", None) == [writer]
 
 
-def test_a_running_writer_gets_no_late_directory_input() -> None:
+def test_a_folder_nobody_declares_keeps_its_writer_waiting() -> None:
+    # StepUp's mkdir_error case: mkdir("sub/blub/pup") without "sub/blub/" stays pending.
     graph = Graph()
-    writer = graph.add_step(make_step("touch sub/a", out=["sub/a"]))
-    writer.status = StepStatus.QUEUED
-    graph.add_step(make_step("mkdir sub", out=["sub/"]))
-    assert writer.missing == set()
+    step = graph.add_step(make_step("mkdir -p sub/blub/pup/", out=["sub/blub/pup/"]))
+    assert step.missing == {"sub/blub/"}
+    assert graph.files["sub/blub/"].producer is None
+    assert not graph.files["sub/blub/"].static
+
+
+def test_an_optional_step_runs_only_once_a_needed_step_uses_it() -> None:
+    graph = Graph()
+    first = make_step("make a", out=["a"])
+    first.optional = True
+    graph.add_step(first)
+    second = make_step("make b", inp=["a"], out=["b"])
+    second.optional = True
+    graph.add_step(second)
+    assert first.optional
+    assert second.optional
+    # A step that must run needs b: both wake up, in turn.
+    graph.add_step(make_step("use b", inp=["b"]))
+    assert not first.optional
+    assert not second.optional
+    # Defined after the step that needs it, an optional step is needed at once.
+    graph.add_step(make_step("use c", inp=["c"]))
+    late = make_step("make c", out=["c"])
+    late.optional = True
+    graph.add_step(late)
+    assert not late.optional
 
 
 def test_check_amend_refuses_conflicts_without_changing_anything() -> None:

@@ -28,11 +28,12 @@ MAY_IMPORT = {
 
 def _part(module: str) -> str:
     """`stepup_dist.planner.loop` -> `planner`; `stepup_dist.config` -> `shared`; the plan
-    API, which runs in a plan's own process and reaches its planner, -> `plan`."""
+    API and the script protocol, which run in a plan's own process and reach its planner,
+    -> `plan`."""
     parts = module.split(".")
     if len(parts) > 1 and parts[1] in SUBPACKAGES:
         return parts[1]
-    if parts[1:2] == ["api"]:
+    if parts[1:2] in (["api"], ["script"]):
         return "plan"
     return "shared"
 
