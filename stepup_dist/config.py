@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from .errors import ConfigError
+from .errors import ConfigError, NoServer
 from .pathmap import PathMap, parse_path_map
 from .signing import DEFAULT_TTL, Keyring
 
@@ -115,6 +115,12 @@ class Config:
     give_up: float | None = None
     """Seconds a build waits while no connected worker serves its folder, then ends with
     its steps stuck (`STEPUP_DIST_GIVE_UP`); None: wait as long as it takes."""
+
+    def server(self, what: str) -> str:
+        """The server URL; `NoServer` (one line naming `what`) when none was given."""
+        if self.redis_url is None:
+            raise NoServer(what)
+        return self.redis_url
 
     @property
     def keyring(self) -> Keyring | None:

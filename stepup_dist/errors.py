@@ -14,6 +14,7 @@ __all__ = (
     "ConfigError",
     "ExitCode",
     "GrantMissing",
+    "NoServer",
     "PlanError",
     "SignatureError",
     "StepupDistError",
@@ -50,6 +51,13 @@ class UserError(StepupDistError):
 
 class ConfigError(UserError):
     """Bad command-line options or environment variables."""
+
+
+class NoServer(ConfigError):
+    """A command that must reach a server was given none."""
+
+    def __init__(self, what: str):
+        super().__init__(f"{what} needs a server: give --redis URL or set STEPUP_DIST_REDIS_URL")
 
 
 class PlanError(UserError):

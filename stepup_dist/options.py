@@ -14,7 +14,14 @@ import click
 from .config import Config, load_config, split_password
 from .errors import ExitCode, UserError
 
-__all__ = ("flags_config", "run_command", "tls_options")
+__all__ = ("flags_config", "redis_option", "run_command", "tls_options")
+
+
+def redis_option(command: Callable) -> Callable:
+    """--redis, as every command that reaches a server has it."""
+    return click.option(
+        "--redis", "redis_url", metavar="URL", help="The server's URL [STEPUP_DIST_REDIS_URL]."
+    )(command)
 
 
 def tls_options(command: Callable) -> Callable:

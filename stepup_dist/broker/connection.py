@@ -75,9 +75,7 @@ def connect_config(
     socket_timeout: float | None = None,
 ) -> redis.Redis:
     """A client for the configured server (or for `url`, such as the embedded server's)."""
-    target = url or config.redis_url
-    if target is None:
-        raise BrokerUnavailable("no server: give --redis URL or set STEPUP_DIST_REDIS_URL")
+    target = url or config.server("this command")
     # The password and TLS files belong to the configured server, not to an embedded one.
     own = url is None or url == config.redis_url
     return connect(

@@ -11,16 +11,13 @@ from ..broker.connection import connect_config
 from ..broker.keys import Keys
 from ..broker.semaphore import PoolStatus, Semaphores
 from ..config import Config
-from ..errors import ConfigError, UserError
+from ..errors import UserError
 
 __all__ = ("pool_list", "pool_rm", "pool_set", "status")
 
 
 def _client(config: Config) -> Any:
-    if config.redis_url is None:
-        raise ConfigError(
-            "this command needs a server: give --redis URL or set STEPUP_DIST_REDIS_URL"
-        )
+    config.server("this command")
     return connect_config(config)
 
 

@@ -9,7 +9,7 @@ import click
 
 from ..config import Config, load_config
 from ..errors import UserError
-from ..options import flags_config, run_command, tls_options
+from ..options import flags_config, redis_option, run_command, tls_options
 
 __all__ = ("cli", "main")
 
@@ -28,9 +28,7 @@ def cli() -> None:
     default=None,
     help="Local workers to start (default: number of CPUs; 0: only workers started elsewhere).",
 )
-@click.option(
-    "--redis", "redis_url", metavar="URL", help="Use this server [STEPUP_DIST_REDIS_URL]."
-)
+@redis_option
 @click.option("--prefix", metavar="PREFIX", help="Key prefix [STEPUP_DIST_PREFIX].")
 @click.option("--lease", metavar="SECONDS", help="Pool slot lease [STEPUP_DIST_LEASE].")
 @tls_options
@@ -96,17 +94,12 @@ def build(
         give_up=give_up,
     )
     count = workers if workers is not None else (os.cpu_count() or 1)
-    if count == 0 and config.redis_url is None:
-        raise UserError(
-            "-w0 runs no local workers, so it needs a server that workers reach: "
-            "give --redis URL or set STEPUP_DIST_REDIS_URL"
-        )
+    if count == 0:
+        config.server("-w0, which starts no local workers,")
     sys.exit(run_build(config, root, count, quiet=quiet))
 
 
-_REDIS = click.option(
-    "--redis", "redis_url", metavar="URL", help="Server URL [STEPUP_DIST_REDIS_URL]."
-)
+_REDIS = redis_option
 _PREFIX = click.option("--prefix", metavar="PREFIX", help="Key prefix [STEPUP_DIST_PREFIX].")
 _JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 _ALL = click.option(

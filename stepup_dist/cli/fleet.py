@@ -128,11 +128,7 @@ def default_roots(directory: Path) -> tuple[str, ...]:
 
 
 def _need_server(config: Config, how: str) -> str:
-    if config.redis_url is None:
-        raise ConfigError(
-            f"workers {how} needs a server: give --redis URL or set STEPUP_DIST_REDIS_URL"
-        )
-    return config.redis_url
+    return config.server(f"workers {how}")
 
 
 def _environ(config: Config, resources: str | None) -> dict[str, str]:

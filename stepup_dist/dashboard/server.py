@@ -175,14 +175,11 @@ def _loopback(host: str) -> bool:
 
 def serve(config: Config, host: str, port: int) -> None:
     """Serve the dashboard until Ctrl-C or SIGTERM (KeyboardInterrupt, raised by the caller)."""
-    if config.redis_url is None:
-        raise ConfigError(
-            "the dashboard needs a server: give --redis URL or set STEPUP_DIST_REDIS_URL"
-        )
+    url = config.server("the dashboard")
     # A server that stops answering must not hang the sampler (nor a scrape) forever.
     client = connect_config(config, socket_timeout=10.0)
-    keys = Keys(config.prefix)
-    dashboard = Dashboard(ServerReader(client, keys), redact(config.redis_url), config.prefix)
+    keys = Keys.of(config)
+    dashboard = Dashboard(ServerReader(client, keys), redact(url), config.prefix)
     if not _loopback(host):
         print(
             f"stepup-dist dashboard: warning: listening on {host}: the page and /metrics have "

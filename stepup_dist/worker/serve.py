@@ -29,7 +29,7 @@ from ..broker.keys import Keys
 from ..broker.queue import load_rq
 from ..config import Config, parse_resources, step_environ
 from ..errors import BrokerUnavailable, UserError
-from ..options import flags_config, run_command, tls_options
+from ..options import flags_config, redis_option, run_command, tls_options
 from ..wire import MsgpackSerializer
 from .execute import WorkerContext
 from .forking import run_forked
@@ -58,8 +58,7 @@ def wait_for_server(config: Config, timeout: float) -> None:
 
 def check_server(config: Config) -> None:
     """Reach the server once (UserError if not), and leave no connection open."""
-    if config.redis_url is None:
-        raise UserError("no server: give --redis URL or set STEPUP_DIST_REDIS_URL")
+    config.server("stepup-worker")
     connect_config(config).close()
 
 
@@ -108,8 +107,7 @@ def run_worker(
     otherwise the queue of the workers that serve the same folders, registered so that
     planners know where to send their steps.
     """
-    if config.redis_url is None:
-        raise UserError("no server: give --redis URL or set STEPUP_DIST_REDIS_URL")
+    url = config.server("stepup-worker")
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s stepup-worker %(levelname)s %(message)s",
@@ -152,11 +150,11 @@ def run_worker(
     )
     worker.hostname = host  # what RQ (and `stepup-dist status`) shows
     roots = served_roots(config) if build is None else ()
-    if config.keyring is None and not config.redis_url.startswith("unix://"):
+    if config.keyring is None and not url.startswith("unix://"):
         log.warning(
             "no secret (STEPUP_DIST_SECRET_FILE): anyone who can write to %s can run "
             "commands as this user",
-            redact(config.redis_url),
+            redact(url),
         )
     level = "INFO" if verbose else "WARNING"
     delay = 0.5
@@ -184,7 +182,7 @@ def run_worker(
             return worked
         # RQ left its loop because the server went away (restart, dropped connection):
         # serve again once it is back, under the same name.
-        log.warning("reconnecting to %s in %.1f s", redact(config.redis_url), delay)
+        log.warning("reconnecting to %s in %.1f s", redact(url), delay)
         time.sleep(delay)
         delay = min(2 * delay, 10.0)
         try:
@@ -216,7 +214,7 @@ def _say_serving(
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--redis", "redis_url", metavar="URL", help="Server URL [STEPUP_DIST_REDIS_URL].")
+@redis_option
 @click.option("--prefix", metavar="PREFIX", help="Key prefix [STEPUP_DIST_PREFIX].")
 @click.option(
     "--root",
