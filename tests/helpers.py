@@ -23,12 +23,13 @@ def start_worker(url: str, prefix: str, *extra: str, env: dict | None = None) ->
 
 
 def stop(procs: list[subprocess.Popen]) -> None:
+    """SIGTERM each process still running, then wait (reading what it piped) or kill it."""
     for proc in procs:
         if proc.poll() is None:
             proc.terminate()
     for proc in procs:
         try:
-            proc.wait(15)
+            proc.communicate(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
 

@@ -99,18 +99,6 @@ def start_build(project: Project, url: str, prefix: str) -> subprocess.Popen:
     )
 
 
-def stop(procs: list[subprocess.Popen]) -> None:
-    for proc in procs:
-        if proc.poll() is None:
-            proc.terminate()
-    for proc in procs:
-        try:
-            proc.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
-
-
 def status_json(url: str, prefix: str, cwd: Path) -> dict:
     result = run_cli(["stepup-dist", "status", "--json", "--redis", url, "--prefix", prefix], cwd)
     assert result.returncode == 0, result.stderr

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Project
+from tests.helpers import stop
 from tests.integration.dashboard_kit import (
     HOLD,
     DashboardProcess,
@@ -15,7 +16,6 @@ from tests.integration.dashboard_kit import (
     start_build,
     start_workers,
     status_json,
-    stop,
     wait_for,
 )
 from tests.integration.servers import clean_env, start_server

@@ -26,13 +26,13 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Project
+from tests.helpers import stop
 from tests.integration.dashboard_kit import (
     HOLD,
     DashboardProcess,
     pool_set,
     start_build,
     start_workers,
-    stop,
 )
 from tests.integration.servers import clean_env
 
