@@ -186,21 +186,29 @@ def test_a_lost_job_is_queued_again_and_fails_after_three(clock: Clock, root: Pa
     assert any("make b from a" in line and "failed to make" in line for line in outcome.stuck)
 
 
-def test_a_restarted_server_runs_the_steps_in_flight_again(clock: Clock, root: Path) -> None:
-    restarted = []
+def restart_at_make_a(
+    clock: Clock, restarted: list[float], down: int
+) -> Callable[[Cluster, QueuedJob], bool]:
+    """A worker behaviour: once `make a` has started, the server restarts (and, with
+    `down`, refuses that many calls first, as a lost connection does)."""
 
-    def restart_once(cluster: Cluster, job: QueuedJob) -> bool:
+    def behave(cluster: Cluster, job: QueuedJob) -> bool:
         message = job.message
         if isinstance(message, RunJob) and message.command == "make a" and not restarted:
             b = message.build
             cluster.post(b, Started(b, message.step, message.attempt, "n1", "w1"))
             restarted.append(clock.now)
             cluster.restart()
-            cluster.down = 3
+            cluster.down = down
             return True
         return False
 
-    cluster = Cluster(steps=[STEP_A], behave=restart_once)
+    return behave
+
+
+def test_a_restarted_server_runs_the_steps_in_flight_again(clock: Clock, root: Path) -> None:
+    restarted: list[float] = []
+    cluster = Cluster(steps=[STEP_A], behave=restart_at_make_a(clock, restarted, down=3))
     outcome, lines = build(cluster, root)
     assert restarted
     assert lines.of("REDIS")[-2:] == [
@@ -297,23 +305,13 @@ def test_jobs_go_to_the_build_s_own_workers_and_to_those_that_serve_it(
 
 def test_a_restart_that_no_call_saw_is_noticed_by_the_server_s_id(clock: Clock, root: Path) -> None:
     # redis-py may reconnect by itself: no call fails, but the new server knows nothing.
-    restarted = []
-
-    def restart_silently(cluster: Cluster, job: QueuedJob) -> bool:
-        message = job.message
-        if isinstance(message, RunJob) and message.command == "make a" and not restarted:
-            b = message.build
-            cluster.post(b, Started(b, message.step, message.attempt, "n1", "w1"))
-            restarted.append(clock.now)
-            cluster.restart()
-            return True
-        return False
-
-    cluster = Cluster(steps=[STEP_A], behave=restart_silently)
+    restarted: list[float] = []
+    cluster = Cluster(steps=[STEP_A], behave=restart_at_make_a(clock, restarted, down=0))
     outcome, lines = build(cluster, root)
     assert lines.of("REDIS") == ["the server restarted and forgot this build's jobs and leases"]
     assert "make a (the server restarted; running it again)" in lines.of("LOST")
     assert outcome.succeeded == 2
+    assert restarted
 
 
 def test_a_step_its_worker_stopped_for_lost_leases_runs_again(clock: Clock, root: Path) -> None:
