@@ -13,12 +13,16 @@ servers with exactly these rules, so a command missing here fails the tests.
   find every pool. `pool list` needs no SCAN (the cluster pools are known keys): every role
   may run it.
 
-All see only keys and channels under `{prefix}:` (`~{prefix}:*`, `&{prefix}:*`), and the
-keys under the shared prefix (`~{shared}:*`: cluster pools, host resources, wake-ups), when
-one is given: people with prefixes of their own share pools there (`docs/security.md`). None gets
-`KEYS`, `FLUSH*`, `CONFIG`, `CLIENT KILL`, `MONITOR` or any other administrative command,
+All see only keys and channels under `{prefix}:` (`~{prefix}:*`, `&{prefix}:*`), and, when
+a shared prefix is given, the keys that several people share under it: the cluster pool
+sizes and tickets, the holders and lines of cluster and host pools, and wake-up markers
+(`Keys.shared_patterns`); no other key under it. Through these, people with prefixes of
+their own share pools (`docs/security.md`), and a group that uses the shared prefix as its
+own keeps its queues, jobs and secrets from them. None gets `KEYS`, `FLUSH*`, `CONFIG`, `CLIENT KILL`, `MONITOR` or any other administrative command,
 and only admin gets `SCAN` (it lists key names whatever the key patterns).
 """
+
+from .keys import Keys
 
 __all__ = ("ADMIN", "PLANNER", "ROLES", "SCRIPTS", "WORKER", "acl_rule", "setuser_line")
 
@@ -106,7 +110,9 @@ def acl_rule(role: str, prefix: str, shared: str | None = None) -> list[str]:
     """ACL rules (without `on` and password) for `role` confined to `prefix` (and the
     shared prefix `shared`, where cluster pools live)."""
     commands = ROLES[role]
-    patterns = [f"~{prefix}:*"] + ([f"~{shared}:*"] if shared and shared != prefix else [])
+    patterns = [f"~{prefix}:*"]
+    if shared and shared != prefix:
+        patterns += [f"~{p}" for p in Keys(prefix, shared).shared_patterns()]
     return [
         "resetkeys",
         *patterns,

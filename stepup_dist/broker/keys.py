@@ -3,7 +3,8 @@
 `{p}` is the prefix of one person or group (`STEPUP_DIST_PREFIX`): queues, jobs, builds and
 their run leases and plan pools. `{s}` is the shared prefix (`STEPUP_DIST_SHARED_PREFIX`,
 by default the same): what several people's builds share, cluster pools and host resources.
-An ACL user of one person sees `{p}:*` and `{s}:*` only (`broker/acl.py`).
+An ACL user of one person sees `{p}:*` and, of `{s}`, only the keys below marked `{s}`
+and the shared pools' keys (`Keys.shared_patterns`, `broker/acl.py`).
 
 | key | type | what |
 | --- | --- | --- |
@@ -149,6 +150,19 @@ class Keys:
 
     def pool_units(self, pool_id: str) -> str:
         return f"{self._pool_prefix(pool_id)}:pool:{pool_id}:units"
+
+    def shared_patterns(self) -> list[str]:
+        """Glob patterns of every key kept under the shared prefix: what a person's ACL users
+        may reach there (`broker/acl.py`), and nothing else of it. The pool sizes cannot be
+        read-only (`%R~`) for them: the scripts that take and free slots declare that key,
+        and a script's declared keys need both grants."""
+        s = self.shared
+        return [
+            f"{s}:pools",
+            f"{s}:pool-tickets",
+            *(f"{s}:pool:{kind}*" for kind in _SHARED_POOLS),
+            f"{s}:wake:*",
+        ]
 
     def pool_patterns(self) -> list[str]:
         """Match the holders of every pool (for listings), shared ones included."""

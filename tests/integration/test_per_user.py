@@ -102,6 +102,16 @@ def test_per_user_workers_share_a_pool_and_nothing_else(acl: AclServer, tmp_path
                 as_bob.rpush(f"{alice_keys.rq_prefix}:queue:{queue}", "x")
             with pytest.raises(redis.exceptions.NoPermissionError):
                 as_bob.hset(alice_keys.rq_job("x"), "data", b"x")
+        # Of the shared prefix, bob's users reach only the pool keys: a group that uses
+        # `stepup` as its own prefix keeps its queues, jobs and replay markers.
+        group = Keys(SHARED, SHARED)
+        for user in ("bob-planner", "bob-worker"):
+            as_bob = acl.client(user)
+            assert as_bob.hget(group.pool_sizes, "lic") == b"1"
+            with pytest.raises(redis.exceptions.NoPermissionError):
+                as_bob.rpush(f"{group.rq_prefix}:queue:steps", "x")
+            with pytest.raises(redis.exceptions.NoPermissionError):
+                as_bob.get(group.seen("x"))
         # ... and a job signed with bob's secret that reaches alice's queue anyway (here put
         # there by the operator) is refused by her workers and runs nothing.
         target = tmp_path / "pwned"
