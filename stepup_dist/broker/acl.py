@@ -18,8 +18,9 @@ a shared prefix is given, the keys that several people share under it: the clust
 sizes and tickets, the holders and lines of cluster and host pools, and wake-up markers
 (`Keys.shared_patterns`); no other key under it. Through these, people with prefixes of
 their own share pools (`docs/security.md`), and a group that uses the shared prefix as its
-own keeps its queues, jobs and secrets from them. None gets `KEYS`, `FLUSH*`, `CONFIG`, `CLIENT KILL`, `MONITOR` or any other administrative command,
-and only admin gets `SCAN` (it lists key names whatever the key patterns).
+own keeps its queues and jobs from them. None gets `KEYS`, `FLUSH*`, `CONFIG`,
+`CLIENT KILL`, `MONITOR` or any other administrative command, and only admin gets `SCAN`
+(it lists key names whatever the key patterns).
 """
 
 from .keys import Keys
