@@ -109,8 +109,9 @@ class StepInfo:
     """Volatile output paths."""
     command: str = ""
     """The command (StepUp 4's `StepInfo.command`)."""
-    workdir: Path = field(default_factory=lambda: Path("./"))
-    """Its working directory, relative to the build's root (StepUp 4's `StepInfo.workdir`)."""
+    workdir: Path = field(default_factory=lambda: Path("."))
+    """Its working directory, relative to the build's root, as StepUp 4 gives it (`sub`,
+    `.` for the root; `StepInfo.workdir`)."""
 
     def filter_inp(self, *patterns: str, **subs: str) -> NGlobMulti:
         """The inputs that match the (named) glob patterns."""
@@ -435,7 +436,7 @@ def static(*paths: Any) -> list[Path]:
                             f"static() does not take a trailing recursive ** wildcard: {text}. "
                             f"Declare the folder instead (static('{text.rstrip('*/')}/'))."
                         )
-                    ngm = NGlobMulti([text])
+                    ngm = NGlobMulti([text], zero_dirs=True)
                     ngm.glob()
                     found = [str(f) for f in ngm.files()]
                     patterns.append((text, found))
@@ -458,6 +459,7 @@ def static(*paths: Any) -> list[Path]:
             patterns=[_paths.join(here, pattern)],
             subs={},
             matches=[_paths.join(here, f) for f in found],
+            zero_dirs=True,
         )
     return sorted(Path(p) for p in everything)
 
@@ -493,7 +495,9 @@ def glob(
         _CLIENT.send("defer", patterns=[_paths.join(here, p) for p in _subs_all(patterns)])
         return None
     local = _subs_all(patterns)
-    ngm = NGlobMulti(local, subs)
+    # StepUp 4's `**/` matches no folder too; 1.x's at least one.
+    zero_dirs = _is_v4()
+    ngm = NGlobMulti(local, subs, zero_dirs=zero_dirs)
     ngm.glob()
     if _required and not ngm:
         raise FileNotFoundError("Could not find any matching paths on the filesystem.")
@@ -506,6 +510,7 @@ def glob(
         patterns=[_paths.join(here, p) for p in local],
         subs=dict(subs),
         matches=[_paths.join(here, f) for f in files],
+        **({"zero_dirs": True} if zero_dirs else {}),
     )
     return ngm
 
@@ -650,7 +655,7 @@ def _define(
     if v4:
         lists = [sorted(x) for x in lists]
         env_l = sorted(env_l)
-    return StepInfo(key, lists[0], env_l, lists[1], lists[2], command, Path(wd))
+    return StepInfo(key, lists[0], env_l, lists[1], lists[2], command, Path(wd.rstrip("/") or "."))
 
 
 def _make_folders(workdir: str, outputs: list[str]) -> None:
@@ -1173,7 +1178,7 @@ def get_info() -> StepInfo:
     _mark_v4()
     info = _CLIENT.call("info")
     if not isinstance(info, dict):
-        return StepInfo("dummy:", [], [], [], [], "", Path("./"))
+        return StepInfo("dummy:", [], [], [], [], "", Path("."))
     here = _here().rstrip("/") or "."
 
     def back(paths: list[str]) -> list[Path]:
@@ -1193,7 +1198,7 @@ def get_info() -> StepInfo:
         back(info["out"]),
         back(info["vol"]),
         info["command"],
-        Path(info["workdir"]),
+        Path(info["workdir"].rstrip("/") or "."),
     )
 
 
