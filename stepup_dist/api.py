@@ -1097,7 +1097,9 @@ def getenv(
         _mark_v4()
     if default is not None:
         default = os.fspath(default)
-    if not _CLIENT.active:
+    if not _CLIENT.active or name in ("HERE", "ROOT"):
+        # HERE and ROOT are the step's own (from the worker), not the build's: they follow
+        # from its working directory, which it is named by already (no dependency).
         value = os.getenv(name, default)
     else:
         value = _CLIENT.call("getenv", name=name, default=default)
@@ -1125,12 +1127,15 @@ def getenv(
 
 
 def _env_path(subs: EnvSubstitutor, value: str, back: bool) -> Path:
-    result = subs(value)
+    result = str(subs(value))
+    if not value.endswith("/"):
+        # A trailing slash only when the value has one (StepUp 4 keeps the affixes given).
+        result = result.rstrip("/") or ("/" if result.startswith("/") else ".")
     if back and not result.startswith("/"):
         # Relative to the root: from here, that is `ROOT/value` (StepUp 4's translate_back).
         here = _here().rstrip("/") or "."
         rel = posixpath.relpath(result.rstrip("/") or ".", here)
-        result = _paths.norm(rel + ("/" if result.endswith("/") and rel != "." else ""))
+        result = rel + "/" if result.endswith("/") and rel != "." else rel
     return Path(result)
 
 
