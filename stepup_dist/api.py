@@ -1186,8 +1186,8 @@ def shq(paths: Any) -> str:
 
 
 def get_info() -> StepInfo:
-    """The step that calls this: its key, command and paths, the paths relative to here
-    (StepUp 4). Outside a build, an empty StepInfo."""
+    """The step that calls this, as it was defined: its key, command and paths, the paths
+    relative to here (StepUp 4). Outside a build, an empty StepInfo."""
     _mark_v4()
     info = _CLIENT.call("info")
     if not isinstance(info, dict):

@@ -212,16 +212,18 @@ def call_amend(planner: "Planner", caller: str, args: dict[str, Any]) -> bool:
 
 
 def call_info(planner: "Planner", caller: str, args: dict[str, Any]) -> dict[str, Any]:
-    """StepUp 4's `get_info()`: the calling step as it is now (amended paths included)."""
+    """StepUp 4's `get_info()`: the calling step as it was defined (not what it amended, nor
+    the folders of its outputs, which the graph adds to its inputs)."""
     step = planner.graph.steps[caller]
+    inp, out, vol, env = step.declared
     return {
         "key": step.key,
         "command": step.command,
         "workdir": step.workdir,
-        "inp": list(step.inp),
-        "env": list(step.env),
-        "out": list(step.out),
-        "vol": list(step.vol),
+        "inp": list(inp),
+        "env": list(env),
+        "out": list(out),
+        "vol": list(vol),
     }
 
 
