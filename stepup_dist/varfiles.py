@@ -106,8 +106,10 @@ def unstructure(value: Any) -> Any:
         return value
     if isinstance(value, enum.Enum):
         return unstructure(value.value)
-    if isinstance(value, str | os.PathLike):
-        return os.fspath(value)
+    if isinstance(value, str):
+        return str(value)  # a plain str: path.Path is a subclass, which YAML cannot write
+    if isinstance(value, os.PathLike):
+        return str(os.fspath(value))
     if isinstance(value, Mapping):
         return {str(unstructure(k)): unstructure(v) for k, v in value.items()}
     if isinstance(value, types.SimpleNamespace):
