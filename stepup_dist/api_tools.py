@@ -231,7 +231,7 @@ def script(
             "script(): StepUp 1's form (positional workdir/optional/block, or block=) cannot "
             f"be mixed with StepUp 4's keywords ({', '.join(given_4x)})"
         )
-    named = {"workdir": workdir, "optional": optional, "block": block}
+    named: dict[str, Any] = {"workdir": workdir, "optional": optional, "block": block}
     for name, value in zip(named, legacy, strict=False):
         if named[name] is not None:
             raise TypeError(f"script() got multiple values for argument {name!r}")

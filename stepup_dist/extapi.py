@@ -150,12 +150,12 @@ def filter_dependencies(paths: Iterable[str | os.PathLike[str]]) -> set[Path]:
         if not prefix.isabs():
             prefix = (root / prefix).realpath()
         rules.append((str(prefix), item[0] == "+"))
-    here = Path.cwd().realpath()
     kept = set()
+    here = Path.cwd().realpath()
     for path in paths:
         real = Path(path).realpath()
-        for prefix, keep in rules:
-            if real.startswith(prefix):
+        for start, keep in rules:
+            if real.startswith(start):
                 if keep:
                     kept.add(real.relpath(here))
                 break

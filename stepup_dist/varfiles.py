@@ -168,7 +168,8 @@ def structure(value: Any, hint: Any) -> Any:
         return value
     if isinstance(value, dict | list):
         raise TypeError(f"expected {hint.__name__}, got {type(value).__name__}")
-    return hint(value)
+    convert: Any = hint
+    return convert(value)
 
 
 def _structure_generic(value: Any, origin: Any, args: tuple[Any, ...]) -> Any:

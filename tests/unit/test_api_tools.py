@@ -36,9 +36,7 @@ class Recorder:
 
 
 @pytest.fixture
-def planner(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path
-) -> Recorder:
+def planner(monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path) -> Recorder:
     recorder = Recorder()
     monkeypatch.setattr(api._CLIENT, "active", True)
     monkeypatch.setattr(api._CLIENT, "send", recorder.send)
@@ -210,9 +208,7 @@ def test_loadns_reads_files_and_makes_them_inputs(
     assert planner.amends() == []
 
 
-def test_dumpns_writes_and_declares_the_output(
-    planner: Recorder, tmp_path: pathlib.Path
-) -> None:
+def test_dumpns_writes_and_declares_the_output(planner: Recorder, tmp_path: pathlib.Path) -> None:
     dumpns("out.yaml", {"k": [1]})
     assert yaml.safe_load((tmp_path / "out.yaml").read_text()) == {"k": [1]}
     assert planner.amends()[0]["out"] == ["out.yaml"]

@@ -119,7 +119,12 @@ def test_a_called_script_runs_with_json_or_an_args_file(tmp_path: pathlib.Path) 
     (tmp_path / "args.yaml").write_text("out: [b.txt]\nn: '41'\n")
     for argv in (["run", '{"out": ["a.txt"], "n": 1, "tag": "$"}'], ["run", "--inp=args.yaml"]):
         done = subprocess.run(
-            ["./work.py", *argv], cwd=tmp_path, env=_env(), capture_output=True, text=True
+            ["./work.py", *argv],
+            cwd=tmp_path,
+            env=_env(),
+            capture_output=True,
+            text=True,
+            check=False,
         )
         assert done.returncode == 0, done.stderr
     assert (tmp_path / "a.txt").read_text() == "$2\n"
@@ -248,14 +253,18 @@ def test_render_jinja_runs_as_a_module(tmp_path: pathlib.Path) -> None:
         ["doc.tex", "v.py", "out.tex"],
     ):
         done = subprocess.run(
-            base + argv, cwd=tmp_path, env=_env(), capture_output=True, text=True
+            base + argv, cwd=tmp_path, env=_env(), capture_output=True, text=True, check=False
         )
         assert done.returncode == 0, done.stderr
     assert (tmp_path / "out.sh").read_text() == "#!/bin/sh\necho hello 2\n"
     assert (tmp_path / "out.sh").stat().st_mode & 0o777 == 0o751
     assert (tmp_path / "out.tex").read_text() == "\\title{T}\na{}\nb{}\n"
     failed = subprocess.run(
-        [*base, "t.sh", "v.py", "bad.sh"], cwd=tmp_path, env=_env(), capture_output=True
+        [*base, "t.sh", "v.py", "bad.sh"],
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        check=False,
     )
     assert failed.returncode != 0
     assert b"'greeting' is undefined" in failed.stderr
