@@ -1,26 +1,29 @@
 """StepUp 4's composite plan functions: `call`, `script`, `render_jinja`, `loadns`, `dumpns`.
 
-Each makes its step through `api.step`, so it travels to the planner as any step does. The
-names come from StepUp 4.0.3's `stepup.core.api`; `script` also keeps StepUp 1's form.
+Each makes its step through the API's step definition (`api._define`), so it travels to the
+planner as any step does, its command as written (JSON arguments may hold a `$`). The names
+come from StepUp 4.0.3's `stepup.core.api`; `script` also keeps StepUp 1's form.
 
-`script()` has two forms, told apart by the arguments of the call:
+`script()` has two forms:
 
 - StepUp 1: `script(executable, workdir="./", optional=False, block=False)`, with `workdir`
   (and `optional`, `block`) allowed as positional arguments;
 - StepUp 4: `script(executable, *, step_info=None, inp=(), env=(), out=(), vol=(),
   workdir=".", optional=False, resources=None, duration=None)`.
 
-A positional argument after `executable`, or `block=`, is the 1.x form; any of `step_info`,
-`inp`, `env`, `out`, `vol`, `resources` or `duration` is the 4.x form; mixing the two is an
-error. `script("work.py")`, `workdir=` and `optional=` mean the same in both and make the
-same planning step, `./work.py plan [--optional]`; how its run steps look is then up to the
-driver (see script.py): StepUp 1's protocol, unless the planning step was given
-`--step-info`, which only the 4.x form adds.
+A positional argument after `executable`, or `block=`, makes it the 1.x form; any of
+`step_info`, `inp`, `env`, `out`, `vol`, `resources` or `duration` the 4.x form; mixing the
+two is an error. A call with neither (`script("work.py")`, `workdir=`, `optional=`) takes
+the form of the plan that makes it, as the API's other ambiguous calls do (`api._is_v4`):
+4.x once the plan imported a name that only StepUp 4 has (`run`, `call`, ...) or made a
+call only StepUp 4 has, 1.x otherwise. Both forms make the planning step
+`./work.py plan [--step-info=FILE] [--optional]`; the 4.x form also sets
+`STEPUP_SCRIPT_FORM=4` in its environment, which tells the script's `driver()` to define
+the run steps as StepUp 4 does (see script.py).
 """
 
 import json
 import keyword
-import math
 import os
 import posixpath
 import shlex
@@ -28,8 +31,19 @@ from collections.abc import Iterable
 from types import SimpleNamespace
 from typing import Any
 
-from .api import StepInfo, amend, step, subs_env_vars
-from .varfiles import dump_variables, load_variables, unstructure
+from .api import (
+    PathError,
+    StepInfo,
+    StepUpError,
+    _check_duration,
+    _define,
+    _is_v4,
+    _mark_v4,
+    amend,
+    subs_env_vars,
+)
+from .script import SCRIPT_FORM
+from .varfiles import FORMATS, dump_variables, load_variables, unstructure
 
 __all__ = ("call", "dumpns", "loadns", "render_jinja", "script")
 
@@ -48,8 +62,12 @@ def loadns(
     that file's folder; it comes back relative to `dir_out` (default: the current directory).
     With `do_amend`, the calling step gets the files as inputs.
     """
+    _mark_v4()
     with subs_env_vars() as subs:
-        local = [subs(os.fspath(p)) for p in paths_variables]
+        local = [str(subs(os.fspath(p))) for p in paths_variables]
+    for path in local:
+        if posixpath.splitext(path)[1] not in FORMATS:
+            raise StepUpError(f"unsupported variable file format: {path}")
     variables = load_variables(local, dir_out)
     if do_amend:
         amend(inp=local)
@@ -64,14 +82,15 @@ def dumpns(
 ) -> None:
     """Write variables to a JSON or YAML file (by its suffix); with `do_amend`, the calling
     step gets the file as an output."""
+    _mark_v4()
     with subs_env_vars() as subs:
-        local = subs(os.fspath(path))
+        local = str(subs(os.fspath(path)))
     _dumpns(local, data, do_amend=do_amend)
 
 
 def _dumpns(path: str, data: dict[str, Any] | SimpleNamespace, *, do_amend: bool) -> None:
     if posixpath.splitext(path)[1] not in (".json", ".yaml", ".yml"):
-        raise ValueError(f"dumpns: unsupported file format: {path} (use .json, .yaml or .yml)")
+        raise StepUpError(f"dumpns: unsupported file format: {path} (use .json, .yaml or .yml)")
     if do_amend:
         amend(out=[path])
     dump_variables(path, data)
@@ -86,7 +105,7 @@ def _plain_list(arg: Iterable[str | os.PathLike[str]] | str | os.PathLike[str]) 
 def _local_executable(executable: str) -> str:
     """`executable` normalized with its leading `./` kept (it marks a local file)."""
     if posixpath.isabs(executable):
-        raise ValueError(f"executable must not be an absolute path, got: {executable!r}")
+        raise PathError(f"executable must not be an absolute path, got: {executable!r}")
     norm = posixpath.normpath(executable)
     if executable.startswith("./") and not norm.startswith("../"):
         return "./" + norm
@@ -107,16 +126,37 @@ def _verbatim(command: str) -> str:
     return command.replace("$", "$$")
 
 
-def _check_duration(duration: float | None) -> None:
-    if duration is None:
-        return
-    if (
-        isinstance(duration, bool)
-        or not isinstance(duration, int | float)
-        or not math.isfinite(duration)
-        or duration < 0
-    ):
-        raise ValueError(f"Invalid duration: {duration!r}. Must be a non-negative number.")
+def _step(
+    command: str,
+    *,
+    inp: list[str],
+    env: list[str] = (),  # type: ignore[assignment]
+    out: list[str] = (),  # type: ignore[assignment]
+    vol: list[str] = (),  # type: ignore[assignment]
+    workdir: str = "./",
+    optional: bool = False,
+    resources: dict[str, int] | str | None = None,
+    duration: float | None = None,
+    v4: bool = True,
+    env_overrides: dict[str, str] | None = None,
+) -> StepInfo:
+    """Define a step whose command runs as written, in StepUp 4's form unless `v4=False`."""
+    if v4:
+        _mark_v4()
+    return _define(
+        _verbatim(command),
+        inp=inp,
+        env=env,
+        out=out,
+        vol=vol,
+        workdir=workdir,
+        optional=optional,
+        pool=None,
+        resources=resources,
+        v4=v4,
+        env_overrides=env_overrides,
+        duration=_check_duration(duration),
+    )
 
 
 def call(
@@ -147,20 +187,21 @@ def call(
     function defines more steps; stepup-dist runs it as any other step.
     """
     if optional and planning:
-        raise ValueError("optional and planning are mutually exclusive")
+        raise StepUpError("optional and planning are mutually exclusive")
     exe = _local_executable(os.fspath(executable))
     if "/" not in exe:
-        raise ValueError(
+        raise PathError(
             f"executable must contain a path separator (e.g. './script.py'), got: {exe!r}"
         )
     if not (function.isidentifier() and not keyword.iskeyword(function)):
-        raise ValueError(f"function must be a valid Python function name, got: {function!r}")
+        raise StepUpError(f"function must be a valid Python function name, got: {function!r}")
     _check_duration(duration)
+    _mark_v4()
     with subs_env_vars() as subs:
-        wd = subs(os.fspath(workdir))
-        inp_l = [subs(p) for p in _plain_list(inp)]
-        out_l = [subs(p) for p in _plain_list(out)]
-        args_path = None if args_file is None else subs(os.fspath(args_file))
+        wd = str(subs(os.fspath(workdir)))
+        inp_l = [str(subs(p, wd)) for p in _plain_list(inp)]
+        out_l = [str(subs(p, wd)) for p in _plain_list(out)]
+        args_path = None if args_file is None else str(subs(os.fspath(args_file), wd))
     forwarded = dict(kwargs)
     if inp_l:
         forwarded["inp"] = inp_l
@@ -170,7 +211,7 @@ def call(
     if args_path is None:
         text = json.dumps(unstructure(forwarded))
         if len(text.encode()) > MAX_INLINE_ARGS:
-            raise ValueError(
+            raise StepUpError(
                 "serialized call arguments exceed 128 KiB; pass args_file= to use a file instead"
             )
         command = f"{shlex.quote(exe)} {function} {shlex.quote(text)}"
@@ -179,8 +220,8 @@ def call(
         _dumpns(posixpath.normpath(posixpath.join(wd, args_path)), forwarded, do_amend=True)
         command = f"{shlex.quote(exe)} {function} --inp={shlex.quote(args_path)}"
         step_inp.append(args_path)
-    return step(
-        _verbatim(command),
+    return _step(
+        command,
         inp=step_inp,
         env=_plain_list(env),
         out=out_l,
@@ -188,6 +229,7 @@ def call(
         workdir=wd,
         optional=optional,
         resources=resources,
+        duration=duration,
     )
 
 
@@ -237,10 +279,12 @@ def script(
             raise TypeError(f"script() got multiple values for argument {name!r}")
         named[name] = value
     _check_duration(duration)
+    # An ambiguous call takes the form of the plan that makes it (api._is_v4).
+    v4 = bool(given_4x) or (not form_1x and _is_v4(1))
     with subs_env_vars() as subs:
-        exe = subs(_local_executable(os.fspath(executable)))
-        wd = subs(os.fspath(named["workdir"] or "./"))
-        info_path = None if step_info is None else subs(os.fspath(step_info))
+        exe = str(subs(_local_executable(os.fspath(executable))))
+        wd = str(subs(os.fspath(named["workdir"] or "./")))
+        info_path = None if step_info is None else str(subs(os.fspath(step_info), wd))
     command = _command_word(exe) + " plan"
     out_l = _plain_list(out)
     if info_path is not None:
@@ -248,15 +292,18 @@ def script(
         out_l.append(info_path)
     if named["optional"]:
         command += " --optional"
-    return step(
-        _verbatim(command),
+    return _step(
+        command,
         inp=[*_plain_list(inp), exe],
         env=_plain_list(env),
         out=out_l,
         vol=_plain_list(vol),
         workdir=wd,
-        block=bool(named["block"]),
         resources=resources,
+        duration=duration,
+        v4=v4,
+        # The driver's form follows the plan's (script.py); the variable says it.
+        env_overrides={SCRIPT_FORM: "4"} if v4 else None,
     )
 
 
@@ -296,14 +343,18 @@ def render_jinja(
             raise TypeError("The variables arguments must be paths or dictionaries.")
     if mode not in RENDER_JINJA_MODES:
         modes = ", ".join(repr(known) for known in RENDER_JINJA_MODES)
-        raise ValueError(f"Unsupported mode {mode!r}. Must be one of {modes}")
+        raise StepUpError(f"Unsupported mode {mode!r}. Must be one of {modes}")
     if not paths_variables and not variables:
-        raise ValueError("At least one file with variable definitions needed.")
+        raise StepUpError("At least one file with variable definitions needed.")
     _check_duration(duration)
+    _mark_v4()
     with subs_env_vars() as subs:
-        template_l = subs(os.fspath(template))
-        dest_l = subs(os.fspath(dest))
-        paths_l = [subs(p) for p in paths_variables]
+        template_l = str(subs(os.fspath(template)))
+        dest_s = os.fspath(dest)
+        dest_l = str(subs(dest_s))
+        paths_l = [str(subs(p)) for p in paths_variables]
+    if dest_s.endswith("/") and not dest_l.endswith("/"):
+        dest_l += "/"
     path_out = _path_out(template_l, dest_l)
     paths_inp = [template_l, *paths_l]
     words = ["python3 -m stepup.core.render_jinja", shlex.join(paths_inp), shlex.quote(path_out)]
@@ -311,12 +362,13 @@ def render_jinja(
         words.append(f"--mode={mode}")
     if variables:
         words.append("--json=" + shlex.quote(json.dumps(unstructure(variables))))
-    return step(
-        _verbatim(" ".join(words)),
+    return _step(
+        " ".join(words),
         inp=paths_inp,
         out=[path_out],
         optional=optional,
         resources=resources,
+        duration=duration,
     )
 
 
@@ -328,5 +380,5 @@ def _path_out(path_in: str, dest: str) -> str:
     else:
         path_out = dest
     if posixpath.normpath(path_out) == posixpath.normpath(path_in):
-        raise ValueError(f"The output path cannot equal the input path: {path_out}")
+        raise PathError(f"The output path cannot equal the input path: {path_out}")
     return path_out

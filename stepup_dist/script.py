@@ -11,15 +11,16 @@ script ends with `driver()`, which reads the command line:
 - `run [ARGS]`: call `run()` with the keys of the info dict that it takes as parameters.
 
 StepUp 1 and StepUp 4 share this protocol and differ in the run steps that `plan` defines.
-The driver follows StepUp 4 when the planning command has `--step-info` (only the 4.x form
-of `script()` adds it, see api_tools.py), and StepUp 1 otherwise:
+The driver follows StepUp 4 when the planning command has `--step-info` or its environment
+has `STEPUP_SCRIPT_FORM=4` (the 4.x form of `script()` sets it, see api_tools.py), and
+StepUp 1 otherwise:
 
 - StepUp 1: a case runs as `./work.py run -- 'ARGS'`; the info dict may redirect `stdout`
   and `stderr` to files (outputs of the step); the Python files the script imports from the
   project while planning are inputs of the planning step and of every run step.
 - StepUp 4: a case runs as `./work.py run ARGS` (shell-quoted, `--` only before a leading
-  `-`); `stdout` and `stderr` are info keys like any other; the run steps are written to
-  the step-info file as JSON.
+  `-`) and has the script (`./work.py`) as first input; `stdout` and `stderr` are info
+  keys like any other; with `--step-info`, the run steps are written to that file as JSON.
 
 In both, `run` declares the project's Python files that the script has imported by the end
 of the run as inputs of its step (StepUp 4 does so for every Python step it runs), so a run
@@ -41,7 +42,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ("driver",)
+__all__ = ("SCRIPT_FORM", "driver")
+
+SCRIPT_FORM = "STEPUP_SCRIPT_FORM"
+"""`4` in the environment of a planning step made by the 4.x form of `script()`."""
 
 _OUR_PACKAGE = str(Path(__file__).resolve().parent)
 
@@ -59,7 +63,7 @@ def driver(obj: Any = None) -> None:
             raise ValueError("driver() must be called from a module")
     args = _parse_args(script_path)
     wrapper = _Script(obj, script_path)
-    if args.cmd == "plan" and args.step_info is not None:
+    if args.cmd == "plan" and (args.step_info or os.environ.get(SCRIPT_FORM) == "4"):
         _plan_4x(wrapper, args.optional, args.step_info)
     elif args.cmd == "plan":
         _plan(wrapper, args.optional)
@@ -175,9 +179,10 @@ def _plan(script: _Script, optional: bool) -> None:
         step(_redirect(command, info, out, script.path), inp=inp, out=out, optional=optional)
 
 
-def _plan_4x(script: _Script, optional: bool, step_info: str) -> None:
+def _plan_4x(script: _Script, optional: bool, step_info: str | None) -> None:
     """StepUp 4's run steps: `./work.py run ARGS` with the script as first input."""
-    from .api import static, step
+    from .api import static
+    from .api_tools import _step
 
     plans: list[tuple[str, dict]] = []
     if script.single:
@@ -195,7 +200,7 @@ def _plan_4x(script: _Script, optional: bool, step_info: str) -> None:
         static(*_paths(info, "static", script.path))
         inp = [f"./{script.path}", *_paths(info, "inp", script.path)]
         out = _paths(info, "out", script.path)
-        step(command.replace("$", "$$"), inp=inp, out=out, optional=optional)
+        _step(command, inp=inp, out=out, optional=optional)
         infos.append(
             {
                 "command": command,
@@ -206,9 +211,10 @@ def _plan_4x(script: _Script, optional: bool, step_info: str) -> None:
                 "workdir": workdir,
             }
         )
-    with open(step_info, "w") as fh:
-        json.dump(infos[0] if script.single and not script.multi else infos, fh, indent=2)
-        fh.write("\n")
+    if step_info is not None:
+        with open(step_info, "w") as fh:
+            json.dump(infos[0] if script.single and not script.multi else infos, fh, indent=2)
+            fh.write("\n")
 
 
 def _amend_imports(script_path: str) -> None:

@@ -39,8 +39,10 @@ def on_done(p: "Planner", result: StepDone) -> None:
         return
     p.slots.release(step, reported=True)
     ok = result.returncode == 0 and not result.error
-    if ok and step.rerun and step.missing:
-        # It amended inputs that are not there yet: run it again once they are.
+    if step.rerun and step.missing:
+        # It amended inputs that are not there yet: run it again once they are, whether it
+        # stopped there or failed without them (as StepUp 1.x and 4 do; StepUp 4's amend()
+        # raises InputNotFoundError there).
         step.rerun = False
         step.status = StepStatus.PENDING
         p.reporter.done(step, result, "PENDING")

@@ -168,6 +168,27 @@ def test_script_in_stepup4_form(project: Project) -> None:
     assert (project.root / "data-5.0.txt").read_text() == "two -5.0\n"
 
 
+def test_an_ambiguous_script_call_in_a_stepup4_plan(project: Project) -> None:
+    project.write("work.py", SCRIPT, executable=True)
+    project.write("helper.py", "def word():\n    return 'one'\n")
+    project.plan(
+        """
+        from stepup.core.api import run, script, static
+
+        static("helper.py", "work.py")
+        script("work.py")
+        run("./helper.py", inp="helper.py") if False else None
+        """
+    )
+    result = project.build("-w2")
+    _ok(result)
+    # The plan imported run(): StepUp 4's form, without a step-info file.
+    assert {"./work.py plan", "./work.py run -- -5.0", "./work.py run +7.0"} <= set(
+        result.lines("SUCCESS")
+    )
+    assert (project.root / "data-5.0.txt").read_text() == "one -5.0\n"
+
+
 def test_script_in_stepup1_form_with_a_positional_workdir(project: Project) -> None:
     project.write(
         "sub/gen.py",

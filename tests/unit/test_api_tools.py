@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from stepup_dist import api
+from stepup_dist.api import PathError, StepUpError
 from stepup_dist.api_tools import call, dumpns, loadns, render_jinja, script
 
 
@@ -39,6 +40,8 @@ class Recorder:
 def planner(monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path) -> Recorder:
     recorder = Recorder()
     monkeypatch.setattr(api._CLIENT, "active", True)
+    # The plan's dialect (api._is_v4) starts as StepUp 1's in every test.
+    monkeypatch.setattr(api._DIALECT, "v4", False)
     monkeypatch.setattr(api._CLIENT, "send", recorder.send)
     monkeypatch.setattr(api._CLIENT, "call", recorder.call)
     monkeypatch.setenv("HERE", ".")
@@ -93,22 +96,22 @@ def test_call_with_an_args_file_writes_it_and_names_it(
 
 
 @pytest.mark.parametrize(
-    ("args", "kwargs", "message"),
+    ("args", "kwargs", "error", "message"),
     [
-        (("work.py", "run"), {}, "path separator"),
-        (("/abs/work.py", "run"), {}, "absolute"),
-        (("./work.py", "not-a-name"), {}, "valid Python function name"),
-        (("./work.py", "class"), {}, "valid Python function name"),
-        (("./work.py", "run"), {"optional": True, "planning": True}, "mutually exclusive"),
-        (("./work.py", "run"), {"args_file": "args.dat"}, "unsupported file format"),
-        (("./work.py", "run"), {"blob": "x" * (128 * 1024)}, "exceed 128 KiB"),
-        (("./work.py", "run"), {"duration": -1.0}, "Invalid duration"),
+        (("work.py", "run"), {}, PathError, "path separator"),
+        (("/abs/work.py", "run"), {}, PathError, "absolute"),
+        (("./work.py", "not-a-name"), {}, StepUpError, "valid Python function name"),
+        (("./work.py", "class"), {}, StepUpError, "valid Python function name"),
+        (("./work.py", "run"), {"optional": True, "planning": True}, StepUpError, "exclusive"),
+        (("./work.py", "run"), {"args_file": "args.dat"}, StepUpError, "unsupported file"),
+        (("./work.py", "run"), {"blob": "x" * (128 * 1024)}, StepUpError, "exceed 128 KiB"),
+        (("./work.py", "run"), {"duration": -1.0}, StepUpError, "Invalid duration"),
     ],
 )
 def test_call_refuses_bad_arguments(
-    planner: Recorder, args: tuple, kwargs: dict, message: str
+    planner: Recorder, args: tuple, kwargs: dict, error: type, message: str
 ) -> None:
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(error, match=message):
         call(*args, **kwargs)
     assert planner.steps() == []
 
@@ -123,6 +126,8 @@ def test_script_in_stepup1_form(planner: Recorder) -> None:
         ["work/generate.py"],
     )
     assert (second["command"], second["inp"]) == ("./other.py plan", ["w2/other.py"])
+    assert "env_overrides" not in first
+    assert api._DIALECT.v4 is False
 
 
 def test_script_in_stepup4_form(planner: Recorder) -> None:
@@ -131,6 +136,24 @@ def test_script_in_stepup4_form(planner: Recorder) -> None:
     assert sent["command"] == "./work.py plan --step-info=info.json --optional"
     assert sent["inp"] == ["config.txt", "work.py"]
     assert sent["out"] == ["info.json"]
+    assert sent["env_overrides"] == {"STEPUP_SCRIPT_FORM": "4"}
+
+
+def _plan_module(source: str, **imported: object) -> None:
+    """Run `source` as a plan module that imported `imported` from stepup.core.api."""
+    exec(compile(source, "plan.py", "exec"), {"__name__": "plan", "script": script, **imported})
+
+
+def test_an_ambiguous_script_call_takes_the_plans_form(planner: Recorder) -> None:
+    _plan_module("script('work.py')")
+    assert api._DIALECT.v4 is False
+    _plan_module("script('work.py', optional=True)", run=api.run)
+    old, new = planner.steps()
+    assert old["command"] == "./work.py plan"
+    assert "env_overrides" not in old
+    # The plan imported run(), which only StepUp 4 has: the driver is told the form.
+    assert new["command"] == "./work.py plan --optional"
+    assert new["env_overrides"] == {"STEPUP_SCRIPT_FORM": "4"}
 
 
 def test_script_quotes_a_name_with_spaces(planner: Recorder) -> None:
@@ -180,9 +203,9 @@ def test_render_jinja_to_a_file_with_a_mode(planner: Recorder) -> None:
         ((1, "v.py", "out.txt"), {}, TypeError, "template"),
         (("t.txt", "v.py", 3), {}, TypeError, "destination"),
         (("t.txt", 3, "out.txt"), {}, TypeError, "variables"),
-        (("t.txt", "v.py", "out.txt"), {"mode": "html"}, ValueError, "Unsupported mode"),
-        (("t.txt", {}, "out.txt"), {}, ValueError, "At least one file"),
-        (("t.txt", "v.py", "./"), {}, ValueError, "cannot equal"),
+        (("t.txt", "v.py", "out.txt"), {"mode": "html"}, StepUpError, "Unsupported mode"),
+        (("t.txt", {}, "out.txt"), {}, StepUpError, "At least one file"),
+        (("t.txt", "v.py", "./"), {}, PathError, "cannot equal"),
     ],
 )
 def test_render_jinja_refuses_bad_arguments(
@@ -212,6 +235,6 @@ def test_dumpns_writes_and_declares_the_output(planner: Recorder, tmp_path: path
     dumpns("out.yaml", {"k": [1]})
     assert yaml.safe_load((tmp_path / "out.yaml").read_text()) == {"k": [1]}
     assert planner.amends()[0]["out"] == ["out.yaml"]
-    with pytest.raises(ValueError, match="unsupported file format"):
+    with pytest.raises(StepUpError, match="unsupported file format"):
         dumpns("out.toml", {"k": 1})
     assert not os.path.exists(tmp_path / "out.toml")
