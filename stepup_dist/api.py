@@ -249,6 +249,12 @@ _V4_ONLY = frozenset(
 """Names only StepUp 4's API has: a module that imported one of them is a StepUp 4 plan."""
 
 
+API_VAR = "STEPUP_DIST_API"
+"""`4` in a step's environment: it was defined by a StepUp 4 call (`run()`, ...), so its own
+calls take StepUp 4's form where the arguments do not say. Set it for a build to have the
+root plan's calls mean StepUp 4's too."""
+
+
 class _Dialect:
     v4 = False
     """This process made a call that only StepUp 4 has (or of a form only StepUp 4 has)."""
@@ -263,7 +269,7 @@ def _is_v4(depth: int = 1) -> bool:
     Yes once this process made a StepUp 4 call, or when the module calling (`depth` frames
     above the caller of this function) imported a name that only StepUp 4's API has.
     """
-    if _DIALECT.v4:
+    if _DIALECT.v4 or os.environ.get(API_VAR) == "4":
         return True
     frame = inspect.currentframe()
     for _ in range(depth + 1):
@@ -527,7 +533,7 @@ def _resolve_command(command: Any, inp: list[str], out: list[str], vol: list[str
 
 
 _RESERVED_ENV = frozenset(
-    ("HERE", "ROOT", "STEPUP_ROOT", "STEPUP_STEP_KEY", "STEPUP_DIST_BUILD", "PWD")
+    ("HERE", "ROOT", "STEPUP_ROOT", "STEPUP_STEP_KEY", "STEPUP_DIST_BUILD", "PWD", API_VAR)
 )
 """Variables the worker sets for a step: `env_overrides` may not set them."""
 
@@ -610,6 +616,9 @@ def _define(
             )
     else:
         overrides = {}
+    if v4:
+        # What the step calls in turn (a plan.py, a script's amend()) means StepUp 4's form.
+        overrides[API_VAR] = "4"
     base = _paths.join(_here(), workdir)
     if v4:
         _make_folders(workdir, [*out_l, *vol_l])
@@ -642,23 +651,21 @@ def _define(
 
 def _make_folders(workdir: str, outputs: list[str]) -> None:
     """StepUp 4 makes a step's working directory and the folders of its outputs before it
-    runs. Here the plan makes those that are missing and declares them static (a folder of an
-    output is an input of the step, see graph.Graph.add_step)."""
+    runs. Here the plan makes those that are missing, and declares them static (the folder
+    of an output is an input of the step, see graph.Graph.add_step), whether this build or
+    an earlier one made them."""
     folders = [] if workdir == "./" else [workdir]
     for path in outputs:
         folder = posixpath.dirname(path.rstrip("/"))
         if folder:
             folders.append(_paths.join(workdir, folder + "/"))
-    missing = []
+    local = []
     for folder in _unique(folders):
-        if folder.startswith("/") or folder == "./" or folder.startswith("../"):
+        if folder.startswith(("/", "../")) or folder == "./":
             continue
-        if not os.path.isdir(folder):
-            os.makedirs(folder, exist_ok=True)
-            missing.append(folder)
-    # Only the folders this call made: one that existed is static or made by a step already,
-    # or is in a static tree (the planner declares the tree's folders along with its files).
-    _declare_static(missing)
+        os.makedirs(folder, exist_ok=True)
+        local.append(folder)
+    _declare_static(local)
 
 
 def step(

@@ -120,7 +120,7 @@ def test_run_turns_leading_assignments_into_env_overrides(rec: Recorder) -> None
     api.run("OMP_NUM_THREADS=4 MSG='a b' ./work.py", duration=2.5)
     (args,) = rec.of("step")
     assert args["command"] == "./work.py"
-    assert args["env_overrides"] == {"OMP_NUM_THREADS": "4", "MSG": "a b"}
+    assert args["env_overrides"] == {"OMP_NUM_THREADS": "4", "MSG": "a b", "STEPUP_DIST_API": "4"}
     assert args["duration"] == 2.5
     assert args["inp"] == ["work.py"]
 
@@ -129,7 +129,7 @@ def test_run_with_shell_keeps_the_assignments_in_the_command(rec: Recorder) -> N
     api.run("X=1 ./work.py > log.txt", shell=True, out="log.txt")
     (args,) = rec.of("step")
     assert args["command"] == "X=1 ./work.py > log.txt"
-    assert "env_overrides" not in args
+    assert args["env_overrides"] == {"STEPUP_DIST_API": "4"}
     assert args["inp"] == ["work.py"]
 
 
@@ -148,6 +148,9 @@ def test_run_makes_the_folders_of_its_outputs_and_declares_them(rec: Recorder) -
     static, step = rec.sent[0], rec.sent[1]
     assert static == ("static", {"paths": ["out/deep/"], "stats": static[1]["stats"]})
     assert step[0] == "step"
+    # The next build finds the folder there: it is still declared, or the step would wait.
+    api.run("touch out/deep/x.txt", out="out/deep/x.txt", workdir="./")
+    assert [a["paths"] for a in rec.of("static")] == [["out/deep/"], ["out/deep/"]]
 
 
 def test_run_in_a_missing_workdir_makes_it(rec: Recorder) -> None:
@@ -173,6 +176,7 @@ def test_step_in_its_1x_form_makes_no_folders_and_fills_in_paths(rec: Recorder) 
     info = api.step("cp ${inp} ${out}", inp="a.txt", out="sub/b.txt")
     assert not os.path.exists("sub")
     assert [m for m, _ in rec.sent] == ["step"]
+    assert "env_overrides" not in rec.of("step")[0]
     assert rec.of("step")[0]["command"] == "cp a.txt sub/b.txt"
     assert "duration" not in rec.of("step")[0]
     assert info.out == ["sub/b.txt"]
@@ -190,7 +194,7 @@ def test_step_with_stepup_4_arguments(rec: Recorder) -> None:
     )
     (args,) = rec.of("step")
     assert args["optional"] is True
-    assert args["env_overrides"] == {"A": "1"}
+    assert args["env_overrides"] == {"A": "1", "STEPUP_DIST_API": "4"}
     assert args["duration"] == 3.0
     assert args["resources"] == "gpu:1"
     assert os.path.isdir("o")  # the StepUp 4 form makes the folders of outputs
@@ -228,6 +232,8 @@ def test_plan_in_its_4x_form_gives_the_same_step_as_1x(rec: Recorder) -> None:
     info1 = api.plan("sub/")
     assert info4.key == info1.key == "./plan.py  # wd=sub/"
     first, second = rec.of("step")
+    # The same step; the StepUp 4 one tells its plan.py that it is a StepUp 4 plan.
+    assert first.pop("env_overrides") == {"STEPUP_DIST_API": "4"}
     assert first == second
 
 
@@ -237,7 +243,10 @@ def test_plan_with_a_path_with_a_slash_is_a_command(rec: Recorder) -> None:
     api.plan("OMP=2 ./plan.py")
     one, two = rec.of("step")
     assert (one["command"], one["workdir"], one["inp"]) == ("sub/plan.py", "./", ["sub/plan.py"])
-    assert (two["command"], two["env_overrides"]) == ("./plan.py", {"OMP": "2"})
+    assert (two["command"], two["env_overrides"]) == (
+        "./plan.py",
+        {"OMP": "2", "STEPUP_DIST_API": "4"},
+    )
 
 
 def test_plan_in_its_4x_form_needs_a_local_executable(rec: Recorder) -> None:
@@ -378,6 +387,17 @@ def test_a_module_that_uses_stepup_4_names_gets_the_4x_form(rec: Recorder) -> No
     exec(compile(code, "plan.py", "exec"), {"__name__": "__main__"})
     assert rec.of("step")[0]["command"] == "cp -p a.txt new/a.txt"
     assert os.path.isdir("new")
+
+
+def test_a_step_defined_in_the_4x_form_calls_in_the_4x_form(
+    rec: Recorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STEPUP_DIST_API", "4")
+    code = "from stepup_dist.api import copy, static\ncopy('a.txt', 'new/')\n"
+    exec(compile(code, "plan.py", "exec"), {"__name__": "__main__"})
+    assert rec.of("step")[0]["command"] == "cp -p a.txt new/a.txt"
+    with pytest.raises(api.StepUpError, match="cannot be overridden: STEPUP_DIST_API"):
+        api.step("true", env_overrides={"STEPUP_DIST_API": "1"})
 
 
 def test_a_module_with_only_shared_names_gets_the_1x_form(rec: Recorder) -> None:
