@@ -236,11 +236,11 @@ def test_render_jinja_from_files_and_dicts(project: Project) -> None:
     )
     project.plan(
         """
-        from stepup.core.api import mkdir, render_jinja, static
+        from stepup.core.api import render_jinja, static
 
         static("tpl.txt", "config.yaml", "main.tex", "vars.py")
         render_jinja("tpl.txt", "config.yaml", {"mark": "!"}, "email.txt")
-        mkdir("public/")
+        # As in StepUp 4, the folder of the output is made for the step.
         render_jinja("main.tex", "vars.py", "public/")
         """
     )
