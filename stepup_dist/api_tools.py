@@ -17,9 +17,9 @@ two is an error. A call with neither (`script("work.py")`, `workdir=`, `optional
 the form of the plan that makes it, as the API's other ambiguous calls do (`api._is_v4`):
 4.x once the plan imported a name that only StepUp 4 has (`run`, `call`, ...) or made a
 call only StepUp 4 has, 1.x otherwise. Both forms make the planning step
-`./work.py plan [--step-info=FILE] [--optional]`; the 4.x form also sets
-`STEPUP_SCRIPT_FORM=4` in its environment, which tells the script's `driver()` to define
-the run steps as StepUp 4 does (see script.py).
+`./work.py plan [--step-info=FILE] [--optional]`; in the 4.x form it gets
+`STEPUP_DIST_API=4` in its environment, as every step defined in StepUp 4's form does, which
+tells the script's `driver()` to define the run steps as StepUp 4 does (see script.py).
 """
 
 import json
@@ -42,7 +42,6 @@ from .api import (
     amend,
     subs_env_vars,
 )
-from .script import SCRIPT_FORM
 from .varfiles import FORMATS, dump_variables, load_variables, unstructure
 
 __all__ = ("call", "dumpns", "loadns", "render_jinja", "script")
@@ -301,9 +300,9 @@ def script(
         workdir=wd,
         resources=resources,
         duration=duration,
+        # In StepUp 4's form the step gets STEPUP_DIST_API=4 (api._define), which tells the
+        # script's driver to define the run steps as StepUp 4 does (script.py).
         v4=v4,
-        # The driver's form follows the plan's (script.py); the variable says it.
-        env_overrides={SCRIPT_FORM: "4"} if v4 else None,
     )
 
 

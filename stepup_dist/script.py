@@ -12,8 +12,9 @@ script ends with `driver()`, which reads the command line:
 
 StepUp 1 and StepUp 4 share this protocol and differ in the run steps that `plan` defines.
 The driver follows StepUp 4 when the planning command has `--step-info` or its environment
-has `STEPUP_SCRIPT_FORM=4` (the 4.x form of `script()` sets it, see api_tools.py), and
-StepUp 1 otherwise:
+has `STEPUP_DIST_API=4` (which the API gives every step defined in StepUp 4's form, the
+planning step of `script()`'s 4.x form among them, see api_tools.py), and StepUp 1
+otherwise:
 
 - StepUp 1: a case runs as `./work.py run -- 'ARGS'`; the info dict may redirect `stdout`
   and `stderr` to files (outputs of the step); the Python files the script imports from the
@@ -42,10 +43,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ("SCRIPT_FORM", "driver")
-
-SCRIPT_FORM = "STEPUP_SCRIPT_FORM"
-"""`4` in the environment of a planning step made by the 4.x form of `script()`."""
+__all__ = ("driver",)
 
 _OUR_PACKAGE = str(Path(__file__).resolve().parent)
 
@@ -63,7 +61,7 @@ def driver(obj: Any = None) -> None:
             raise ValueError("driver() must be called from a module")
     args = _parse_args(script_path)
     wrapper = _Script(obj, script_path)
-    if args.cmd == "plan" and (args.step_info or os.environ.get(SCRIPT_FORM) == "4"):
+    if args.cmd == "plan" and (args.step_info or _api_form() == "4"):
         _plan_4x(wrapper, args.optional, args.step_info)
     elif args.cmd == "plan":
         _plan(wrapper, args.optional)
@@ -73,6 +71,13 @@ def driver(obj: Any = None) -> None:
     else:
         wrapper.run(args.string)
         _amend_imports(script_path)
+
+
+def _api_form() -> str | None:
+    """`4` when the planning step was defined in StepUp 4's form (api.API_VAR)."""
+    from .api import API_VAR
+
+    return os.environ.get(API_VAR)
 
 
 def _parse_args(script_path: str) -> argparse.Namespace:

@@ -136,7 +136,7 @@ def test_script_in_stepup4_form(planner: Recorder) -> None:
     assert sent["command"] == "./work.py plan --step-info=info.json --optional"
     assert sent["inp"] == ["config.txt", "work.py"]
     assert sent["out"] == ["info.json"]
-    assert sent["env_overrides"] == {"STEPUP_SCRIPT_FORM": "4"}
+    assert sent["env_overrides"] == {"STEPUP_DIST_API": "4"}
 
 
 def _plan_module(source: str, **imported: object) -> None:
@@ -153,7 +153,7 @@ def test_an_ambiguous_script_call_takes_the_plans_form(planner: Recorder) -> Non
     assert "env_overrides" not in old
     # The plan imported run(), which only StepUp 4 has: the driver is told the form.
     assert new["command"] == "./work.py plan --optional"
-    assert new["env_overrides"] == {"STEPUP_SCRIPT_FORM": "4"}
+    assert new["env_overrides"] == {"STEPUP_DIST_API": "4"}
 
 
 def test_script_quotes_a_name_with_spaces(planner: Recorder) -> None:

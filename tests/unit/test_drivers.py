@@ -268,3 +268,66 @@ def test_render_jinja_runs_as_a_module(tmp_path: pathlib.Path) -> None:
     )
     assert failed.returncode != 0
     assert b"'greeting' is undefined" in failed.stderr
+
+
+# the shim
+
+
+STEPUP4_ALL = [
+    "CommandArg",
+    "amend",
+    "call",
+    "copy",
+    "dumpns",
+    "get_info",
+    "get_job_i",
+    "get_rpc_client",
+    "getenv",
+    "glob",
+    "graph",
+    "hold",
+    "loadns",
+    "plan",
+    "render_jinja",
+    "run",
+    "script",
+    "shq",
+    "static",
+    "step",
+    "subs_env_vars",
+]
+"""StepUp 4.0.3's `stepup.core.api.__all__`."""
+
+
+def test_the_shim_offers_stepup4s_names_and_modules(tmp_path: pathlib.Path) -> None:
+    probe = textwrap.dedent(
+        """
+        import json
+        import stepup.core.api as api
+        import stepup.core.call, stepup.core.extapi, stepup.core.render_jinja
+        import stepup.core.script
+        names = {n: getattr(api, n).__module__ for n in api.__all__ if hasattr(api, n)}
+        print(json.dumps([sorted(api.__all__), names["call"], names["script"],
+                          stepup.core.call.driver.__module__, stepup.core.script.driver.__module__,
+                          stepup.core.extapi.run_subprocess.__module__]))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    names, *modules = json.loads(done.stdout)
+    assert set(STEPUP4_ALL) <= set(names)
+    assert {"mkdir", "pool"} <= set(names)  # StepUp 1's too
+    assert modules == [
+        "stepup_dist.api_tools",
+        "stepup_dist.api_tools",
+        "stepup_dist.call",
+        "stepup_dist.script",
+        "stepup_dist.extapi",
+    ]
