@@ -3,7 +3,7 @@
 Names and meaning follow StepUp's `stepup.core.api`, of StepUp 1.x and of StepUp 4: both
 sets of names are here, and where one name means different things in the two (`plan`,
 `step`, `static`, `glob`, `getenv`, `copy`, `amend`), the form of the call tells which is
-meant (see `docs/plan-api.md`, "StepUp 1.x and StepUp 4 forms"). Paths are relative to the
+meant (see docs/plan-api.md, "Names that mean different things"). Paths are relative to the
 directory of the calling script (its `HERE`, which is where a step runs); in `step()` and
 the calls made of it they are relative to its `workdir`. Directories end with a slash.
 Paths handed back are `path.Path` objects (a `str` subclass), as StepUp 4's are. Each call
@@ -248,6 +248,9 @@ _V4_ONLY = frozenset(
 )
 """Names only StepUp 4's API has: a module that imported one of them is a StepUp 4 plan."""
 
+_V1_ONLY = frozenset(("mkdir", "pool"))
+"""Names only StepUp 1.x's API has."""
+
 
 API_VAR = "STEPUP_DIST_API"
 """`4` in a step's environment: it was defined by a StepUp 4 call (`run()`, ...), so its own
@@ -277,15 +280,15 @@ def _is_v4(depth: int = 1) -> bool:
     if frame is None or frame.f_globals.get("__name__") == __name__:
         # A call made by this module (mkdir() calls step()): the form is the caller's.
         return False
-    for value in list(frame.f_globals.values()):
-        module = getattr(value, "__module__", None)
-        if (
-            isinstance(module, str)
-            and module.startswith("stepup_dist.api")
-            and getattr(value, "__name__", None) in _V4_ONLY
-        ):
-            _DIALECT.v4 = True
-            return True
+    names = {
+        getattr(value, "__name__", None)
+        for value in list(frame.f_globals.values())
+        if str(getattr(value, "__module__", "")).startswith("stepup_dist.api")
+    }
+    # A name only StepUp 4 has, and none only 1.x has (`import *` brings both: undecided).
+    if names & _V4_ONLY and not names & _V1_ONLY:
+        _DIALECT.v4 = True
+        return True
     return False
 
 
@@ -707,7 +710,7 @@ def step(
     )
     if v4:
         _mark_v4()
-    else:
+    elif pool is None and not block:
         v4 = _is_v4()
     return _define(
         command,

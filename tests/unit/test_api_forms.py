@@ -209,6 +209,14 @@ def test_step_refuses_an_override_that_is_also_a_dependency(rec: Recorder) -> No
         api.step("true", env_overrides={"HERE": "x"})
 
 
+def test_step_with_a_pool_is_the_1x_form(rec: Recorder) -> None:
+    api.run("true")  # this process is a StepUp 4 one
+    api.step("touch made/x.txt", out="made/x.txt", pool="p")
+    assert not os.path.exists("made")
+    api.step("touch made/x.txt", out="made/x.txt")
+    assert os.path.isdir("made")
+
+
 def test_need_plan_and_default_are_not_optional(rec: Recorder) -> None:
     api.step("true", need=api.Need.PLAN)
     api.step("false", need="default")
@@ -389,6 +397,12 @@ def test_a_module_that_uses_stepup_4_names_gets_the_4x_form(rec: Recorder) -> No
     exec(compile(code, "plan.py", "exec"), {"__name__": "__main__"})
     assert rec.of("step")[0]["command"] == "cp -p a.txt new/a.txt"
     assert os.path.isdir("new")
+
+
+def test_a_module_with_names_of_both_apis_is_undecided(rec: Recorder) -> None:
+    code = "from stepup_dist.api import *\ncopy('a.txt', 'new/')\n"
+    exec(compile(code, "plan.py", "exec"), {"__name__": "__main__"})
+    assert rec.of("step")[0]["command"] == "cp -aT a.txt new/a.txt"
 
 
 def test_a_step_defined_in_the_4x_form_calls_in_the_4x_form(
