@@ -108,8 +108,9 @@ class StepInfo:
     """Volatile output paths."""
     command: str = ""
     """The command (StepUp 4's `StepInfo.command`)."""
-    workdir: Path = field(default_factory=lambda: Path("./"))
-    """Its working directory, relative to the build's root (StepUp 4's `StepInfo.workdir`)."""
+    workdir: Path = field(default_factory=lambda: Path("."))
+    """Its working directory, relative to the build's root, as StepUp 4 gives it (`sub`,
+    `.` for the root; `StepInfo.workdir`)."""
 
     def filter_inp(self, *patterns: str, **subs: str) -> NGlobMulti:
         """The inputs that match the (named) glob patterns."""
@@ -259,8 +260,11 @@ root plan's calls mean StepUp 4's too."""
 
 
 class _Dialect:
-    v4 = False
-    """This process made a call that only StepUp 4 has (or of a form only StepUp 4 has)."""
+    def __init__(self) -> None:
+        self.v4 = False
+        """This process made a call that only StepUp 4 has (or of a form only it has)."""
+        self.undecided: set[tuple[int, int]] = set()
+        """Modules (id and size of their globals) found to decide nothing."""
 
 
 _DIALECT = _Dialect()
@@ -280,15 +284,20 @@ def _is_v4(depth: int = 1) -> bool:
     if frame is None or frame.f_globals.get("__name__") == __name__:
         # A call made by this module (mkdir() calls step()): the form is the caller's.
         return False
+    module = frame.f_globals
+    seen = (id(module), len(module))
+    if seen in _DIALECT.undecided:
+        return False  # looked at this module as it is before (a plan with many calls)
     names = {
         getattr(value, "__name__", None)
-        for value in list(frame.f_globals.values())
+        for value in list(module.values())
         if str(getattr(value, "__module__", "")).startswith("stepup_dist.api")
     }
     # A name only StepUp 4 has, and none only 1.x has (`import *` brings both: undecided).
     if names & _V4_ONLY and not names & _V1_ONLY:
         _DIALECT.v4 = True
         return True
+    _DIALECT.undecided.add(seen)
     return False
 
 
@@ -434,7 +443,7 @@ def static(*paths: Any) -> list[Path]:
                             f"static() does not take a trailing recursive ** wildcard: {text}. "
                             f"Declare the folder instead (static('{text.rstrip('*/')}/'))."
                         )
-                    ngm = NGlobMulti([text])
+                    ngm = NGlobMulti([text], zero_dirs=True)
                     ngm.glob()
                     found = [str(f) for f in ngm.files()]
                     patterns.append((text, found))
@@ -457,6 +466,7 @@ def static(*paths: Any) -> list[Path]:
             patterns=[_paths.join(here, pattern)],
             subs={},
             matches=[_paths.join(here, f) for f in found],
+            zero_dirs=True,
         )
     return sorted(Path(p) for p in everything)
 
@@ -492,7 +502,9 @@ def glob(
         _CLIENT.send("defer", patterns=[_paths.join(here, p) for p in _subs_all(patterns)])
         return None
     local = _subs_all(patterns)
-    ngm = NGlobMulti(local, subs)
+    # StepUp 4's `**/` matches no folder too; 1.x's at least one.
+    zero_dirs = _is_v4()
+    ngm = NGlobMulti(local, subs, zero_dirs=zero_dirs)
     ngm.glob()
     if _required and not ngm:
         raise FileNotFoundError("Could not find any matching paths on the filesystem.")
@@ -505,6 +517,7 @@ def glob(
         patterns=[_paths.join(here, p) for p in local],
         subs=dict(subs),
         matches=[_paths.join(here, f) for f in files],
+        **({"zero_dirs": True} if zero_dirs else {}),
     )
     return ngm
 
@@ -649,7 +662,7 @@ def _define(
     if v4:
         lists = [sorted(x) for x in lists]
         env_l = sorted(env_l)
-    return StepInfo(key, lists[0], env_l, lists[1], lists[2], command, Path(wd))
+    return StepInfo(key, lists[0], env_l, lists[1], lists[2], command, Path(wd.rstrip("/") or "."))
 
 
 def _make_folders(workdir: str, outputs: list[str]) -> None:
@@ -1077,7 +1090,9 @@ def getenv(
         _mark_v4()
     if default is not None:
         default = os.fspath(default)
-    if not _CLIENT.active:
+    if not _CLIENT.active or name in ("HERE", "ROOT"):
+        # HERE and ROOT are the step's own (from the worker), not the build's: they follow
+        # from its working directory, which it is named by already (no dependency).
         value = os.getenv(name, default)
     else:
         value = _CLIENT.call("getenv", name=name, default=default)
@@ -1105,12 +1120,15 @@ def getenv(
 
 
 def _env_path(subs: EnvSubstitutor, value: str, back: bool) -> Path:
-    result = subs(value)
+    result = str(subs(value))
+    if not value.endswith("/"):
+        # A trailing slash only when the value has one (StepUp 4 keeps the affixes given).
+        result = result.rstrip("/") or ("/" if result.startswith("/") else ".")
     if back and not result.startswith("/"):
         # Relative to the root: from here, that is `ROOT/value` (StepUp 4's translate_back).
         here = _here().rstrip("/") or "."
         rel = posixpath.relpath(result.rstrip("/") or ".", here)
-        result = _paths.norm(rel + ("/" if result.endswith("/") and rel != "." else ""))
+        result = rel + "/" if result.endswith("/") and rel != "." else rel
     return Path(result)
 
 
@@ -1158,7 +1176,7 @@ def get_info() -> StepInfo:
     _mark_v4()
     info = _CLIENT.call("info")
     if not isinstance(info, dict):
-        return StepInfo("dummy:", [], [], [], [], "", Path("./"))
+        return StepInfo("dummy:", [], [], [], [], "", Path("."))
     here = _here().rstrip("/") or "."
 
     def back(paths: list[str]) -> list[Path]:
@@ -1178,7 +1196,7 @@ def get_info() -> StepInfo:
         back(info["out"]),
         back(info["vol"]),
         info["command"],
-        Path(info["workdir"]),
+        Path(info["workdir"].rstrip("/") or "."),
     )
 
 

@@ -180,6 +180,8 @@ def call_glob(planner: "Planner", caller: str, args: dict[str, Any]) -> None:
         isinstance(k, str) and isinstance(v, str) for k, v in subs.items()
     ):
         raise PlanError(f"subs must map names to patterns, got {subs!r}")
+    if not isinstance(args.get("zero_dirs", False), bool):
+        raise PlanError(f"zero_dirs must be true or false, got {args['zero_dirs']!r}")
 
 
 def call_defer(planner: "Planner", caller: str, args: dict[str, Any]) -> None:

@@ -46,7 +46,9 @@ def globs_unchanged(p: "Planner", old: Record) -> bool:
         if method != "glob":
             continue
         try:
-            ngm = NGlobMulti(args["patterns"], args.get("subs") or {})
+            ngm = NGlobMulti(
+                args["patterns"], args.get("subs") or {}, zero_dirs=args.get("zero_dirs") is True
+            )
             ngm.glob(str(p.root))
         except (KeyError, TypeError, ValueError, OSError):
             return False

@@ -43,6 +43,8 @@ def test_a_stepup_4_plan_runs_and_then_skips(project: Project) -> None:
         assert static("data/", "work.py", "say.sh", "sub/plan.py") == [
             "data/", "say.sh", "sub/plan.py", "work.py"
         ]
+        # StepUp 4's `**/` matches no folder too: data/a.txt is among these.
+        assert static("data/**/*.txt") == ["data/a.txt", "data/b c.txt", "data/deep/d.txt"]
         for path in static("inp*.txt"):
             assert isinstance(path, Path)
             copy(path, "copies/")
@@ -193,7 +195,7 @@ def test_hold_graph_and_get_info(project: Project) -> None:
     assert "step echo a > a.txt\n  state: " in after
     assert "step ./info.py\n" in after
     assert '"step:./info.py" -> "file:info.txt";' in (root / "graphs/after.dot").read_text()
-    assert (root / "info.txt").read_text() == "./info.py ./info.py ./ info.py info.txt\n"
+    assert (root / "info.txt").read_text() == "./info.py ./info.py . info.py info.txt\n"
 
 
 def test_a_static_folder_of_a_1x_plan_covers_what_is_under_it(project: Project) -> None:

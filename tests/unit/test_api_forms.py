@@ -161,6 +161,7 @@ def test_run_in_a_missing_workdir_makes_it(rec: Recorder) -> None:
     assert rec.of("static")[0]["paths"] == ["new/"]
     assert rec.of("step")[0]["out"] == ["new/x.txt"]
     assert info.key == "touch x.txt  # wd=new/"
+    assert info.workdir == "new"  # as StepUp 4 gives it
 
 
 def test_a_bad_duration_is_refused(rec: Recorder) -> None:
@@ -295,9 +296,35 @@ def test_static_of_a_pattern_declares_the_matches_and_records_the_glob(rec: Reco
     assert got == ["inp1.txt", "inp2.txt"]
     assert rec.of("static")[0]["paths"] == ["inp1.txt", "inp2.txt"]
     assert rec.of("glob") == [
-        {"patterns": ["inp*.txt"], "subs": {}, "matches": ["inp1.txt", "inp2.txt"]}
+        {
+            "patterns": ["inp*.txt"],
+            "subs": {},
+            "matches": ["inp1.txt", "inp2.txt"],
+            "zero_dirs": True,
+        }
     ]
     assert api._DIALECT.v4
+
+
+def test_static_of_a_recursive_pattern_includes_the_top_folder(rec: Recorder) -> None:
+    write("sub/a.txt")
+    write("sub/deeper/b.txt")
+    assert api.static("sub/**/*.txt") == ["sub/a.txt", "sub/deeper/b.txt"]
+    assert rec.of("glob")[0]["zero_dirs"] is True
+
+
+def test_glob_takes_stepup_4s_recursive_wildcard_in_its_form(rec: Recorder) -> None:
+    write("sub/a.txt")
+    write("sub/deeper/b.txt")
+    v1 = api.glob("sub/**/*.txt")
+    assert v1 is not None
+    assert v1.files() == ("sub/deeper/b.txt",)
+    assert "zero_dirs" not in rec.of("glob")[0]
+    api.run("true")
+    v4 = api.glob("sub/**/*.txt")
+    assert v4 is not None
+    assert v4.files() == ("sub/a.txt", "sub/deeper/b.txt")
+    assert rec.of("glob")[1]["zero_dirs"] is True
 
 
 def test_static_of_a_named_pattern_and_of_a_glob_result(rec: Recorder) -> None:
@@ -312,7 +339,9 @@ def test_static_of_a_named_pattern_and_of_a_glob_result(rec: Recorder) -> None:
 def test_static_of_nothing_matching_still_records_the_pattern(rec: Recorder) -> None:
     assert api.static("nothing*.txt") == []
     assert rec.of("static") == []
-    assert rec.of("glob") == [{"patterns": ["nothing*.txt"], "subs": {}, "matches": []}]
+    assert rec.of("glob") == [
+        {"patterns": ["nothing*.txt"], "subs": {}, "matches": [], "zero_dirs": True}
+    ]
 
 
 def test_static_of_a_folder_is_a_tree(rec: Recorder) -> None:
@@ -365,6 +394,10 @@ def test_getenv_forms(rec: Recorder, monkeypatch: pytest.MonkeyPatch) -> None:
     assert api.getenv("V", path=True) == "data/value/x"
     assert isinstance(api.getenv("V", path=True), Path)
     assert api.getenv("V", back=True) == "../data/value/x"
+    rec.answers["getenv"] = "."
+    assert api.getenv("V", back=True) == ".."
+    rec.answers["getenv"] = "out/"
+    assert api.getenv("V", back=True) == "../out/"
     rec.answers["getenv"] = "a:sub/b: :"
     assert api.getenv("V", multi=True) == ["a", "sub/b"]
     assert api.getenv("V", multi=True, back=True) == ["../a", "b"]
@@ -378,6 +411,17 @@ def test_getenv_forms(rec: Recorder, monkeypatch: pytest.MonkeyPatch) -> None:
         api.getenv("V", path=True)
     assert api.getenv("V") is None
     assert rec.of("getenv")[-1] == {"name": "V", "default": None}
+
+
+def test_getenv_of_here_and_root_is_the_step_s_own(
+    rec: Recorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HERE", "sub/deeper")
+    monkeypatch.setenv("ROOT", "../..")
+    rec.answers["getenv"] = "what the build has"
+    assert api.getenv("HERE") == "sub/deeper"
+    assert api.getenv("ROOT", path=True) == "../.."
+    assert rec.of("getenv") == []
 
 
 # copy()
@@ -500,7 +544,7 @@ def test_get_info_gives_paths_relative_to_here(
     info = api.get_info()
     assert info.inp == ["../data/a.txt", "work.py"]
     assert info.out == ["o/"]
-    assert (info.env, info.workdir, info.command) == (["A", "B"], "sub/", "./work.py")
+    assert (info.env, info.workdir, info.command) == (["A", "B"], "sub", "./work.py")
 
 
 def test_get_info_outside_a_build() -> None:

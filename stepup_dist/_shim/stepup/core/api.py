@@ -5,6 +5,17 @@ StepUp's basic calls come from `stepup_dist.api`, its composite ones (`call`, `s
 """
 
 from stepup_dist.api import *  # noqa: F403
+
+# Not in StepUp 4's __all__, but importable from its stepup.core.api all the same.
+from stepup_dist.api import (  # noqa: F401
+    AmendWhileHoldingError,
+    EnvSubstitutor,
+    InputNotFoundError,
+    Need,
+    PathError,
+    StepInfo,
+    StepUpError,
+)
 from stepup_dist.api import __all__ as _basic
 from stepup_dist.api_tools import *  # noqa: F403
 from stepup_dist.api_tools import __all__ as _tools
