@@ -26,6 +26,7 @@ def only_unserved_left(p: "Planner") -> bool:
     waiting = p.slots.waiting
     if (
         p.ready
+        or p.runs
         or p.jobs.in_flight
         or not waiting
         or any(s.key not in p.slots.unserved for s in waiting)

@@ -68,6 +68,8 @@ class Step:
     attempt: int = 0
     optional: bool = False
     """Runs only once a step that must run needs one of its outputs (then it is False)."""
+    duration: float | None = None
+    """Seconds the plan expects it to take (`duration=`), to order the work; None: not said."""
 
     def definition(self) -> tuple:
         return (self.command, self.workdir, self.declared, self.pool, self.resources)

@@ -41,6 +41,7 @@ from .checks import Checks
 from .graph import DONE, Graph, Step, StepStatus
 from .jobs import Jobs
 from .pools import PoolBroker, PoolKeeper
+from .priority import Priorities, RunQueue
 from .routing import Group, Router
 from .store import Record, Store
 
@@ -131,6 +132,8 @@ class Planner:
         self.jobs = Jobs()
         self.checks = Checks()
         self.ready: deque[Step] = deque()
+        self.runs = RunQueue(Priorities(self.graph, self.records, self.old_records))
+        """Steps that must run, held back until workers can start them soon, best first."""
         self._deferred: list[NGlobMulti] = []
         """Deferred globs (`glob(..., _defer=True)`) of this build's plans."""
         """Steps whose inputs are all there, to dispatch (a skip check or a run)."""
@@ -262,12 +265,13 @@ class Planner:
             self._dispatch()
         elif not self.jobs.running:
             return True
-        if not self.ready and not self.jobs.in_flight and not self.slots.waiting:
+        if not self.ready and not self.runs and not self.jobs.in_flight and not self.slots.waiting:
             return not finish.unblock_stalled(self)
         if finish.only_unserved_left(self) or self._route(time.monotonic()):
             return True
         # Steps left for the next dispatch round: look at the inbox without waiting.
-        for message in self.broker.receive(self.build, 0.0 if self.ready else 1.0):
+        more = self.ready or (self.runs and self._room() != 0)
+        for message in self.broker.receive(self.build, 0.0 if more else 1.0):
             self.handle(message)
         self._maintain()
         return False
@@ -308,6 +312,9 @@ class Planner:
                     self.checks.ask(("skip", step.key), path, old.out_states.get(path))
             else:
                 self.queue_run(step)
+        room = self._room()
+        for step in self.runs.take(DISPATCH_ROUND if room is None else min(room, DISPATCH_ROUND)):
+            self._start_run(step)
         for step in self.slots.retry_waiting():
             self._queued(step)
         if self._unleased:
@@ -331,6 +338,13 @@ class Planner:
                 )
 
     def queue_run(self, step: Step) -> None:
+        """The step must run: it goes out when workers have room for it, best first."""
+        self.runs.push(step)
+
+    def _room(self) -> int | None:
+        return self.router.room(len(self._held) + len(self._pending_runs) + len(self._unleased))
+
+    def _start_run(self, step: Step) -> None:
         if not self.slots.needs_slots(step):
             # Only a run lease: taken for a whole round at once, in _dispatch.
             step.status = StepStatus.QUEUED

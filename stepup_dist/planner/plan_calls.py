@@ -116,6 +116,11 @@ def call_step(planner: "Planner", caller: str, args: dict[str, Any]) -> str:
         )
     step = Step(key, command, workdir, inp, out, vol, env, pool, caller, resources)
     step.optional = args.get("optional") is True
+    duration = args.get("duration")
+    if duration is not None:
+        if type(duration) not in (int, float) or not 0 <= duration < float("inf"):
+            raise PlanError(f"step {key!r}: duration must be seconds >= 0, got {duration!r}")
+        step.duration = float(duration)
     planner.declare_step(step)
     return key
 
