@@ -23,9 +23,11 @@ from typing import Any, Protocol
 
 from ..errors import BrokerUnavailable, PlanError, UserError, WireError
 from ..messages import (
+    CONTROLS,
     Call,
     Checked,
     CheckJob,
+    Control,
     FileState,
     Message,
     Reply,
@@ -149,6 +151,8 @@ class Planner:
         self._unleased: list[Step] = []
         """Queued steps that still need their run lease (taken in one batch)."""
         self._told_unserved: set[str] = set()
+        self.joined = False
+        """`join` was asked: end when the steps are done, even if the build would watch."""
         self._workers_alive = workers_alive
         self._last_renew = time.monotonic()
         self._started_at = time.time()
@@ -239,11 +243,7 @@ class Planner:
                     if self.outcome.interrupted:
                         # The second Ctrl-C cancels the running steps too: their leases
                         # go back below, and their workers kill them when they renew.
-                        self.outcome.cancelled = True
-                        n = len(self.jobs.running)
-                        self.reporter.line(
-                            "INTERRUPT", f"cancelling {n} running step{'s' * (n != 1)}"
-                        )
+                        self._cancel("INTERRUPT")
                         break
                     recovery.drain(self)
         except BaseException:
@@ -261,6 +261,8 @@ class Planner:
 
     def _loop_once(self) -> bool:
         """One round of the loop; True when the build is over."""
+        if self.outcome.cancelled:
+            return True
         if not self.outcome.interrupted:
             self._dispatch()
         elif not self.jobs.running:
@@ -491,8 +493,36 @@ class Planner:
             skipping.on_checked(self, message)
         elif isinstance(message, Wake):
             self.slots.retry = True
+        elif isinstance(message, Control) and message.action in CONTROLS:
+            getattr(self, message.action)()
         else:
             self.reporter.line("WARNING", f"ignored an unexpected {message.TYPE!r} message")
+
+    # Steering: `stepup-dist drain`, `join` and `shutdown` (Control messages)
+
+    def drain(self) -> None:
+        """Start nothing new; the build ends once the running steps have ended."""
+        if not self.outcome.interrupted:
+            recovery.drain(self, "DRAIN", "stepup-dist shutdown twice cancels them")
+
+    def join(self) -> None:
+        """End once every step is done: what a one-shot build does anyway, so this only
+        says so (a build that keeps watching stops then)."""
+        self.joined = True
+        self.reporter.line("JOIN", "the build ends when its steps are done")
+
+    def shutdown(self) -> None:
+        """As `drain`; asked again, cancel the running steps too (their leases go back,
+        and their workers kill them)."""
+        if self.outcome.interrupted:
+            self._cancel("SHUTDOWN")
+        else:
+            recovery.drain(self, "SHUTDOWN", "stepup-dist shutdown again cancels them")
+
+    def _cancel(self, status: str) -> None:
+        self.outcome.interrupted = self.outcome.cancelled = True
+        n = len(self.jobs.running)
+        self.reporter.line(status, f"cancelling {n} running step{'s' * (n != 1)}")
 
     def fail(self, step: Step) -> None:
         """The step failed: say so in the outcome, and forget its records (it runs next
