@@ -150,7 +150,15 @@ def _live() -> bool:
     return sys.stdout.isatty() and os.environ.get("TERM", "") != "dumb"
 
 
-def run_build(config: Config, root: Path, workers: int, *, quiet: bool = False) -> ExitCode:
+def run_build(
+    config: Config,
+    root: Path,
+    workers: int,
+    *,
+    quiet: bool = False,
+    limits: dict[str, int] | None = None,
+) -> ExitCode:
+    """`limits`: the build's own resource limits (StepUp's build-level resources)."""
     start = time.monotonic()
     root = root.resolve()
     if not (root / "plan.py").is_file():
@@ -206,6 +214,7 @@ def run_build(config: Config, root: Path, workers: int, *, quiet: bool = False) 
             build=build,
             local_workers=workers,
             give_up=config.give_up,
+            limits=limits,
         )
         stack.callback(broker.forget_build, planner.build)
         if live is not None:

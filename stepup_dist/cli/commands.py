@@ -93,10 +93,15 @@ def build(
         tls_key=tls_key,
         give_up=give_up,
     )
-    count = workers if workers is not None else (os.cpu_count() or 1)
+    from .stepup_config import read_settings
+
+    settings = read_settings(root.resolve())
+    for warning in settings.warnings:
+        print(f"stepup-dist: warning: {warning}", file=sys.stderr)
+    count = workers if workers is not None else (settings.jobs or os.cpu_count() or 1)
     if count == 0:
         config.server("-w0, which starts no local workers,")
-    sys.exit(run_build(config, root, count, quiet=quiet))
+    sys.exit(run_build(config, root, count, quiet=quiet, limits=settings.resources))
 
 
 _REDIS = redis_option

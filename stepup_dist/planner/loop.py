@@ -110,6 +110,7 @@ class Planner:
         reconnect: float = RECONNECT_FOR,
         local_workers: int = 0,
         give_up: float | None = None,
+        limits: Mapping[str, int] | None = None,
     ):
         self.broker = broker
         self.reporter = reporter
@@ -124,6 +125,8 @@ class Planner:
         self.graph = Graph()
         self.slots = PoolKeeper(broker, self.build, lease)
         self.pools = self.slots.plan_sizes
+        # StepUp's build-level resources: limits of this build, as plan pools are.
+        self.pools.update(limits or {})
         self.outcome = Outcome()
         self.router = Router(
             str(root),
@@ -336,7 +339,9 @@ class Planner:
             if key not in self._told_unserved:
                 self._told_unserved.add(key)
                 self.reporter.line(
-                    "WAITING", f"{key} (needs {wanted}: no connected worker offers it)"
+                    "WAITING",
+                    f"{key} (needs {wanted}: no connected worker offers it, and no pool "
+                    "has its name)",
                 )
 
     def queue_run(self, step: Step) -> None:
