@@ -339,7 +339,9 @@ class Planner:
         room = self._room()
         for step in self.runs.take(DISPATCH_ROUND if room is None else min(room, DISPATCH_ROUND)):
             self._start_run(step)
-        for step in self.slots.retry_waiting():
+        # Steps waiting for pool slots: the longest remaining path first too.
+        tail = self.runs.priorities.tail
+        for step in self.slots.retry_waiting(first=lambda s: -tail(s.key)):
             self._queued(step)
         if self._unleased:
             batch = list(

@@ -16,7 +16,7 @@ the build's place in line).
 
 import contextlib
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from ..errors import BrokerUnavailable, GrantMissing, PlanError
@@ -207,15 +207,18 @@ class PoolKeeper:
         """Steps of one build with the same line key are served first come, first served."""
         return (step.pool, tuple(sorted(step.resources.items())))
 
-    def retry_waiting(self, force: bool = False) -> list[Step]:
-        """Give slots to waiting steps, oldest first; return those that got them."""
+    def retry_waiting(
+        self, force: bool = False, first: Callable[[Step], float] | None = None
+    ) -> list[Step]:
+        """Give slots to waiting steps, oldest first (or by `first`, lowest first, the
+        oldest of equals); return those that got them."""
         if not (self.retry or force) or not self.waiting:
             return []
         self.retry = False
         granted = []
         refused: set[tuple] = set()
-        for step in list(self.waiting):
-            # Within a build: first come, first served per pool.
+        for step in list(self.waiting) if first is None else sorted(self.waiting, key=first):
+            # Within a build: in order per pool (a later step never overtakes).
             if self.line_of(step) in refused:
                 continue
             if self.take(step):

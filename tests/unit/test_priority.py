@@ -130,8 +130,8 @@ class Lines:
         pass
 
 
-def build(cluster: TimedCluster, root: Path) -> Outcome:
-    return Planner(cluster, Lines(), root, lease=30.0).run()
+def build(cluster: TimedCluster, root: Path, **options: Any) -> Outcome:
+    return Planner(cluster, Lines(), root, lease=30.0, **options).run()
 
 
 def chain_beside_shorts(
@@ -200,6 +200,23 @@ def test_the_planner_holds_back_runs_beyond_one_per_worker(clock: Clock, root: P
     assert build(cluster, root).succeeded == 23
     # Never more unstarted jobs on the queue than workers (all 20 would go at once else).
     assert 0 < peak <= 3
+
+
+def test_steps_waiting_for_a_pool_slot_take_it_longest_path_first(clock: Clock, root: Path) -> None:
+    # Every step needs the build's one unit of "lic" (StepUp's build-level resources):
+    # they wait for it in the planner, and the chain's links take it first (hinted: the
+    # last link alone would tie with a short step, first come, first served).
+    steps, took = chain_beside_shorts(links=2, shorts=6, hinted=True)
+    for step in steps:
+        step["resources"] = {"lic": 1}
+    cluster = TimedCluster(steps=steps, took=took, workers=2)
+    assert build(cluster, root, limits={"lic": 1}).succeeded == 9
+    order = [c for _, c in cluster.started]
+    assert order[1:3] == ["link 0", "link 1"]
+    # One at a time: each starts when the one before has ended.
+    times = [t for t, _ in cluster.started[1:]]
+    ends = [t + took[c] for t, c in cluster.started[1:]]
+    assert all(start >= end for start, end in zip(times[1:], ends, strict=False))
 
 
 def record(out: list[str], inp: list[str], duration: float) -> Record:
