@@ -222,6 +222,8 @@ class Planner:
         if existing is None and step.status is StepStatus.PENDING and not step.missing:
             step.status = StepStatus.READY
             self.ready.append(step)
+        elif existing is None and not step.optional:
+            self.runs.priorities.pending_defined()
 
     def amend(
         self, key: str, inp: list[str], out: list[str], vol: list[str], env: list[str]
@@ -294,7 +296,7 @@ class Planner:
         if finish.only_unserved_left(self) or self._route(time.monotonic()):
             return True
         # Steps left for the next dispatch round: look at the inbox without waiting.
-        more = self.ready or (self.runs and self._room() != 0)
+        more = self.ready or (self.runs and self.runs.may_take(self._room()))
         for message in self.broker.receive(self.build, 0.0 if more else 1.0):
             self.handle(message)
         self._maintain()
@@ -336,8 +338,7 @@ class Planner:
                     self.checks.ask(("skip", step.key), path, old.out_states.get(path))
             else:
                 self.queue_run(step)
-        room = self._room()
-        for step in self.runs.take(DISPATCH_ROUND if room is None else min(room, DISPATCH_ROUND)):
+        for step in self.runs.take(DISPATCH_ROUND, self._room()):
             self._start_run(step)
         # Steps waiting for pool slots: the longest remaining path first too.
         tail = self.runs.priorities.tail

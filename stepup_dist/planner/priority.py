@@ -11,6 +11,9 @@ puts a long chain first from its second run on.
 Ordering matters only where more steps are ready than workers can take: jobs on an RQ
 queue are taken first in, first out, so the planner holds back runs beyond what the
 workers can start soon (`Router.room`) and sends the best of the rest as room comes free.
+Holding back costs a round trip per step or so; it is worth it only while some step waits
+for its inputs (it may become ready with a longer tail than the jobs queued by then). With
+none, sending every ready run at once, best first, puts them in the same order.
 No Redis here, no I/O: the planner hands in its graph and records.
 """
 
@@ -28,6 +31,8 @@ __all__ = ("DEFAULT_DURATION", "Priorities", "RunQueue")
 DEFAULT_DURATION = 1.0
 """Seconds assumed for a step with neither a hint nor a recorded duration (as StepUp 4)."""
 
+PENDING_EVERY = 0.5
+"""Seconds between two scans for steps that wait for their inputs."""
 REFRESH_SHARE = 20.0
 """Tail times are recomputed at most once per this many times the last computation took
 (at most 5 % of the planner's time goes to them on a huge graph that keeps growing)."""
@@ -48,6 +53,23 @@ class Priorities:
     """Bumped by each computation (a `RunQueue` re-sorts when it changes)."""
     _shape: tuple[int, int] = (-1, -1)
     _next_at: float = 0.0
+    _pending: bool = True
+    _pending_at: float = -1e18
+
+    def steps_wait_for_inputs(self) -> bool:
+        """Whether some step (not optional) waits for its inputs; read again at most every
+        `PENDING_EVERY` seconds (or 20 times the cost of a scan), True meanwhile if it was."""
+        now = time.monotonic()
+        if now >= self._pending_at:
+            self._pending = any(
+                s.status is StepStatus.PENDING and not s.optional for s in self.graph.steps.values()
+            )
+            self._pending_at = now + max(PENDING_EVERY, REFRESH_SHARE * (time.monotonic() - now))
+        return self._pending
+
+    def pending_defined(self) -> None:
+        """A step that waits for its inputs was defined."""
+        self._pending = True
 
     def duration(self, key: str) -> float:
         step = self.graph.steps.get(key)
@@ -148,8 +170,15 @@ class RunQueue:
         # Equal tails: first come, first served.
         heapq.heappush(self._heap, (-self.priorities.tail(step.key), next(self._order), step))
 
-    def take(self, n: int) -> list[Step]:
-        """Up to `n` READY steps, longest tail first."""
+    def may_take(self, room: int | None) -> bool:
+        """Whether `take` would hand out a step now (the queue is not empty)."""
+        return room is None or room > 0 or not self.priorities.steps_wait_for_inputs()
+
+    def take(self, n: int, room: int | None = None) -> list[Step]:
+        """Up to `n` READY steps, longest tail first; at most `room` (None: no limit) while
+        steps wait for their inputs."""
+        if room is not None and self.priorities.steps_wait_for_inputs():
+            n = min(n, room)
         if n <= 0 or not self._heap:
             return []
         if len(self._heap) > n:
