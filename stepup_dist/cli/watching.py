@@ -53,7 +53,8 @@ class _Session:
         self.running = False
         self.drained = False
         """`d` was pressed during this run: its interruption does not end the loop."""
-        self.stop = False
+        self.code = ExitCode.INTERRUPTED
+        """The exit code of the last run that completed."""
 
     def act(self, key: str) -> bool:
         """In the key thread: the keys that act during a run. True when handled."""
@@ -103,7 +104,11 @@ def watch_loop(
     keys = Keys(keys_fd, session.act) if keys_fd is not None else None
     try:
         with _term_signal():
-            return _loop(planner, reporter, summarize, session, watcher, keys, auto)
+            try:
+                return _loop(planner, reporter, summarize, session, watcher, keys, auto)
+            except KeyboardInterrupt:  # between a run's end and the wait for changes
+                reporter.line("INTERRUPT", "stopped watching")
+                return session.code
     finally:
         if keys is not None:
             keys.close()
@@ -121,17 +126,21 @@ def _loop(
 ) -> ExitCode:
     changes = Changes()
     start = time.monotonic()
-    outcome = planner.run()
-    code = summarize(outcome, time.monotonic() - start)
+    outcome = _run(planner, session)
+    code = _summarize(session, summarize, outcome, time.monotonic() - start)
     while True:
         if planner.stopping or outcome.cancelled or (outcome.interrupted and not session.drained):
             return code
         session.drained = False
-        files, folders = watch_set(planner)
-        watcher.watch(files, folders)
-        for what, path in changes.look(planner, None):
-            reporter.line(what, path)
-        how = _wait(planner, reporter, session, watcher, keys, changes, auto)
+        try:
+            files, folders = watch_set(planner)
+            watcher.watch(files, folders)
+            for what, path in changes.look(planner, None):
+                reporter.line(what, path)
+            how = _wait(planner, reporter, watcher, keys, changes, auto)
+        except KeyboardInterrupt:
+            reporter.line("INTERRUPT", "stopped watching")
+            return code
         if how is None:
             return code
         if how == "f":
@@ -140,14 +149,37 @@ def _loop(
             reporter.line("KEYBOARD", "t: checking every step again, skipping what is unchanged")
         next_run(planner, how, changes)
         start = time.monotonic()
-        outcome = planner.run()
-        code = summarize(outcome, time.monotonic() - start)
+        outcome = _run(planner, session)
+        code = _summarize(session, summarize, outcome, time.monotonic() - start)
+
+
+def _summarize(
+    session: _Session,
+    summarize: Callable[["Outcome", float], ExitCode],
+    outcome: "Outcome",
+    elapsed: float,
+) -> ExitCode:
+    """Print a run's summary whole, and keep its exit code: a signal waits until after."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        session.code = summarize(outcome, elapsed)
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
+    return session.code
+
+
+def _run(planner: "Planner", session: _Session) -> "Outcome":
+    """One run; drained by a key with nothing left undone, it counts as complete."""
+    outcome = planner.run()
+    if outcome.interrupted and not outcome.not_run and (planner.stopping or session.drained):
+        outcome.interrupted = False
+    return outcome
 
 
 def _wait(
     planner: "Planner",
     reporter: Any,
-    session: _Session,
     watcher: Any,
     keys: Keys | None,
     changes: Changes,
@@ -156,45 +188,36 @@ def _wait(
     """Wait for what starts the next run ('r', 'f' or 't'); None to stop watching."""
     last_change = time.monotonic() if changes else None
     renew_at = 0.0
-    try:
-        while True:
-            if planner.stopping:
-                return None
-            now = time.monotonic()
-            if now >= renew_at:
-                planner.idle()
-                renew_at = now + planner.lease / 3
-            waits = [renew_at - now]
-            if auto and changes and last_change is not None:
-                waits.append(last_change + QUIET - now)
-            due = watcher.due()
-            if due is not None:
-                waits.append(due)
-            fds = [fd for fd in (watcher.fileno(), keys and keys.fileno()) if fd is not None]
-            select.select(fds, [], [], max(0.0, min(waits)))
-            hints = watcher.read()
-            if hints is None or hints:
-                lines = changes.look(planner, hints)
-                for what, path in lines:
-                    reporter.line(what, path)
-                if lines:
-                    last_change = time.monotonic()
-            for key in keys.take() if keys is not None else []:
-                how = _key(planner, reporter, key)
-                if how is not None:
-                    return how
-            if planner.stopping:
-                return None
-            if (
-                auto
-                and changes
-                and last_change is not None
-                and time.monotonic() - last_change >= QUIET
-            ):
-                return "r"
-    except KeyboardInterrupt:
-        reporter.line("INTERRUPT", "stopped watching")
-        return None
+    while True:
+        if planner.stopping:
+            return None
+        now = time.monotonic()
+        if now >= renew_at:
+            planner.idle()
+            renew_at = now + planner.lease / 3
+        waits = [renew_at - now]
+        if auto and changes and last_change is not None:
+            waits.append(last_change + QUIET - now)
+        due = watcher.due()
+        if due is not None:
+            waits.append(due)
+        fds = [fd for fd in (watcher.fileno(), keys and keys.fileno()) if fd is not None]
+        select.select(fds, [], [], max(0.0, min(waits)))
+        hints = watcher.read()
+        if hints is None or hints:
+            lines = changes.look(planner, hints)
+            for what, path in lines:
+                reporter.line(what, path)
+            if lines:
+                last_change = time.monotonic()
+        for key in keys.take() if keys is not None else []:
+            how = _key(planner, reporter, key)
+            if how is not None:
+                return how
+        if planner.stopping:
+            return None
+        if auto and changes and last_change is not None and time.monotonic() - last_change >= QUIET:
+            return "r"
 
 
 def _key(planner: "Planner", reporter: Any, key: str) -> str | None:
