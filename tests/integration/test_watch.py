@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pexpect
 import pytest
 
 from tests.conftest import BIN, Project
+from tests.helpers import processes_running, start_worker, stop
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -25,14 +27,18 @@ _ANSI = re.compile(r"\r?\x1b\[K|\r")
 class Watch:
     """One `stepup-dist build --watch` on a pty, read run by run."""
 
-    def __init__(self, root: Path, *args: str, term: str = "dumb"):
-        env = dict(os.environ)
+    def __init__(self, root: Path, *args: str, term: str = "dumb", env: dict | None = None):
+        env = {**os.environ, **(env or {})}
         env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
         env.pop("STEPUP_DIST_REDIS_URL", None)
         env["TERM"] = term
         self.child = pexpect.spawn(
             str(BIN / "stepup-dist"),
-            ["build", "--watch", "-w2", *args],
+            [
+                "build",
+                "--watch",
+                *(args if any(a.startswith("-w") for a in args) else ("-w2", *args)),
+            ],
             cwd=str(root),
             env=env,
             encoding="utf-8",
@@ -319,3 +325,57 @@ def test_without_a_terminal_sigterm_stops_the_loop(project: Project) -> None:
     rest, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, "".join(seen) + rest
     assert "stopped watching" in rest
+
+
+def test_the_loop_survives_a_server_restart_and_a_killed_worker(
+    tmp_path: Path, prefix: str, watch: list[Watch]
+) -> None:
+    """Between runs the server restarts (forgetting everything); in the next run the
+    worker of a step is killed: the step runs again elsewhere, and the loop goes on."""
+    from stepup_dist.broker.server import EmbeddedServer
+
+    lease = {"STEPUP_DIST_LEASE": "3"}
+    server = EmbeddedServer(tmp_path / "srv")
+    server.start()
+    workers = [start_worker(server.url, prefix, env=lease) for _ in range(2)]
+    project = Project(tmp_path / "p")
+    marker = f"sleep 2.{os.getpid()}"
+    project.plan(f"""
+        from stepup.core.api import static, step
+        static("a.txt")
+        step("touch started; cp a.txt b.txt; {marker}", inp="a.txt", out="b.txt")
+    """)
+    project.write("a.txt", "one\n")
+    try:
+        w = Watch(
+            project.root, "--auto", "-w0", "--redis", server.url, "--prefix", prefix, env=lease
+        )
+        watch.append(w)
+        w.run()
+        server.stop()
+        w.until(r"REDIS │ [^\n]*reconnecting")
+        server.start()
+        w.until(r"REDIS │ the server restarted")
+        (project.root / "started").unlink()
+        _edit(project.root / "a.txt", "two\n")
+        w.until(r"START │ touch started")
+        deadline = time.monotonic() + 30
+        while not processes_running(marker):
+            assert time.monotonic() < deadline, "the step never started its command"
+            time.sleep(0.05)
+        (shell,) = [
+            pid
+            for pid in processes_running(marker)
+            if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"/bin/sh")
+        ]
+        victim = int(Path(f"/proc/{shell}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        os.kill(victim, 9)
+        lines = w.run()
+        assert ("SUCCESS", f"touch started; cp a.txt b.txt; {marker}") in lines, w.text
+        assert any(status == "LOST" for status, _ in lines), w.text
+        assert (project.root / "b.txt").read_text() == "two\n"
+        w.key("q")
+        assert w.end() == 0
+    finally:
+        stop(workers)
+        server.stop()
