@@ -6,7 +6,8 @@
 Each tool runs on a pty (pexpect), as a user would run it, and the script reads its lines:
 
 - latency: a plan with one static input and its consumer (`cp inp.txt out.txt`). After the
-  first run, the script saves `inp.txt` --edits times and times each save to the START line
+  first run, the script saves `inp.txt` --edits times (each after a random pause of up to
+  1 s, as a user saves at any moment) and times each save to the START line
   of `cp`: stepup-dist with `--auto` (no key; the time includes its quiet period of 0.2 s),
   with inotify and with polling (`--poll 1`, the interval used on network filesystems);
   stepup-dist and StepUp 4 (`stepup build -w`, which `stepup boot` now names) with the
@@ -22,6 +23,7 @@ or --stepup4 BIN; without it, its figures are left out with the reason.
 
 import argparse
 import os
+import random
 import re
 import statistics
 import subprocess
@@ -99,7 +101,10 @@ def latency(tool: Tool, root: Path, edits: int, *, key: bool, extra: list[str]) 
     child = tool.spawn(root, *extra)
     child.expect(tool.end)
     times = []
+    pause = random.Random(14)
     for i in range(edits):
+        # A user saves at any moment, not just after a run: else a poll's phase is fixed.
+        time.sleep(pause.uniform(0.0, 1.0))
         (root / "inp.txt").write_text(f"{i + 1}\n")
         saved = time.perf_counter()
         if key:

@@ -268,7 +268,7 @@ def make_worker_class(rq: Any) -> type:
                 # A server that restarted forgot which workers serve which queue, and RQ
                 # registers a worker only at its start: say it again (idempotent).
                 rq.worker_registration.register(self, pipe)
-                pipe.hsetnx(self.key, "state", self.get_state())
+                pipe.hset(self.key, "state", self.get_state())
                 pipe.execute()
             if self.served is not None:
                 try:
