@@ -486,6 +486,16 @@ class RedisBroker:
         except redis.RedisError as exc:
             raise refusal(exc, "cannot wake the builds waiting for a pool") from exc
 
+    def wake(self, build: str) -> None:
+        """Cut short the planner's wait for messages (a key pressed in watch mode)."""
+        try:
+            with self.client.pipeline(transaction=False) as pipe:
+                pipe.rpush(self.keys.wake(build), b"1")
+                pipe.expire(self.keys.wake(build), _INBOX_TTL)
+                pipe.execute()
+        except redis.RedisError as exc:
+            raise refusal(exc, "cannot wake the planner") from exc
+
     def withdraw(self, pools: list[PoolRef], build: str) -> None:
         self.semaphores.withdraw(pools, build)
 

@@ -137,6 +137,9 @@ class MemoryBroker:
         self._up()
         return [self.jobs[i].state if i in self.jobs else None for i in job_ids]
 
+    def wake(self, build: str) -> None:
+        self.wakes[build] = self.wakes.get(build, 0) + 1
+
     def receive(self, build: str, timeout: float) -> list[Message | WireError]:
         """What waits in the inbox (and a `Wake` for any wake-up); never waits."""
         self._up()

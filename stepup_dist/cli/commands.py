@@ -60,8 +60,39 @@ def cli() -> None:
     help="End the build, its steps stuck, when no connected worker has served its folder for "
     "this long (default: wait, saying so) [STEPUP_DIST_GIVE_UP].",
 )
+@click.option(
+    "--watch",
+    is_flag=True,
+    help="After the run, watch the files and run again what changes made outdated: press r "
+    "(q, j, d, g, f, t: see docs/watch.md).",
+)
+@click.option(
+    "--auto",
+    is_flag=True,
+    help="With --watch (implied): run what changes made outdated without a key, once the "
+    "files are quiet.",
+)
+@click.option(
+    "--poll",
+    type=click.FloatRange(min=0.05),
+    metavar="SECONDS",
+    default=None,
+    help="With --watch: stat the watched files every SECONDS instead of using inotify "
+    "(chosen by itself on network filesystems).",
+)
+@click.option(
+    "-n",
+    "--no-watch",
+    "no_watch",
+    is_flag=True,
+    help="Run once and exit (the default; StepUp's non-interactive -n).",
+)
 def build(
     *,
+    watch: bool,
+    auto: bool,
+    poll: float | None,
+    no_watch: bool,
     quiet: bool,
     give_up: str | None,
     workers: int | None,
@@ -75,7 +106,13 @@ def build(
     old_root: Path | None,
 ) -> None:
     """Run ./plan.py and every step it defines; skip steps whose hashes are unchanged."""
-    from .build import run_build
+    from .build import WatchOptions, run_build
+
+    watching = watch or auto
+    if no_watch and watching:
+        raise click.UsageError("-n (run once) and --watch/--auto exclude each other")
+    if poll is not None and not watching:
+        raise click.UsageError("--poll is for --watch")
 
     if old_root is not None:
         if directory is not None:
@@ -101,7 +138,8 @@ def build(
     count = workers if workers is not None else (settings.jobs or os.cpu_count() or 1)
     if count == 0:
         config.server("-w0, which starts no local workers,")
-    sys.exit(run_build(config, root, count, quiet=quiet, limits=settings.resources))
+    options = WatchOptions(auto=auto, poll=poll) if watching else None
+    sys.exit(run_build(config, root, count, quiet=quiet, watch=options, limits=settings.resources))
 
 
 _REDIS = redis_option

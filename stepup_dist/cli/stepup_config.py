@@ -114,8 +114,9 @@ def read_settings(root: Path, environ: Mapping[str, str] | None = None) -> StepU
             elif key == "jobs":
                 jobs = _jobs(value, where)
             else:
+                instead = "give build --watch" if key in ("watch", "watch_first") else ""
                 warnings.append(
                     f"ignoring StepUp's build setting {key} = {value!r} ({where}): "
-                    "stepup-dist reads only resources and jobs"
+                    f"stepup-dist reads only resources and jobs{'; ' * bool(instead)}{instead}"
                 )
     return StepUpSettings(resources, jobs, warnings)

@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import BrokerUnavailable, PlanError, UserError, WireError
 from ..messages import (
@@ -47,6 +47,9 @@ from .priority import Priorities, RunQueue
 from .routing import Group, Router
 from .store import Record, Store
 
+if TYPE_CHECKING:
+    from .watch import Trust
+
 __all__ = ("Broker", "Outcome", "Planner", "Reporter")
 
 SAVE_INTERVAL = 5.0
@@ -69,6 +72,7 @@ class Broker(PoolBroker, Protocol):
     def job_states(self, job_ids: list[str]) -> list[str | None]: ...
     def receive(self, build: str, timeout: float) -> list[Message | WireError]: ...
     def reply(self, reply_to: str, reply: Reply) -> None: ...
+    def wake(self, build: str) -> None: ...
 
 
 class Reporter(Protocol):
@@ -125,8 +129,9 @@ class Planner:
         self.graph = Graph()
         self.slots = PoolKeeper(broker, self.build, lease)
         self.pools = self.slots.plan_sizes
-        # StepUp's build-level resources: limits of this build, as plan pools are.
-        self.pools.update(limits or {})
+        self.limits = dict(limits or {})
+        """StepUp's build-level resources: limits of this build, as plan pools are."""
+        self.pools.update(self.limits)
         self.outcome = Outcome()
         self.router = Router(
             str(root),
@@ -157,12 +162,74 @@ class Planner:
         self._unleased: list[Step] = []
         """Queued steps that still need their run lease (taken in one batch)."""
         self._told_unserved: set[str] = set()
-        self.joined = False
-        """`join` was asked: end when the steps are done, even if the build would watch."""
         self._workers_alive = workers_alive
         self._last_renew = time.monotonic()
         self._started_at = time.time()
         self._next_report = 0.0
+        self.trust: Trust | None = None
+        """In watch mode: what the file watcher vouches for as unchanged since the last run
+        (steps skipped from their records and files known, without hash checks)."""
+        self.stopping = False
+        """`join()` or `shutdown()` was asked: the watch loop ends after this run."""
+        self._drain_asked = False
+
+    # Runs again (watch mode)
+
+    def new_run(
+        self, records: dict[str, Record], files: dict[str, FileState], trust: "Trust | None"
+    ) -> None:
+        """Forget the last run's graph and outcome: the next `run()` starts from plan.py
+        again, with these records of earlier runs, on the same server and workers."""
+        self.old_records, self.old_files = records, files
+        self.records = {}
+        self.graph = Graph()
+        self.outcome = Outcome()
+        self.jobs = Jobs()
+        self.checks = Checks()
+        self.ready.clear()
+        self.runs = RunQueue(Priorities(self.graph, self.records, self.old_records))
+        self.pools.clear()
+        self.pools.update(self.limits)
+        self.slots.waiting.clear()
+        self._deferred = []
+        self._held, self._pending_runs, self._unleased = [], [], []
+        self._told_unserved.clear()
+        self.idle_since = None
+        self._started_at = time.time()
+        self._drain_asked = False
+        self.trust = trust
+
+    def drain(self) -> None:
+        """Queue nothing new; the running steps finish (as the first Ctrl-C). May be called
+        from another thread: the loop applies it at its next round."""
+        self._drain_asked = True
+
+    def join(self) -> None:
+        """Stop watching once the current run has completed."""
+        self.stopping = True
+
+    def shutdown(self) -> None:
+        """Stop watching once the running steps have finished: drain, then stop."""
+        self.stopping = True
+        self._drain_asked = True
+
+    def idle(self) -> None:
+        """Between two runs in watch mode: say that the build lives, on a server that may
+        have restarted meanwhile, and that its local workers do; act on `stepup-dist join`
+        and `shutdown` (nothing else that waits in the inbox concerns the next run)."""
+        try:
+            self.broker.keep_alive(self.build, self.lease)
+            server = self.broker.server_id()
+            if server != self.server:
+                recovery.restarted(self, server)
+            self.broker.report(progress.build_report(self, self._started_at), self.lease)
+            for message in self.broker.receive(self.build, 0.0):
+                if isinstance(message, Control):
+                    self.handle(message)
+        except BrokerUnavailable as exc:
+            recovery.reconnect(self, exc)
+        if self._workers_alive is not None and not self._workers_alive():
+            raise UserError("every local worker has exited; see .stepup/workers.log")
 
     # Definitions (from API calls or replayed records)
 
@@ -172,6 +239,10 @@ class Planner:
     def declare_static(self, path: str, stat: Any) -> None:
         node = self.graph.add_static(path)
         if node.available:
+            return
+        vouched = self.trust.file(path) if self.trust is not None else None
+        if vouched is not None:
+            self.became_available(path, vouched)
             return
         known = self.old_files.get(path)
         if (
@@ -249,11 +320,16 @@ class Planner:
 
     # The loop
 
-    def run(self) -> Outcome:
+    def start(self) -> None:
+        """Once per planner, before its first run."""
         if not (self.root / "plan.py").is_file():
             raise PlanError(f"there is no plan.py in {self.root}")
         self.broker.keep_alive(self.build, self.lease)
         self.server = self.broker.server_id()
+
+    def run(self) -> Outcome:
+        if not self.server:
+            self.start()
         self.declare_static("plan.py", None)
         self.declare_step(Step("./plan.py", "./plan.py", "./", ["plan.py"], [], [], [], None, None))
         try:
@@ -287,6 +363,8 @@ class Planner:
         """One round of the loop; True when the build is over."""
         if self.outcome.cancelled:
             return True
+        if self._drain_asked and not self.outcome.interrupted:
+            recovery.drain(self)
         if not self.outcome.interrupted:
             self._dispatch()
         elif not self.jobs.running:
@@ -313,6 +391,8 @@ class Planner:
             if step.status is not StepStatus.READY or step.optional:
                 continue
             old = self.old_records.get(step.key)
+            if old is not None and self.trust is not None and self.trust.skip(self, step, old):
+                continue
             if (
                 old is not None
                 and not step.skip_blocked
@@ -524,30 +604,26 @@ class Planner:
         elif isinstance(message, Wake):
             self.slots.retry = True
         elif isinstance(message, Control) and message.action in CONTROLS:
-            getattr(self, message.action)()
+            self.control(message.action)
         else:
             self.reporter.line("WARNING", f"ignored an unexpected {message.TYPE!r} message")
 
-    # Steering: `stepup-dist drain`, `join` and `shutdown` (Control messages)
+    # Steering from elsewhere: `stepup-dist drain`, `join` and `shutdown`
 
-    def drain(self) -> None:
-        """Start nothing new; the build ends once the running steps have ended."""
-        if not self.outcome.interrupted:
-            recovery.drain(self, "DRAIN", "stepup-dist shutdown twice cancels them")
-
-    def join(self) -> None:
-        """End once every step is done: what a one-shot build does anyway, so this only
-        says so (a build that keeps watching stops then)."""
-        self.joined = True
-        self.reporter.line("JOIN", "the build ends when its steps are done")
-
-    def shutdown(self) -> None:
-        """As `drain`; asked again, cancel the running steps too (their leases go back,
-        and their workers kill them)."""
-        if self.outcome.interrupted:
+    def control(self, action: str) -> None:
+        """A `Control` message: what the keys of watch mode do (`drain`, `join`,
+        `shutdown`), said in a line; a second `shutdown` also cancels the running steps
+        (their leases go back, and their workers kill them)."""
+        if action == "shutdown" and self.outcome.interrupted:
             self._cancel("SHUTDOWN")
-        else:
-            recovery.drain(self, "SHUTDOWN", "stepup-dist shutdown again cancels them")
+            return
+        said = {
+            "drain": "starting no new step; the build ends when the running steps have",
+            "join": "the build ends when its steps are done",
+            "shutdown": "starting no new step (shutdown again cancels the running ones)",
+        }
+        self.reporter.line(action.upper(), f"stepup-dist {action}: {said[action]}")
+        getattr(self, action)()
 
     def _cancel(self, status: str) -> None:
         self.outcome.interrupted = self.outcome.cancelled = True

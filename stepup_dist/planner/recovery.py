@@ -73,11 +73,8 @@ def restarted(p: "Planner", server: str) -> None:
             lost_step(p, step, "the server restarted", defer=p.lease)
 
 
-def drain(
-    p: "Planner", status: str = "INTERRUPT", cancel: str = "Ctrl-C again to cancel them"
-) -> None:
-    """Ctrl-C (or `stepup-dist drain`): dispatch nothing more, let the running steps
-    finish, keep their results. `cancel` says how to cancel those too."""
+def drain(p: "Planner") -> None:
+    """Ctrl-C: dispatch nothing more, let the running steps finish, keep their results."""
     p.outcome.interrupted = True
     for key in p.jobs.drop_pending():
         step = p.graph.steps.get(key)
@@ -89,7 +86,10 @@ def drain(
     p.slots.waiting.clear()
     p.ready.clear()
     p.runs.clear()
-    p.reporter.line(status, f"waiting for {len(p.jobs.running)} running steps ({cancel})")
+    p.reporter.line(
+        "INTERRUPT",
+        f"waiting for {len(p.jobs.running)} running steps (Ctrl-C again to cancel them)",
+    )
 
 
 def _read_inbox(p: "Planner") -> None:

@@ -71,7 +71,7 @@ def test_drain_lets_the_running_step_end_and_starts_nothing_new(project: Project
     sent = _cli(project, "drain")
     assert sent.returncode == 0, sent.stderr
     assert "to drain" in sent.stdout
-    seen += _read_until(build, "DRAIN │")
+    seen += _read_until(build, "DRAIN │ stepup-dist drain: starting no new step")
     (project.root / "go").touch()
     code, text = _finish(build, seen)
     assert code == ExitCode.INTERRUPTED, text
@@ -86,7 +86,7 @@ def test_shutdown_twice_cancels_the_running_step(project: Project) -> None:
     build = _start(project)
     seen = _read_until(build, "START │ touch running")
     assert _cli(project, "shutdown").returncode == 0
-    seen += _read_until(build, "SHUTDOWN │ waiting for 1 running")
+    seen += _read_until(build, "INTERRUPT │ waiting for 1 running")
     assert _cli(project, "shutdown").returncode == 0
     code, text = _finish(build, seen)
     assert code == ExitCode.INTERRUPTED, text
@@ -192,3 +192,22 @@ def test_clean_removes_stale_outputs_only_with_commit(project: Project) -> None:
     assert (project.root / "a.txt").exists()
     assert _cli(project, "clean", "-a", "-u", "-c").stdout.splitlines() == ["rm a.txt"]
     assert not (project.root / "a.txt").exists()
+
+
+def test_join_from_elsewhere_ends_a_build_that_watches(project: Project) -> None:
+    from tests.integration.test_watch import Watch
+
+    project.plan(HEAD + 'step("echo a > a.txt", out="a.txt")\n')
+    # A short lease: between runs the planner looks at its inbox every third of one.
+    watch = Watch(project.root, "-w1", env={"STEPUP_DIST_LEASE": "3"})
+    try:
+        watch.run()
+        joined = _cli(project, "join")
+        assert joined.returncode == 0, joined.stderr
+        assert "the build has ended" in joined.stdout
+        assert ("JOIN", "stepup-dist join: the build ends when its steps are done") in (
+            watch.until(r"JOIN │ [^\n]*\n")
+        )
+        assert watch.end() == 0
+    finally:
+        watch.close()
