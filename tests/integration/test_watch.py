@@ -125,6 +125,11 @@ def test_edit_and_r_rerun_the_consumers_only(project: Project, watch: list[Watch
     assert (project.root / "c.txt").read_text() == "two\n"
     assert ("SKIP", "./plan.py") in second
     assert ("SKIP", "echo other > other.txt") in second
+    w.key("g")
+    w.until(r"KEYBOARD │ g: wrote the graph to graph.txt")
+    graph = (project.root / "graph.txt").read_text()
+    assert "step cp a.txt b.txt  [succeeded]\n   inp a.txt\n   out b.txt\n" in graph
+    assert "step echo other > other.txt  [skipped]" in graph
     # Keys: an unknown one prints the help; t checks and skips everything; f runs it all.
     w.key("x")
     assert any("unknown key 'x'" in text for _, text in w.until(r"keys: q [^\n]*\n"))
