@@ -202,7 +202,11 @@ class Changes:
         st = _stat(root, path)
         known = node.state
         if st is None:
+            if known is None:
+                return None, set()  # missing before, and still
             what = "DELETED"
+        elif known is None and node.static:
+            what = "NEW"  # a static input that was missing (a plan error) is there now
         elif known is None or path.endswith("/"):
             return None, set()
         elif known.mtime_ns == 0 and known.inode == 0:
