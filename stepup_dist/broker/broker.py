@@ -397,14 +397,15 @@ class RedisBroker:
 
     # Pools
 
-    def plan_pool(self, build: str, name: str, size: int) -> PoolRef:
-        return PoolRef(self.keys.plan_pool_id(build, name), size)
+    def plan_pool(self, build: str, name: str, size: int, units: int = 1) -> PoolRef:
+        return PoolRef(self.keys.plan_pool_id(build, name), size, units)
 
-    def cluster_pool(self, name: str) -> PoolRef | None:
-        """The cluster pool `name`, if `stepup-dist pool set` made one."""
+    def cluster_pool(self, name: str, units: int = 1) -> PoolRef | None:
+        """The cluster pool `name`, if `stepup-dist pool set` made one (`units`: how many
+        slots a step takes, for `resources="matlab:2"`)."""
         if self.semaphores.cluster_size(name) is None:
             return None
-        return PoolRef(self.keys.cluster_pool_id(name), 0)
+        return PoolRef(self.keys.cluster_pool_id(name), 0, units)
 
     def acquire(
         self, pools: list[PoolRef], token: str, lease: float, *, build: str, step: str

@@ -172,7 +172,9 @@ def run_build(
     *,
     quiet: bool = False,
     watch: WatchOptions | None = None,
+    limits: dict[str, int] | None = None,
 ) -> ExitCode:
+    """`limits`: the build's own resource limits (StepUp's build-level resources)."""
     start = time.monotonic()
     root = root.resolve()
     if not (root / "plan.py").is_file():
@@ -228,6 +230,7 @@ def run_build(
             build=build,
             local_workers=workers,
             give_up=config.give_up,
+            limits=limits,
         )
         stack.callback(broker.forget_build, planner.build)
         if live is not None:

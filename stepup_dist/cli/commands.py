@@ -130,11 +130,16 @@ def build(
         tls_key=tls_key,
         give_up=give_up,
     )
-    count = workers if workers is not None else (os.cpu_count() or 1)
+    from .stepup_config import read_settings
+
+    settings = read_settings(root.resolve())
+    for warning in settings.warnings:
+        print(f"stepup-dist: warning: {warning}", file=sys.stderr)
+    count = workers if workers is not None else (settings.jobs or os.cpu_count() or 1)
     if count == 0:
         config.server("-w0, which starts no local workers,")
     options = WatchOptions(auto=auto, poll=poll) if watching else None
-    sys.exit(run_build(config, root, count, quiet=quiet, watch=options))
+    sys.exit(run_build(config, root, count, quiet=quiet, watch=options, limits=settings.resources))
 
 
 _REDIS = redis_option
@@ -221,19 +226,122 @@ def pool_list(
     click.echo(run(_server_config(redis_url, prefix, tls), as_json, show_all=show_all))
 
 
+_PROJECT = click.option(
+    "-C",
+    "--directory",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="The project folder (default: the current one).",
+)
+
+
 @cli.command()
 @_REDIS
 @_PREFIX
 @tls_options
 @_JSON
 @_ALL
+@_PROJECT
 def status(
-    redis_url: str | None, prefix: str | None, as_json: bool, show_all: bool, **tls: str | None
+    redis_url: str | None,
+    prefix: str | None,
+    as_json: bool,
+    show_all: bool,
+    directory: Path | None,
+    **tls: str | None,
 ) -> None:
-    """Show every pool (SCAN: the admin role), the workers and the queue of a server."""
+    """Show the server: every pool (SCAN: the admin role), the workers and the queue. With
+    -C DIR, or with no server configured: the build of the folder, as `stepup status`."""
+    config = _server_config(redis_url, prefix, tls)
+    if directory is not None or config.redis_url is None:
+        from .project import status as project_status
+
+        click.echo(project_status(config, directory or Path("."), as_json))
+        return
     from .admin import status as run
 
-    click.echo(run(_server_config(redis_url, prefix, tls), as_json, show_all=show_all))
+    click.echo(run(config, as_json, show_all=show_all))
+
+
+def _control(action: str, directory: Path | None, config: Config) -> str:
+    from .control import send
+
+    root = directory or Path(".")
+    found = send(config, root, action)
+    return f"asked the build of {root.resolve()} (build {found.report.build}) to {action}"
+
+
+@cli.command()
+@_REDIS
+@_PREFIX
+@tls_options
+@_PROJECT
+def drain(
+    redis_url: str | None, prefix: str | None, directory: Path | None, **tls: str | None
+) -> None:
+    """Start no new step in the folder's running build; it ends once its running steps
+    have ended (`stepup drain`)."""
+    click.echo(_control("drain", directory, _server_config(redis_url, prefix, tls)))
+
+
+@cli.command()
+@_REDIS
+@_PREFIX
+@tls_options
+@_PROJECT
+def shutdown(
+    redis_url: str | None, prefix: str | None, directory: Path | None, **tls: str | None
+) -> None:
+    """As drain; a second shutdown also cancels the running steps (`stepup shutdown`)."""
+    click.echo(_control("shutdown", directory, _server_config(redis_url, prefix, tls)))
+
+
+@cli.command()
+@_REDIS
+@_PREFIX
+@tls_options
+@_PROJECT
+def join(
+    redis_url: str | None, prefix: str | None, directory: Path | None, **tls: str | None
+) -> None:
+    """Wait until the folder's running build is done and has ended (`stepup join`)."""
+    from .control import wait_for_end
+
+    config = _server_config(redis_url, prefix, tls)
+    click.echo(_control("join", directory, config))
+    wait_for_end(directory or Path("."))
+    click.echo("the build has ended")
+
+
+@cli.command()
+@click.argument("prefix", default="graph")
+@_PROJECT
+def graph(prefix: str, directory: Path | None) -> None:
+    """Write the last build's graph: PREFIX.txt, PREFIX_dependency.dot and
+    PREFIX_provenance.dot (`stepup graph`; read from .stepup/, no build need run)."""
+    from .project import graph as run
+
+    click.echo(run(directory or Path("."), prefix))
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.option("-c", "--commit", is_flag=True, help="Remove the files instead of showing them.")
+@click.option(
+    "-a", "--all", "every", is_flag=True, help="Outputs of every recorded step, not only stale."
+)
+@click.option(
+    "-u", "--unsafe", is_flag=True, help="Also outputs changed since their step made them."
+)
+@_PROJECT
+def clean(
+    paths: tuple[Path, ...], commit: bool, every: bool, unsafe: bool, directory: Path | None
+) -> None:
+    """Show, or with --commit remove, outputs of steps the plan no longer defines, under
+    PATHS (default: the whole folder) (`stepup clean`)."""
+    from .project import clean as run
+
+    click.echo(run(directory or Path("."), list(paths), commit=commit, every=every, unsafe=unsafe))
 
 
 @cli.command()

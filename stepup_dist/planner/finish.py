@@ -26,6 +26,7 @@ def only_unserved_left(p: "Planner") -> bool:
     waiting = p.slots.waiting
     if (
         p.ready
+        or p.runs
         or p.jobs.in_flight
         or not waiting
         or any(s.key not in p.slots.unserved for s in waiting)
@@ -50,15 +51,31 @@ def only_unserved_left(p: "Planner") -> bool:
 
 def _offer_hint(wanted: str, local_workers: int) -> str:
     """How to offer `wanted`: the local workers of `build -wN` read the environment."""
+    name = wanted.split(":", 1)[0]
     worker = f"start stepup-worker --resources {wanted}"
+    pool = f"make it a pool: stepup-dist pool set {name} SIZE"
     if not local_workers:
-        return worker
-    return f"run the build with STEPUP_DIST_RESOURCES={wanted} for its local workers, or {worker}"
+        return f"{worker}, or {pool}"
+    return (
+        f"run the build with STEPUP_DIST_RESOURCES={wanted} for its local workers, or "
+        f"{worker}, or {pool}"
+    )
 
 
 def unblock_stalled(p: "Planner") -> bool:
-    """Steps waiting only for inputs their last run amended: give up skipping them."""
+    """Steps waiting only for inputs their last run amended: give up skipping them. Inputs
+    nothing makes under a static tree that waited for this (`Planner.trees`): static now."""
     progress = False
+    if p.trees:
+        missing = sorted(
+            {
+                path
+                for s in p.graph.steps.values()
+                if s.status is StepStatus.PENDING
+                for path in s.missing
+            }
+        )
+        progress = p.undefer(missing, lazy=True)
     for step in p.graph.steps.values():
         if step.status is not StepStatus.PENDING or step.skip_blocked:
             continue

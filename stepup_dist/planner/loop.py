@@ -23,9 +23,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import BrokerUnavailable, PlanError, UserError, WireError
 from ..messages import (
+    CONTROLS,
     Call,
     Checked,
     CheckJob,
+    Control,
     FileState,
     Message,
     Reply,
@@ -41,6 +43,7 @@ from .checks import Checks
 from .graph import DONE, Graph, Step, StepStatus
 from .jobs import Jobs
 from .pools import PoolBroker, PoolKeeper
+from .priority import Priorities, RunQueue
 from .routing import Group, Router
 from .store import Record, Store
 
@@ -111,6 +114,7 @@ class Planner:
         reconnect: float = RECONNECT_FOR,
         local_workers: int = 0,
         give_up: float | None = None,
+        limits: Mapping[str, int] | None = None,
     ):
         self.broker = broker
         self.reporter = reporter
@@ -125,6 +129,9 @@ class Planner:
         self.graph = Graph()
         self.slots = PoolKeeper(broker, self.build, lease)
         self.pools = self.slots.plan_sizes
+        self.limits = dict(limits or {})
+        """StepUp's build-level resources: limits of this build, as plan pools are."""
+        self.pools.update(self.limits)
         self.outcome = Outcome()
         self.router = Router(
             str(root),
@@ -135,8 +142,13 @@ class Planner:
         self.jobs = Jobs()
         self.checks = Checks()
         self.ready: deque[Step] = deque()
+        self.runs = RunQueue(Priorities(self.graph, self.records, self.old_records))
+        """Steps that must run, held back until workers can start them soon, best first."""
         self._deferred: list[NGlobMulti] = []
         """Deferred globs (`glob(..., _defer=True)`) of this build's plans."""
+        self.trees: dict[str, bool] = {}
+        """Static trees (StepUp 4's `static("data/")`): folder -> whether what a step needs
+        under it is declared static at once (else once nothing else can run)."""
         """Steps whose inputs are all there, to dispatch (a skip check or a run)."""
         self.idle_since: float | None = None
         """Since when only steps waiting for resources no worker offers are left."""
@@ -175,7 +187,9 @@ class Planner:
         self.jobs = Jobs()
         self.checks = Checks()
         self.ready.clear()
+        self.runs = RunQueue(Priorities(self.graph, self.records, self.old_records))
         self.pools.clear()
+        self.pools.update(self.limits)
         self.slots.waiting.clear()
         self._deferred = []
         self._held, self._pending_runs, self._unleased = [], [], []
@@ -201,13 +215,17 @@ class Planner:
 
     def idle(self) -> None:
         """Between two runs in watch mode: say that the build lives, on a server that may
-        have restarted meanwhile, and that its local workers do."""
+        have restarted meanwhile, and that its local workers do; act on `stepup-dist join`
+        and `shutdown` (nothing else that waits in the inbox concerns the next run)."""
         try:
             self.broker.keep_alive(self.build, self.lease)
             server = self.broker.server_id()
             if server != self.server:
                 recovery.restarted(self, server)
             self.broker.report(progress.build_report(self, self._started_at), self.lease)
+            for message in self.broker.receive(self.build, 0.0):
+                if isinstance(message, Control):
+                    self.handle(message)
         except BrokerUnavailable as exc:
             recovery.reconnect(self, exc)
         if self._workers_alive is not None and not self._workers_alive():
@@ -239,26 +257,44 @@ class Planner:
     def defer(self, patterns: list[str]) -> None:
         """Add deferred globs; inputs already waiting for a match become static now."""
         self._deferred.extend(NGlobMulti([p]) for p in patterns)
-        self._undefer(list(self.graph.files))
+        self.undefer(list(self.graph.files))
 
-    def _undefer(self, paths: list[str]) -> None:
-        """Declare static the paths that match a deferred glob and that nothing makes."""
-        if not self._deferred:
-            return
+    def undefer(self, paths: list[str], lazy: bool = False) -> bool:
+        """Declare static the paths that match a deferred glob or lie in a static tree (an
+        eager one; any with `lazy`), and that nothing makes. True when there were some."""
+        if not self._deferred and not self.trees:
+            return False
+        found = False
         for path in paths:
             node = self.graph.files.get(path)
             if node is not None and (node.static or node.producer is not None):
                 continue
-            if any(g.may_match(path) for g in self._deferred):
+            if any(g.may_match(path) for g in self._deferred) or self.in_tree(path, lazy):
                 self.declare_static(path, None)
+                found = True
+        return found
+
+    def in_tree(self, path: str, lazy: bool = True) -> bool:
+        """Whether `path` lies under a static tree (an eager one, unless `lazy`)."""
+        for tree, eager in self.trees.items():
+            if not (eager or lazy) or path == tree:
+                continue
+            if tree == "./":
+                if not path.startswith(("/", "../")):
+                    return True
+            elif path.startswith(tree):
+                return True
+        return False
 
     def declare_step(self, step: Step) -> None:
         existing = self.graph.steps.get(step.key)
-        self._undefer(step.inp)
+        self.undefer(step.inp)
         step = self.graph.add_step(step)
         if existing is None and step.status is StepStatus.PENDING and not step.missing:
             step.status = StepStatus.READY
             self.ready.append(step)
+        elif existing is None and not step.optional:
+            self.runs.priorities.pending_defined()
 
     def amend(
         self, key: str, inp: list[str], out: list[str], vol: list[str], env: list[str]
@@ -267,7 +303,7 @@ class Planner:
         if step is None:
             raise PlanError(f"amend() called by {key!r}, which is not a step of this build")
         self.graph.check_amend(step, inp, out, vol)
-        self._undefer(inp)
+        self.undefer(inp)
         new_inp = [p for p in inp if p not in step.inp]
         step.inp.extend(new_inp)
         step.amended[0].extend(new_inp)
@@ -307,11 +343,7 @@ class Planner:
                     if self.outcome.interrupted:
                         # The second Ctrl-C cancels the running steps too: their leases
                         # go back below, and their workers kill them when they renew.
-                        self.outcome.cancelled = True
-                        n = len(self.jobs.running)
-                        self.reporter.line(
-                            "INTERRUPT", f"cancelling {n} running step{'s' * (n != 1)}"
-                        )
+                        self._cancel("INTERRUPT")
                         break
                     recovery.drain(self)
         except BaseException:
@@ -329,18 +361,21 @@ class Planner:
 
     def _loop_once(self) -> bool:
         """One round of the loop; True when the build is over."""
+        if self.outcome.cancelled:
+            return True
         if self._drain_asked and not self.outcome.interrupted:
             recovery.drain(self)
         if not self.outcome.interrupted:
             self._dispatch()
         elif not self.jobs.running:
             return True
-        if not self.ready and not self.jobs.in_flight and not self.slots.waiting:
+        if not self.ready and not self.runs and not self.jobs.in_flight and not self.slots.waiting:
             return not finish.unblock_stalled(self)
         if finish.only_unserved_left(self) or self._route(time.monotonic()):
             return True
         # Steps left for the next dispatch round: look at the inbox without waiting.
-        for message in self.broker.receive(self.build, 0.0 if self.ready else 1.0):
+        more = self.ready or (self.runs and self.runs.may_take(self._room()))
+        for message in self.broker.receive(self.build, 0.0 if more else 1.0):
             self.handle(message)
         self._maintain()
         return False
@@ -383,7 +418,11 @@ class Planner:
                     self.checks.ask(("skip", step.key), path, old.out_states.get(path))
             else:
                 self.queue_run(step)
-        for step in self.slots.retry_waiting():
+        for step in self.runs.take(DISPATCH_ROUND, self._room()):
+            self._start_run(step)
+        # Steps waiting for pool slots: the longest remaining path first too.
+        tail = self.runs.priorities.tail
+        for step in self.slots.retry_waiting(first=lambda s: -tail(s.key)):
             self._queued(step)
         if self._unleased:
             batch = list(
@@ -402,10 +441,19 @@ class Planner:
             if key not in self._told_unserved:
                 self._told_unserved.add(key)
                 self.reporter.line(
-                    "WAITING", f"{key} (needs {wanted}: no connected worker offers it)"
+                    "WAITING",
+                    f"{key} (needs {wanted}: no connected worker offers it, and no pool "
+                    "has its name)",
                 )
 
     def queue_run(self, step: Step) -> None:
+        """The step must run: it goes out when workers have room for it, best first."""
+        self.runs.push(step)
+
+    def _room(self) -> int | None:
+        return self.router.room(len(self._held) + len(self._pending_runs) + len(self._unleased))
+
+    def _start_run(self, step: Step) -> None:
         if not self.slots.needs_slots(step):
             # Only a run lease: taken for a whole round at once, in _dispatch.
             step.status = StepStatus.QUEUED
@@ -509,7 +557,10 @@ class Planner:
         self._pending_runs.append(step)
 
     def env_values(self, step: Step) -> dict[str, str | None]:
-        return {name: self.environ.get(name) for name in step.env}
+        values = {name: self.environ.get(name) for name in step.env}
+        # StepUp 4's env_overrides: the step's own values (never names it depends on).
+        values.update(step.env_overrides)
+        return values
 
     def _run_job(self, step: Step) -> RunJob:
         pool_ids, sizes, token = self.slots.job_fields(step)
@@ -552,8 +603,32 @@ class Planner:
             skipping.on_checked(self, message)
         elif isinstance(message, Wake):
             self.slots.retry = True
+        elif isinstance(message, Control) and message.action in CONTROLS:
+            self.control(message.action)
         else:
             self.reporter.line("WARNING", f"ignored an unexpected {message.TYPE!r} message")
+
+    # Steering from elsewhere: `stepup-dist drain`, `join` and `shutdown`
+
+    def control(self, action: str) -> None:
+        """A `Control` message: what the keys of watch mode do (`drain`, `join`,
+        `shutdown`), said in a line; a second `shutdown` also cancels the running steps
+        (their leases go back, and their workers kill them)."""
+        if action == "shutdown" and self.outcome.interrupted:
+            self._cancel("SHUTDOWN")
+            return
+        said = {
+            "drain": "starting no new step; the build ends when the running steps have",
+            "join": "the build ends when its steps are done",
+            "shutdown": "starting no new step (shutdown again cancels the running ones)",
+        }
+        self.reporter.line(action.upper(), f"stepup-dist {action}: {said[action]}")
+        getattr(self, action)()
+
+    def _cancel(self, status: str) -> None:
+        self.outcome.interrupted = self.outcome.cancelled = True
+        n = len(self.jobs.running)
+        self.reporter.line(status, f"cancelling {n} running step{'s' * (n != 1)}")
 
     def fail(self, step: Step) -> None:
         """The step failed: say so in the outcome, and forget its records (it runs next

@@ -113,6 +113,7 @@ def decide_skip(p: "Planner", step: Step) -> None:
     p.jobs.settled(step.key)
     out_states = {p: s for p, s in states.items() if s is not None}
     env = {name: p.environ.get(name) for name in [*old.env, *old.amended[3]]}
+    env.update(step.env_overrides)  # as Planner.env_values does for the digest of a run
     digest = step_digest(step.command, step.workdir, env, p.graph.input_states(step), out_states)
     if len(out_states) == len(states) and digest == old.digest:
         skip(p, step, old, out_states, host)
