@@ -25,6 +25,7 @@ __all__ = (
     "on_checked",
     "own_statics",
     "resend_checks",
+    "skip",
 )
 
 
@@ -143,26 +144,7 @@ def decide_skip(p: "Planner", step: Step) -> None:
     digest = step_digest(step.command, step.workdir, env, inputs, declared)
     found = len(out_states) == len(states) and None not in own.values()
     if found and digest == old.digest:
-        step.status = StepStatus.SKIPPED
-        p.outcome.skipped += 1
-        p.reporter.line("SKIP", step.key, host)
-        for path, state in own.items():
-            # Known now: its replayed static() finds it available.
-            p.became_available(path, state)
-        for method, recorded in old.calls:
-            # The recorded stats are those of the last run: let a worker look again.
-            args = {**recorded, "stats": None} if method == "static" else recorded
-            try:
-                handle_call(p, step.key, method, args)
-            except PlanError as exc:
-                p.plan_error(str(exc))
-            step.calls.append([method, args])
-        amend_from_record(p, step, old)
-        p.records[step.key] = old
-        for path in step.vol:
-            p.became_available(path, None)
-        for path, state in out_states.items():
-            p.became_available(path, state)
+        skip(p, step, old, out_states, host, own)
     else:
         for path in own:
             # It runs again and amends what it needs again (as finish.unblock_stalled).
@@ -173,6 +155,39 @@ def decide_skip(p: "Planner", step: Step) -> None:
         step.status = StepStatus.READY
         step.skip_blocked = True
         p.queue_run(step)
+
+
+def skip(
+    p: "Planner",
+    step: Step,
+    old: Record,
+    out_states: dict,
+    host: str = "",
+    own: dict | None = None,
+) -> None:
+    """Skip `step` as its last run `old` left its outputs (`out_states`): replay the calls
+    it made, and make its outputs available (and `own`: amended inputs it declares static
+    itself, checked with its outputs)."""
+    step.status = StepStatus.SKIPPED
+    p.outcome.skipped += 1
+    p.reporter.line("SKIP", step.key, host)
+    for path, state in (own or {}).items():
+        # Known now: its replayed static() finds it available.
+        p.became_available(path, state)
+    for method, recorded in old.calls:
+        # The recorded stats are those of the last run: let a worker look again.
+        args = {**recorded, "stats": None} if method == "static" else recorded
+        try:
+            handle_call(p, step.key, method, args)
+        except PlanError as exc:
+            p.plan_error(str(exc))
+        step.calls.append([method, args])
+    amend_from_record(p, step, old)
+    p.records[step.key] = old
+    for path in step.vol:
+        p.became_available(path, None)
+    for path, state in out_states.items():
+        p.became_available(path, state)
 
 
 def amend_from_record(p: "Planner", step: Step, old: Record) -> None:
