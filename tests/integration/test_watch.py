@@ -160,6 +160,12 @@ def test_auto_runs_on_the_edit_alone(project: Project, watch: list[Watch]) -> No
     third = w.run()
     assert started(third) == ["cp a.txt b.txt", "cp b.txt c.txt"]
     assert (project.root / "c.txt").read_text() == "three\n"
+    # A burst of saves makes one run.
+    for i in range(5):
+        _edit(project.root / "a.txt", f"burst {i}\n")
+    fourth = w.run()
+    assert started(fourth) == ["cp a.txt b.txt", "cp b.txt c.txt"]
+    assert (project.root / "c.txt").read_text() == "burst 4\n"
     # A step's own outputs never trigger a run: the next thing seen is the key.
     w.key("q")
     rest = w.until(r"KEYBOARD │ q[^\n]*\n")
