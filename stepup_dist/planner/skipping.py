@@ -123,12 +123,15 @@ def decide_skip(p: "Planner", step: Step) -> None:
         p.queue_run(step)
 
 
-def skip(p: "Planner", step: Step, old: Record, out_states: dict, host: str = "") -> None:
+def skip(
+    p: "Planner", step: Step, old: Record, out_states: dict, host: str = "", *, say: bool = True
+) -> None:
     """Skip `step` as its last run `old` left its outputs (`out_states`): replay the calls
-    it made, and make its outputs available."""
+    it made, and make its outputs available. `say`: print its SKIP line."""
     step.status = StepStatus.SKIPPED
     p.outcome.skipped += 1
-    p.reporter.line("SKIP", step.key, host)
+    if say:
+        p.reporter.line("SKIP", step.key, host)
     for method, recorded in old.calls:
         # The recorded stats are those of the last run: let a worker look again.
         args = {**recorded, "stats": None} if method == "static" else recorded

@@ -83,7 +83,9 @@ class Trust:
             if state is None or path in self.changed:
                 return False
             outs[path] = state
-        skipping.skip(p, step, old, outs)
+        # As StepUp in watch mode, say nothing of the steps no change reached (the SUMMARY
+        # counts them): the lines are those of what changed.
+        skipping.skip(p, step, old, outs, say=False)
         return True
 
 

@@ -124,8 +124,9 @@ def test_edit_and_r_rerun_the_consumers_only(project: Project, watch: list[Watch
     second = w.run()
     assert started(second) == ["cp a.txt b.txt", "cp b.txt c.txt"]
     assert (project.root / "c.txt").read_text() == "two\n"
-    assert ("SKIP", "./plan.py") in second
-    assert ("SKIP", "echo other > other.txt") in second
+    # The steps no change reached are skipped without a word (as in StepUp), and counted.
+    assert [s for s, _ in second if s == "SKIP"] == []
+    assert second[-1][1].startswith("2 succeeded, 2 skipped, 0 failed")
     w.key("g")
     w.until(r"KEYBOARD │ g: wrote the graph to graph.txt")
     graph = (project.root / "graph.txt").read_text()
