@@ -164,13 +164,16 @@ def skip(
     out_states: dict,
     host: str = "",
     own: dict | None = None,
+    *,
+    say: bool = True,
 ) -> None:
     """Skip `step` as its last run `old` left its outputs (`out_states`): replay the calls
     it made, and make its outputs available (and `own`: amended inputs it declares static
-    itself, checked with its outputs)."""
+    itself, checked with its outputs). `say`: print its SKIP line."""
     step.status = StepStatus.SKIPPED
     p.outcome.skipped += 1
-    p.reporter.line("SKIP", step.key, host)
+    if say:
+        p.reporter.line("SKIP", step.key, host)
     for path, state in (own or {}).items():
         # Known now: its replayed static() finds it available.
         p.became_available(path, state)

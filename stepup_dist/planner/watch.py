@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 from ..messages import FileState
 from ..nglob import NGlobMulti
 from ..paths import norm
-from . import skipping
+from . import finish, skipping
 from .graph import DONE, Graph, Step, StepStatus
 from .store import Record
 
@@ -83,19 +83,27 @@ class Trust:
             if state is None or path in self.changed:
                 return False
             outs[path] = state
-        skipping.skip(p, step, old, outs)
+        # As StepUp in watch mode, say nothing of the steps no change reached (the SUMMARY
+        # counts them): the lines are those of what changed.
+        skipping.skip(p, step, old, outs, say=False)
         return True
 
 
 def carry_over(p: "Planner") -> tuple[dict[str, Record], dict[str, FileState]]:
-    """The records and file states the next run starts from (what `finish.save` keeps)."""
-    records = dict(p.old_records)
-    for key, step in p.graph.steps.items():
-        if step.status is StepStatus.FAILED:
-            records.pop(key, None)
-    records.update(p.records)
-    files = dict(p.old_files)
-    files.update({path: n.state for path, n in p.graph.files.items() if n.state is not None})
+    """The records and file states the next run starts from: what `finish.save` kept (the
+    records of steps gone from a plan are dropped once a run succeeded, as their outputs)."""
+    keep_old = p.outcome.interrupted or not finish.success(p)
+    records = dict(p.records)
+    for key, old in p.old_records.items():
+        if key in records:
+            continue
+        step = p.graph.steps.get(key)
+        if keep_old or (step is not None and step.status is not StepStatus.FAILED):
+            records[key] = old
+    files = {path: n.state for path, n in p.graph.files.items() if n.state is not None}
+    if keep_old:
+        for path, state in p.old_files.items():
+            files.setdefault(path, state)
     return records, files
 
 

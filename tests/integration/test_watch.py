@@ -4,6 +4,7 @@ Each test runs a real build with local workers, waits for what it prints (never 
 the build), edits files, presses keys and reads the lines of the next run.
 """
 
+import contextlib
 import os
 import re
 import shutil
@@ -123,8 +124,9 @@ def test_edit_and_r_rerun_the_consumers_only(project: Project, watch: list[Watch
     second = w.run()
     assert started(second) == ["cp a.txt b.txt", "cp b.txt c.txt"]
     assert (project.root / "c.txt").read_text() == "two\n"
-    assert ("SKIP", "./plan.py") in second
-    assert ("SKIP", "echo other > other.txt") in second
+    # The steps no change reached are skipped without a word (as in StepUp), and counted.
+    assert [s for s, _ in second if s == "SKIP"] == []
+    assert second[-1][1].startswith("2 succeeded, 2 skipped, 0 failed")
     w.key("g")
     w.until(r"KEYBOARD │ g: wrote the graph to graph.txt")
     graph = (project.root / "graph.txt").read_text()
@@ -160,6 +162,12 @@ def test_auto_runs_on_the_edit_alone(project: Project, watch: list[Watch]) -> No
     third = w.run()
     assert started(third) == ["cp a.txt b.txt", "cp b.txt c.txt"]
     assert (project.root / "c.txt").read_text() == "three\n"
+    # A burst of saves makes one run.
+    for i in range(5):
+        _edit(project.root / "a.txt", f"burst {i}\n")
+    fourth = w.run()
+    assert started(fourth) == ["cp a.txt b.txt", "cp b.txt c.txt"]
+    assert (project.root / "c.txt").read_text() == "burst 4\n"
     # A step's own outputs never trigger a run: the next thing seen is the key.
     w.key("q")
     rest = w.until(r"KEYBOARD │ q[^\n]*\n")
@@ -360,6 +368,16 @@ def test_without_a_terminal_sigterm_stops_the_loop(project: Project) -> None:
     assert "stopped watching" in rest
 
 
+def _shells(marker: str) -> list[int]:
+    """Pids of the `sh -c` processes running a step whose command holds `marker`."""
+    found = []
+    for pid in processes_running(marker):
+        with contextlib.suppress(OSError):  # it may have ended meanwhile
+            if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"/bin/sh"):
+                found.append(pid)
+    return found
+
+
 def test_the_loop_survives_a_server_restart_and_a_killed_worker(
     tmp_path: Path, prefix: str, watch: list[Watch]
 ) -> None:
@@ -367,7 +385,7 @@ def test_the_loop_survives_a_server_restart_and_a_killed_worker(
     worker of a step is killed: the step runs again elsewhere, and the loop goes on."""
     from stepup_dist.broker.server import EmbeddedServer
 
-    lease = {"STEPUP_DIST_LEASE": "3"}
+    lease = {"STEPUP_DIST_LEASE": "6"}  # as the cluster box's tests: CI's load
     server = EmbeddedServer(tmp_path / "srv")
     server.start()
     workers = [start_worker(server.url, prefix, env=lease) for _ in range(2)]
@@ -393,14 +411,11 @@ def test_the_loop_survives_a_server_restart_and_a_killed_worker(
         _edit(project.root / "a.txt", "two\n")
         w.until(r"START │ touch started")
         deadline = time.monotonic() + 30
-        while not processes_running(marker):
+        while not _shells(marker):
             assert time.monotonic() < deadline, "the step never started its command"
             time.sleep(0.05)
-        (shell,) = [
-            pid
-            for pid in processes_running(marker)
-            if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"/bin/sh")
-        ]
+        # Under load, a lapsed lease may leave an older attempt dying: take the newest.
+        shell = max(_shells(marker))
         victim = int(Path(f"/proc/{shell}/stat").read_text().rsplit(")", 1)[1].split()[1])
         os.kill(victim, 9)
         lines = w.run()
