@@ -3,6 +3,8 @@
 
     python bench/watch.py [--edits 20] [--steps 2000] [--runs 5] [--workers 2] [--no-stepup4]
 
+(`--edits 0` measures the reruns only.)
+
 Each tool runs on a pty (pexpect), as a user would run it, and the script reads its lines:
 
 - latency: a plan with one static input and its consumer (`cp inp.txt out.txt`). After the
@@ -13,8 +15,9 @@ Each tool runs on a pty (pexpect), as a user would run it, and the script reads 
   stepup-dist and StepUp 4 (`stepup build -w`, which `stepup boot` now names) with the
   key: `r` is pressed as soon as the tool prints UPDATED, as StepUp needs the key.
 - rerun: a plan of --steps `cp` steps on static files. After the first run nothing changes;
-  `r` is pressed --runs times and timed to the end of the run (stepup-dist's SUMMARY line,
-  StepUp 4's `PHASE │ watch`), against a fresh one-shot build of the same plan, nothing
+  `r` is pressed --runs times and timed to the end of the run (stepup-dist's line saying
+  that nothing changed and nothing runs, after a stat of every path; StepUp 4's
+  `PHASE │ watch`), against a fresh one-shot build of the same plan, nothing
   changed (`stepup-dist build`, `stepup build`), in a new process each time.
 
 StepUp 4 is the one of the tests' cache (~/.cache/stepup-dist-tests/stepup-4.0.3/venv),
@@ -170,7 +173,8 @@ def main() -> None:
         "stepup-dist",
         [str(exe), "build", "--watch", f"-w{args.workers}"],
         base_env,
-        r"SUMMARY │ [^\n]*\n",
+        # The end of a run, or of an `r` that found nothing changed and ran nothing.
+        r"(SUMMARY │ [^\n]*|nothing to run[^\n]*)\n",
         r"START │ cp inp.txt out.txt",
     )
     four: Tool | None = None
@@ -198,7 +202,7 @@ def main() -> None:
         ]
         if four is not None:
             cases.append(("StepUp 4.0.3, key r (inotify)", four, True, []))
-        for i, (name, tool, key, extra) in enumerate(cases):
+        for i, (name, tool, key, extra) in enumerate(cases if args.edits else []):
             root = project(base, f"edit{i}", EDIT_PLAN)
             values = latency(tool, root, args.edits, key=key, extra=extra)
             results.append(f"  edit to START, {name}: {_fmt(values)}")

@@ -38,6 +38,8 @@ __all__ = ("QUIET", "watch_loop")
 QUIET = 0.2
 """Seconds without a change before `--auto` runs (a burst of saves makes one run)."""
 
+NOTHING = "nothing changed since the last run, which built everything: nothing to run"
+
 _STOP_KEYS = {
     "q": "stopping once the running steps have finished",
     "j": "stopping when this run completes",
@@ -55,6 +57,8 @@ class _Session:
         """`d` was pressed during this run: its interruption does not end the loop."""
         self.code = ExitCode.INTERRUPTED
         """The exit code of the last run that completed."""
+        self.complete = False
+        """The last run built everything: nothing failed, waits or was left undone."""
         self._said: queue.SimpleQueue[str] = queue.SimpleQueue()
         """Lines of the key thread, printed by the main thread (which owns the reporter:
         the status line counts the planner's graph)."""
@@ -200,6 +204,13 @@ def _run(planner: "Planner", session: _Session) -> "Outcome":
     session.flush()
     if outcome.interrupted and not outcome.not_run and (planner.stopping or session.drained):
         outcome.interrupted = False
+    session.complete = not (
+        outcome.interrupted
+        or outcome.cancelled
+        or outcome.failed
+        or outcome.stuck
+        or outcome.plan_errors
+    )
     return outcome
 
 
@@ -240,6 +251,14 @@ def _wait(
                 last_change = time.monotonic()
         session.flush()
         for key in keys.take() if keys is not None else []:
+            if key == "r" and not changes:
+                # Look at every path first: a change not reported yet (polling) counts.
+                for what, path in changes.look(planner, None):
+                    reporter.line(what, path)
+                if not changes and session.complete:
+                    # As a run would: every step skipped, at the cost of a stat per path.
+                    reporter.line("KEYBOARD", f"r: {NOTHING}")
+                    continue
             how = _key(planner, reporter, key)
             if how is not None:
                 return how

@@ -16,6 +16,7 @@ from pathlib import Path
 import pexpect
 import pytest
 
+from stepup_dist.cli.watching import NOTHING
 from tests.conftest import BIN, Project
 from tests.helpers import processes_running, start_worker, stop
 
@@ -118,6 +119,11 @@ def test_edit_and_r_rerun_the_consumers_only(project: Project, watch: list[Watch
     watch.append(w)
     first = w.run()
     assert len(started(first)) == 4
+    # Nothing changed and the run built everything: r looks, says so, and runs nothing.
+    w.key("r")
+    idle = w.until(r"nothing to run")
+    assert ("KEYBOARD", f"r: {NOTHING}") in idle
+    assert started(idle) == []
     _edit(project.root / "a.txt", "two\n")
     w.until(r"UPDATED │ a.txt")
     w.key("r")
