@@ -9,7 +9,7 @@ import os
 import re
 import stat
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from .errors import ConfigError, NoServer
@@ -121,6 +121,18 @@ class Config:
         if self.redis_url is None:
             raise NoServer(what)
         return self.redis_url
+
+    def embedded(self, url: str) -> "Config":
+        """These settings for a build's embedded server at `url`, which takes no password
+        and no TLS."""
+        return replace(
+            self,
+            redis_url=url,
+            redis_password=None,
+            tls_ca=None,
+            tls_cert=None,
+            tls_key=None,
+        )
 
     @property
     def keyring(self) -> Keyring | None:

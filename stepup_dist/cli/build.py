@@ -10,7 +10,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -195,15 +195,7 @@ def run_build(
         if embedded:
             server = EmbeddedServer(state_dir)
             stack.callback(server.stop)  # after the workers have stopped
-            # The embedded server takes no password and no TLS.
-            config = replace(
-                config,
-                redis_url=server.url,
-                redis_password=None,
-                tls_ca=None,
-                tls_cert=None,
-                tls_key=None,
-            )
+            config = config.embedded(server.url)
             # The workers wait for the server (its socket is known before it starts).
             procs = _start_workers(workers, config, root, log_path, build, server_wait=True)
             stack.enter_context(_workers(procs))

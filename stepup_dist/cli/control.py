@@ -9,7 +9,7 @@ folder's `.stepup/`. Its planner reads a `Control` message from its inbox within
 
 import contextlib
 import fcntl
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..broker.broker import RedisBroker
@@ -66,15 +66,7 @@ def find_build(config: Config, root: Path) -> RunningBuild:
         if not build_running(root):
             raise UserError(f"no build is running in {folder}")
         server = EmbeddedServer(root / STATE_DIR)
-        # The build's embedded server takes no password and no TLS (cli/build.py).
-        config = replace(
-            config,
-            redis_url=server.url,
-            redis_password=None,
-            tls_ca=None,
-            tls_cert=None,
-            tls_key=None,
-        )
+        config = config.embedded(server.url)
         where = "its embedded server"
     else:
         where = redact(config.redis_url)

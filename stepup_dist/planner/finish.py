@@ -3,7 +3,9 @@
 import time
 from typing import TYPE_CHECKING
 
+from ..messages import FileState
 from .graph import DONE, StepStatus
+from .store import Record
 
 if TYPE_CHECKING:
     from .loop import Planner
@@ -129,21 +131,29 @@ def success(p: "Planner") -> bool:
 def save(p: "Planner", *, final: bool) -> None:
     """Write what this build knows; a final save of a successful build also cleans up."""
     p.last_save = time.monotonic()
-    records = dict(p.records)
     keep_old = not (final and success(p))
+    records, files = kept(p, keep_old=keep_old)
+    if not keep_old:
+        clean_outputs(p)
+    p.store.save(records, files)
+
+
+def kept(p: "Planner", *, keep_old: bool) -> tuple[dict[str, Record], dict[str, FileState]]:
+    """The records and file states to keep: this build's, and of the last build's those of
+    steps that did not fail now (`keep_old`: all of them, as when the build is unfinished
+    or failed; else the records of steps gone from the plan are dropped)."""
+    records = dict(p.records)
     for key, old in p.old_records.items():
         if key in records:
             continue
         step = p.graph.steps.get(key)
         if keep_old or (step is not None and step.status is not StepStatus.FAILED):
             records[key] = old
-    files = {p: n.state for p, n in p.graph.files.items() if n.state is not None}
+    files = {path: n.state for path, n in p.graph.files.items() if n.state is not None}
     if keep_old:
         for path, state in p.old_files.items():
             files.setdefault(path, state)
-    elif final:
-        clean_outputs(p)
-    p.store.save(records, files)
+    return records, files
 
 
 def clean_outputs(p: "Planner") -> None:

@@ -27,7 +27,7 @@ from ..messages import FileState
 from ..nglob import NGlobMulti
 from ..paths import norm
 from . import finish, skipping
-from .graph import DONE, Graph, Step, StepStatus
+from .graph import DONE, Graph, Step
 from .store import Record
 
 if TYPE_CHECKING:
@@ -92,19 +92,7 @@ class Trust:
 def carry_over(p: "Planner") -> tuple[dict[str, Record], dict[str, FileState]]:
     """The records and file states the next run starts from: what `finish.save` kept (the
     records of steps gone from a plan are dropped once a run succeeded, as their outputs)."""
-    keep_old = p.outcome.interrupted or not finish.success(p)
-    records = dict(p.records)
-    for key, old in p.old_records.items():
-        if key in records:
-            continue
-        step = p.graph.steps.get(key)
-        if keep_old or (step is not None and step.status is not StepStatus.FAILED):
-            records[key] = old
-    files = {path: n.state for path, n in p.graph.files.items() if n.state is not None}
-    if keep_old:
-        for path, state in p.old_files.items():
-            files.setdefault(path, state)
-    return records, files
+    return finish.kept(p, keep_old=p.outcome.interrupted or not finish.success(p))
 
 
 def next_run(p: "Planner", how: str, changes: "Changes") -> None:

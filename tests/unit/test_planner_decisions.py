@@ -13,9 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pytest
-import xxhash
-
 from stepup_dist.broker.broker import WorkerGroup
 from stepup_dist.broker.memory import MemoryBroker, QueuedJob
 from stepup_dist.errors import WireError
@@ -30,32 +27,8 @@ from stepup_dist.messages import (
     Started,
     StepDone,
 )
-from stepup_dist.planner.graph import Step
 from stepup_dist.planner.loop import Outcome, Planner
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
-
-
-@pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    clock = Clock()
-    monkeypatch.setattr(time, "monotonic", clock)
-    monkeypatch.setattr(time, "sleep", clock.sleep)
-    return clock
-
-
-def state(text: str, inode: int = 1) -> FileState:
-    data = text.encode()
-    return FileState(0o100644, 1, len(data), inode, xxhash.xxh3_128_digest(data))
+from tests.unit.planner_kit import Clock, Lines, state
 
 
 @dataclass
@@ -114,26 +87,6 @@ class Cluster(MemoryBroker):
             outs = {path: self.files[path] for path in message.out}
             self.post(b, StepDone(b, key, attempt, 0, 0.1, "n1", "w1", "", "", outs))
         self.finish(job)
-
-
-class Lines:
-    def __init__(self) -> None:
-        self.seen: list[tuple[str, str]] = []
-
-    def line(self, status: str, text: str, host: str = "") -> None:
-        self.seen.append((status, text))
-
-    def done(self, step: Step, result: StepDone, status: str) -> None:
-        self.seen.append((status, step.key))
-
-    def of(self, status: str) -> list[str]:
-        return [text for s, text in self.seen if s == status]
-
-
-@pytest.fixture
-def root(tmp_path: Path) -> Path:
-    (tmp_path / "plan.py").write_text("#!/usr/bin/env python\n")
-    return tmp_path
 
 
 def build(cluster: Cluster, root: Path, **options: Any) -> tuple[Outcome, Lines]:

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import xxhash
 
 from stepup_dist.broker.broker import WorkerGroup
 from stepup_dist.broker.memory import MemoryBroker, QueuedJob
@@ -32,36 +31,7 @@ from stepup_dist.planner.loop import Outcome, Planner
 from stepup_dist.planner.priority import DEFAULT_DURATION, Priorities, RunQueue
 from stepup_dist.planner.routing import Router
 from stepup_dist.planner.store import Record
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
-
-
-@pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    clock = Clock()
-    monkeypatch.setattr(time, "monotonic", clock)
-    monkeypatch.setattr(time, "sleep", clock.sleep)
-    return clock
-
-
-@pytest.fixture
-def root(tmp_path: Path) -> Path:
-    (tmp_path / "plan.py").write_text("#!/usr/bin/env python\n")
-    return tmp_path
-
-
-def state(text: str) -> FileState:
-    data = text.encode()
-    return FileState(0o100644, 1, len(data), 1, xxhash.xxh3_128_digest(data))
+from tests.unit.planner_kit import Clock, Lines, state
 
 
 @dataclass
@@ -120,14 +90,6 @@ class TimedCluster(MemoryBroker):
         b, key, attempt = message.build, message.step, message.attempt
         self.post(b, StepDone(b, key, attempt, 0, took, "n1", "w1", "", "", outs))
         self.finish(job)
-
-
-class Lines:
-    def line(self, status: str, text: str, host: str = "") -> None:
-        pass
-
-    def done(self, step: Step, result: StepDone, status: str) -> None:
-        pass
 
 
 def build(cluster: TimedCluster, root: Path, **options: Any) -> Outcome:
