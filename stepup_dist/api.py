@@ -1152,7 +1152,8 @@ def hold() -> Iterator[None]:
 
 
 def graph(prefix: str) -> None:
-    """Write the build graph as it is now to `PREFIX.txt` and `PREFIX.dot` (StepUp 4).
+    """Write the build graph as it is now to `PREFIX.txt`, `PREFIX_dependency.dot` and
+    `PREFIX_provenance.dot` (StepUp 4).
 
     A relative `prefix` is relative to the build's root, as in StepUp 4 (the director's
     working directory).

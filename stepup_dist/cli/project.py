@@ -24,6 +24,7 @@ from ..config import Config
 from ..errors import UserError
 from ..messages import FileState
 from ..paths import norm, step_key
+from ..planner import graph_files
 from ..planner.store import STATE_DIR, Record, Store
 from .control import build_running, find_build
 
@@ -176,34 +177,19 @@ def graph(root: Path, prefix: str) -> str:
     root = root.resolve()
     records, _ = _load(root)
     live = live_keys(records)
-    producer = {p: key for key, r in records.items() if key in live for p in _outputs(r)}
-    text = []
-    dependency = ["digraph dependency {", "  rankdir=LR;", "  node [shape=box];"]
-    provenance = ["digraph provenance {", "  rankdir=LR;"]
-    for key in sorted(live):
-        r = records[key]
-        text.append(f"step {key}")
-        text.append(f"    workdir {r.workdir}; took {r.duration:.2f} s")
-        if r.creator is not None:
-            text.append(f"    created by {r.creator}")
-            provenance.append(f"  {_q(r.creator)} -> {_q(key)} [style=dashed];")
-        inputs = [*r.inp, *r.amended[0]]
-        for word, items in (("inp", inputs), ("out", _outputs(r)), ("env", r.env)):
-            text.extend(f"    {word} {item}" for item in items)
-        provenance.append(f"  {_q(key)} [shape=box];")
-        for path in inputs:
-            provenance.append(f"  {_q(path)} -> {_q(key)};")
-            if path in producer:
-                dependency.append(f"  {_q(producer[path])} -> {_q(key)};")
-        provenance.extend(f"  {_q(key)} -> {_q(path)};" for path in _outputs(r))
-        text.append("")
-    names = [f"{prefix}.txt", f"{prefix}_dependency.dot", f"{prefix}_provenance.dot"]
-    bodies = ["\n".join(text), "\n".join([*dependency, "}"]), "\n".join([*provenance, "}"])]
-    for name, body in zip(names, bodies, strict=True):
-        Path(name).parent.mkdir(parents=True, exist_ok=True)
-        Path(name).write_text(body + "\n")
-    return f"wrote {', '.join(names)} ({len(live)} steps of the last build)"
-
-
-def _q(name: str) -> str:
-    return json.dumps(name)
+    steps = [
+        graph_files.StepView(
+            key,
+            r.workdir,
+            f"took {r.duration:.2f} s",
+            r.creator,
+            [*r.inp, *r.amended[0]],
+            _outputs(r),
+            list(r.env),
+        )
+        for key, r in sorted(records.items())
+        if key in live
+    ]
+    written = graph_files.write(Path(prefix), steps)
+    names = ", ".join(str(p) for p in written)
+    return f"wrote {names} ({len(live)} steps of the last build)"

@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from ..errors import ExitCode
-from ..planner.watch import Changes, graph_text, next_run, watch_set
+from ..planner import graph_files
+from ..planner.watch import Changes, next_run, watch_set
 from ..planner.watcher import choose
 from .keys import HELP, Keys
 
@@ -276,7 +277,9 @@ def _key(planner: "Planner", reporter: Any, key: str) -> str | None:
             reporter.line("KEYBOARD", "r: running what the changes made outdated")
         return key
     if key == "g":
-        (Path(planner.root) / "graph.txt").write_text(graph_text(planner.graph))
+        (Path(planner.root) / "graph.txt").write_text(
+            graph_files.text(graph_files.of_graph(planner.graph))
+        )
         reporter.line("KEYBOARD", "g: wrote the graph to graph.txt")
         return None
     reporter.line("KEYBOARD", f"unknown key {key!r}; {HELP}")

@@ -13,6 +13,7 @@ from ..config import parse_resources
 from ..errors import ConfigError, PlanError
 from ..messages import Call, Reply
 from ..paths import norm, parent, step_key
+from . import graph_files
 from .graph import Step, StepStatus
 
 if TYPE_CHECKING:
@@ -228,13 +229,11 @@ def call_info(planner: "Planner", caller: str, args: dict[str, Any]) -> dict[str
 
 
 def call_graph(planner: "Planner", caller: str, args: dict[str, Any]) -> None:
-    """StepUp 4's `graph(prefix)`: write PREFIX.txt and PREFIX.dot (relative to the root)."""
+    """StepUp 4's `graph(prefix)`: write PREFIX.txt, PREFIX_dependency.dot and
+    PREFIX_provenance.dot (relative to the root) of the graph as it is now."""
     prefix = _str(args, "prefix")
-    base = planner.root / prefix
     try:
-        base.parent.mkdir(parents=True, exist_ok=True)
-        base.with_name(base.name + ".txt").write_text(planner.graph.text())
-        base.with_name(base.name + ".dot").write_text(planner.graph.dot())
+        graph_files.write(planner.root / prefix, graph_files.of_graph(planner.graph))
     except OSError as exc:
         raise PlanError(f"graph({prefix!r}): cannot write: {exc}") from None
 

@@ -33,7 +33,7 @@ from .store import Record
 if TYPE_CHECKING:
     from .loop import Planner
 
-__all__ = ("Changes", "Trust", "carry_over", "graph_text", "next_run", "watch_set")
+__all__ = ("Changes", "Trust", "carry_over", "next_run", "watch_set")
 
 
 def same_content(a: FileState | None, b: FileState | None) -> bool:
@@ -237,21 +237,3 @@ def _glob_changes(p: "Planner") -> list[tuple[str, list[str], list[str]]]:
             if now != before:
                 found.append((key, sorted(now - before), sorted(before - now)))
     return found
-
-
-def graph_text(graph: Graph) -> str:
-    """The build graph as text (`graph.txt`): each step, its state, inputs and outputs."""
-    lines = []
-    for key in sorted(graph.steps):
-        step = graph.steps[key]
-        lines.append(f"step {key}  [{step.status.value}]")
-        lines.extend(f"   inp {path}" for path in step.inp)
-        lines.extend(f"   out {path}" for path in step.out)
-        lines.extend(f"   vol {path}" for path in step.vol)
-        if step.creator:
-            lines.append(f"   by  {step.creator}")
-    for path in sorted(graph.files):
-        node = graph.files[path]
-        if node.static:
-            lines.append(f"static {path}")
-    return "\n".join(lines) + "\n"

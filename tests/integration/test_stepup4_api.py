@@ -192,9 +192,10 @@ def test_hold_graph_and_get_info(project: Project) -> None:
     held = (root / "held.txt").read_text()
     assert "step echo a > a.txt" not in held
     after = (root / "graphs/after.txt").read_text()
-    assert "step echo a > a.txt\n  state: " in after
+    assert "step echo a > a.txt\n    workdir ./; " in after
     assert "step ./info.py\n" in after
-    assert '"step:./info.py" -> "file:info.txt";' in (root / "graphs/after.dot").read_text()
+    provenance = (root / "graphs/after_provenance.dot").read_text()
+    assert '"./info.py" -> "info.txt";' in provenance
     assert (root / "info.txt").read_text() == "./info.py ./info.py . info.py info.txt\n"
 
 

@@ -136,8 +136,9 @@ def test_edit_and_r_rerun_the_consumers_only(project: Project, watch: list[Watch
     w.key("g")
     w.until(r"KEYBOARD │ g: wrote the graph to graph.txt")
     graph = (project.root / "graph.txt").read_text()
-    assert "step cp a.txt b.txt  [succeeded]\n   inp a.txt\n   out b.txt\n" in graph
-    assert "step echo other > other.txt  [skipped]" in graph
+    assert "step cp a.txt b.txt\n    workdir ./; succeeded\n" in graph
+    assert "    inp a.txt\n    out b.txt\n" in graph
+    assert "step echo other > other.txt\n    workdir ./; skipped\n" in graph
     # Keys: an unknown one prints the help; t checks and skips everything; f runs it all.
     w.key("x")
     assert any("unknown key 'x'" in text for _, text in w.until(r"keys: q [^\n]*\n"))

@@ -200,16 +200,21 @@ def test_info_describes_the_calling_step_as_defined(planner: Planner) -> None:
     }
 
 
-def test_graph_writes_text_and_dot(planner: Planner) -> None:
+def test_graph_writes_text_and_two_dot_files(planner: Planner) -> None:
     handle_call(planner, PLAN, "step", _step(command='say "hi"', inp=["a.txt"], out=["b.txt"]))
     handle_call(planner, PLAN, "graph", {"prefix": "out/current_graph"})
     text = (planner.root / "out/current_graph.txt").read_text()
-    assert 'step say "hi"\n  state: pending\n  created by: ./plan.py\n  inp: a.txt\n' in text
-    assert "file b.txt (made, not available)" in text
-    dot = (planner.root / "out/current_graph.dot").read_text()
-    assert dot.startswith("digraph build {")
-    assert '"file:a.txt" -> "step:say \\"hi\\"";' in dot
-    assert '"step:say \\"hi\\"" -> "file:b.txt";' in dot
+    assert (
+        'step say "hi"\n    workdir ./; pending\n    created by ./plan.py\n'
+        "    inp a.txt\n    out b.txt\n"
+    ) in text
+    dependency = (planner.root / "out/current_graph_dependency.dot").read_text()
+    assert dependency.startswith("digraph dependency {")
+    assert '"say \\"hi\\"";' in dependency
+    provenance = (planner.root / "out/current_graph_provenance.dot").read_text()
+    assert '"./plan.py" -> "say \\"hi\\"" [style=dashed];' in provenance
+    assert '"a.txt" -> "say \\"hi\\"";' in provenance
+    assert '"say \\"hi\\"" -> "b.txt";' in provenance
     with pytest.raises(PlanError, match="prefix must be a non-empty string"):
         handle_call(planner, PLAN, "graph", {})
 
