@@ -32,6 +32,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -223,27 +224,39 @@ def _run(args: list[str], src: Path, bin_dir: Path) -> Listing:
         _remove_ignored(work)
         env = _clean_env(bin_dir)
         env["COLUMNS"] = "80"
+        # A session of its own: what the build leaves running (a director, a forkserver, a
+        # step) is ended with it, after a timeout too.
+        proc = subprocess.Popen(
+            args,
+            cwd=work,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
         try:
-            proc = subprocess.run(
-                args,
-                cwd=work,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                text=True,
-                timeout=RUN_TIMEOUT,
-                check=False,
-            )
-        except subprocess.TimeoutExpired as exc:
-            out = _text(exc.stdout) + _text(exc.stderr)
-            return Listing(False, listing(work), f"timed out after {RUN_TIMEOUT} s\n{out}")
-        return Listing(proc.returncode == 0, listing(work), proc.stdout + proc.stderr)
+            out, err = proc.communicate(timeout=RUN_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            _kill_session(proc.pid)
+            out, err = proc.communicate()
+            return Listing(False, listing(work), f"timed out after {RUN_TIMEOUT} s\n{out}{err}")
+        finally:
+            _kill_session(proc.pid)
+        return Listing(proc.returncode == 0, listing(work), out + err)
 
 
-def _text(data: bytes | str | None) -> str:
-    if isinstance(data, bytes):
-        return data.decode(errors="replace")
-    return data or ""
+def _kill_session(sid: int) -> None:
+    """Kill every process left in the session `sid` (its leader's children included)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.getsid(int(entry.name)) == sid:
+                os.kill(int(entry.name), signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            continue
 
 
 def run_stepup4(ref: Reference4, example: Example) -> Listing:
@@ -310,7 +323,7 @@ def compare(ref: Reference4, example: Example) -> tuple[Listing, Listing, str | 
 
 
 _ERROR_LINE = re.compile(r"^\s*(?:[\w.]+(?:Error|Exception|Exit)\b|error:|Error:).*")
-_STATUS_LINE = re.compile(r"^\s*(FAIL|ERROR|WARNING)\s*│\s*(.*)")
+_STATUS_LINE = re.compile(r"^\s*(FAIL|ERROR|STUCK|WARNING)\s*│\s*(.*)")
 
 
 def _first_error(output: str) -> str | None:
