@@ -248,13 +248,30 @@ def _run(args: list[str], src: Path, bin_dir: Path) -> Listing:
 
 
 def _kill_session(sid: int) -> None:
-    """Kill every process left in the session `sid` (its leader's children included)."""
+    """Kill what is left of a build: the processes of session `sid` and their descendants.
+
+    StepUp's steps run in sessions of their own, under a forkserver in the build's session.
+    """
+    parents: dict[int, int] = {}
+    sessions: dict[int, int] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            if os.getsid(int(entry.name)) == sid:
-                os.kill(int(entry.name), signal.SIGKILL)
+            stat = (entry / "stat").read_text()
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+            sessions[int(entry.name)] = os.getsid(int(entry.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    doomed = {pid for pid, s in sessions.items() if s == sid}
+    grown = True
+    while grown:
+        more = {pid for pid, parent in parents.items() if parent in doomed} - doomed
+        doomed |= more
+        grown = bool(more)
+    for pid in doomed:
+        try:
+            os.kill(pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             continue
 
