@@ -45,7 +45,7 @@ def _anonymous_regex(token: str) -> str:
 class _Pattern:
     """One pattern: the glob that finds candidates and the regex that checks the names."""
 
-    def __init__(self, pattern: str, subs: dict[str, str]):
+    def __init__(self, pattern: str, subs: dict[str, str], zero_dirs: bool = False):
         self.text = pattern
         self.names: tuple[str, ...] = ()
         self.anonymous = False
@@ -53,10 +53,27 @@ class _Pattern:
         regex_parts: list[str] = []
         seen: list[str] = []
         pieces = _pieces(pattern)
+        skip_slash = False
         for i, (is_token, text) in enumerate(pieces):
             if not is_token:
-                glob_parts.append(_glob.escape(text))
-                regex_parts.append(re.escape(text))
+                literal = text[1:] if skip_slash else text
+                skip_slash = False
+                glob_parts.append(_glob.escape(literal))
+                regex_parts.append(re.escape(literal))
+                continue
+            after_text = pieces[i + 1][1] if i + 1 < len(pieces) else ""
+            before_text = pieces[i - 1][1] if i > 0 else ""
+            if (
+                zero_dirs
+                and text == "**"
+                and after_text.startswith("/")
+                and (before_text == "" or before_text.endswith("/"))
+            ):
+                # StepUp 4: `**/` matches zero or more folders (`sub/**/*.txt` has sub/a.txt).
+                self.anonymous = True
+                glob_parts.append("**/")
+                regex_parts.append("(?:.*/)?")
+                skip_slash = True
                 continue
             name = text[3:-1] if text.startswith("${*") else None
             if name is None:
@@ -167,11 +184,20 @@ class NGlobMatch:
 class NGlobMulti:
     """The matches of several patterns, consistent in their named wildcards."""
 
-    def __init__(self, patterns: Iterable[str], subs: dict[str, str] | None = None):
+    def __init__(
+        self,
+        patterns: Iterable[str],
+        subs: dict[str, str] | None = None,
+        *,
+        zero_dirs: bool = False,
+    ):
+        """With `zero_dirs`, `**/` also matches no folder at all, as in StepUp 4 (in StepUp
+        1.x, `**` between slashes matches at least one)."""
         if isinstance(patterns, str):
             raise TypeError("The patterns argument cannot be a string")
         subs = dict(subs or {})
-        self._patterns = [_Pattern(str(p), subs) for p in patterns]
+        self.zero_dirs = zero_dirs
+        self._patterns = [_Pattern(str(p), subs, zero_dirs) for p in patterns]
         names: list[str] = []
         for p in self._patterns:
             names.extend(n for n in p.names if n not in names)

@@ -57,8 +57,19 @@ def _offer_hint(wanted: str, local_workers: int) -> str:
 
 
 def unblock_stalled(p: "Planner") -> bool:
-    """Steps waiting only for inputs their last run amended: give up skipping them."""
+    """Steps waiting only for inputs their last run amended: give up skipping them. Inputs
+    nothing makes under a static tree that waited for this (`Planner.trees`): static now."""
     progress = False
+    if p.trees:
+        missing = sorted(
+            {
+                path
+                for s in p.graph.steps.values()
+                if s.status is StepStatus.PENDING
+                for path in s.missing
+            }
+        )
+        progress = p.undefer(missing, lazy=True)
     for step in p.graph.steps.values():
         if step.status is not StepStatus.PENDING or step.skip_blocked:
             continue

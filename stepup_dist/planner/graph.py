@@ -68,9 +68,20 @@ class Step:
     attempt: int = 0
     optional: bool = False
     """Runs only once a step that must run needs one of its outputs (then it is False)."""
+    env_overrides: dict[str, str] = field(default_factory=dict)
+    """Values of variables for its command (StepUp 4's `env_overrides`); it depends on them."""
+    duration: float | None = None
+    """How long the plan said it takes, in seconds (StepUp 4's `duration=` hint), if it did."""
 
     def definition(self) -> tuple:
-        return (self.command, self.workdir, self.declared, self.pool, self.resources)
+        return (
+            self.command,
+            self.workdir,
+            self.declared,
+            self.pool,
+            self.resources,
+            sorted(self.env_overrides.items()),
+        )
 
 
 @dataclass
@@ -224,6 +235,46 @@ class Graph:
 
     def input_states(self, step: Step) -> dict[str, FileState]:
         return {p: s for p in step.inp if (s := self.files[p].state) is not None}
+
+    def text(self) -> str:
+        """The graph as text (StepUp 4's `graph()` file): each step with its paths, then
+        each file with its state."""
+        lines = []
+        for key in sorted(self.steps):
+            step = self.steps[key]
+            lines.append(f"step {key}")
+            lines.append(f"  state: {step.status.value}")
+            if step.creator is not None:
+                lines.append(f"  created by: {step.creator}")
+            for label, paths in (("inp", step.inp), ("out", step.out), ("vol", step.vol)):
+                lines.extend(f"  {label}: {path}" for path in sorted(paths))
+            lines.extend(f"  env: {name}" for name in sorted(step.env))
+            lines.append("")
+        for path in sorted(self.files):
+            node = self.files[path]
+            kind = "static" if node.static else "made" if node.producer else "missing"
+            state = "available" if node.available else "not available"
+            lines.append(f"file {path} ({kind}, {state})")
+        return "\n".join(lines) + "\n"
+
+    def dot(self) -> str:
+        """The graph in Graphviz dot: files (ellipses) feed steps (boxes), which make files."""
+        lines = ["digraph build {", "  rankdir=LR;"]
+
+        def q(text: str) -> str:
+            return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+        for path in sorted(self.files):
+            lines.append(f"  {q('file:' + path)} [label={q(path)}, shape=ellipse];")
+        for key in sorted(self.steps):
+            step = self.steps[key]
+            lines.append(f"  {q('step:' + key)} [label={q(key)}, shape=box];")
+            lines.extend(f"  {q('file:' + p)} -> {q('step:' + key)};" for p in sorted(step.inp))
+            lines.extend(
+                f"  {q('step:' + key)} -> {q('file:' + p)};" for p in sorted(step.out + step.vol)
+            )
+        lines.append("}")
+        return "\n".join(lines) + "\n"
 
     def find_cycle(self, keys: Iterable[str]) -> list[str] | None:
         """A cycle among the given (stuck) steps, as a list of step keys, or None."""

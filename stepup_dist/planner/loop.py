@@ -133,6 +133,9 @@ class Planner:
         self.ready: deque[Step] = deque()
         self._deferred: list[NGlobMulti] = []
         """Deferred globs (`glob(..., _defer=True)`) of this build's plans."""
+        self.trees: dict[str, bool] = {}
+        """Static trees (StepUp 4's `static("data/")`): folder -> whether what a step needs
+        under it is declared static at once (else once nothing else can run)."""
         """Steps whose inputs are all there, to dispatch (a skip check or a run)."""
         self.idle_since: float | None = None
         """Since when only steps waiting for resources no worker offers are left."""
@@ -173,22 +176,38 @@ class Planner:
     def defer(self, patterns: list[str]) -> None:
         """Add deferred globs; inputs already waiting for a match become static now."""
         self._deferred.extend(NGlobMulti([p]) for p in patterns)
-        self._undefer(list(self.graph.files))
+        self.undefer(list(self.graph.files))
 
-    def _undefer(self, paths: list[str]) -> None:
-        """Declare static the paths that match a deferred glob and that nothing makes."""
-        if not self._deferred:
-            return
+    def undefer(self, paths: list[str], lazy: bool = False) -> bool:
+        """Declare static the paths that match a deferred glob or lie in a static tree (an
+        eager one; any with `lazy`), and that nothing makes. True when there were some."""
+        if not self._deferred and not self.trees:
+            return False
+        found = False
         for path in paths:
             node = self.graph.files.get(path)
             if node is not None and (node.static or node.producer is not None):
                 continue
-            if any(g.may_match(path) for g in self._deferred):
+            if any(g.may_match(path) for g in self._deferred) or self.in_tree(path, lazy):
                 self.declare_static(path, None)
+                found = True
+        return found
+
+    def in_tree(self, path: str, lazy: bool = True) -> bool:
+        """Whether `path` lies under a static tree (an eager one, unless `lazy`)."""
+        for tree, eager in self.trees.items():
+            if not (eager or lazy) or path == tree:
+                continue
+            if tree == "./":
+                if not path.startswith(("/", "../")):
+                    return True
+            elif path.startswith(tree):
+                return True
+        return False
 
     def declare_step(self, step: Step) -> None:
         existing = self.graph.steps.get(step.key)
-        self._undefer(step.inp)
+        self.undefer(step.inp)
         step = self.graph.add_step(step)
         if existing is None and step.status is StepStatus.PENDING and not step.missing:
             step.status = StepStatus.READY
@@ -201,7 +220,7 @@ class Planner:
         if step is None:
             raise PlanError(f"amend() called by {key!r}, which is not a step of this build")
         self.graph.check_amend(step, inp, out, vol)
-        self._undefer(inp)
+        self.undefer(inp)
         new_inp = [p for p in inp if p not in step.inp]
         step.inp.extend(new_inp)
         step.amended[0].extend(new_inp)
@@ -434,7 +453,10 @@ class Planner:
         self._pending_runs.append(step)
 
     def env_values(self, step: Step) -> dict[str, str | None]:
-        return {name: self.environ.get(name) for name in step.env}
+        values = {name: self.environ.get(name) for name in step.env}
+        # StepUp 4's env_overrides: the step's own values (never names it depends on).
+        values.update(step.env_overrides)
+        return values
 
     def _run_job(self, step: Step) -> RunJob:
         pool_ids, sizes, token = self.slots.job_fields(step)

@@ -5,6 +5,7 @@ define things (`static`, `step`, `pool`) are recorded on the calling step, so th
 step is skipped in a later build they are replayed and define the same things again.
 """
 
+import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -49,36 +50,55 @@ def _names(args: dict[str, Any], name: str) -> list[str]:
 
 
 def call_static(planner: "Planner", caller: str, args: dict[str, Any]) -> None:
+    """Static paths; `trees` (StepUp 4's static folders) are folders among them whose
+    contents become static once a step needs them (at once when `eager`)."""
     paths = _paths(args, "paths")
+    trees = _paths(args, "trees")
+    if not all(t.endswith("/") and t in paths for t in trees):
+        raise PlanError(f"trees must be folders among the static paths, got {trees!r}")
     stats = args.get("stats")
     if not isinstance(stats, list) or len(stats) != len(paths):
         stats = [None] * len(paths)
     pairs = sorted(zip(paths, stats, strict=True), key=lambda pair: pair[0])
+    folders: list[str] = []
     for path, stat in pairs:
         if isinstance(stat, list) and stat == ["missing"]:
             raise PlanError(f"missing static input: {path} (declared by {caller!r})")
-        _check_parent(planner, path, paths)
+        for folder in _parents(planner, path, paths):
+            if folder not in folders:
+                folders.append(folder)
+    for folder in sorted(folders):
+        planner.declare_static(folder, None)
     for path, stat in pairs:
         planner.declare_static(path, stat)
+    eager = args.get("eager") is True
+    for tree in trees:
+        planner.trees[tree] = planner.trees.get(tree, False) or eager
+    if trees:
+        planner.undefer(list(planner.graph.files), lazy=False)
 
 
-def _check_parent(planner: "Planner", path: str, others: list[str]) -> None:
-    """As StepUp: a static path's folder is static too (or the root, or in the same call).
+def _parents(planner: "Planner", path: str, others: list[str]) -> list[str]:
+    """The folders above a static path that are not static yet: static too, as the folder of
+    an existing path exists (StepUp 4 asks for no static folders; StepUp 1.x did).
 
-    Unlike StepUp, an absolute path needs no static folders above it: data outside the
-    project, which path maps name on a cluster, is declared by its own path.
+    A folder a step makes cannot hold a static path (StepUp refuses it). An absolute path
+    needs no static folders above it: data outside the project, which path maps name on a
+    cluster, is declared by its own path.
     """
+    result = []
     folder = parent(path)
-    if folder is None or folder == "./" or folder.startswith("/"):
-        return
-    node = planner.graph.files.get(folder)
-    if node is not None and node.static:
-        return
-    if node is None and folder in others:
-        return
-    if node is None:
-        raise PlanError(f"Static path has no parent path node: {path}")
-    raise PlanError(f"Static path has no static parent path node: {path}")
+    while folder is not None and folder != "./" and not folder.startswith(("/", "../")):
+        if folder in others:
+            break
+        node = planner.graph.files.get(folder)
+        if node is not None and node.static:
+            break
+        if node is not None and node.producer is not None:
+            raise PlanError(f"Static path has no static parent path node: {path}")
+        result.append(folder)
+        folder = parent(folder)
+    return result
 
 
 def call_step(planner: "Planner", caller: str, args: dict[str, Any]) -> str:
@@ -116,8 +136,38 @@ def call_step(planner: "Planner", caller: str, args: dict[str, Any]) -> str:
         )
     step = Step(key, command, workdir, inp, out, vol, env, pool, caller, resources)
     step.optional = args.get("optional") is True
+    step.env_overrides = _overrides(args, key, env)
+    step.duration = _duration(args, key)
     planner.declare_step(step)
     return key
+
+
+def _overrides(args: dict[str, Any], key: str, env: list[str]) -> dict[str, str]:
+    """StepUp 4's `env_overrides`: values of variables for the command only."""
+    value = args.get("env_overrides") or {}
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and k and isinstance(v, str) for k, v in value.items()
+    ):
+        raise PlanError(f"step {key!r}: env_overrides must map names to strings, got {value!r}")
+    both = sorted(set(value) & set(env))
+    if both:
+        raise PlanError(f"step {key!r}: {', '.join(both)} both in env and in env_overrides")
+    return dict(value)
+
+
+def _duration(args: dict[str, Any], key: str) -> float | None:
+    """StepUp 4's `duration=` hint, in seconds (None when not given)."""
+    value = args.get("duration")
+    if value is None:
+        return None
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        raise PlanError(f"step {key!r}: duration must be a number of seconds >= 0, got {value!r}")
+    return float(value)
 
 
 def call_glob(planner: "Planner", caller: str, args: dict[str, Any]) -> None:
@@ -130,6 +180,8 @@ def call_glob(planner: "Planner", caller: str, args: dict[str, Any]) -> None:
         isinstance(k, str) and isinstance(v, str) for k, v in subs.items()
     ):
         raise PlanError(f"subs must map names to patterns, got {subs!r}")
+    if not isinstance(args.get("zero_dirs", False), bool):
+        raise PlanError(f"zero_dirs must be true or false, got {args['zero_dirs']!r}")
 
 
 def call_defer(planner: "Planner", caller: str, args: dict[str, Any]) -> None:
@@ -155,6 +207,32 @@ def call_amend(planner: "Planner", caller: str, args: dict[str, Any]) -> bool:
     )
 
 
+def call_info(planner: "Planner", caller: str, args: dict[str, Any]) -> dict[str, Any]:
+    """StepUp 4's `get_info()`: the calling step as it is now (amended paths included)."""
+    step = planner.graph.steps[caller]
+    return {
+        "key": step.key,
+        "command": step.command,
+        "workdir": step.workdir,
+        "inp": list(step.inp),
+        "env": list(step.env),
+        "out": list(step.out),
+        "vol": list(step.vol),
+    }
+
+
+def call_graph(planner: "Planner", caller: str, args: dict[str, Any]) -> None:
+    """StepUp 4's `graph(prefix)`: write PREFIX.txt and PREFIX.dot (relative to the root)."""
+    prefix = _str(args, "prefix")
+    base = planner.root / prefix
+    try:
+        base.parent.mkdir(parents=True, exist_ok=True)
+        base.with_name(base.name + ".txt").write_text(planner.graph.text())
+        base.with_name(base.name + ".dot").write_text(planner.graph.dot())
+    except OSError as exc:
+        raise PlanError(f"graph({prefix!r}): cannot write: {exc}") from None
+
+
 def call_getenv(planner: "Planner", caller: str, args: dict[str, Any]) -> str | None:
     name = _str(args, "name")
     planner.amend(caller, [], [], [], [name])
@@ -169,6 +247,8 @@ _HANDLERS: dict[str, Callable[["Planner", str, dict[str, Any]], Any]] = {
     "pool": call_pool,
     "amend": call_amend,
     "getenv": call_getenv,
+    "info": call_info,
+    "graph": call_graph,
     "defer": call_defer,
     "glob": call_glob,
 }

@@ -39,11 +39,18 @@ def on_done(p: "Planner", result: StepDone) -> None:
         return
     p.slots.release(step, reported=True)
     ok = result.returncode == 0 and not result.error
-    if ok and step.rerun and step.missing:
-        # It amended inputs that are not there yet: run it again once they are.
+    if step.rerun:
+        # It amended inputs that were not there: run it again once they are, whether it
+        # stopped there or failed without them (as StepUp 1.x and 4 do; StepUp 4's amend()
+        # raises InputNotFoundError there), and at once if they came while it ran.
         step.rerun = False
-        step.status = StepStatus.PENDING
         p.reporter.done(step, result, "PENDING")
+        if step.missing:
+            step.status = StepStatus.PENDING
+        else:
+            step.status = StepStatus.READY
+            step.skip_blocked = True
+            p.ready.append(step)
         return
     if not ok:
         p.fail(step)

@@ -46,7 +46,9 @@ def globs_unchanged(p: "Planner", old: Record) -> bool:
         if method != "glob":
             continue
         try:
-            ngm = NGlobMulti(args["patterns"], args.get("subs") or {})
+            ngm = NGlobMulti(
+                args["patterns"], args.get("subs") or {}, zero_dirs=args.get("zero_dirs") is True
+            )
             ngm.glob(str(p.root))
         except (KeyError, TypeError, ValueError, OSError):
             return False
@@ -112,6 +114,7 @@ def decide_skip(p: "Planner", step: Step) -> None:
     p.jobs.settled(step.key)
     out_states = {p: s for p, s in states.items() if s is not None}
     env = {name: p.environ.get(name) for name in [*old.env, *old.amended[3]]}
+    env.update(step.env_overrides)  # as Planner.env_values does for the digest of a run
     digest = step_digest(step.command, step.workdir, env, p.graph.input_states(step), out_states)
     if len(out_states) == len(states) and digest == old.digest:
         step.status = StepStatus.SKIPPED

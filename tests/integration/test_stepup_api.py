@@ -96,17 +96,33 @@ def test_named_globs_here_root_and_variables(project: Project) -> None:
 
 
 def test_stepup_refusals(project: Project) -> None:
+    # StepUp 4 asks for no static folders above a static path (StepUp 1.x refused
+    # `glob("data/*.txt")` without `static("data/")`): the folder is static along with it.
     project.write("data/in.txt", "in\n")
     project.plan(
         """
-        from stepup.core.api import glob
+        from stepup.core.api import glob, step
 
         glob("data/*.txt")
+        step("cp data/in.txt out.txt", inp="data/in.txt", out="out.txt")
         """
     )
     result = project.build("-w2")
-    assert result.returncode != 0
-    assert "Static path has no parent path node: data/in.txt" in result.stdout
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (project.root / "out.txt").read_text() == "in\n"
+    # A folder that a step makes cannot hold a static path.
+    project.write("made/in.txt", "in\n")
+    project.plan(
+        """
+        from stepup.core.api import static, step
+
+        step("mkdir -p made", out="made/")
+        static("made/in.txt")
+        """
+    )
+    made = project.build("-w2")
+    assert made.returncode != 0
+    assert "Static path has no static parent path node: made/in.txt" in made.stdout
     project.plan(
         """
         from stepup.core.api import mkdir

@@ -77,3 +77,24 @@ def test_a_star_between_slashes_matches_a_name_not_nothing() -> None:
     deep = NGlobMulti(["sub/other/**"])
     deep.extend(outs)
     assert deep.files() == ("sub/other/", "sub/other/foo/", "sub/other/foo/text")
+
+
+def test_a_recursive_wildcard_matches_no_folder_only_in_stepup_4s_form(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _tree(tmp_path, "sub/a.txt", "sub/deeper/b.txt", "top.txt")
+    monkeypatch.chdir(tmp_path)
+    v1 = NGlobMulti(["sub/**/*.txt"])
+    v1.glob()
+    assert v1.files() == ("sub/deeper/b.txt",)
+    v4 = NGlobMulti(["sub/**/*.txt"], zero_dirs=True)
+    v4.glob()
+    assert v4.files() == ("sub/a.txt", "sub/deeper/b.txt")
+    lead = NGlobMulti(["**/*.txt"], zero_dirs=True)
+    lead.glob()
+    assert lead.files() == ("sub/a.txt", "sub/deeper/b.txt", "top.txt")
+    # Named wildcards after it still agree, and `x**/` is no recursive wildcard.
+    named = NGlobMulti(["**/${*n}.txt"], zero_dirs=True)
+    named.extend(["a.txt", "s/a.txt", "b.txt"])
+    assert sorted(m.n for m in named) == ["a", "b"]
+    assert not NGlobMulti(["x**/a"], zero_dirs=True).may_match("a")
