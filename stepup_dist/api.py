@@ -50,7 +50,6 @@ __all__ = (
     "plan",
     "pool",
     "run",
-    "script",
     "shq",
     "static",
     "step",
@@ -1061,20 +1060,6 @@ def mkdir(dirname: str, optional: bool = False, block: bool = False) -> StepInfo
     with subs_env_vars() as subs:
         dirname = subs(dirname if dirname.endswith("/") else dirname + "/")
     return step(f"mkdir -p {dirname}", out=dirname, optional=optional, block=block)
-
-
-def script(
-    executable: str, workdir: str = "./", optional: bool = False, block: bool = False
-) -> StepInfo:
-    """Add a step that runs `./executable plan` in `workdir`; its calls define the run steps.
-
-    The executable follows StepUp's script protocol (`driver()` from `stepup.core.script`,
-    see script.py). With `optional=True` the run steps are optional; the planning is not.
-    """
-    with subs_env_vars() as subs:
-        executable, workdir = subs(executable), subs(workdir)
-    command = f"./{executable} plan" + (" --optional" if optional else "")
-    return step(command, inp=[executable], workdir=workdir, block=block)
 
 
 def getenv(

@@ -3,22 +3,40 @@
 A plan calls `script("work.py")`: a step runs `./work.py plan` in the script's folder. The
 script ends with `driver()`, which reads the command line:
 
-- `plan [--optional]`: define the run steps. A script with `info()` gets one step,
-  `./work.py run`; one with `CASE_FMT`, `cases()` and `case_info(...)` gets one step per case,
-  `./work.py run -- 'ARGS'`, with ARGS the case formatted by `CASE_FMT`. The `info` dict names
-  `static`, `inp` and `out` paths and may redirect `stdout` and `stderr` to files.
+- `plan [--step-info=FILE] [--optional]`: define the run steps. A script with `info()` gets
+  one step, `./work.py run`; one with `CASE_FMT`, `cases()` and `case_info(...)` gets one
+  step per case, with the case formatted by `CASE_FMT`. The `info` dict names `static`,
+  `inp` and `out` paths.
 - `cases`: print the run commands.
 - `run [ARGS]`: call `run()` with the keys of the info dict that it takes as parameters.
 
-As in StepUp, the Python files the script imports from the project folder are inputs of the
-planning step and of every run step. On a cluster the planning step is a step like any other:
-a worker runs it, and the steps it defines reach the planner as API calls.
+StepUp 1 and StepUp 4 share this protocol and differ in the run steps that `plan` defines.
+The driver follows StepUp 4 when the planning command has `--step-info` or its environment
+has `STEPUP_DIST_API=4` (which the API gives every step defined in StepUp 4's form, the
+planning step of `script()`'s 4.x form among them, see api_tools.py), and StepUp 1
+otherwise:
+
+- StepUp 1: a case runs as `./work.py run -- 'ARGS'`; the info dict may redirect `stdout`
+  and `stderr` to files (outputs of the step); the Python files the script imports from the
+  project while planning are inputs of the planning step and of every run step.
+- StepUp 4: a case runs as `./work.py run ARGS` (shell-quoted, `--` only before a leading
+  `-`) and has the script (`./work.py`) as first input; `stdout` and `stderr` are info
+  keys like any other; with `--step-info`, the run steps are written to that file as JSON.
+
+In both, `run` declares the project's Python files that the script has imported by the end
+of the run as inputs of its step (StepUp 4 does so for every Python step it runs), so a run
+step that imports a helper only inside `run()` runs again when the helper changes.
+
+On a cluster the planning step is a step like any other: a worker runs it, and the steps it
+defines reach the planner as API calls.
 """
 
 import argparse
 import inspect
+import json
 import os
 import re
+import shlex
 import string
 import sys
 from collections.abc import Callable, Iterator
@@ -43,19 +61,32 @@ def driver(obj: Any = None) -> None:
             raise ValueError("driver() must be called from a module")
     args = _parse_args(script_path)
     wrapper = _Script(obj, script_path)
-    if args.cmd == "plan":
+    if args.cmd == "plan" and (args.step_info or _api_form() == "4"):
+        _plan_4x(wrapper, args.optional, args.step_info)
+    elif args.cmd == "plan":
         _plan(wrapper, args.optional)
     elif args.cmd == "cases":
         for command in wrapper.commands():
             print(command)
     else:
         wrapper.run(args.string)
+        _amend_imports(script_path)
+
+
+def _api_form() -> str | None:
+    """`4` when the planning step was defined in StepUp 4's form (api.API_VAR)."""
+    from .api import API_VAR
+
+    return os.environ.get(API_VAR)
 
 
 def _parse_args(script_path: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog=script_path, description="A StepUp-style script.")
     commands = parser.add_subparsers(dest="cmd", required=True)
     plan = commands.add_parser("plan", help="Define the steps that run the script.")
+    plan.add_argument(
+        "--step-info", help="Write the run steps to this JSON file (StepUp 4's protocol)."
+    )
     plan.add_argument("-o", "--optional", action="store_true", help="Make the run steps optional.")
     commands.add_parser("cases", help="Print every way to run the script.")
     run = commands.add_parser("run", help="Run the script (for one case).")
@@ -103,12 +134,17 @@ class _Script:
             raise TypeError(f"{name} in {self.path} must return a dict with string keys.")
         return info
 
+    @property
+    def exe(self) -> str:
+        """The script as the shell runs it: `./work.py`, quoted when the name needs it."""
+        return shlex.quote(f"./{self.path}")
+
     def commands(self) -> Iterator[str]:
         if self.single:
-            yield f"./{self.path} run"
+            yield f"{self.exe} run"
         if self.multi:
             for args, kwargs in self.cases():
-                yield f"./{self.path} run -- '{self.obj.CASE_FMT.format(*args, **kwargs)}'"
+                yield f"{self.exe} run -- '{self.obj.CASE_FMT.format(*args, **kwargs)}'"
 
     def run(self, argstr: str) -> None:
         if argstr == "":
@@ -132,7 +168,7 @@ def _plan(script: _Script, optional: bool) -> None:
         return
     plans: list[tuple[str, dict]] = []
     if script.single:
-        plans.append((f"./{script.path} run", script.info()))
+        plans.append((f"{script.exe} run", script.info()))
     if script.multi:
         cases = list(script.cases())
         # Modules imported while listing the cases are inputs of this planning step too.
@@ -140,12 +176,62 @@ def _plan(script: _Script, optional: bool) -> None:
             return
         for args, kwargs in cases:
             argstr = script.obj.CASE_FMT.format(*args, **kwargs)
-            plans.append((f"./{script.path} run -- '{argstr}'", script.info(args, kwargs)))
+            plans.append((f"{script.exe} run -- '{argstr}'", script.info(args, kwargs)))
     for command, info in plans:
         static(*_paths(info, "static", script.path))
         inp = [*_paths(info, "inp", script.path), *imports, script.path]
         out = _paths(info, "out", script.path)
         step(_redirect(command, info, out, script.path), inp=inp, out=out, optional=optional)
+
+
+def _plan_4x(script: _Script, optional: bool, step_info: str | None) -> None:
+    """StepUp 4's run steps: `./work.py run ARGS` with the script as first input."""
+    from .api import static
+    from .api_tools import _step
+
+    plans: list[tuple[str, dict]] = []
+    if script.single:
+        plans.append((f"{script.exe} run", script.info()))
+    if script.multi:
+        for args, kwargs in list(script.cases()):
+            argstr = shlex.quote(script.obj.CASE_FMT.format(*args, **kwargs))
+            if argstr.startswith("-"):
+                argstr = f"-- {argstr}"
+            plans.append((f"{script.exe} run {argstr}", script.info(args, kwargs)))
+    root = os.path.realpath(os.environ.get("STEPUP_ROOT", os.getcwd()))
+    workdir = os.path.relpath(os.path.realpath(os.getcwd()), root)
+    infos = []
+    for command, info in plans:
+        static(*_paths(info, "static", script.path))
+        inp = [f"./{script.path}", *_paths(info, "inp", script.path)]
+        out = _paths(info, "out", script.path)
+        _step(command, inp=inp, out=out, optional=optional)
+        infos.append(
+            {
+                "command": command,
+                "inp": sorted(inp),
+                "env": [],
+                "out": sorted(out),
+                "vol": [],
+                "workdir": workdir,
+            }
+        )
+    if step_info is not None:
+        with open(step_info, "w") as fh:
+            json.dump(infos[0] if script.single and not script.multi else infos, fh, indent=2)
+            fh.write("\n")
+
+
+def _amend_imports(script_path: str) -> None:
+    """The project's Python files imported by now are inputs of this run step."""
+    if "STEPUP_DIST_BUILD" not in os.environ:
+        return
+    from .api import amend
+    from .extapi import get_local_import_paths
+
+    imports = [str(p) for p in get_local_import_paths(script_path)]
+    if imports:
+        amend(inp=imports)
 
 
 def _paths(info: dict, name: str, script_path: str) -> list[str]:

@@ -16,7 +16,8 @@ CHECK_BATCH = 64
 """Paths per hash-check job: enough to amortize a job, small enough to spread over workers."""
 
 Purpose = tuple[str, str]
-"""Why a path is checked: ("static", path) or ("skip", step key)."""
+"""Why a path is checked: ("static", path), ("skip", step key) or ("made", step key): an
+output the step amended, hashed after it succeeded."""
 
 
 @dataclass

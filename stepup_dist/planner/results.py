@@ -61,8 +61,11 @@ def on_done(p: "Planner", result: StepDone) -> None:
     p.outcome.succeeded += 1
     amended_out = [p for p in step.amended[1] if p not in out_states]
     for path in amended_out:
-        # Amended outputs are not known to the worker; trust them only as present.
+        # Amended outputs are not known to the worker that ran the step: stored as present,
+        # and available to other steps once a hash check has seen them (skipping.on_checked),
+        # so a step that reads one waits for the file as it was made.
         out_states[path] = FileState(0o100644, 0, 0, 0, b"")
+        p.checks.ask(("made", step.key), path, None)
     digest = step_digest(
         step.command,
         step.workdir,
@@ -91,4 +94,5 @@ def on_done(p: "Planner", result: StepDone) -> None:
     for path in step.vol:
         p.became_available(path, None)
     for path, state in out_states.items():
-        p.became_available(path, state)
+        if path not in amended_out:
+            p.became_available(path, state)

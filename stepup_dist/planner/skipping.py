@@ -99,6 +99,12 @@ def on_checked(p: "Planner", checked: Checked) -> None:
                 p.plan_error(f"missing static input: {path}")
             else:
                 p.became_available(path, state)
+        elif kind == "made":
+            # An output that step `name` amended (results.on_done).
+            if state is None:
+                p.plan_error(f"step {name!r} did not create amended output {path}")
+            else:
+                p.became_available(path, state)
         else:
             known = p.checks.answer(name, path, state, checked.host)
             if known is None:
@@ -115,7 +121,9 @@ def decide_skip(p: "Planner", step: Step) -> None:
     out_states = {p: s for p, s in states.items() if s is not None}
     env = {name: p.environ.get(name) for name in [*old.env, *old.amended[3]]}
     env.update(step.env_overrides)  # as Planner.env_values does for the digest of a run
-    digest = step_digest(step.command, step.workdir, env, p.graph.input_states(step), out_states)
+    # As results.on_done: the digest covers the declared outputs, not the amended ones.
+    declared = {path: s for path, s in out_states.items() if path in old.out}
+    digest = step_digest(step.command, step.workdir, env, p.graph.input_states(step), declared)
     if len(out_states) == len(states) and digest == old.digest:
         step.status = StepStatus.SKIPPED
         p.outcome.skipped += 1

@@ -24,16 +24,18 @@ MAY_IMPORT = {
     "cli": {"broker", "planner", "dashboard"},
 }
 """Subpackages each part may import, besides itself and the shared vocabulary."""
+PLAN_MODULES = ("api", "api_tools", "call", "extapi", "render_jinja", "script")
+"""Top-level modules that run in a step's process and call its planner."""
 
 
 def _part(module: str) -> str:
     """`stepup_dist.planner.loop` -> `planner`; `stepup_dist.config` -> `shared`; the plan
-    API and the script protocol, which run in a plan's own process and reach its planner,
-    -> `plan`."""
+    API and the script protocols, which run in a plan's (or a step's) own process and reach
+    its planner, -> `plan`."""
     parts = module.split(".")
     if len(parts) > 1 and parts[1] in SUBPACKAGES:
         return parts[1]
-    if parts[1:2] in (["api"], ["script"]):
+    if parts[1:2] and parts[1] in PLAN_MODULES:
         return "plan"
     return "shared"
 
@@ -85,6 +87,7 @@ def test_imports_point_one_way(path: Path) -> None:
         ("stepup_dist.worker.serve", "stepup_dist.cli.commands"),
         ("stepup_dist.config", "stepup_dist.broker.keys"),
         ("stepup_dist.dashboard.source", "stepup_dist.cli.admin"),
+        ("stepup_dist.varfiles", "stepup_dist.api_tools"),
     ],
 )
 def test_a_wrong_arrow_is_caught(module: str, imported: str) -> None:
