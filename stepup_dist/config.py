@@ -347,14 +347,23 @@ def step_environ(config: Config) -> dict[str, str]:
     return {name: env[name] for name in _STEP_VARS if name in env}
 
 
-def parse_resources(text: str | None) -> dict[str, int]:
-    """`gpu:2,mem:64` -> {"gpu": 2, "mem": 64}; UserError for anything else."""
+def parse_resources(text: str | None, *, bare: bool = False, zero: bool = False) -> dict[str, int]:
+    """`gpu:2,mem:64` -> {"gpu": 2, "mem": 64}; UserError for anything else.
+
+    As StepUp 4 reads them: with `bare`, a name alone means one unit (`gpu` is `gpu:1`);
+    with `zero`, 0 units are allowed (a build declaring `gpu:0` has none).
+    """
     result: dict[str, int] = {}
+    low = 0 if zero else 1
     for item in (text or "").split(","):
         if not item.strip():
             continue
         name, sep, units = item.strip().partition(":")
-        if not sep or not name or not units.isdigit() or int(units) < 1 or "=" in name:
-            raise ConfigError(f"resources: {item.strip()!r} is not NAME:UNITS with UNITS >= 1")
+        if bare and not sep:
+            units = "1"
+        units = units.strip()
+        name = name.strip()
+        if not units.isdigit() or int(units) < low or not name or "=" in name:
+            raise ConfigError(f"resources: {item.strip()!r} is not NAME:UNITS with UNITS >= {low}")
         result[name] = int(units)
     return result

@@ -11,17 +11,21 @@ This module knows nothing of their encoding; `wire.py` turns them into bytes and
 - `Wake`: a pool slot a planner waits for was freed. Releasing workers push a plain marker
   to a shared list (`broker/keys.py`), which the broker hands to the planner as a `Wake`.
 - `Reply`: planner -> plan, the answer to a `Call`.
+- `Control`: a user (`stepup-dist drain`, `join`, `shutdown`) -> the planner of a running
+  build.
 """
 
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 __all__ = (
+    "CONTROLS",
     "LEASE_LOST",
     "NOT_STARTED",
     "Call",
     "CheckJob",
     "Checked",
+    "Control",
     "FileState",
     "Message",
     "Reply",
@@ -215,3 +219,19 @@ class Wake(Message):
     """A pool slot was released: retry the steps waiting for one."""
 
     TYPE: ClassVar[str] = "wake"
+
+
+CONTROLS = ("drain", "join", "shutdown")
+"""What a `Control` may ask (StepUp 4's commands of the same names)."""
+
+
+@dataclass(frozen=True)
+class Control(Message):
+    """Steer a running build: `drain` (start nothing new, end when the running steps have
+    ended), `join` (end when the build is done, as a one-shot build does anyway),
+    `shutdown` (as drain; a second one cancels the running steps too)."""
+
+    TYPE: ClassVar[str] = "control"
+    build: str
+    action: str
+    """One of `CONTROLS`; the planner ignores others with a warning."""

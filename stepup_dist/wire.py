@@ -6,7 +6,7 @@ Each payload is one msgpack map::
 
 - `v` is the format version; a payload with another version is refused.
 - `t` names one message class of `messages.py` (`run`, `check`, `started`, `done`,
-  `checked`, `call`, `reply`, `wake`).
+  `checked`, `call`, `reply`, `wake`, `control`).
 - `f` holds exactly the fields of that class; missing or unknown fields, or a value of the
   wrong type, are refused. A `FileState` travels as the list
   `[mode, mtime_ns, size, inode, digest]`.
@@ -29,6 +29,7 @@ from .messages import (
     Call,
     Checked,
     CheckJob,
+    Control,
     FileState,
     Message,
     Reply,
@@ -48,7 +49,8 @@ MAX_PAYLOAD = 64 * 1024 * 1024
 _UNICODE_ERRORS = "surrogateescape"
 
 _CLASSES: dict[str, type[Message]] = {
-    cls.TYPE: cls for cls in (RunJob, CheckJob, Started, StepDone, Checked, Call, Reply, Wake)
+    cls.TYPE: cls
+    for cls in (RunJob, CheckJob, Started, StepDone, Checked, Call, Reply, Wake, Control)
 }
 _HINTS = {tag: typing.get_type_hints(cls) for tag, cls in _CLASSES.items()}
 

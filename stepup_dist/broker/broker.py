@@ -397,14 +397,15 @@ class RedisBroker:
 
     # Pools
 
-    def plan_pool(self, build: str, name: str, size: int) -> PoolRef:
-        return PoolRef(self.keys.plan_pool_id(build, name), size)
+    def plan_pool(self, build: str, name: str, size: int, units: int = 1) -> PoolRef:
+        return PoolRef(self.keys.plan_pool_id(build, name), size, units)
 
-    def cluster_pool(self, name: str) -> PoolRef | None:
-        """The cluster pool `name`, if `stepup-dist pool set` made one."""
+    def cluster_pool(self, name: str, units: int = 1) -> PoolRef | None:
+        """The cluster pool `name`, if `stepup-dist pool set` made one (`units`: how many
+        slots a step takes, for `resources="matlab:2"`)."""
         if self.semaphores.cluster_size(name) is None:
             return None
-        return PoolRef(self.keys.cluster_pool_id(name), 0)
+        return PoolRef(self.keys.cluster_pool_id(name), 0, units)
 
     def acquire(
         self, pools: list[PoolRef], token: str, lease: float, *, build: str, step: str
@@ -484,6 +485,16 @@ class RedisBroker:
                 pipe.execute()
         except redis.RedisError as exc:
             raise refusal(exc, "cannot wake the builds waiting for a pool") from exc
+
+    def wake(self, build: str) -> None:
+        """Cut short the planner's wait for messages (a key pressed in watch mode)."""
+        try:
+            with self.client.pipeline(transaction=False) as pipe:
+                pipe.rpush(self.keys.wake(build), b"1")
+                pipe.expire(self.keys.wake(build), _INBOX_TTL)
+                pipe.execute()
+        except redis.RedisError as exc:
+            raise refusal(exc, "cannot wake the planner") from exc
 
     def withdraw(self, pools: list[PoolRef], build: str) -> None:
         self.semaphores.withdraw(pools, build)

@@ -137,6 +137,9 @@ class MemoryBroker:
         self._up()
         return [self.jobs[i].state if i in self.jobs else None for i in job_ids]
 
+    def wake(self, build: str) -> None:
+        self.wakes[build] = self.wakes.get(build, 0) + 1
+
     def receive(self, build: str, timeout: float) -> list[Message | WireError]:
         """What waits in the inbox (and a `Wake` for any wake-up); never waits."""
         self._up()
@@ -187,14 +190,14 @@ class MemoryBroker:
     def set_cluster_pool(self, name: str, size: int) -> None:
         self.cluster_sizes[name] = size
 
-    def plan_pool(self, build: str, name: str, size: int) -> PoolRef:
-        return PoolRef(self.keys.plan_pool_id(build, name), size)
+    def plan_pool(self, build: str, name: str, size: int, units: int = 1) -> PoolRef:
+        return PoolRef(self.keys.plan_pool_id(build, name), size, units)
 
-    def cluster_pool(self, name: str) -> PoolRef | None:
+    def cluster_pool(self, name: str, units: int = 1) -> PoolRef | None:
         self._up()
         if name not in self.cluster_sizes:
             return None
-        return PoolRef(self.keys.cluster_pool_id(name), 0)
+        return PoolRef(self.keys.cluster_pool_id(name), 0, units)
 
     def run_pool(self, build: str) -> PoolRef:
         return PoolRef(self.keys.run_pool_id(build), RUN_POOL_SIZE)

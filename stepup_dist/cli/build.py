@@ -10,7 +10,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 # The planner's modules (redis above all) are imported only once the local workers are
 # starting: their own imports then overlap ours and the server's start-up.
 
-__all__ = ("run_build",)
+__all__ = ("WatchOptions", "run_build")
 
 
 @contextlib.contextmanager
@@ -123,6 +123,11 @@ def _stop_workers(
 
 def _summary(reporter: ConsoleReporter, outcome: "Outcome", elapsed: float) -> ExitCode:
     reporter.close()
+    return _report_outcome(reporter, outcome, elapsed)
+
+
+def _report_outcome(reporter: ConsoleReporter, outcome: "Outcome", elapsed: float) -> ExitCode:
+    """The SUMMARY line of one run, and its exit code."""
     for line in outcome.stuck:
         reporter.line("STUCK", line)
     parts = [f"{outcome.succeeded} succeeded", f"{outcome.skipped} skipped"]
@@ -150,7 +155,26 @@ def _live() -> bool:
     return sys.stdout.isatty() and os.environ.get("TERM", "") != "dumb"
 
 
-def run_build(config: Config, root: Path, workers: int, *, quiet: bool = False) -> ExitCode:
+@dataclass(frozen=True)
+class WatchOptions:
+    """`build --watch`: keep running what file changes make outdated."""
+
+    auto: bool = False
+    """Run without waiting for `r`, once the files are quiet."""
+    poll: float | None = None
+    """Poll every this many seconds instead of using inotify."""
+
+
+def run_build(
+    config: Config,
+    root: Path,
+    workers: int,
+    *,
+    quiet: bool = False,
+    watch: WatchOptions | None = None,
+    limits: dict[str, int] | None = None,
+) -> ExitCode:
+    """`limits`: the build's own resource limits (StepUp's build-level resources)."""
     start = time.monotonic()
     root = root.resolve()
     if not (root / "plan.py").is_file():
@@ -206,6 +230,7 @@ def run_build(config: Config, root: Path, workers: int, *, quiet: bool = False) 
             build=build,
             local_workers=workers,
             give_up=config.give_up,
+            limits=limits,
         )
         stack.callback(broker.forget_build, planner.build)
         if live is not None:
@@ -215,6 +240,21 @@ def run_build(config: Config, root: Path, workers: int, *, quiet: bool = False) 
                 Keys.of(config),
             )
             live.watch(planner, census.read)
+        if watch is not None:
+            from .watching import stdin_keys, watch_loop
+
+            code = watch_loop(
+                planner,
+                reporter,
+                lambda outcome, elapsed: _report_outcome(reporter, outcome, elapsed),
+                auto=watch.auto,
+                poll=watch.poll,
+                keys_fd=stdin_keys(),
+            )
+            if planner.outcome.cancelled:
+                _stop_workers(procs, signal.SIGKILL)
+            reporter.close()
+            return code
         outcome = planner.run()
         if outcome.cancelled:
             # Each dead worker's watchdog kills its step at once; workers started

@@ -60,8 +60,39 @@ def cli() -> None:
     help="End the build, its steps stuck, when no connected worker has served its folder for "
     "this long (default: wait, saying so) [STEPUP_DIST_GIVE_UP].",
 )
+@click.option(
+    "--watch",
+    is_flag=True,
+    help="After the run, watch the files and run again what changes made outdated: press r "
+    "(q, j, d, g, f, t: see docs/watch.md).",
+)
+@click.option(
+    "--auto",
+    is_flag=True,
+    help="With --watch (implied): run what changes made outdated without a key, once the "
+    "files are quiet.",
+)
+@click.option(
+    "--poll",
+    type=click.FloatRange(min=0.05),
+    metavar="SECONDS",
+    default=None,
+    help="With --watch: stat the watched files every SECONDS instead of using inotify "
+    "(chosen by itself on network filesystems).",
+)
+@click.option(
+    "-n",
+    "--no-watch",
+    "no_watch",
+    is_flag=True,
+    help="Run once and exit (the default; StepUp's non-interactive -n).",
+)
 def build(
     *,
+    watch: bool,
+    auto: bool,
+    poll: float | None,
+    no_watch: bool,
     quiet: bool,
     give_up: str | None,
     workers: int | None,
@@ -75,7 +106,13 @@ def build(
     old_root: Path | None,
 ) -> None:
     """Run ./plan.py and every step it defines; skip steps whose hashes are unchanged."""
-    from .build import run_build
+    from .build import WatchOptions, run_build
+
+    watching = watch or auto
+    if no_watch and watching:
+        raise click.UsageError("-n (run once) and --watch/--auto exclude each other")
+    if poll is not None and not watching:
+        raise click.UsageError("--poll is for --watch")
 
     if old_root is not None:
         if directory is not None:
@@ -93,10 +130,16 @@ def build(
         tls_key=tls_key,
         give_up=give_up,
     )
-    count = workers if workers is not None else (os.cpu_count() or 1)
+    from .stepup_config import read_settings
+
+    settings = read_settings(root.resolve())
+    for warning in settings.warnings:
+        print(f"stepup-dist: warning: {warning}", file=sys.stderr)
+    count = workers if workers is not None else (settings.jobs or os.cpu_count() or 1)
     if count == 0:
         config.server("-w0, which starts no local workers,")
-    sys.exit(run_build(config, root, count, quiet=quiet))
+    options = WatchOptions(auto=auto, poll=poll) if watching else None
+    sys.exit(run_build(config, root, count, quiet=quiet, watch=options, limits=settings.resources))
 
 
 _REDIS = redis_option
@@ -183,19 +226,122 @@ def pool_list(
     click.echo(run(_server_config(redis_url, prefix, tls), as_json, show_all=show_all))
 
 
+_PROJECT = click.option(
+    "-C",
+    "--directory",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="The project folder (default: the current one).",
+)
+
+
 @cli.command()
 @_REDIS
 @_PREFIX
 @tls_options
 @_JSON
 @_ALL
+@_PROJECT
 def status(
-    redis_url: str | None, prefix: str | None, as_json: bool, show_all: bool, **tls: str | None
+    redis_url: str | None,
+    prefix: str | None,
+    as_json: bool,
+    show_all: bool,
+    directory: Path | None,
+    **tls: str | None,
 ) -> None:
-    """Show every pool (SCAN: the admin role), the workers and the queue of a server."""
+    """Show the server: every pool (SCAN: the admin role), the workers and the queue. With
+    -C DIR, or with no server configured: the build of the folder, as `stepup status`."""
+    config = _server_config(redis_url, prefix, tls)
+    if directory is not None or config.redis_url is None:
+        from .project import status as project_status
+
+        click.echo(project_status(config, directory or Path("."), as_json))
+        return
     from .admin import status as run
 
-    click.echo(run(_server_config(redis_url, prefix, tls), as_json, show_all=show_all))
+    click.echo(run(config, as_json, show_all=show_all))
+
+
+def _control(action: str, directory: Path | None, config: Config) -> str:
+    from .control import send
+
+    root = directory or Path(".")
+    found = send(config, root, action)
+    return f"asked the build of {root.resolve()} (build {found.report.build}) to {action}"
+
+
+@cli.command()
+@_REDIS
+@_PREFIX
+@tls_options
+@_PROJECT
+def drain(
+    redis_url: str | None, prefix: str | None, directory: Path | None, **tls: str | None
+) -> None:
+    """Start no new step in the folder's running build; it ends once its running steps
+    have ended (`stepup drain`)."""
+    click.echo(_control("drain", directory, _server_config(redis_url, prefix, tls)))
+
+
+@cli.command()
+@_REDIS
+@_PREFIX
+@tls_options
+@_PROJECT
+def shutdown(
+    redis_url: str | None, prefix: str | None, directory: Path | None, **tls: str | None
+) -> None:
+    """As drain; a second shutdown also cancels the running steps (`stepup shutdown`)."""
+    click.echo(_control("shutdown", directory, _server_config(redis_url, prefix, tls)))
+
+
+@cli.command()
+@_REDIS
+@_PREFIX
+@tls_options
+@_PROJECT
+def join(
+    redis_url: str | None, prefix: str | None, directory: Path | None, **tls: str | None
+) -> None:
+    """Wait until the folder's running build is done and has ended (`stepup join`)."""
+    from .control import wait_for_end
+
+    config = _server_config(redis_url, prefix, tls)
+    click.echo(_control("join", directory, config))
+    wait_for_end(directory or Path("."))
+    click.echo("the build has ended")
+
+
+@cli.command()
+@click.argument("prefix", default="graph")
+@_PROJECT
+def graph(prefix: str, directory: Path | None) -> None:
+    """Write the last build's graph: PREFIX.txt, PREFIX_dependency.dot and
+    PREFIX_provenance.dot (`stepup graph`; read from .stepup/, no build need run)."""
+    from .project import graph as run
+
+    click.echo(run(directory or Path("."), prefix))
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.option("-c", "--commit", is_flag=True, help="Remove the files instead of showing them.")
+@click.option(
+    "-a", "--all", "every", is_flag=True, help="Outputs of every recorded step, not only stale."
+)
+@click.option(
+    "-u", "--unsafe", is_flag=True, help="Also outputs changed since their step made them."
+)
+@_PROJECT
+def clean(
+    paths: tuple[Path, ...], commit: bool, every: bool, unsafe: bool, directory: Path | None
+) -> None:
+    """Show, or with --commit remove, outputs of steps the plan no longer defines, under
+    PATHS (default: the whole folder) (`stepup clean`)."""
+    from .project import clean as run
+
+    click.echo(run(directory or Path("."), list(paths), commit=commit, every=every, unsafe=unsafe))
 
 
 @cli.command()

@@ -26,6 +26,7 @@ def only_unserved_left(p: "Planner") -> bool:
     waiting = p.slots.waiting
     if (
         p.ready
+        or p.runs
         or p.jobs.in_flight
         or not waiting
         or any(s.key not in p.slots.unserved for s in waiting)
@@ -50,10 +51,15 @@ def only_unserved_left(p: "Planner") -> bool:
 
 def _offer_hint(wanted: str, local_workers: int) -> str:
     """How to offer `wanted`: the local workers of `build -wN` read the environment."""
+    name = wanted.split(":", 1)[0]
     worker = f"start stepup-worker --resources {wanted}"
+    pool = f"make it a pool: stepup-dist pool set {name} SIZE"
     if not local_workers:
-        return worker
-    return f"run the build with STEPUP_DIST_RESOURCES={wanted} for its local workers, or {worker}"
+        return f"{worker}, or {pool}"
+    return (
+        f"run the build with STEPUP_DIST_RESOURCES={wanted} for its local workers, or "
+        f"{worker}, or {pool}"
+    )
 
 
 def unblock_stalled(p: "Planner") -> bool:

@@ -19,13 +19,15 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import BrokerUnavailable, PlanError, UserError, WireError
 from ..messages import (
+    CONTROLS,
     Call,
     Checked,
     CheckJob,
+    Control,
     FileState,
     Message,
     Reply,
@@ -41,8 +43,12 @@ from .checks import Checks
 from .graph import DONE, Graph, Step, StepStatus
 from .jobs import Jobs
 from .pools import PoolBroker, PoolKeeper
+from .priority import Priorities, RunQueue
 from .routing import Group, Router
 from .store import Record, Store
+
+if TYPE_CHECKING:
+    from .watch import Trust
 
 __all__ = ("Broker", "Outcome", "Planner", "Reporter")
 
@@ -66,6 +72,7 @@ class Broker(PoolBroker, Protocol):
     def job_states(self, job_ids: list[str]) -> list[str | None]: ...
     def receive(self, build: str, timeout: float) -> list[Message | WireError]: ...
     def reply(self, reply_to: str, reply: Reply) -> None: ...
+    def wake(self, build: str) -> None: ...
 
 
 class Reporter(Protocol):
@@ -107,6 +114,7 @@ class Planner:
         reconnect: float = RECONNECT_FOR,
         local_workers: int = 0,
         give_up: float | None = None,
+        limits: Mapping[str, int] | None = None,
     ):
         self.broker = broker
         self.reporter = reporter
@@ -121,6 +129,9 @@ class Planner:
         self.graph = Graph()
         self.slots = PoolKeeper(broker, self.build, lease)
         self.pools = self.slots.plan_sizes
+        self.limits = dict(limits or {})
+        """StepUp's build-level resources: limits of this build, as plan pools are."""
+        self.pools.update(self.limits)
         self.outcome = Outcome()
         self.router = Router(
             str(root),
@@ -131,6 +142,8 @@ class Planner:
         self.jobs = Jobs()
         self.checks = Checks()
         self.ready: deque[Step] = deque()
+        self.runs = RunQueue(Priorities(self.graph, self.records, self.old_records))
+        """Steps that must run, held back until workers can start them soon, best first."""
         self._deferred: list[NGlobMulti] = []
         """Deferred globs (`glob(..., _defer=True)`) of this build's plans."""
         self.trees: dict[str, bool] = {}
@@ -153,6 +166,70 @@ class Planner:
         self._last_renew = time.monotonic()
         self._started_at = time.time()
         self._next_report = 0.0
+        self.trust: Trust | None = None
+        """In watch mode: what the file watcher vouches for as unchanged since the last run
+        (steps skipped from their records and files known, without hash checks)."""
+        self.stopping = False
+        """`join()` or `shutdown()` was asked: the watch loop ends after this run."""
+        self._drain_asked = False
+
+    # Runs again (watch mode)
+
+    def new_run(
+        self, records: dict[str, Record], files: dict[str, FileState], trust: "Trust | None"
+    ) -> None:
+        """Forget the last run's graph and outcome: the next `run()` starts from plan.py
+        again, with these records of earlier runs, on the same server and workers."""
+        self.old_records, self.old_files = records, files
+        self.records = {}
+        self.graph = Graph()
+        self.outcome = Outcome()
+        self.jobs = Jobs()
+        self.checks = Checks()
+        self.ready.clear()
+        self.runs = RunQueue(Priorities(self.graph, self.records, self.old_records))
+        self.pools.clear()
+        self.pools.update(self.limits)
+        self.slots.waiting.clear()
+        self._deferred = []
+        self._held, self._pending_runs, self._unleased = [], [], []
+        self._told_unserved.clear()
+        self.idle_since = None
+        self._started_at = time.time()
+        self._drain_asked = False
+        self.trust = trust
+
+    def drain(self) -> None:
+        """Queue nothing new; the running steps finish (as the first Ctrl-C). May be called
+        from another thread: the loop applies it at its next round."""
+        self._drain_asked = True
+
+    def join(self) -> None:
+        """Stop watching once the current run has completed."""
+        self.stopping = True
+
+    def shutdown(self) -> None:
+        """Stop watching once the running steps have finished: drain, then stop."""
+        self.stopping = True
+        self._drain_asked = True
+
+    def idle(self) -> None:
+        """Between two runs in watch mode: say that the build lives, on a server that may
+        have restarted meanwhile, and that its local workers do; act on `stepup-dist join`
+        and `shutdown` (nothing else that waits in the inbox concerns the next run)."""
+        try:
+            self.broker.keep_alive(self.build, self.lease)
+            server = self.broker.server_id()
+            if server != self.server:
+                recovery.restarted(self, server)
+            self.broker.report(progress.build_report(self, self._started_at), self.lease)
+            for message in self.broker.receive(self.build, 0.0):
+                if isinstance(message, Control):
+                    self.handle(message)
+        except BrokerUnavailable as exc:
+            recovery.reconnect(self, exc)
+        if self._workers_alive is not None and not self._workers_alive():
+            raise UserError("every local worker has exited; see .stepup/workers.log")
 
     # Definitions (from API calls or replayed records)
 
@@ -162,6 +239,10 @@ class Planner:
     def declare_static(self, path: str, stat: Any) -> None:
         node = self.graph.add_static(path)
         if node.available:
+            return
+        vouched = self.trust.file(path) if self.trust is not None else None
+        if vouched is not None:
+            self.became_available(path, vouched)
             return
         known = self.old_files.get(path)
         if (
@@ -212,6 +293,8 @@ class Planner:
         if existing is None and step.status is StepStatus.PENDING and not step.missing:
             step.status = StepStatus.READY
             self.ready.append(step)
+        elif existing is None and not step.optional:
+            self.runs.priorities.pending_defined()
 
     def amend(
         self, key: str, inp: list[str], out: list[str], vol: list[str], env: list[str]
@@ -237,11 +320,16 @@ class Planner:
 
     # The loop
 
-    def run(self) -> Outcome:
+    def start(self) -> None:
+        """Once per planner, before its first run."""
         if not (self.root / "plan.py").is_file():
             raise PlanError(f"there is no plan.py in {self.root}")
         self.broker.keep_alive(self.build, self.lease)
         self.server = self.broker.server_id()
+
+    def run(self) -> Outcome:
+        if not self.server:
+            self.start()
         self.declare_static("plan.py", None)
         self.declare_step(Step("./plan.py", "./plan.py", "./", ["plan.py"], [], [], [], None, None))
         try:
@@ -255,11 +343,7 @@ class Planner:
                     if self.outcome.interrupted:
                         # The second Ctrl-C cancels the running steps too: their leases
                         # go back below, and their workers kill them when they renew.
-                        self.outcome.cancelled = True
-                        n = len(self.jobs.running)
-                        self.reporter.line(
-                            "INTERRUPT", f"cancelling {n} running step{'s' * (n != 1)}"
-                        )
+                        self._cancel("INTERRUPT")
                         break
                     recovery.drain(self)
         except BaseException:
@@ -277,16 +361,21 @@ class Planner:
 
     def _loop_once(self) -> bool:
         """One round of the loop; True when the build is over."""
+        if self.outcome.cancelled:
+            return True
+        if self._drain_asked and not self.outcome.interrupted:
+            recovery.drain(self)
         if not self.outcome.interrupted:
             self._dispatch()
         elif not self.jobs.running:
             return True
-        if not self.ready and not self.jobs.in_flight and not self.slots.waiting:
+        if not self.ready and not self.runs and not self.jobs.in_flight and not self.slots.waiting:
             return not finish.unblock_stalled(self)
         if finish.only_unserved_left(self) or self._route(time.monotonic()):
             return True
         # Steps left for the next dispatch round: look at the inbox without waiting.
-        for message in self.broker.receive(self.build, 0.0 if self.ready else 1.0):
+        more = self.ready or (self.runs and self.runs.may_take(self._room()))
+        for message in self.broker.receive(self.build, 0.0 if more else 1.0):
             self.handle(message)
         self._maintain()
         return False
@@ -302,6 +391,8 @@ class Planner:
             if step.status is not StepStatus.READY or step.optional:
                 continue
             old = self.old_records.get(step.key)
+            if old is not None and self.trust is not None and self.trust.skip(self, step, old):
+                continue
             if (
                 old is not None
                 and not step.skip_blocked
@@ -327,7 +418,11 @@ class Planner:
                     self.checks.ask(("skip", step.key), path, old.out_states.get(path))
             else:
                 self.queue_run(step)
-        for step in self.slots.retry_waiting():
+        for step in self.runs.take(DISPATCH_ROUND, self._room()):
+            self._start_run(step)
+        # Steps waiting for pool slots: the longest remaining path first too.
+        tail = self.runs.priorities.tail
+        for step in self.slots.retry_waiting(first=lambda s: -tail(s.key)):
             self._queued(step)
         if self._unleased:
             batch = list(
@@ -346,10 +441,19 @@ class Planner:
             if key not in self._told_unserved:
                 self._told_unserved.add(key)
                 self.reporter.line(
-                    "WAITING", f"{key} (needs {wanted}: no connected worker offers it)"
+                    "WAITING",
+                    f"{key} (needs {wanted}: no connected worker offers it, and no pool "
+                    "has its name)",
                 )
 
     def queue_run(self, step: Step) -> None:
+        """The step must run: it goes out when workers have room for it, best first."""
+        self.runs.push(step)
+
+    def _room(self) -> int | None:
+        return self.router.room(len(self._held) + len(self._pending_runs) + len(self._unleased))
+
+    def _start_run(self, step: Step) -> None:
         if not self.slots.needs_slots(step):
             # Only a run lease: taken for a whole round at once, in _dispatch.
             step.status = StepStatus.QUEUED
@@ -499,8 +603,32 @@ class Planner:
             skipping.on_checked(self, message)
         elif isinstance(message, Wake):
             self.slots.retry = True
+        elif isinstance(message, Control) and message.action in CONTROLS:
+            self.control(message.action)
         else:
             self.reporter.line("WARNING", f"ignored an unexpected {message.TYPE!r} message")
+
+    # Steering from elsewhere: `stepup-dist drain`, `join` and `shutdown`
+
+    def control(self, action: str) -> None:
+        """A `Control` message: what the keys of watch mode do (`drain`, `join`,
+        `shutdown`), said in a line; a second `shutdown` also cancels the running steps
+        (their leases go back, and their workers kill them)."""
+        if action == "shutdown" and self.outcome.interrupted:
+            self._cancel("SHUTDOWN")
+            return
+        said = {
+            "drain": "starting no new step; the build ends when the running steps have",
+            "join": "the build ends when its steps are done",
+            "shutdown": "starting no new step (shutdown again cancels the running ones)",
+        }
+        self.reporter.line(action.upper(), f"stepup-dist {action}: {said[action]}")
+        getattr(self, action)()
+
+    def _cancel(self, status: str) -> None:
+        self.outcome.interrupted = self.outcome.cancelled = True
+        n = len(self.jobs.running)
+        self.reporter.line(status, f"cancelling {n} running step{'s' * (n != 1)}")
 
     def fail(self, step: Step) -> None:
         """The step failed: say so in the outcome, and forget its records (it runs next

@@ -118,7 +118,7 @@ def call_step(planner: "Planner", caller: str, args: dict[str, Any]) -> str:
     resources = args.get("resources") or {}
     if isinstance(resources, str):
         try:
-            resources = parse_resources(resources)
+            resources = parse_resources(resources, bare=True)
         except ConfigError as exc:
             raise PlanError(f"step {key!r}: {exc}") from None
     if not isinstance(resources, dict) or not all(

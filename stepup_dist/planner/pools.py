@@ -2,7 +2,13 @@
 
 A step with `pool=NAME` needs a slot in the cluster pool NAME when one exists on the server,
 and in the plan's pool NAME when the plan defined one (so a plan can only narrow a cluster
-limit). Slots are leases taken through the broker; this module decides when to ask.
+limit). A step with `resources=` (StepUp 4's) takes, for each name, its units in the pools
+of that name, the plan's (`pool()`, or what the build declares: StepUp's build-level
+resources) and the cluster's, and also on a host when the name is not a pool or when a
+connected worker's host offers it (`stepup-worker --resources`). A name that is none of
+these waits, said once in a WAITING line, and is reported stuck when nothing else is left.
+
+Slots are leases taken through the broker; this module decides when to ask.
 Waiting steps hold neither a slot nor a worker: they are retried when a release wakes the
 build, when one of its own pooled steps ends, and every third of a lease (which also keeps
 the build's place in line).
@@ -10,7 +16,7 @@ the build's place in line).
 
 import contextlib
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from ..errors import BrokerUnavailable, GrantMissing, PlanError
@@ -27,8 +33,8 @@ class PoolRefLike(Protocol):
 
 
 class PoolBroker(Protocol):
-    def plan_pool(self, build: str, name: str, size: int) -> PoolRefLike: ...
-    def cluster_pool(self, name: str) -> PoolRefLike | None: ...
+    def plan_pool(self, build: str, name: str, size: int, units: int = 1) -> PoolRefLike: ...
+    def cluster_pool(self, name: str, units: int = 1) -> PoolRefLike | None: ...
     def host_pool(self, host: str, resource: str, capacity: int, units: int) -> PoolRefLike: ...
     def run_pool(self, build: str) -> PoolRefLike: ...
     def only_run_leases(self, sizes: list[int]) -> bool: ...
@@ -82,12 +88,41 @@ class PoolKeeper:
             raise PlanError(f"step {step.key!r} uses undefined pool {step.pool!r}")
         return refs
 
-    def _candidate_hosts(self, step: Step) -> list[tuple[str, dict[str, int]]]:
-        """Hosts whose declared capacity can ever hold the step's resources, rotated."""
+    def _split(self, step: Step) -> tuple[list, dict[str, int]]:
+        """The pools the step's resources name (with their units), and the units it needs
+        on one host: the names that are no pool, and pools a connected host offers too."""
+        refs: list = []
+        host_units: dict[str, int] = {}
+        offered: set[str] | None = None
+        for name, units in sorted(step.resources.items()):
+            pooled = False
+            size = self.plan_sizes.get(name)
+            if size is not None:
+                if units > size:
+                    raise PlanError(
+                        f"step {step.key!r} needs {name}:{units}, and this build has "
+                        f"{size} (it can never run)"
+                    )
+                refs.append(self.broker.plan_pool(self.build, name, size, units))
+                pooled = True
+            cluster = self.broker.cluster_pool(name, units)
+            if cluster is not None:
+                refs.append(cluster)
+                pooled = True
+            if pooled:
+                if offered is None:
+                    offered = {n for c in self.broker.hosts().values() for n in c}
+                if name not in offered:
+                    continue
+            host_units[name] = units
+        return refs, host_units
+
+    def _candidate_hosts(self, wanted: dict[str, int]) -> list[tuple[str, dict[str, int]]]:
+        """Hosts whose declared capacity can ever hold these resources, rotated."""
         fit = [
             (host, capacity)
             for host, capacity in sorted(self.broker.hosts().items())
-            if all(capacity.get(name, 0) >= units for name, units in step.resources.items())
+            if all(capacity.get(name, 0) >= units for name, units in wanted.items())
         ]
         if fit:
             self._rotation = (self._rotation + 1) % len(fit)
@@ -103,10 +138,11 @@ class PoolKeeper:
         if step.key in self._held:
             return True
         placements: list[tuple[str | None, dict[str, int]]] = [(None, {})]
-        if step.resources:
-            placements = list(self._candidate_hosts(step))
+        pool_refs, host_units = self._split(step) if step.resources else ([], {})
+        if host_units:
+            placements = list(self._candidate_hosts(host_units))
             if not placements:
-                wanted = ",".join(f"{n}:{u}" for n, u in sorted(step.resources.items()))
+                wanted = ",".join(f"{n}:{u}" for n, u in sorted(host_units.items()))
                 self.unserved[step.key] = wanted
                 if step not in self.waiting:
                     self.waiting.append(step)
@@ -114,11 +150,14 @@ class PoolKeeper:
             self.unserved.pop(step.key, None)
         for host, capacity in placements:
             for _ in range(2):
+                if _:  # a retry: a cluster pool was removed meanwhile
+                    pool_refs = self._split(step)[0]
                 refs = [
                     *self._refs(step),
+                    *pool_refs,
                     *(
                         self.broker.host_pool(host, name, capacity[name], units)
-                        for name, units in sorted(step.resources.items())
+                        for name, units in sorted(host_units.items())
                         if host is not None
                     ),
                     self.broker.run_pool(self.build),
@@ -168,15 +207,18 @@ class PoolKeeper:
         """Steps of one build with the same line key are served first come, first served."""
         return (step.pool, tuple(sorted(step.resources.items())))
 
-    def retry_waiting(self, force: bool = False) -> list[Step]:
-        """Give slots to waiting steps, oldest first; return those that got them."""
+    def retry_waiting(
+        self, force: bool = False, first: Callable[[Step], float] | None = None
+    ) -> list[Step]:
+        """Give slots to waiting steps, oldest first (or by `first`, lowest first, the
+        oldest of equals); return those that got them."""
         if not (self.retry or force) or not self.waiting:
             return []
         self.retry = False
         granted = []
         refused: set[tuple] = set()
-        for step in list(self.waiting):
-            # Within a build: first come, first served per pool.
+        for step in list(self.waiting) if first is None else sorted(self.waiting, key=first):
+            # Within a build: in order per pool (a later step never overtakes).
             if self.line_of(step) in refused:
                 continue
             if self.take(step):

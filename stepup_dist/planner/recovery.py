@@ -85,6 +85,7 @@ def drain(p: "Planner") -> None:
             step.status = StepStatus.PENDING
     p.slots.waiting.clear()
     p.ready.clear()
+    p.runs.clear()
     p.reporter.line(
         "INTERRUPT",
         f"waiting for {len(p.jobs.running)} running steps (Ctrl-C again to cancel them)",

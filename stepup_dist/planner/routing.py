@@ -23,6 +23,8 @@ REFRESH_IDLE = 5.0
 """Seconds between reads of the worker registry while jobs can be sent."""
 REFRESH_WAITING = 1.0
 """Seconds between reads while no connected worker serves the build."""
+QUEUE_DEPTH = 1.0
+"""Unstarted runs kept out per serving worker; the rest wait in the planner, best first."""
 WAITING_GRACE = 2.0
 """Seconds without a serving worker before it is said (workers may be starting)."""
 
@@ -111,6 +113,21 @@ class Router:
             return self.local
         # min() keeps the first of equals: the local workers, then the order read.
         return min(found, key=lambda qw: (self.waiting[qw[0]] + 1) / qw[1])[0]
+
+    def room(self, outgoing: int) -> int | None:
+        """How many more runs to send now, `outgoing` of them on their way already; None:
+        no limit (no live worker serves the folder yet: jobs wait in the planner anyway).
+
+        Workers take jobs first in, first out, so a job sent now runs after every job
+        waiting: the planner keeps about one unstarted job per serving worker out
+        (`QUEUE_DEPTH`), enough that no worker waits for the next, and holds back the
+        rest, to send the most urgent first as workers start theirs (`priority.py`).
+        """
+        found = self.candidates()
+        if not found:
+            return None
+        limit = max(1, round(QUEUE_DEPTH * sum(workers for _, workers in found)))
+        return max(0, limit - len(self.unstarted) - outgoing)
 
     def stranded(self) -> dict[str, list[str]]:
         """Queue -> keys of this build's unstarted jobs that wait in a queue no live worker

@@ -23,6 +23,7 @@ __all__ = (
     "matches",
     "on_checked",
     "resend_checks",
+    "skip",
 )
 
 
@@ -125,27 +126,33 @@ def decide_skip(p: "Planner", step: Step) -> None:
     declared = {path: s for path, s in out_states.items() if path in old.out}
     digest = step_digest(step.command, step.workdir, env, p.graph.input_states(step), declared)
     if len(out_states) == len(states) and digest == old.digest:
-        step.status = StepStatus.SKIPPED
-        p.outcome.skipped += 1
-        p.reporter.line("SKIP", step.key, host)
-        for method, recorded in old.calls:
-            # The recorded stats are those of the last run: let a worker look again.
-            args = {**recorded, "stats": None} if method == "static" else recorded
-            try:
-                handle_call(p, step.key, method, args)
-            except PlanError as exc:
-                p.plan_error(str(exc))
-            step.calls.append([method, args])
-        amend_from_record(p, step, old)
-        p.records[step.key] = old
-        for path in step.vol:
-            p.became_available(path, None)
-        for path, state in out_states.items():
-            p.became_available(path, state)
+        skip(p, step, old, out_states, host)
     else:
         step.status = StepStatus.READY
         step.skip_blocked = True
         p.queue_run(step)
+
+
+def skip(p: "Planner", step: Step, old: Record, out_states: dict, host: str = "") -> None:
+    """Skip `step` as its last run `old` left its outputs (`out_states`): replay the calls
+    it made, and make its outputs available."""
+    step.status = StepStatus.SKIPPED
+    p.outcome.skipped += 1
+    p.reporter.line("SKIP", step.key, host)
+    for method, recorded in old.calls:
+        # The recorded stats are those of the last run: let a worker look again.
+        args = {**recorded, "stats": None} if method == "static" else recorded
+        try:
+            handle_call(p, step.key, method, args)
+        except PlanError as exc:
+            p.plan_error(str(exc))
+        step.calls.append([method, args])
+    amend_from_record(p, step, old)
+    p.records[step.key] = old
+    for path in step.vol:
+        p.became_available(path, None)
+    for path, state in out_states.items():
+        p.became_available(path, state)
 
 
 def amend_from_record(p: "Planner", step: Step, old: Record) -> None:

@@ -150,6 +150,8 @@ def run_worker(
     )
     worker.hostname = host  # what RQ (and `stepup-dist status`) shows
     roots = served_roots(config) if build is None else ()
+    if roots:
+        worker.served = (queue, roots)
     if config.keyring is None and not url.startswith("unix://"):
         log.warning(
             "no secret (STEPUP_DIST_SECRET_FILE): anyone who can write to %s can run "

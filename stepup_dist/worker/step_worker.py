@@ -237,6 +237,8 @@ def make_worker_class(rq: Any) -> type:
             self.leases = leases
             """A connection with a short timeout, so a lost server is noticed in time."""
             self.context = context
+            self.served: tuple[str, tuple[str, ...]] | None = None
+            """(queue, folders) this worker registers as served (heartbeats renew it)."""
             self.watchdog = Watchdog()
             self._last_beat = -math.inf
             self._last_suspension_check = -math.inf
@@ -263,7 +265,16 @@ def make_worker_class(rq: Any) -> type:
             self._last_beat = now_
             with self.connection.pipeline() as pipe:
                 super().heartbeat(timeout, pipe)
+                # A server that restarted forgot which workers serve which queue, and RQ
+                # registers a worker only at its start: say it again (idempotent).
+                rq.worker_registration.register(self, pipe)
+                pipe.hset(self.key, "state", self.get_state())
                 pipe.execute()
+            if self.served is not None:
+                try:
+                    self.broker.register_queue(*self.served)
+                except BrokerUnavailable as exc:
+                    log.warning("could not register the folders served: %s", exc)
             if self.context.resources:
                 # Planners place resource steps only on hosts heard from recently.
                 try:

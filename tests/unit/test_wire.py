@@ -15,6 +15,7 @@ from stepup_dist.messages import (
     Call,
     Checked,
     CheckJob,
+    Control,
     FileState,
     Message,
     Reply,
@@ -80,6 +81,7 @@ EXAMPLES: list[Message] = [
     Reply(ok=False, error="step 'x' is defined twice"),
     Reply(ok=True),
     Wake(),
+    Control(build="b1", action="drain"),
 ]
 
 MESSAGE_CLASSES = [
@@ -121,7 +123,7 @@ def test_round_trip(message: Message) -> None:
 def test_examples_cover_every_message_class() -> None:
     assert {type(m) for m in EXAMPLES} == set(MESSAGE_CLASSES)
     assert set(wire._CLASSES.values()) == set(MESSAGE_CLASSES)
-    assert len(MESSAGE_CLASSES) == 8
+    assert len(MESSAGE_CLASSES) == 9
 
 
 def test_payload_layout_is_the_documented_one() -> None:

@@ -1,0 +1,242 @@
+"""`stepup-dist build --watch`: run, watch the files, run again what the changes outdated.
+
+The planner, its server and its workers stay up between runs. After each run the watch
+loop waits for a change (printed as it is seen), a key, or a signal:
+
+- `r` runs what the changes made outdated (with `--auto`: once the files have been quiet
+  for `QUIET` seconds, without a key);
+- `f` runs everything from scratch, `t` checks every step again as a new build would;
+- `g` writes the graph to `graph.txt`;
+- `q` stops after the running steps, `j` when the current run completes, `d` drains the
+  current run (queues nothing new) and keeps watching;
+- any other key prints the one-line help.
+
+Without a terminal there are no keys; SIGINT or SIGTERM stop the loop, during a run with
+the drain of Ctrl-C.
+"""
+
+import contextlib
+import select
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ExitCode
+from ..planner.watch import Changes, graph_text, next_run, watch_set
+from ..planner.watcher import choose
+from .keys import HELP, Keys
+
+if TYPE_CHECKING:
+    from ..planner.loop import Outcome, Planner
+
+__all__ = ("QUIET", "watch_loop")
+
+QUIET = 0.2
+"""Seconds without a change before `--auto` runs (a burst of saves makes one run)."""
+
+_STOP_KEYS = {
+    "q": "stopping once the running steps have finished",
+    "j": "stopping when this run completes",
+    "d": "draining: queueing nothing new, waiting for the running steps",
+}
+
+
+class _Session:
+    """What the keys asked, between the key thread and the loop."""
+
+    def __init__(self, planner: "Planner", reporter: Any):
+        self.planner = planner
+        self.reporter = reporter
+        self.running = False
+        self.drained = False
+        """`d` was pressed during this run: its interruption does not end the loop."""
+        self.code = ExitCode.INTERRUPTED
+        """The exit code of the last run that completed."""
+
+    def act(self, key: str) -> bool:
+        """In the key thread: the keys that act during a run. True when handled."""
+        if key not in _STOP_KEYS:
+            return False
+        self.reporter.line("KEYBOARD", f"{key}: {_STOP_KEYS[key]}")
+        p = self.planner
+        if key == "q":
+            p.shutdown()
+        elif key == "j":
+            p.join()
+        else:
+            self.drained = True
+            p.drain()
+        with contextlib.suppress(Exception):  # a wake-up only saves up to a second
+            p.broker.wake(p.build)
+        return True
+
+
+@contextlib.contextmanager
+def _term_signal() -> Iterator[None]:
+    """SIGTERM as Ctrl-C: the drain, then the end of the loop."""
+
+    def raise_interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, raise_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def watch_loop(
+    planner: "Planner",
+    reporter: Any,
+    summarize: Callable[["Outcome", float], ExitCode],
+    *,
+    auto: bool,
+    poll: float | None,
+    keys_fd: int | None,
+) -> ExitCode:
+    """Run the build, then watch and run again until stopped; the last run's exit code."""
+    session = _Session(planner, reporter)
+    watcher, how = choose(str(planner.root), poll)
+    reporter.line("WATCH", how)
+    keys = Keys(keys_fd, session.act) if keys_fd is not None else None
+    try:
+        with _term_signal():
+            try:
+                return _loop(planner, reporter, summarize, session, watcher, keys, auto)
+            except KeyboardInterrupt:  # between a run's end and the wait for changes
+                reporter.line("INTERRUPT", "stopped watching")
+                return session.code
+    finally:
+        if keys is not None:
+            keys.close()
+        watcher.close()
+
+
+def _loop(
+    planner: "Planner",
+    reporter: Any,
+    summarize: Callable[["Outcome", float], ExitCode],
+    session: _Session,
+    watcher: Any,
+    keys: Keys | None,
+    auto: bool,
+) -> ExitCode:
+    changes = Changes()
+    start = time.monotonic()
+    outcome = _run(planner, session)
+    code = _summarize(session, summarize, outcome, time.monotonic() - start)
+    while True:
+        if planner.stopping or outcome.cancelled or (outcome.interrupted and not session.drained):
+            return code
+        session.drained = False
+        try:
+            files, folders = watch_set(planner)
+            watcher.watch(files, folders)
+            for what, path in changes.look(planner, None):
+                reporter.line(what, path)
+            how = _wait(planner, reporter, watcher, keys, changes, auto)
+        except KeyboardInterrupt:
+            reporter.line("INTERRUPT", "stopped watching")
+            return code
+        if how is None:
+            return code
+        if how == "f":
+            reporter.line("KEYBOARD", "f: discarding the hashes, running everything from scratch")
+        elif how == "t":
+            reporter.line("KEYBOARD", "t: checking every step again, skipping what is unchanged")
+        next_run(planner, how, changes)
+        start = time.monotonic()
+        outcome = _run(planner, session)
+        code = _summarize(session, summarize, outcome, time.monotonic() - start)
+
+
+def _summarize(
+    session: _Session,
+    summarize: Callable[["Outcome", float], ExitCode],
+    outcome: "Outcome",
+    elapsed: float,
+) -> ExitCode:
+    """Print a run's summary whole, and keep its exit code: a signal waits until after."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        session.code = summarize(outcome, elapsed)
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
+    return session.code
+
+
+def _run(planner: "Planner", session: _Session) -> "Outcome":
+    """One run; drained by a key with nothing left undone, it counts as complete."""
+    outcome = planner.run()
+    if outcome.interrupted and not outcome.not_run and (planner.stopping or session.drained):
+        outcome.interrupted = False
+    return outcome
+
+
+def _wait(
+    planner: "Planner",
+    reporter: Any,
+    watcher: Any,
+    keys: Keys | None,
+    changes: Changes,
+    auto: bool,
+) -> str | None:
+    """Wait for what starts the next run ('r', 'f' or 't'); None to stop watching."""
+    last_change = time.monotonic() if changes else None
+    renew_at = 0.0
+    while True:
+        if planner.stopping:
+            return None
+        now = time.monotonic()
+        if now >= renew_at:
+            planner.idle()
+            renew_at = now + planner.lease / 3
+        waits = [renew_at - now]
+        if auto and changes and last_change is not None:
+            waits.append(last_change + QUIET - now)
+        due = watcher.due()
+        if due is not None:
+            waits.append(due)
+        fds = [fd for fd in (watcher.fileno(), keys and keys.fileno()) if fd is not None]
+        select.select(fds, [], [], max(0.0, min(waits)))
+        hints = watcher.read()
+        if hints is None or hints:
+            lines = changes.look(planner, hints)
+            for what, path in lines:
+                reporter.line(what, path)
+            if lines:
+                last_change = time.monotonic()
+        for key in keys.take() if keys is not None else []:
+            how = _key(planner, reporter, key)
+            if how is not None:
+                return how
+        if planner.stopping:
+            return None
+        if auto and changes and last_change is not None and time.monotonic() - last_change >= QUIET:
+            return "r"
+
+
+def _key(planner: "Planner", reporter: Any, key: str) -> str | None:
+    """A key pressed between runs: the run it asks for, or None."""
+    if key in ("r", "f", "t"):
+        if key == "r":
+            reporter.line("KEYBOARD", "r: running what the changes made outdated")
+        return key
+    if key == "g":
+        (Path(planner.root) / "graph.txt").write_text(graph_text(planner.graph))
+        reporter.line("KEYBOARD", "g: wrote the graph to graph.txt")
+        return None
+    reporter.line("KEYBOARD", f"unknown key {key!r}; {HELP}")
+    return None
+
+
+def stdin_keys() -> int | None:
+    """The descriptor to read keys from: stdin when it is a terminal."""
+    try:
+        return sys.stdin.fileno() if sys.stdin.isatty() else None
+    except (ValueError, OSError):
+        return None
