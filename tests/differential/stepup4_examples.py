@@ -28,6 +28,7 @@ the count line `StepUp 4.0.3 examples: N of M the same`:
 `python tests/differential/stepup4_examples.py [NAME ...]`.
 """
 
+import ast
 import hashlib
 import json
 import os
@@ -66,6 +67,8 @@ __all__ = (
     "compare",
     "count_line",
     "examples",
+    "imported_names",
+    "name_table",
     "reference4",
     "run_stepup4",
     "run_stepup_dist",
@@ -435,9 +438,43 @@ def main(names: list[str]) -> int:
             print(f"{example.name}: DIFFERENT: {causes[example.name]}", flush=True)
     print("\nCauses:")
     print(cause_table(causes))
+    print("\nBy name (examples whose Python files import it from stepup.core.api: the same):")
+    print(name_table(chosen, set(same)))
     print(f"\n{made} of the same ones made a file")
     print(count_line(len(same), len(chosen), len(left_out)))
     return 0
+
+
+def imported_names(example: Example) -> set[str]:
+    """The names the example's Python files import from `stepup.core.api`, and the modules
+    `stepup.core.call`, `.script` and `.extapi` when they import from those."""
+    names: set[str] = set()
+    for path in example.path.rglob("*.py"):
+        try:
+            tree = ast.parse(path.read_text(errors="replace"))
+        except SyntaxError:
+            continue
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.ImportFrom) or node.module is None:
+                continue
+            if node.module == "stepup.core.api":
+                names |= {alias.name for alias in node.names}
+            elif node.module in ("stepup.core.call", "stepup.core.script", "stepup.core.extapi"):
+                names.add(node.module)
+    return names
+
+
+def name_table(chosen: list[Example], same: set[str]) -> str:
+    """Per name: how many examples import it, and how many of those are the same."""
+    users: dict[str, list[str]] = {}
+    for example in chosen:
+        for name in imported_names(example):
+            users.setdefault(name, []).append(example.name)
+    lines = []
+    for name in sorted(users):
+        n_same = sum(e in same for e in users[name])
+        lines.append(f"  {name:28s} {n_same:3d} of {len(users[name]):3d}")
+    return "\n".join(lines)
 
 
 def _inputs(example: Example) -> set[str]:

@@ -27,6 +27,8 @@ from tests.differential.stepup4_examples import (
     compare,
     count_line,
     examples,
+    imported_names,
+    name_table,
     reference4,
     select,
 )
@@ -131,3 +133,22 @@ def test_the_cause_table_counts_and_names() -> None:
 def test_count_line() -> None:
     assert count_line(42, 152) == "StepUp 4.0.3 examples: 42 of 152 the same"
     assert count_line(1, 2, 1).endswith(", 1 left out (two StepUp runs disagree)")
+
+
+def test_names_imported_and_their_table(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "plan.py").write_text("from stepup.core.api import (\n run,\n static)\n")
+    (tmp_path / "a" / "work.py").write_text("from stepup.core.call import driver\n")
+    (tmp_path / "b" / "plan.py").write_text("from stepup.core.api import run\nx = (\n")
+    (tmp_path / "b" / "w.py").write_text("import os\nfrom stepup.core.api import copy\n")
+    a, b = Example("a", tmp_path / "a"), Example("b", tmp_path / "b")
+    assert imported_names(a) == {"run", "static", "stepup.core.call"}
+    assert imported_names(b) == {"copy"}  # plan.py does not parse
+    table = name_table([a, b], {"a"})
+    assert table.splitlines() == [
+        "  copy                           0 of   1",
+        "  run                            1 of   1",
+        "  static                         1 of   1",
+        "  stepup.core.call               1 of   1",
+    ]
