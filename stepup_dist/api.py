@@ -260,8 +260,11 @@ root plan's calls mean StepUp 4's too."""
 
 
 class _Dialect:
-    v4 = False
-    """This process made a call that only StepUp 4 has (or of a form only StepUp 4 has)."""
+    def __init__(self) -> None:
+        self.v4 = False
+        """This process made a call that only StepUp 4 has (or of a form only it has)."""
+        self.undecided: set[tuple[int, int]] = set()
+        """Modules (id and size of their globals) found to decide nothing."""
 
 
 _DIALECT = _Dialect()
@@ -281,15 +284,20 @@ def _is_v4(depth: int = 1) -> bool:
     if frame is None or frame.f_globals.get("__name__") == __name__:
         # A call made by this module (mkdir() calls step()): the form is the caller's.
         return False
+    module = frame.f_globals
+    seen = (id(module), len(module))
+    if seen in _DIALECT.undecided:
+        return False  # looked at this module as it is before (a plan with many calls)
     names = {
         getattr(value, "__name__", None)
-        for value in list(frame.f_globals.values())
+        for value in list(module.values())
         if str(getattr(value, "__module__", "")).startswith("stepup_dist.api")
     }
     # A name only StepUp 4 has, and none only 1.x has (`import *` brings both: undecided).
     if names & _V4_ONLY and not names & _V1_ONLY:
         _DIALECT.v4 = True
         return True
+    _DIALECT.undecided.add(seen)
     return False
 
 
@@ -1082,7 +1090,9 @@ def getenv(
         _mark_v4()
     if default is not None:
         default = os.fspath(default)
-    if not _CLIENT.active:
+    if not _CLIENT.active or name in ("HERE", "ROOT"):
+        # HERE and ROOT are the step's own (from the worker), not the build's: they follow
+        # from its working directory, which it is named by already (no dependency).
         value = os.getenv(name, default)
     else:
         value = _CLIENT.call("getenv", name=name, default=default)
@@ -1110,12 +1120,15 @@ def getenv(
 
 
 def _env_path(subs: EnvSubstitutor, value: str, back: bool) -> Path:
-    result = subs(value)
+    result = str(subs(value))
+    if not value.endswith("/"):
+        # A trailing slash only when the value has one (StepUp 4 keeps the affixes given).
+        result = result.rstrip("/") or ("/" if result.startswith("/") else ".")
     if back and not result.startswith("/"):
         # Relative to the root: from here, that is `ROOT/value` (StepUp 4's translate_back).
         here = _here().rstrip("/") or "."
         rel = posixpath.relpath(result.rstrip("/") or ".", here)
-        result = _paths.norm(rel + ("/" if result.endswith("/") and rel != "." else ""))
+        result = rel + "/" if result.endswith("/") and rel != "." else rel
     return Path(result)
 
 

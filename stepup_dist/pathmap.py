@@ -22,7 +22,7 @@ from .messages import CheckJob, RunJob, StepDone
 
 __all__ = ("PathMap", "parse_path_map")
 
-_PATH_ARGS = ("paths", "inp", "out", "vol", "workdir", "trees")
+_PATH_ARGS = ("paths", "inp", "out", "vol", "workdir", "trees", "prefix")
 """Arguments of API calls that hold paths (see api.py)."""
 
 

@@ -72,9 +72,13 @@ def call_static(planner: "Planner", caller: str, args: dict[str, Any]) -> None:
     for path, stat in pairs:
         planner.declare_static(path, stat)
     eager = args.get("eager") is True
-    for tree in trees:
-        planner.trees[tree] = planner.trees.get(tree, False) or eager
-    if trees:
+    new = [
+        t for t in trees if planner.trees.get(t) is not True and (eager or t not in planner.trees)
+    ]
+    for tree in new:
+        planner.trees[tree] = eager
+    if new and eager:
+        # Inputs already waiting under a new eager tree: static now.
         planner.undefer(list(planner.graph.files), lazy=False)
 
 

@@ -394,6 +394,10 @@ def test_getenv_forms(rec: Recorder, monkeypatch: pytest.MonkeyPatch) -> None:
     assert api.getenv("V", path=True) == "data/value/x"
     assert isinstance(api.getenv("V", path=True), Path)
     assert api.getenv("V", back=True) == "../data/value/x"
+    rec.answers["getenv"] = "."
+    assert api.getenv("V", back=True) == ".."
+    rec.answers["getenv"] = "out/"
+    assert api.getenv("V", back=True) == "../out/"
     rec.answers["getenv"] = "a:sub/b: :"
     assert api.getenv("V", multi=True) == ["a", "sub/b"]
     assert api.getenv("V", multi=True, back=True) == ["../a", "b"]
@@ -407,6 +411,17 @@ def test_getenv_forms(rec: Recorder, monkeypatch: pytest.MonkeyPatch) -> None:
         api.getenv("V", path=True)
     assert api.getenv("V") is None
     assert rec.of("getenv")[-1] == {"name": "V", "default": None}
+
+
+def test_getenv_of_here_and_root_is_the_step_s_own(
+    rec: Recorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HERE", "sub/deeper")
+    monkeypatch.setenv("ROOT", "../..")
+    rec.answers["getenv"] = "what the build has"
+    assert api.getenv("HERE") == "sub/deeper"
+    assert api.getenv("ROOT", path=True) == "../.."
+    assert rec.of("getenv") == []
 
 
 # copy()

@@ -106,14 +106,18 @@ def test_planner_args_maps_absolute_paths_back() -> None:
         "workdir": "sub/",
         "inp": ["/scratch/proj/a.txt", "b.txt", "/usr/share/dict"],
         "out": ["/scratch/proj/out/"],
-        "paths": ["/scratch/proj/s.txt"],
+        "paths": ["/scratch/proj/s.txt", "/scratch/proj/tree/"],
+        "trees": ["/scratch/proj/tree/"],
+        "prefix": "/scratch/proj/graph",
     }
     assert m.planner_args(args) == {
         "command": "cat /scratch/proj/x",  # commands are not rewritten
         "workdir": "sub/",
         "inp": ["/home/u/proj/a.txt", "b.txt", "/usr/share/dict"],
         "out": ["/home/u/proj/out/"],
-        "paths": ["/home/u/proj/s.txt"],
+        "paths": ["/home/u/proj/s.txt", "/home/u/proj/tree/"],
+        "trees": ["/home/u/proj/tree/"],  # StepUp 4's static folders
+        "prefix": "/home/u/proj/graph",  # of graph()
     }
     assert PathMap().planner_args(args) is args
 

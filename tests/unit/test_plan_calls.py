@@ -203,3 +203,14 @@ def test_graph_writes_text_and_dot(planner: Planner) -> None:
     assert '"step:say \\"hi\\"" -> "file:b.txt";' in dot
     with pytest.raises(PlanError, match="prefix must be a non-empty string"):
         handle_call(planner, PLAN, "graph", {})
+
+
+def test_a_tree_declared_again_by_a_stepup_4_call_becomes_eager(planner: Planner) -> None:
+    lazy = {"paths": ["data/"], "trees": ["data/"], "eager": False}
+    handle_call(planner, PLAN, "static", lazy)
+    handle_call(planner, PLAN, "step", _step(command="use", inp=["data/a.txt"]))
+    assert not planner.graph.files["data/a.txt"].static
+    handle_call(planner, PLAN, "static", {**lazy, "eager": True})
+    assert planner.graph.files["data/a.txt"].static
+    handle_call(planner, PLAN, "static", lazy)  # stays eager
+    assert planner.trees == {"data/": True}
