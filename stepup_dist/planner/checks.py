@@ -39,15 +39,24 @@ class Checks:
     hosts: dict[str, str] = field(default_factory=dict)
     """Step being checked -> the host that answered for it."""
 
+    expected: dict[str, int] = field(default_factory=dict)
+    """Step being checked -> how many paths it waits for (its outputs, and the inputs it
+    amended and declares static itself, see skipping.own_statics)."""
+
     last_request: int = 0
     """The number of the last request made."""
 
     def ask(self, purpose: Purpose, path: str, known: FileState | None) -> None:
         self.todo.append((purpose, path, known))
 
-    def begin(self, step: str) -> None:
-        """Step `step` is checked for a skip: gather the states of its outputs."""
+    def begin(self, step: str, count: int) -> None:
+        """Step `step` is checked for a skip: gather the states of `count` paths."""
         self.states[step] = {}
+        self.expected[step] = count
+
+    def complete(self, step: str) -> bool:
+        """Whether every path asked for `step` has been answered."""
+        return len(self.states.get(step, ())) == self.expected.get(step)
 
     def jobs(self, build: str, root: str) -> list[CheckJob]:
         """Batch what is to be asked into new requests."""
@@ -96,4 +105,5 @@ class Checks:
 
     def finish(self, step: str) -> tuple[dict[str, FileState | None], str]:
         """The states gathered for `step`, and the host that answered; forgets both."""
+        self.expected.pop(step, None)
         return self.states.pop(step, {}), self.hosts.pop(step, "")

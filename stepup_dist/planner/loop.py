@@ -405,17 +405,22 @@ class Planner:
                     step.inp.extend(missing)
                     step.amended[0].extend(missing)
                     self.graph.add_inputs(step, missing)
-                    if step.missing:
-                        step.status = StepStatus.PENDING
-                        continue
+                # Those it declares static itself (a plan's loadns() of its own static file)
+                # cannot become known before it is skipped: they are checked with its outputs.
+                own = skipping.own_statics(old, step.missing)
+                if len(own) < len(step.missing):
+                    step.status = StepStatus.PENDING
+                    continue
                 step.status = StepStatus.CHECKING
                 self.jobs.waiting_for(step.key)
                 paths = list(old.out) + list(old.amended[1])
-                self.checks.begin(step.key)
-                if not paths:
+                self.checks.begin(step.key, len(paths) + len(own))
+                if not paths and not own:
                     skipping.decide_skip(self, step)
                 for path in paths:
                     self.checks.ask(("skip", step.key), path, old.out_states.get(path))
+                for path in own:
+                    self.checks.ask(("skip", step.key), path, self.old_files.get(path))
             else:
                 self.queue_run(step)
         for step in self.runs.take(DISPATCH_ROUND, self._room()):

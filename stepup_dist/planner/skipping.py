@@ -1,5 +1,6 @@
 """Deciding to skip: match a step with its last record, ask workers for hashes, compare digests."""
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from ..errors import PlanError
@@ -22,9 +23,24 @@ __all__ = (
     "globs_unchanged",
     "matches",
     "on_checked",
+    "own_statics",
     "resend_checks",
     "skip",
 )
+
+
+def own_statics(old: Record, paths: Iterable[str]) -> list[str]:
+    """The `paths` that a step's last run declared static (its recorded `static()` calls),
+    themselves or as part of a static tree (a folder)."""
+    declared = {
+        path
+        for method, args in old.calls
+        if method == "static" and isinstance(args, dict)
+        for path in args.get("paths") or ()
+        if isinstance(path, str)
+    }
+    folders = [d for d in declared if d.endswith("/")]
+    return sorted(p for p in paths if p in declared or any(p.startswith(d) for d in folders))
 
 
 def matches(p: "Planner", step: Step, old: Record) -> bool:
@@ -108,10 +124,7 @@ def on_checked(p: "Planner", checked: Checked) -> None:
                 p.became_available(path, state)
         else:
             known = p.checks.answer(name, path, state, checked.host)
-            if known is None:
-                continue
-            old = p.old_records[name]
-            if known == len(old.out) + len(old.amended[1]):
+            if known is not None and p.checks.complete(name):
                 decide_skip(p, p.graph.steps[name])
 
 
@@ -119,26 +132,48 @@ def decide_skip(p: "Planner", step: Step) -> None:
     old = p.old_records[step.key]
     states, host = p.checks.finish(step.key)
     p.jobs.settled(step.key)
+    # Amended inputs it declares static itself, checked with its outputs (Planner._dispatch).
+    own = {path: states.pop(path) for path in list(states) if path in step.missing}
     out_states = {p: s for p, s in states.items() if s is not None}
+    inputs = p.graph.input_states(step)
+    inputs.update({path: s for path, s in own.items() if s is not None})
     env = {name: p.environ.get(name) for name in [*old.env, *old.amended[3]]}
     env.update(step.env_overrides)  # as Planner.env_values does for the digest of a run
     # As results.on_done: the digest covers the declared outputs, not the amended ones.
     declared = {path: s for path, s in out_states.items() if path in old.out}
-    digest = step_digest(step.command, step.workdir, env, p.graph.input_states(step), declared)
-    if len(out_states) == len(states) and digest == old.digest:
-        skip(p, step, old, out_states, host)
+    digest = step_digest(step.command, step.workdir, env, inputs, declared)
+    found = len(out_states) == len(states) and None not in own.values()
+    if found and digest == old.digest:
+        skip(p, step, old, out_states, host, own)
     else:
+        for path in own:
+            # It runs again and amends what it needs again (as finish.unblock_stalled).
+            step.missing.discard(path)
+            step.inp.remove(path)
+            step.amended[0].remove(path)
+            p.graph.files[path].consumers.discard(step.key)
         step.status = StepStatus.READY
         step.skip_blocked = True
         p.queue_run(step)
 
 
-def skip(p: "Planner", step: Step, old: Record, out_states: dict, host: str = "") -> None:
+def skip(
+    p: "Planner",
+    step: Step,
+    old: Record,
+    out_states: dict,
+    host: str = "",
+    own: dict | None = None,
+) -> None:
     """Skip `step` as its last run `old` left its outputs (`out_states`): replay the calls
-    it made, and make its outputs available."""
+    it made, and make its outputs available (and `own`: amended inputs it declares static
+    itself, checked with its outputs)."""
     step.status = StepStatus.SKIPPED
     p.outcome.skipped += 1
     p.reporter.line("SKIP", step.key, host)
+    for path, state in (own or {}).items():
+        # Known now: its replayed static() finds it available.
+        p.became_available(path, state)
     for method, recorded in old.calls:
         # The recorded stats are those of the last run: let a worker look again.
         args = {**recorded, "stats": None} if method == "static" else recorded

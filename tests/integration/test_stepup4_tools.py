@@ -293,6 +293,12 @@ def test_loadns_and_dumpns_between_a_plan_and_its_steps(project: Project) -> Non
         "count": 2,
         "names": ["x", "y"],
     }
+    # The plan amended config.toml, which it declares static itself: it is checked with the
+    # plan's outputs, and the plan is skipped.
+    again = project.build("-w2")
+    _ok(again)
+    assert again.lines("SUCCESS") == []
+    assert "./plan.py" in again.lines("SKIP")
     project.write("config.toml", 'names = ["z"]\n')
     changed = project.build("-w2")
     _ok(changed)
