@@ -16,13 +16,14 @@ the drain of Ctrl-C.
 """
 
 import contextlib
+import queue
 import select
 import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ..errors import ExitCode
 from ..planner.watch import Changes, graph_text, next_run, watch_set
@@ -30,7 +31,7 @@ from ..planner.watcher import choose
 from .keys import HELP, Keys
 
 if TYPE_CHECKING:
-    from ..planner.loop import Outcome, Planner
+    from ..planner.loop import Broker, Outcome, Planner
 
 __all__ = ("QUIET", "watch_loop")
 
@@ -50,17 +51,18 @@ class _Session:
     def __init__(self, planner: "Planner", reporter: Any):
         self.planner = planner
         self.reporter = reporter
-        self.running = False
         self.drained = False
         """`d` was pressed during this run: its interruption does not end the loop."""
         self.code = ExitCode.INTERRUPTED
         """The exit code of the last run that completed."""
+        self._said: queue.SimpleQueue[str] = queue.SimpleQueue()
+        """Lines of the key thread, printed by the main thread (which owns the reporter:
+        the status line counts the planner's graph)."""
 
     def act(self, key: str) -> bool:
         """In the key thread: the keys that act during a run. True when handled."""
         if key not in _STOP_KEYS:
             return False
-        self.reporter.line("KEYBOARD", f"{key}: {_STOP_KEYS[key]}")
         p = self.planner
         if key == "q":
             p.shutdown()
@@ -69,9 +71,31 @@ class _Session:
         else:
             self.drained = True
             p.drain()
+        self._said.put(f"{key}: {_STOP_KEYS[key]}")
         with contextlib.suppress(Exception):  # a wake-up only saves up to a second
             p.broker.wake(p.build)
         return True
+
+    def flush(self) -> None:
+        """Print what the key thread said (main thread)."""
+        while not self._said.empty():
+            self.reporter.line("KEYBOARD", self._said.get())
+
+
+class _Speaking:
+    """The planner's broker, with the key thread's lines printed before each wait for
+    messages: on the main thread, between two rounds of the planner's loop."""
+
+    def __init__(self, broker: Any, session: _Session):
+        self._broker = broker
+        self._session = session
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._broker, name)
+
+    def receive(self, build: str, timeout: float) -> Any:
+        self._session.flush()
+        return self._broker.receive(build, timeout)
 
 
 @contextlib.contextmanager
@@ -99,6 +123,7 @@ def watch_loop(
 ) -> ExitCode:
     """Run the build, then watch and run again until stopped; the last run's exit code."""
     session = _Session(planner, reporter)
+    planner.broker = cast("Broker", _Speaking(planner.broker, session))
     watcher, how = choose(str(planner.root), poll)
     reporter.line("WATCH", how)
     keys = Keys(keys_fd, session.act) if keys_fd is not None else None
@@ -137,7 +162,7 @@ def _loop(
             watcher.watch(files, folders)
             for what, path in changes.look(planner, None):
                 reporter.line(what, path)
-            how = _wait(planner, reporter, watcher, keys, changes, auto)
+            how = _wait(planner, reporter, session, watcher, keys, changes, auto)
         except KeyboardInterrupt:
             reporter.line("INTERRUPT", "stopped watching")
             return code
@@ -172,6 +197,7 @@ def _summarize(
 def _run(planner: "Planner", session: _Session) -> "Outcome":
     """One run; drained by a key with nothing left undone, it counts as complete."""
     outcome = planner.run()
+    session.flush()
     if outcome.interrupted and not outcome.not_run and (planner.stopping or session.drained):
         outcome.interrupted = False
     return outcome
@@ -180,6 +206,7 @@ def _run(planner: "Planner", session: _Session) -> "Outcome":
 def _wait(
     planner: "Planner",
     reporter: Any,
+    session: _Session,
     watcher: Any,
     keys: Keys | None,
     changes: Changes,
@@ -190,6 +217,7 @@ def _wait(
     renew_at = 0.0
     while True:
         if planner.stopping:
+            session.flush()
             return None
         now = time.monotonic()
         if now >= renew_at:
@@ -210,11 +238,13 @@ def _wait(
                 reporter.line(what, path)
             if lines:
                 last_change = time.monotonic()
+        session.flush()
         for key in keys.take() if keys is not None else []:
             how = _key(planner, reporter, key)
             if how is not None:
                 return how
         if planner.stopping:
+            session.flush()
             return None
         if auto and changes and last_change is not None and time.monotonic() - last_change >= QUIET:
             return "r"

@@ -115,13 +115,22 @@ def next_run(p: "Planner", how: str, changes: "Changes") -> None:
 
 def watch_set(p: "Planner") -> tuple[set[str], set[str]]:
     """(files, folders) to watch, root-relative: every static input and plan.py, every
-    output known, and every folder of the project (where a glob may match a new file)."""
+    output known, their folders, and every other folder of the project but hidden ones
+    (where a glob may match a new file)."""
     files = {path for path, node in p.graph.files.items() if node.static or node.producer}
     files.add("plan.py")
     folders = {"./"}
-    stepup = os.path.join(str(p.root), ".stepup")
+    # Hidden folders (.git, .stepup, a .venv) are watched only where the build has files.
+    for path in files:
+        folder = path.rstrip("/").rpartition("/")[0]
+        if folder.startswith(("/", "..")):
+            folders.add(folder + "/")  # data outside the project: its folder alone
+            continue
+        while folder:
+            folders.add(folder + "/")
+            folder = folder.rpartition("/")[0]
     for top, dirs, _ in os.walk(p.root):
-        dirs[:] = sorted(d for d in dirs if os.path.join(top, d) != stepup)
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for d in dirs:
             rel = os.path.relpath(os.path.join(top, d), p.root)
             folders.add(rel + "/")
@@ -193,7 +202,11 @@ class Changes:
         st = _stat(root, path)
         known = node.state
         if st is None:
+            if known is None:
+                return None, set()  # missing before, and still
             what = "DELETED"
+        elif known is None and node.static:
+            what = "NEW"  # a static input that was missing (a plan error) is there now
         elif known is None or path.endswith("/"):
             return None, set()
         elif known.mtime_ns == 0 and known.inode == 0:

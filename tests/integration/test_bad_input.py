@@ -80,9 +80,10 @@ def test_undefined_pool(project: Project) -> None:
     assert not (project.root / "a.txt").exists()
 
 
-@pytest.mark.parametrize("resources", ["gpu", "gpu:0", "gpu:x", "=:1"])
+@pytest.mark.parametrize("resources", ["gpu:0", "gpu:x", "=:1", ":2"])
 def test_resources_not_name_units(project: Project, resources: str) -> None:
-    # One parser for NAME:UNITS (config.parse_resources), as for stepup-worker --resources.
+    # One parser for NAME:UNITS (config.parse_resources), as for stepup-worker --resources;
+    # a name alone is one unit, as in StepUp 4 (`resources="gpu"`).
     result = build_plan(project, f'step("echo hi > a.txt", out="a.txt", resources={resources!r})\n')
     line = assert_one_plan_error(result, "is not NAME:UNITS with UNITS >= 1")
     assert "echo hi > a.txt" in line

@@ -361,3 +361,39 @@ def test_jobs_waiting_for_workers_that_left_move_to_those_that_serve_the_build(
     assert served
     assert set(served) == {"steps"}
     assert cluster.queues.get("roots.gone") == []
+
+
+def test_a_watch_rerun_checks_and_runs_only_what_changed(clock: Clock, root: Path) -> None:
+    """Watch mode's `r`: the steps no change reached are skipped from their records without
+    a hash check; a step whose output changed by hand is checked and run, alone."""
+    from stepup_dist.planner.watch import Changes, next_run
+
+    cluster = Cluster(steps=[STEP_A, STEP_B])
+    planner = Planner(cluster, Lines(), root, lease=30.0)
+    planner.run()
+    sent: list[Message] = []
+
+    def note(cluster: Cluster, job: QueuedJob) -> bool:
+        sent.append(job.message)
+        return False
+
+    cluster.behave = note
+    cluster.ran.clear()
+    next_run(planner, "r", Changes())
+    outcome = planner.run()
+    assert sent == []
+    assert (outcome.skipped, outcome.succeeded) == (3, 0)
+    changes = Changes()
+    changes.paths["b.txt"] = "UPDATED"
+    changes.outdated.add("make b from a")
+    cluster.files["b.txt"] = state("edited by hand")
+    next_run(planner, "r", changes)
+    outcome = planner.run()
+    assert cluster.ran == ["make b from a"]
+    assert [type(m) for m in sent] == [CheckJob, RunJob]
+    assert (outcome.skipped, outcome.succeeded) == (2, 1)
+    # f: from scratch, everything runs again.
+    next_run(planner, "f", Changes())
+    cluster.ran.clear()
+    outcome = planner.run()
+    assert cluster.ran == ["./plan.py", "make a", "make b from a"]
