@@ -212,16 +212,19 @@ def call_amend(planner: "Planner", caller: str, args: dict[str, Any]) -> bool:
 
 
 def call_info(planner: "Planner", caller: str, args: dict[str, Any]) -> dict[str, Any]:
-    """StepUp 4's `get_info()`: the calling step as it is now (amended paths included)."""
+    """StepUp 4's `get_info()`: the calling step as it was defined (as in StepUp 4,
+    amended paths are left out, and so is the working folder that a StepUp 4 step needs as
+    an input: StepUp 4 has no folder inputs)."""
     step = planner.graph.steps[caller]
+    inp, out, vol, env = step.declared or (step.inp, step.out, step.vol, step.env)
     return {
         "key": step.key,
         "command": step.command,
         "workdir": step.workdir,
-        "inp": list(step.inp),
-        "env": list(step.env),
-        "out": list(step.out),
-        "vol": list(step.vol),
+        "inp": [path for path in inp if not path.endswith("/")],
+        "env": list(env),
+        "out": list(out),
+        "vol": list(vol),
     }
 
 
