@@ -18,6 +18,17 @@ from tests.examples import record_with_stepup, record_with_stepup4
 EXAMPLES = Path(__file__).parent.parent / "examples"
 NAMES = sorted(p.name for p in EXAMPLES.iterdir() if (p / "src").is_dir())
 
+KNOWN_DIFFERENCES: dict[str, str] = {}
+"""4.x examples that stepup-dist does not yet build as StepUp 4.0.3 did, and why. Each is
+xfail(strict=True): once it passes, the strict mark fails the test, and the entry must go."""
+
+
+def _param(name: str) -> object:
+    reason = KNOWN_DIFFERENCES.get(name)
+    if reason is None:
+        return name
+    return pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=reason))
+
 
 def _listing(name: str, root: Path) -> str:
     if name.startswith(record_with_stepup4.PREFIX):
@@ -25,7 +36,7 @@ def _listing(name: str, root: Path) -> str:
     return record_with_stepup.listing(root)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", [_param(n) for n in NAMES])
 def test_example_leaves_the_files_stepup_leaves(name: str, tmp_path: Path) -> None:
     root = tmp_path / "p"
     shutil.copytree(EXAMPLES / name / "src", root, symlinks=True)
@@ -44,3 +55,4 @@ def test_every_v4_example_is_recorded() -> None:
     assert len(v4) >= 18
     for name in v4:
         assert (EXAMPLES / name / "expected.txt").is_file(), name
+    assert set(KNOWN_DIFFERENCES) <= set(v4)
