@@ -25,7 +25,8 @@ and an example whose two StepUp runs disagree otherwise is left out, saying so.
 Run as a script, it prints one line per example, a table of the causes of the differences
 (the first error line of stepup-dist's output, or of StepUp's when only StepUp failed), and
 the count line `StepUp 4.0.3 examples: N of M the same`:
-`python tests/differential/stepup4_examples.py [NAME ...]`.
+`python tests/differential/stepup4_examples.py [--env=NAME=VALUE ...] [NAME ...]` (`--env`
+sets a variable for stepup-dist's builds, such as `--env=STEPUP_DIST_API=4`).
 """
 
 import ast
@@ -221,13 +222,16 @@ def _remove_ignored(work: Path) -> None:
                 path.unlink()
 
 
-def _run(args: list[str], src: Path, bin_dir: Path) -> Listing:
+def _run(
+    args: list[str], src: Path, bin_dir: Path, extra_env: dict[str, str] | None = None
+) -> Listing:
     with tempfile.TemporaryDirectory(prefix="stepup4-example-") as tmp:
         work = Path(tmp) / src.name
         shutil.copytree(src, work, symlinks=True)
         _remove_ignored(work)
         env = _clean_env(bin_dir)
         env["COLUMNS"] = "80"
+        env.update(extra_env or {})
         # A session of its own: what the build leaves running (a director, a forkserver, a
         # step) is ended with it, after a timeout too.
         proc = subprocess.Popen(
@@ -285,9 +289,10 @@ def run_stepup4(ref: Reference4, example: Example) -> Listing:
     return _run(args, example.path, ref.bin)
 
 
-def run_stepup_dist(example: Example) -> Listing:
+def run_stepup_dist(example: Example, env: dict[str, str] | None = None) -> Listing:
+    """stepup-dist's run of an example; `env`: variables to set for it (`--env` of main)."""
     bin_dir = Path(sys.executable).parent
-    return _run([str(bin_dir / "stepup-dist"), "build", "-w2"], example.path, bin_dir)
+    return _run([str(bin_dir / "stepup-dist"), "build", "-w2"], example.path, bin_dir, env)
 
 
 def _example_hash(src: Path) -> str:
@@ -330,7 +335,9 @@ def _agree(a: Listing, b: Listing) -> bool:
     return a.ok == b.ok and a.same(b)
 
 
-def compare(ref: Reference4, example: Example) -> tuple[Listing, Listing, str | None]:
+def compare(
+    ref: Reference4, example: Example, env: dict[str, str] | None = None
+) -> tuple[Listing, Listing, str | None]:
     """StepUp's run, stepup-dist's run, and why the example is left out (or None).
 
     When StepUp's two runs leave the same paths but some with other contents (a volatile
@@ -339,7 +346,7 @@ def compare(ref: Reference4, example: Example) -> tuple[Listing, Listing, str | 
     """
     cache = _Cache(ref, example)
     expected = cache.run(0) or cache.add(run_stepup4(ref, example))
-    got = run_stepup_dist(example)
+    got = run_stepup_dist(example, env)
     if _agree(expected, got):
         return expected, got, None
     second = cache.run(1) or cache.add(run_stepup4(ref, example))
@@ -413,7 +420,9 @@ def count_line(same: int, total: int, left_out: int = 0) -> str:
     return line
 
 
-def main(names: list[str]) -> int:
+def main(argv: list[str]) -> int:
+    env = dict(a.removeprefix("--env=").split("=", 1) for a in argv if a.startswith("--env="))
+    names = [a for a in argv if not a.startswith("--env=")]
     try:
         ref = reference4()
     except Unavailable as exc:
@@ -425,7 +434,7 @@ def main(names: list[str]) -> int:
     same, left_out, causes = [], [], {}
     made = 0
     for example in chosen:
-        expected, got, unstable = compare(ref, example)
+        expected, got, unstable = compare(ref, example, env)
         if unstable:
             left_out.append(example.name)
             print(f"{example.name}: left out: {unstable.splitlines()[0]}", flush=True)
