@@ -605,11 +605,12 @@ def _define(
         workdir += "/"
     with subs_env_vars() as subs:
         workdir = subs(workdir)
-        inp_l = _unique(
-            [*(subs(p, workdir) for p in extra_inp), *(subs(p, workdir) for p in _list(inp))]
-        )
-        out_l = [subs(p, workdir) for p in _list(out)]
-        vol_l = [subs(p, workdir) for p in _list(vol)]
+        # StepUp 4: ${HERE} and ${ROOT} in a path are those of the step's workdir; in 1.x,
+        # those of the caller (its environment).
+        wd = workdir if v4 else "."
+        inp_l = _unique([*(subs(p, wd) for p in extra_inp), *(subs(p, wd) for p in _list(inp))])
+        out_l = [subs(p, wd) for p in _list(out)]
+        vol_l = [subs(p, wd) for p in _list(vol)]
     command = _resolve_command(command, inp_l, out_l, vol_l)
     if not command.strip():
         raise StepUpError("The command must not be empty.")
@@ -1171,8 +1172,8 @@ def shq(paths: Any) -> str:
 
 
 def get_info() -> StepInfo:
-    """The step that calls this: its key, command and paths, the paths relative to here
-    (StepUp 4). Outside a build, an empty StepInfo."""
+    """The step that calls this, as it was defined: its key, command and paths, the paths
+    relative to here (StepUp 4). Outside a build, an empty StepInfo."""
     _mark_v4()
     info = _CLIENT.call("info")
     if not isinstance(info, dict):

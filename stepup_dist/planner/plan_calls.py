@@ -212,16 +212,15 @@ def call_amend(planner: "Planner", caller: str, args: dict[str, Any]) -> bool:
 
 
 def call_info(planner: "Planner", caller: str, args: dict[str, Any]) -> dict[str, Any]:
-    """StepUp 4's `get_info()`: the calling step as it was defined (as in StepUp 4,
-    amended paths are left out, and so is the working folder that a StepUp 4 step needs as
-    an input: StepUp 4 has no folder inputs)."""
+    """StepUp 4's `get_info()`: the calling step as it was defined (not what it amended, nor
+    the folders of its outputs, which the graph adds to its inputs)."""
     step = planner.graph.steps[caller]
-    inp, out, vol, env = step.declared or (step.inp, step.out, step.vol, step.env)
+    inp, out, vol, env = step.declared
     return {
         "key": step.key,
         "command": step.command,
         "workdir": step.workdir,
-        "inp": [path for path in inp if not path.endswith("/")],
+        "inp": list(inp),
         "env": list(env),
         "out": list(out),
         "vol": list(vol),

@@ -588,6 +588,15 @@ def test_subs_env_vars_yields_a_substitutor(rec: Recorder, monkeypatch: pytest.M
         subs("${NOPE}")
 
 
+def test_here_in_step_paths_is_the_workdir_s_in_the_4x_form_only(
+    rec: Recorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HERE", ".")
+    api.step("true", inp="${HERE}/x", workdir="sub")
+    api.step("true", inp="${HERE}/x", workdir="sub", duration=1)
+    assert [a["inp"] for a in rec.of("step")] == [["sub/x"], ["sub/sub/x"]]
+
+
 def test_here_and_root_for_a_workdir_are_computed(rec: Recorder) -> None:
     with api.subs_env_vars() as subs:
         assert subs("${HERE}/x", "sub/deeper") == "sub/deeper/x"

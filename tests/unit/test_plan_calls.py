@@ -185,15 +185,24 @@ def test_trees_must_be_folders_among_the_paths(planner: Planner) -> None:
         handle_call(planner, PLAN, "static", {"paths": ["a.txt"], "trees": ["a.txt"]})
 
 
-def test_info_describes_the_calling_step(planner: Planner) -> None:
-    info = handle_call(planner, PLAN, "info", {})
+def test_info_describes_the_calling_step_as_defined(planner: Planner) -> None:
+    handle_call(
+        planner,
+        PLAN,
+        "step",
+        _step(command="w", workdir="sub/", inp=["sub/w.py"], out=["sub/o/x.txt"], env=["E"]),
+    )
+    step = planner.graph.steps["w  # wd=sub/"]
+    step.status = StepStatus.QUEUED
+    planner.amend(step.key, ["more.txt"], ["sub/more.out"], [], ["F"])
+    info = handle_call(planner, step.key, "info", {})
     assert info == {
-        "key": PLAN,
-        "command": PLAN,
-        "workdir": "./",
-        "inp": ["plan.py"],
-        "env": [],
-        "out": [],
+        "key": "w  # wd=sub/",
+        "command": "w",
+        "workdir": "sub/",
+        "inp": ["sub/w.py"],
+        "env": ["E"],
+        "out": ["sub/o/x.txt"],
         "vol": [],
     }
 
