@@ -22,7 +22,7 @@ import sys
 import tomllib
 import types
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from runpy import run_path
 from typing import Any
 
@@ -70,7 +70,7 @@ def _mapping(data: Any, path: Path) -> Mapping[str, Any]:
 
 def _python_variables(path: Path, dir_out: Path) -> dict[str, Any]:
     folder = path.parent.normpath()
-    with contextlib.chdir(folder):
+    with contextlib.chdir(folder), _here_and_root():
         sys.path.insert(0, str(folder))
         try:
             found = run_path(path.name, run_name="<variables>")
@@ -82,6 +82,32 @@ def _python_variables(path: Path, dir_out: Path) -> dict[str, Any]:
             continue
         variables[name] = (folder / value).relpath(dir_out) if isinstance(value, Path) else value
     return variables
+
+
+@contextlib.contextmanager
+def _here_and_root() -> Iterator[None]:
+    """`HERE` and `ROOT` for the current folder while a variable file runs there.
+
+    The plan API takes the calling folder from `HERE` (as StepUp gives it to a step); a
+    Python variable file runs in its own folder, and `getenv(..., back=True)` in it must
+    give paths relative to that folder, as StepUp 4 computes them from the working directory.
+    """
+    root = os.environ.get("STEPUP_ROOT")
+    if root is None:
+        yield
+        return
+    saved = {name: os.environ.get(name) for name in ("HERE", "ROOT")}
+    here = os.path.relpath(os.path.realpath("."), os.path.realpath(root))
+    os.environ["HERE"] = here
+    os.environ["ROOT"] = os.path.relpath(os.path.realpath(root), os.path.realpath("."))
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def dump_variables(path: str, data: Mapping[str, Any] | types.SimpleNamespace) -> None:

@@ -3,6 +3,7 @@
 import dataclasses
 import enum
 import json
+import os
 import pathlib
 from types import SimpleNamespace
 
@@ -160,3 +161,20 @@ def test_structure_follows_the_hints() -> None:
 def test_structure_refuses_a_value_that_does_not_fit(value: object, hint: object) -> None:
     with pytest.raises((TypeError, ValueError)):
         structure(value, hint)
+
+
+def test_a_python_file_sees_here_and_root_of_its_folder(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A step in static/ renders with ../vars/v.py: getenv(..., back=True) in the file must
+    # give paths relative to vars/, where it runs (the API reads HERE).
+    (tmp_path / "vars").mkdir()
+    (tmp_path / "vars/v.py").write_text(
+        "import os\nhere = os.environ['HERE']\nroot = os.environ['ROOT']\n"
+    )
+    monkeypatch.setenv("STEPUP_ROOT", str(tmp_path))
+    monkeypatch.setenv("HERE", "static")
+    monkeypatch.setenv("ROOT", "..")
+    found = load_variables([str(tmp_path / "vars/v.py")])
+    assert (found["here"], found["root"]) == ("vars", "..")
+    assert (os.environ["HERE"], os.environ["ROOT"]) == ("static", "..")
