@@ -241,7 +241,11 @@ def call_graph(planner: "Planner", caller: str, args: dict[str, Any]) -> None:
 def call_getenv(planner: "Planner", caller: str, args: dict[str, Any]) -> str | None:
     name = _str(args, "name")
     planner.amend(caller, [], [], [], [name])
-    value = planner.environ.get(name)
+    # The calling step's process sees its own env_overrides (`VAR=value ./plan.py`) over
+    # the build's environment, and StepUp 4's getenv() reads that process's environment.
+    step = planner.graph.steps.get(caller)
+    overrides = step.env_overrides if step is not None else {}
+    value = overrides.get(name, planner.environ.get(name))
     default = args.get("default")
     return value if value is not None else default
 

@@ -94,6 +94,13 @@ def test_env_overrides_reach_the_job_and_the_digest(planner: Planner) -> None:
     assert planner.env_values(step) == {"E": "from the build", "OMP_NUM_THREADS": "4"}
 
 
+def test_getenv_sees_the_calling_step_s_env_overrides(planner: Planner) -> None:
+    handle_call(planner, PLAN, "step", _step(command="./sub.py", env_overrides={"E": "mine"}))
+    assert handle_call(planner, "./sub.py", "getenv", {"name": "E"}) == "mine"
+    assert handle_call(planner, PLAN, "getenv", {"name": "E"}) == "from the build"
+    assert handle_call(planner, "./sub.py", "getenv", {"name": "F", "default": "d"}) == "d"
+
+
 def test_env_overrides_are_part_of_the_definition(planner: Planner) -> None:
     handle_call(planner, PLAN, "step", _step(command="w", env_overrides={"A": "1"}))
     handle_call(planner, PLAN, "step", _step(command="w", env_overrides={"A": "1"}))

@@ -1,0 +1,4 @@
+from path import Path
+
+data = Path("sub/data.csv")
+_hidden = 1

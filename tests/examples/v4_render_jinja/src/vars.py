@@ -1,0 +1,1 @@
+closing = "Regards"
