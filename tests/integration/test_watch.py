@@ -385,6 +385,13 @@ def _shells(marker: str) -> list[int]:
     return found
 
 
+def _parent(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except OSError:
+        return None
+
+
 def test_the_loop_survives_a_server_restart_and_a_killed_worker(
     tmp_path: Path, prefix: str, watch: list[Watch]
 ) -> None:
@@ -421,10 +428,16 @@ def test_the_loop_survives_a_server_restart_and_a_killed_worker(
         while not _shells(marker):
             assert time.monotonic() < deadline, "the step never started its command"
             time.sleep(0.05)
-        # Under load, a lapsed lease may leave an older attempt dying: take the newest.
-        shell = max(_shells(marker))
-        victim = int(Path(f"/proc/{shell}/stat").read_text().rsplit(")", 1)[1].split()[1])
-        os.kill(victim, 9)
+        # A shell's fork for `touch` or `cp` has the shell's command line until it execs:
+        # only a shell whose parent is not one is the step's. Under load, a lapsed lease may
+        # leave an older attempt dying: take the newest.
+        shells = {pid: _parent(pid) for pid in _shells(marker)}
+        shell = max(
+            p for p, parent in shells.items() if parent is not None and parent not in shells
+        )
+        worker = shells[shell]
+        assert worker is not None
+        os.kill(worker, 9)
         lines = w.run()
         assert ("SUCCESS", f"touch started; cp a.txt b.txt; {marker}") in lines, w.text
         assert any(status == "LOST" for status, _ in lines), w.text
