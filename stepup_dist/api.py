@@ -1037,7 +1037,7 @@ def copy(
 
     StepUp 1.x's form runs `cp -aT src dst`; StepUp 4's (with `resources` or `duration`, or
     in a module that uses StepUp 4's API) runs `cp -p src dst`, and makes the folder of
-    `dst` when it is missing.
+    `dst` when it is missing. Both quote a name where the shell needs it.
     """
     v4 = resources is not None or duration is not None
     if v4:
@@ -1048,7 +1048,8 @@ def copy(
         src, dst = subs(src), subs(dst)
     if dst.endswith("/"):
         dst = _paths.join(dst, posixpath.basename(src))
-    command = f"cp -p {shlex.quote(src)} {shlex.quote(dst)}" if v4 else "cp -aT ${inp} ${out}"
+    # Quoted as the shell needs (a plain name stays as it is: 1.x's command text).
+    command = f"cp {'-p' if v4 else '-aT'} {shlex.quote(src)} {shlex.quote(dst)}"
     return _define(
         command,
         inp=src,

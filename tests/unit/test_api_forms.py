@@ -429,9 +429,12 @@ def test_getenv_of_here_and_root_is_the_step_s_own(
 
 def test_copy_forms(rec: Recorder) -> None:
     api.copy("a.txt", "b.txt")
+    # A name the shell would split is quoted (a plain one stays as 1.x wrote it).
+    api.copy("README NOW.txt", "a b.txt")
     api.copy("a.txt", "out/", duration=1.0)
-    one, two = rec.of("step")
+    one, spaced, two = rec.of("step")
     assert one["command"] == "cp -aT a.txt b.txt"
+    assert spaced["command"] == "cp -aT 'README NOW.txt' 'a b.txt'"
     assert (two["command"], two["out"]) == ("cp -p a.txt out/a.txt", ["out/a.txt"])
     assert os.path.isdir("out")
 
