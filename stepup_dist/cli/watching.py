@@ -177,7 +177,7 @@ def _loop(
             reporter.line("KEYBOARD", "f: discarding the hashes, running everything from scratch")
         elif how == "t":
             reporter.line("KEYBOARD", "t: checking every step again, skipping what is unchanged")
-        next_run(planner, how, changes)
+        planner.new_run(*next_run(planner, how, changes))
         start = time.monotonic()
         outcome = _run(planner, session)
         code = _summarize(session, summarize, outcome, time.monotonic() - start)

@@ -8,7 +8,7 @@ from .graph import DONE, StepStatus
 from .store import Record
 
 if TYPE_CHECKING:
-    from .loop import Planner
+    from .core import PlannerCore
 
 __all__ = (
     "clean_outputs",
@@ -23,7 +23,7 @@ UNSERVED_GRACE = 5.0
 """Seconds to wait, once nothing else is left, for a worker offering missing resources."""
 
 
-def only_unserved_left(p: "Planner") -> bool:
+def only_unserved_left(p: "PlannerCore") -> bool:
     """True when the rest is done and no worker offered the resources still wanted."""
     waiting = p.slots.waiting
     if (
@@ -64,7 +64,7 @@ def _offer_hint(wanted: str, local_workers: int) -> str:
     )
 
 
-def unblock_stalled(p: "Planner") -> bool:
+def unblock_stalled(p: "PlannerCore") -> bool:
     """Steps waiting only for inputs their last run amended: give up skipping them. Inputs
     nothing makes under a static tree that waited for this (`Planner.trees`): static now."""
     progress = False
@@ -100,7 +100,7 @@ def unblock_stalled(p: "Planner") -> bool:
     return progress
 
 
-def report_stuck(p: "Planner") -> None:
+def report_stuck(p: "PlannerCore") -> None:
     # An optional step that nothing needed is not stuck: it was not wanted.
     pending = [k for k, s in p.graph.steps.items() if s.status not in DONE and not s.optional]
     if not pending:
@@ -123,12 +123,12 @@ def report_stuck(p: "Planner") -> None:
             p.outcome.stuck.append(f"step {key!r} cannot run: it needs {path}, {why}")
 
 
-def success(p: "Planner") -> bool:
+def success(p: "PlannerCore") -> bool:
     o = p.outcome
     return not (o.failed or o.stuck or o.plan_errors)
 
 
-def save(p: "Planner", *, final: bool) -> None:
+def save(p: "PlannerCore", *, final: bool) -> None:
     """Write what this build knows; a final save of a successful build also cleans up."""
     p.last_save = time.monotonic()
     keep_old = not (final and success(p))
@@ -138,7 +138,7 @@ def save(p: "Planner", *, final: bool) -> None:
     p.store.save(records, files)
 
 
-def kept(p: "Planner", *, keep_old: bool) -> tuple[dict[str, Record], dict[str, FileState]]:
+def kept(p: "PlannerCore", *, keep_old: bool) -> tuple[dict[str, Record], dict[str, FileState]]:
     """The records and file states to keep: this build's, and of the last build's those of
     steps that did not fail now (`keep_old`: all of them, as when the build is unfinished
     or failed; else the records of steps gone from the plan are dropped)."""
@@ -156,7 +156,7 @@ def kept(p: "Planner", *, keep_old: bool) -> tuple[dict[str, Record], dict[str, 
     return records, files
 
 
-def clean_outputs(p: "Planner") -> None:
+def clean_outputs(p: "PlannerCore") -> None:
     """Remove outputs of steps that are no longer in the plan."""
     current = {p for p, n in p.graph.files.items() if n.producer is not None or n.static}
     stale: set[str] = set()

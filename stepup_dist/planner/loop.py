@@ -16,10 +16,9 @@ import socket
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from ..errors import BrokerUnavailable, PlanError, UserError, WireError
 from ..messages import (
@@ -30,21 +29,20 @@ from ..messages import (
     Control,
     FileState,
     Message,
-    Reply,
     RunJob,
     Started,
     StepDone,
     Wake,
 )
 from ..nglob import NGlobMulti
-from ..status import BuildReport
 from . import finish, plan_calls, progress, recovery, results, skipping
 from .checks import Checks
+from .core import Broker, Outcome, Reporter
 from .graph import DONE, Graph, Step, StepStatus
 from .jobs import Jobs
-from .pools import PoolBroker, PoolKeeper
+from .pools import PoolKeeper
 from .priority import Priorities, RunQueue
-from .routing import Group, Router
+from .routing import Router
 from .store import Record, Store
 
 if TYPE_CHECKING:
@@ -57,43 +55,6 @@ REPORT_INTERVAL = 2.0
 """Seconds between two reports of the build to the server (for dashboards)."""
 RECONNECT_FOR = 60.0
 """Seconds the planner keeps trying to reach a server that went away."""
-
-
-class Broker(PoolBroker, Protocol):
-    def server_id(self) -> str: ...
-    def keep_alive(self, build: str, lease: float) -> None: ...
-    def report(self, report: BuildReport, ttl: float) -> None: ...
-    def live_runs(self, build: str, tokens: list[str]) -> set[str]: ...
-    def local_queue(self, build: str) -> str: ...
-    def host_queue(self, queue: str, host: str) -> str: ...
-    def groups(self) -> Sequence[Group]: ...
-    def submit(self, jobs: list[tuple[Message, str, bool]], queue: str) -> list[str]: ...
-    def withdraw_jobs(self, queue: str, job_ids: list[str]) -> list[str]: ...
-    def job_states(self, job_ids: list[str]) -> list[str | None]: ...
-    def receive(self, build: str, timeout: float) -> list[Message | WireError]: ...
-    def reply(self, reply_to: str, reply: Reply) -> None: ...
-    def wake(self, build: str) -> None: ...
-
-
-class Reporter(Protocol):
-    def line(self, status: str, text: str, host: str = "") -> None: ...
-    def done(self, step: Step, result: StepDone, status: str) -> None: ...
-
-
-@dataclass
-class Outcome:
-    succeeded: int = 0
-    skipped: int = 0
-    failed: list[str] = field(default_factory=list)
-    stuck: list[str] = field(default_factory=list)
-    """One line per step that could not run: what it waits for."""
-    plan_errors: list[str] = field(default_factory=list)
-    interrupted: bool = False
-    """Stopped by Ctrl-C after the running steps finished."""
-    cancelled: bool = False
-    """Stopped by a second Ctrl-C: the running steps were cancelled, their leases given up."""
-    not_run: int = 0
-    """Steps of an interrupted build that did not run to the end (cancelled ones included)."""
 
 
 DISPATCH_ROUND = 64

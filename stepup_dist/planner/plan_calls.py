@@ -17,7 +17,7 @@ from . import graph_files
 from .graph import Step, StepStatus
 
 if TYPE_CHECKING:
-    from .loop import Planner
+    from .core import PlannerCore
 
 __all__ = ("BATCHED", "RECORDED", "calls_of", "handle_call", "on_call")
 
@@ -50,7 +50,7 @@ def _names(args: dict[str, Any], name: str) -> list[str]:
     return list(value)
 
 
-def call_static(planner: "Planner", caller: str, args: dict[str, Any]) -> None:
+def call_static(planner: "PlannerCore", caller: str, args: dict[str, Any]) -> None:
     """Static paths; `trees` (StepUp 4's static folders) are folders among them whose
     contents become static once a step needs them (at once when `eager`)."""
     paths = _paths(args, "paths")
@@ -83,7 +83,7 @@ def call_static(planner: "Planner", caller: str, args: dict[str, Any]) -> None:
         planner.undefer(list(planner.graph.files), lazy=False)
 
 
-def _parents(planner: "Planner", path: str, others: list[str]) -> list[str]:
+def _parents(planner: "PlannerCore", path: str, others: list[str]) -> list[str]:
     """The folders above a static path that are not static yet: static too, as the folder of
     an existing path exists (StepUp 4 asks for no static folders; StepUp 1.x did).
 
@@ -106,7 +106,7 @@ def _parents(planner: "Planner", path: str, others: list[str]) -> list[str]:
     return result
 
 
-def call_step(planner: "Planner", caller: str, args: dict[str, Any]) -> str:
+def call_step(planner: "PlannerCore", caller: str, args: dict[str, Any]) -> str:
     command = _str(args, "command")
     workdir = norm(_str(args, "workdir"))
     if not workdir.endswith("/"):
@@ -175,7 +175,7 @@ def _duration(args: dict[str, Any], key: str) -> float | None:
     return float(value)
 
 
-def call_glob(planner: "Planner", caller: str, args: dict[str, Any]) -> None:
+def call_glob(planner: "PlannerCore", caller: str, args: dict[str, Any]) -> None:
     """A glob and what it matched: recorded on the caller, which runs again when that changes
     (skipping.globs_unchanged)."""
     _paths(args, "patterns")
@@ -189,7 +189,7 @@ def call_glob(planner: "Planner", caller: str, args: dict[str, Any]) -> None:
         raise PlanError(f"zero_dirs must be true or false, got {args['zero_dirs']!r}")
 
 
-def call_defer(planner: "Planner", caller: str, args: dict[str, Any]) -> None:
+def call_defer(planner: "PlannerCore", caller: str, args: dict[str, Any]) -> None:
     """A deferred glob: inputs that match it and that no step makes become static when used."""
     patterns = _paths(args, "patterns")
     for pattern in patterns:
@@ -198,7 +198,7 @@ def call_defer(planner: "Planner", caller: str, args: dict[str, Any]) -> None:
     planner.defer(patterns)
 
 
-def call_pool(planner: "Planner", caller: str, args: dict[str, Any]) -> None:
+def call_pool(planner: "PlannerCore", caller: str, args: dict[str, Any]) -> None:
     name = _str(args, "name")
     size = args.get("size")
     if type(size) is not int or size < 1:
@@ -206,13 +206,13 @@ def call_pool(planner: "Planner", caller: str, args: dict[str, Any]) -> None:
     planner.pools[name] = size
 
 
-def call_amend(planner: "Planner", caller: str, args: dict[str, Any]) -> bool:
+def call_amend(planner: "PlannerCore", caller: str, args: dict[str, Any]) -> bool:
     return planner.amend(
         caller, _paths(args, "inp"), _paths(args, "out"), _paths(args, "vol"), _names(args, "env")
     )
 
 
-def call_info(planner: "Planner", caller: str, args: dict[str, Any]) -> dict[str, Any]:
+def call_info(planner: "PlannerCore", caller: str, args: dict[str, Any]) -> dict[str, Any]:
     """StepUp 4's `get_info()`: the calling step as it was defined (not what it amended, nor
     the folders of its outputs, which the graph adds to its inputs)."""
     step = planner.graph.steps[caller]
@@ -228,7 +228,7 @@ def call_info(planner: "Planner", caller: str, args: dict[str, Any]) -> dict[str
     }
 
 
-def call_graph(planner: "Planner", caller: str, args: dict[str, Any]) -> None:
+def call_graph(planner: "PlannerCore", caller: str, args: dict[str, Any]) -> None:
     """StepUp 4's `graph(prefix)`: write PREFIX.txt, PREFIX_dependency.dot and
     PREFIX_provenance.dot (relative to the root) of the graph as it is now."""
     prefix = _str(args, "prefix")
@@ -238,7 +238,7 @@ def call_graph(planner: "Planner", caller: str, args: dict[str, Any]) -> None:
         raise PlanError(f"graph({prefix!r}): cannot write: {exc}") from None
 
 
-def call_getenv(planner: "Planner", caller: str, args: dict[str, Any]) -> str | None:
+def call_getenv(planner: "PlannerCore", caller: str, args: dict[str, Any]) -> str | None:
     name = _str(args, "name")
     planner.amend(caller, [], [], [], [name])
     # The calling step's process sees its own env_overrides (`VAR=value ./plan.py`) over
@@ -250,7 +250,7 @@ def call_getenv(planner: "Planner", caller: str, args: dict[str, Any]) -> str | 
     return value if value is not None else default
 
 
-_HANDLERS: dict[str, Callable[["Planner", str, dict[str, Any]], Any]] = {
+_HANDLERS: dict[str, Callable[["PlannerCore", str, dict[str, Any]], Any]] = {
     "static": call_static,
     "step": call_step,
     "pool": call_pool,
@@ -275,7 +275,7 @@ def calls_of(method: str, args: Any) -> list[tuple[str, Any]]:
     return [(c[0], c[1]) for c in calls]
 
 
-def handle_call(planner: "Planner", caller: str, method: str, args: dict[str, Any]) -> Any:
+def handle_call(planner: "PlannerCore", caller: str, method: str, args: dict[str, Any]) -> Any:
     """Run one call; raise PlanError for a bad one."""
     handler = _HANDLERS.get(method)
     if handler is None:
@@ -285,7 +285,7 @@ def handle_call(planner: "Planner", caller: str, method: str, args: dict[str, An
     return handler(planner, caller, args)
 
 
-def on_call(p: "Planner", call: Call) -> None:
+def on_call(p: "PlannerCore", call: Call) -> None:
     """An API call message: run its calls (a batch's in order, up to the first bad one),
     record those a skipped caller must replay, and answer it."""
     step = p.graph.steps.get(call.step)

@@ -20,7 +20,7 @@ from ..status import BuildReport, Counts, PoolWatch
 from .graph import StepStatus
 
 if TYPE_CHECKING:
-    from .loop import Planner
+    from .core import PlannerCore
 
 __all__ = ("build_report", "count", "estimate_eta")
 
@@ -64,7 +64,7 @@ _STATUS = attrgetter("status")
 _POOL = attrgetter("pool")
 
 
-def count(planner: "Planner", started: dict[str, float], workers: int, now: float) -> tuple:
+def count(planner: "PlannerCore", started: dict[str, float], workers: int, now: float) -> tuple:
     """Counts, ETA and the pools in use, from the planner's graph (main thread only).
 
     The loops over every step run in C (Counter, map, set operations); only steps still to
@@ -123,7 +123,7 @@ def _user() -> str:
         return "?"
 
 
-def build_report(planner: "Planner", started: float) -> BuildReport:
+def build_report(planner: "PlannerCore", started: float) -> BuildReport:
     """The planner's report of its build (main thread only): counts, ETA and hosts."""
     counts, eta, _ = count(planner, {}, max(1, len(planner.jobs.running)), time.monotonic())
     ended: Counter[str] = Counter()

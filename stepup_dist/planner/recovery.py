@@ -8,7 +8,7 @@ from . import skipping
 from .graph import Step, StepStatus
 
 if TYPE_CHECKING:
-    from .loop import Planner
+    from .core import PlannerCore
 
 __all__ = (
     "drain",
@@ -24,7 +24,7 @@ MAX_ATTEMPTS = 3
 """A step whose worker vanishes this many times fails."""
 
 
-def reconnect(p: "Planner", exc: BrokerUnavailable) -> None:
+def reconnect(p: "PlannerCore", exc: BrokerUnavailable) -> None:
     """The server went away: retry with backoff, then resend what may have been lost.
 
     A missing grant is no outage: reconnecting would meet it again, forever.
@@ -55,7 +55,7 @@ def reconnect(p: "Planner", exc: BrokerUnavailable) -> None:
     restarted(p, server)
 
 
-def restarted(p: "Planner", server: str) -> None:
+def restarted(p: "PlannerCore", server: str) -> None:
     """The server restarted (`server` is its new id) and forgot everything.
 
     It lost its queue, leases and inbox, and forgot the leases of steps that may still
@@ -73,7 +73,7 @@ def restarted(p: "Planner", server: str) -> None:
             lost_step(p, step, "the server restarted", defer=p.lease)
 
 
-def drain(p: "Planner") -> None:
+def drain(p: "PlannerCore") -> None:
     """Ctrl-C: dispatch nothing more, let the running steps finish, keep their results."""
     p.outcome.interrupted = True
     for key in p.jobs.drop_pending():
@@ -92,14 +92,14 @@ def drain(p: "Planner") -> None:
     )
 
 
-def _read_inbox(p: "Planner") -> None:
+def _read_inbox(p: "PlannerCore") -> None:
     """Handle every message waiting in the inbox, without waiting for more."""
     while messages := p.broker.receive(p.build, 0.0):
         for message in messages:
             p.handle(message)
 
 
-def find_lost(p: "Planner", defer: float = 0.0) -> None:
+def find_lost(p: "PlannerCore", defer: float = 0.0) -> None:
     """Started steps whose run lease lapsed: their worker is gone. Run them again.
 
     With `defer`, not before that many seconds from now.
@@ -118,7 +118,7 @@ def find_lost(p: "Planner", defer: float = 0.0) -> None:
             lost_step(p, step, "its worker stopped renewing", defer)
 
 
-def lost_step(p: "Planner", step: Step, why: str, defer: float = 0.0) -> None:
+def lost_step(p: "PlannerCore", step: Step, why: str, defer: float = 0.0) -> None:
     """A step that did not run to its end through no fault of its own: run it again."""
     # What was known of its old job no longer applies.
     p.jobs.forget_job(step.key)
@@ -138,12 +138,12 @@ def lost_step(p: "Planner", step: Step, why: str, defer: float = 0.0) -> None:
         p.queue_run(step)
 
 
-def rerun_due(p: "Planner") -> None:
+def rerun_due(p: "PlannerCore") -> None:
     for key in p.jobs.due(time.monotonic()):
         p.queue_run(p.graph.steps[key])
 
 
-def find_lost_jobs(p: "Planner") -> None:
+def find_lost_jobs(p: "PlannerCore") -> None:
     """Jobs that will never run: RQ failed them, they vanished, or the worker that took one
     died before it could say so (a worker reports a start within milliseconds). A lost step
     is queued again; a lost hash check is asked again (a late duplicate answer is ignored)."""

@@ -16,12 +16,12 @@ from .graph import StepStatus
 from .store import Record
 
 if TYPE_CHECKING:
-    from .loop import Planner
+    from .core import PlannerCore
 
 __all__ = ("on_done",)
 
 
-def on_done(p: "Planner", result: StepDone) -> None:
+def on_done(p: "PlannerCore", result: StepDone) -> None:
     """A worker's report of a step: record a success, fail a failure, requeue a step that
     never started; release its slots and make its outputs available to other steps."""
     step = p.graph.steps.get(result.step)

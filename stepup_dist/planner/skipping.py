@@ -13,7 +13,7 @@ from .plan_calls import handle_call
 from .store import Record
 
 if TYPE_CHECKING:
-    from .loop import Planner
+    from .core import PlannerCore
 
 __all__ = (
     "amend_from_record",
@@ -43,7 +43,7 @@ def own_statics(old: Record, paths: Iterable[str]) -> list[str]:
     return sorted(p for p in paths if p in declared or any(p.startswith(d) for d in folders))
 
 
-def matches(p: "Planner", step: Step, old: Record) -> bool:
+def matches(p: "PlannerCore", step: Step, old: Record) -> bool:
     return (old.command, old.workdir, tuple(old.inp), tuple(old.out), tuple(old.vol)) == (
         step.command,
         step.workdir,
@@ -53,7 +53,7 @@ def matches(p: "Planner", step: Step, old: Record) -> bool:
     ) and tuple(old.env) == step.declared[3]
 
 
-def globs_unchanged(p: "Planner", old: Record) -> bool:
+def globs_unchanged(p: "PlannerCore", old: Record) -> bool:
     """Whether every glob the step's last run made matches the same paths now.
 
     The planner globs in the build's folder itself: it sees the project, as it does to
@@ -74,7 +74,7 @@ def globs_unchanged(p: "Planner", old: Record) -> bool:
     return True
 
 
-def check_jobs(p: "Planner") -> list[tuple[Message, str, bool]]:
+def check_jobs(p: "PlannerCore") -> list[tuple[Message, str, bool]]:
     jobs = p.checks.jobs(p.build, str(p.root))
     for job in jobs:
         p.jobs.waiting_for(f"check:{job.request}")
@@ -87,12 +87,12 @@ def check_entry(job: CheckJob) -> tuple[Message, str, bool]:
     return (job, f"hash check {job.request}", True)
 
 
-def resend_checks(p: "Planner", jobs: list[CheckJob]) -> None:
+def resend_checks(p: "PlannerCore", jobs: list[CheckJob]) -> None:
     """Submit hash checks again (a late duplicate answer is ignored) and track their jobs."""
     p.hold([(check_entry(job), None) for job in jobs])
 
 
-def on_checked(p: "Planner", checked: Checked) -> None:
+def on_checked(p: "PlannerCore", checked: Checked) -> None:
     asked = p.checks.question(checked.request)
     key = f"check:{checked.request}"
     if asked is not None:
@@ -128,7 +128,7 @@ def on_checked(p: "Planner", checked: Checked) -> None:
                 decide_skip(p, p.graph.steps[name])
 
 
-def decide_skip(p: "Planner", step: Step) -> None:
+def decide_skip(p: "PlannerCore", step: Step) -> None:
     old = p.old_records[step.key]
     states, host = p.checks.finish(step.key)
     p.jobs.settled(step.key)
@@ -158,7 +158,7 @@ def decide_skip(p: "Planner", step: Step) -> None:
 
 
 def skip(
-    p: "Planner",
+    p: "PlannerCore",
     step: Step,
     old: Record,
     out_states: dict,
@@ -193,7 +193,7 @@ def skip(
         p.became_available(path, state)
 
 
-def amend_from_record(p: "Planner", step: Step, old: Record) -> None:
+def amend_from_record(p: "PlannerCore", step: Step, old: Record) -> None:
     inp, out, vol, env = old.amended
     p.amend(step.key, [p for p in inp if p not in step.inp], out, vol, env)
     step.rerun = False

@@ -31,7 +31,7 @@ from .graph import DONE, Graph, Step
 from .store import Record
 
 if TYPE_CHECKING:
-    from .loop import Planner
+    from .core import PlannerCore
 
 __all__ = ("Changes", "Trust", "carry_over", "next_run", "watch_set")
 
@@ -62,7 +62,7 @@ class Trust:
             return None
         return self.known.get(path)
 
-    def skip(self, p: "Planner", step: Step, old: Record) -> bool:
+    def skip(self, p: "PlannerCore", step: Step, old: Record) -> bool:
         """Skip `step` now, from its record, when nothing it depends on changed."""
         if (
             step.key in self.outdated
@@ -89,15 +89,18 @@ class Trust:
         return True
 
 
-def carry_over(p: "Planner") -> tuple[dict[str, Record], dict[str, FileState]]:
+def carry_over(p: "PlannerCore") -> tuple[dict[str, Record], dict[str, FileState]]:
     """The records and file states the next run starts from: what `finish.save` kept (the
     records of steps gone from a plan are dropped once a run succeeded, as their outputs)."""
     return finish.kept(p, keep_old=p.outcome.interrupted or not finish.success(p))
 
 
-def next_run(p: "Planner", how: str, changes: "Changes") -> None:
-    """Set `p` up for its next run: `r` (what the changes made outdated), `f` (from
-    scratch: every record dropped) or `t` (every step checked again, as a new build)."""
+def next_run(
+    p: "PlannerCore", how: str, changes: "Changes"
+) -> tuple[dict[str, Record], dict[str, FileState], "Trust | None"]:
+    """What `Planner.new_run` takes for the next run: `r` (what the changes made
+    outdated), `f` (from scratch: every record dropped) or `t` (every step checked again,
+    as a new build)."""
     records, files = carry_over(p)
     trust = None
     if how == "r":
@@ -106,10 +109,10 @@ def next_run(p: "Planner", how: str, changes: "Changes") -> None:
     elif how == "f":
         records, files = {}, {}
     changes.clear()
-    p.new_run(records, files, trust)
+    return records, files, trust
 
 
-def watch_set(p: "Planner") -> tuple[set[str], set[str]]:
+def watch_set(p: "PlannerCore") -> tuple[set[str], set[str]]:
     """(files, folders) to watch, root-relative: every static input and plan.py, every
     output known, their folders, and every other folder of the project but hidden ones
     (where a glob may match a new file)."""
@@ -158,7 +161,7 @@ class Changes:
         self.outdated.clear()
         self._seen.clear()
 
-    def look(self, p: "Planner", hints: Iterable[str] | None) -> list[tuple[str, str]]:
+    def look(self, p: "PlannerCore", hints: Iterable[str] | None) -> list[tuple[str, str]]:
         """Compare the paths in `hints` (None: every path the build knows) with the graph;
         return the (what, path) lines of changes not reported yet."""
         root = str(p.root)
@@ -220,7 +223,7 @@ class Changes:
         return what, set(node.consumers) if node.static else {node.producer or ""}
 
 
-def _glob_changes(p: "Planner") -> list[tuple[str, list[str], list[str]]]:
+def _glob_changes(p: "PlannerCore") -> list[tuple[str, list[str], list[str]]]:
     """(step, paths its glob matches now and did not, paths it no longer matches)."""
     found = []
     for key, step in p.graph.steps.items():

@@ -98,3 +98,59 @@ def test_relative_imports_are_read(tmp_path: Path) -> None:
     found = _imports(PACKAGE / "planner" / "loop.py")
     assert "stepup_dist.planner.graph" in found
     assert "stepup_dist.errors" in found
+
+
+def circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The groups of modules that import one another, directly or round about (each a
+    strongly connected component of more than one module), sorted."""
+    order: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found = []
+
+    def visit(v: str) -> None:
+        order[v] = low[v] = len(order)
+        stack.append(v)
+        for w in sorted(graph.get(v, ())):
+            if w not in order:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], order[w])
+        if low[v] == order[v]:
+            group = []
+            while True:
+                w = stack.pop()
+                group.append(w)
+                if w == v:
+                    break
+            if len(group) > 1:
+                found.append(sorted(group))
+
+    for v in sorted(graph):
+        if v not in order:
+            visit(v)
+    return sorted(found)
+
+
+def test_no_module_imports_one_that_imports_it_back() -> None:
+    """Imports under TYPE_CHECKING count: the planner's helpers see it as
+    `planner/core.py`'s PlannerCore, never as loop.Planner."""
+    modules = {".".join(p.relative_to(PACKAGE.parent).with_suffix("").parts): p for p in _modules()}
+    modules = {name.removesuffix(".__init__"): path for name, path in modules.items()}
+    graph = {}
+    for name, path in modules.items():
+        targets = set()
+        for imported in _imports(path):
+            module = imported  # `pkg.mod.Name` -> `pkg.mod`
+            while module and module not in modules:
+                module = module.rpartition(".")[0]
+            if module and module != name:
+                targets.add(module)
+        graph[name] = targets
+    assert circles(graph) == []
+
+
+def test_a_circle_is_caught() -> None:
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert circles(graph) == [["a", "b", "c"]]

@@ -332,7 +332,7 @@ def test_a_watch_rerun_checks_and_runs_only_what_changed(clock: Clock, root: Pat
 
     cluster.behave = note
     cluster.ran.clear()
-    next_run(planner, "r", Changes())
+    planner.new_run(*next_run(planner, "r", Changes()))
     outcome = planner.run()
     assert sent == []
     assert (outcome.skipped, outcome.succeeded) == (3, 0)
@@ -340,13 +340,13 @@ def test_a_watch_rerun_checks_and_runs_only_what_changed(clock: Clock, root: Pat
     changes.paths["b.txt"] = "UPDATED"
     changes.outdated.add("make b from a")
     cluster.files["b.txt"] = state("edited by hand")
-    next_run(planner, "r", changes)
+    planner.new_run(*next_run(planner, "r", changes))
     outcome = planner.run()
     assert cluster.ran == ["make b from a"]
     assert [type(m) for m in sent] == [CheckJob, RunJob]
     assert (outcome.skipped, outcome.succeeded) == (2, 1)
     # f: from scratch, everything runs again.
-    next_run(planner, "f", Changes())
+    planner.new_run(*next_run(planner, "f", Changes()))
     cluster.ran.clear()
     outcome = planner.run()
     assert cluster.ran == ["./plan.py", "make a", "make b from a"]
