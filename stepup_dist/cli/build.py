@@ -22,7 +22,7 @@ from .console import ConsoleReporter
 from .status_line import LiveReporter, TickingBroker
 
 if TYPE_CHECKING:
-    from ..planner.loop import Outcome
+    from ..planner.core import Outcome
 
 # The planner's modules (redis above all) are imported only once the local workers are
 # starting: their own imports then overlap ours and the server's start-up.

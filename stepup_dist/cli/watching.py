@@ -32,7 +32,8 @@ from ..planner.watcher import choose
 from .keys import HELP, Keys
 
 if TYPE_CHECKING:
-    from ..planner.loop import Broker, Outcome, Planner
+    from ..planner.core import Broker, Outcome
+    from ..planner.loop import Planner
 
 __all__ = ("QUIET", "watch_loop")
 

@@ -48,7 +48,7 @@ from .store import Record, Store
 if TYPE_CHECKING:
     from .watch import Trust
 
-__all__ = ("Broker", "Outcome", "Planner", "Reporter")
+__all__ = ("Planner",)
 
 SAVE_INTERVAL = 5.0
 REPORT_INTERVAL = 2.0

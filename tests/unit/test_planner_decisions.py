@@ -27,7 +27,8 @@ from stepup_dist.messages import (
     Started,
     StepDone,
 )
-from stepup_dist.planner.loop import Outcome, Planner
+from stepup_dist.planner.core import Outcome
+from stepup_dist.planner.loop import Planner
 from tests.unit.planner_kit import Clock, Lines, state
 
 

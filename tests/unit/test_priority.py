@@ -26,8 +26,9 @@ from stepup_dist.messages import (
     Started,
     StepDone,
 )
+from stepup_dist.planner.core import Outcome
 from stepup_dist.planner.graph import Graph, Step
-from stepup_dist.planner.loop import Outcome, Planner
+from stepup_dist.planner.loop import Planner
 from stepup_dist.planner.priority import DEFAULT_DURATION, Priorities, RunQueue
 from stepup_dist.planner.routing import Router
 from stepup_dist.planner.store import Record
