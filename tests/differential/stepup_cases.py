@@ -50,6 +50,7 @@ __all__ = (
     "run_stepup_dist",
     "stepup_listing",
     "stepup_unstable",
+    "unpack",
 )
 
 STEPUP_VERSION = "1.3.1"
@@ -168,6 +169,46 @@ def _pip(python: Path, *args: str) -> None:
         raise RuntimeError(f"pip {' '.join(args)} failed:\n{proc.stdout}{proc.stderr}")
 
 
+def unpack(archive: Path, dest: Path) -> None:
+    """Unpack a tar archive into `dest`, refusing any member that would land outside it.
+
+    Python 3.11.4 and later have `extractall(filter="data")`; 3.11.0 to 3.11.3 (Debian's
+    3.11.2 among them) lack it. The same rules are checked here on every version, before
+    anything is written: no absolute name, no `..` out of `dest`, no link (symbolic or hard)
+    whose target lies outside it, and regular files, folders and links only.
+    """
+    root = dest.resolve()
+
+    def inside(path: Path) -> bool:
+        return path == root or root in path.parents
+
+    with tarfile.open(archive) as tar:
+        members = tar.getmembers()
+        for member in members:
+            name = member.name
+            target = (root / name).resolve()
+            if Path(name).is_absolute() or not inside(target):
+                raise ValueError(f"{archive}: member {name!r} lies outside {dest}")
+            if member.issym():
+                link = (target.parent / member.linkname).resolve()
+                if Path(member.linkname).is_absolute() or not inside(link):
+                    raise ValueError(
+                        f"{archive}: symlink {name!r} -> {member.linkname!r} leaves {dest}"
+                    )
+            elif member.islnk():
+                if not inside((root / member.linkname).resolve()):
+                    raise ValueError(
+                        f"{archive}: hard link {name!r} -> {member.linkname!r} leaves {dest}"
+                    )
+            elif not (member.isfile() or member.isdir()):
+                raise ValueError(f"{archive}: member {name!r} is not a file, folder or link")
+        if hasattr(tarfile, "data_filter"):
+            tar.extractall(root, members=members, filter="data")
+        else:
+            # Every member was checked above.
+            tar.extractall(root, members=members)
+
+
 def reference(cache: Path | None = None) -> Reference:
     """StepUp's venv and cases, downloaded into the cache on first use."""
     root = (cache or cache_dir()) / f"stepup-{STEPUP_VERSION}"
@@ -196,8 +237,7 @@ def reference(cache: Path | None = None) -> Reference:
                 "-d", str(sdist), f"stepup=={STEPUP_VERSION}",
             )  # fmt: skip
             (archive,) = sdist.glob("stepup-*.tar.gz")
-            with tarfile.open(archive) as tar:
-                tar.extractall(sdist, filter="data")
+            unpack(archive, sdist)
             (sdist / "done").touch()
     return result
 
