@@ -11,7 +11,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
+
+import pytest
 
 from stepup_dist.broker.broker import WorkerGroup
 from stepup_dist.broker.memory import MemoryBroker, QueuedJob
@@ -27,6 +30,7 @@ from stepup_dist.messages import (
     Started,
     StepDone,
 )
+from stepup_dist.planner import recovery
 from stepup_dist.planner.core import Outcome
 from stepup_dist.planner.loop import Planner
 from tests.unit.planner_kit import Clock, Lines, state
@@ -188,8 +192,32 @@ def test_ctrl_c_lets_running_steps_finish_and_queues_nothing_more(clock: Clock, 
     cluster = Cluster(steps=steps, on_receive=interrupt)
     outcome, lines = build(cluster, root)
     assert outcome.interrupted
-    assert lines.of("INTERRUPT") == ["waiting for 0 running steps (Ctrl-C again to cancel them)"]
+    assert lines.of("INTERRUPT") == ["no step is running"]
     assert "make c" not in cluster.ran
+
+
+@pytest.mark.parametrize(
+    ("running", "said"),
+    [
+        (0, "no step is running"),
+        (1, "waiting for 1 running step (Ctrl-C again to cancel them)"),
+        (2, "waiting for 2 running steps (Ctrl-C again to cancel them)"),
+    ],
+)
+def test_the_interrupt_line_counts_the_running_steps_in_words(running: int, said: str) -> None:
+    lines = Lines()
+    jobs = SimpleNamespace(running={f"s{i}" for i in range(running)}, drop_pending=list)
+    p = SimpleNamespace(
+        outcome=Outcome(),
+        jobs=jobs,
+        slots=SimpleNamespace(waiting=set()),
+        ready=[],
+        runs=[],
+        reporter=lines,
+    )
+    recovery.drain(p)  # type: ignore[arg-type]
+    assert p.outcome.interrupted
+    assert lines.of("INTERRUPT") == [said]
 
 
 def test_a_step_whose_input_nobody_makes_is_stuck(clock: Clock, root: Path) -> None:
