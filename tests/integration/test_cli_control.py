@@ -72,6 +72,13 @@ def test_drain_lets_the_running_step_end_and_starts_nothing_new(project: Project
     assert sent.returncode == 0, sent.stderr
     assert "to drain" in sent.stdout
     seen += _read_until(build, "DRAIN │ stepup-dist drain: starting no new step")
+    # The whole sentence, as the user reads it (it once ended at "have").
+    assert (
+        seen[-1]
+        .rstrip()
+        .endswith("starting no new step; the build ends when the running steps have finished")
+    ), seen[-1]
+    seen += _read_until(build, "INTERRUPT │ waiting for 1 running step (")
     (project.root / "go").touch()
     code, text = _finish(build, seen)
     assert code == ExitCode.INTERRUPTED, text
@@ -86,7 +93,7 @@ def test_shutdown_twice_cancels_the_running_step(project: Project) -> None:
     build = _start(project)
     seen = _read_until(build, "START │ touch running")
     assert _cli(project, "shutdown").returncode == 0
-    seen += _read_until(build, "INTERRUPT │ waiting for 1 running")
+    seen += _read_until(build, "INTERRUPT │ waiting for 1 running step (")
     assert _cli(project, "shutdown").returncode == 0
     code, text = _finish(build, seen)
     assert code == ExitCode.INTERRUPTED, text
