@@ -133,7 +133,7 @@ def _report_outcome(reporter: ConsoleReporter, outcome: "Outcome", elapsed: floa
     parts = [f"{outcome.succeeded} succeeded", f"{outcome.skipped} skipped"]
     parts.append(f"{len(outcome.failed)} failed")
     if outcome.interrupted:
-        parts.append(f"{outcome.not_run} not run (interrupted)")
+        parts.append(f"{outcome.not_run} not run ({'stopped' if outcome.asked else 'interrupted'})")
     if outcome.stuck:
         parts.append(f"{len(outcome.stuck)} blocked")
     if outcome.plan_errors:
@@ -141,7 +141,7 @@ def _report_outcome(reporter: ConsoleReporter, outcome: "Outcome", elapsed: floa
         errors = len(outcome.plan_errors)
         parts.append(f"{errors} plan error{'s' if errors > 1 else ''}")
     reporter.line("SUMMARY", f"{', '.join(parts)} in {elapsed:.2f} s")
-    if outcome.interrupted:
+    if outcome.interrupted and not outcome.asked:
         return ExitCode.INTERRUPTED
     if outcome.plan_errors:
         return ExitCode.USAGE
