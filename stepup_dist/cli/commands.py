@@ -305,11 +305,25 @@ def join(
     redis_url: str | None, prefix: str | None, directory: Path | None, **tls: str | None
 ) -> None:
     """Wait until the folder's running build is done and has ended (`stepup join`)."""
-    from .control import wait_for_end
+    from ..planner.store import STATE_DIR
+    from .control import build_running, wait_for_end
 
     config = _server_config(redis_url, prefix, tls)
-    click.echo(_control("join", directory, config))
-    wait_for_end(directory or Path("."))
+    root = directory or Path(".")
+    try:
+        click.echo(_control("join", directory, config))
+    except UserError:
+        # Right after `drain`, the build may be ending: it holds the folder's lock after its
+        # planner stopped reporting, or it has just let go. Either way, join has its end.
+        folder = root.resolve()
+        if build_running(folder):
+            click.echo(f"the build of {folder} is ending; waiting for it")
+        elif (folder / STATE_DIR / "lock").exists():
+            click.echo(f"no build is running in {folder}: its last build has ended")
+            return
+        else:
+            raise
+    wait_for_end(root)
     click.echo("the build has ended")
 
 
