@@ -483,7 +483,12 @@ def workers(ctx: click.Context, *, local: int | None, slurm: int | None, **opts:
         if local or slurm or given:
             raise click.UsageError(f"start workers or {ctx.invoked_subcommand} them, not both")
         return
-    if (local is None) == (slurm is None):
+    if local is not None and slurm is not None:
+        raise click.UsageError(
+            "--local and --slurm start workers in one place each: run `stepup-dist workers "
+            f"--local {local}` and `stepup-dist workers --slurm {slurm}` as two commands"
+        )
+    if local is None and slurm is None:
         raise click.UsageError("give --local N or --slurm N, or say `list` or `stop`")
     if local is not None and (extra := [g for g in given if g != "--resources"]):
         raise click.UsageError(f"only with --slurm: {', '.join(extra)}")
