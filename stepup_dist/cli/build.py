@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from ..broker.server import EmbeddedServer, die_with_parent
 from ..config import Config, to_environ
-from ..errors import ExitCode, UserError
+from ..errors import BrokerUnavailable, ExitCode, GrantMissing, UserError
 from ..planner.store import STATE_DIR
 from .console import ConsoleReporter
 from .status_line import LiveReporter, TickingBroker
@@ -206,7 +206,17 @@ def run_build(
         from ..broker.keys import Keys
         from ..planner.loop import Planner
 
-        client = connect_config(config)
+        try:
+            client = connect_config(config)
+        except GrantMissing:
+            raise
+        except BrokerUnavailable as exc:
+            if embedded or "refused the login" in str(exc):
+                raise
+            raise BrokerUnavailable(
+                f"{str(exc).rstrip('.')}; leave out --redis (and STEPUP_DIST_REDIS_URL) to "
+                "use the built-in server"
+            ) from None
         broker = RedisBroker(client, Keys.of(config), config.keyring)
         if not embedded:  # a server of its own reached: now the workers
             procs = _start_workers(workers, config, root, log_path, build)
