@@ -326,7 +326,9 @@ def test_pool_set_refuses_a_bad_name_or_size_in_one_line(
     assert "lic" not in listed.stdout, listed.stdout
 
 
-def test_an_unreachable_redis_says_that_leaving_it_out_uses_the_built_in_server(project: Project) -> None:
+def test_an_unreachable_redis_says_leaving_it_out_uses_the_built_in_server(
+    project: Project,
+) -> None:
     project.plan(HEAD + 'step("echo a")\n')
     url = f"unix://{project.root / 'nobody-listens.sock'}"
     result = project.build("-w1", "--redis", url)
