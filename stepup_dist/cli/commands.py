@@ -64,7 +64,8 @@ def cli() -> None:
     "--watch",
     is_flag=True,
     help="After the run, watch the files and run again what changes made outdated: press r "
-    "(q, j, d, g, f, t: see docs/watch.md).",
+    "(q stop, j stop when done, d drain, g write graph.txt, f from scratch, t try skipping "
+    "everything; any other key lists them).",
 )
 @click.option(
     "--auto",
