@@ -150,6 +150,15 @@ def _report_outcome(reporter: ConsoleReporter, outcome: "Outcome", elapsed: floa
     return ExitCode.OK
 
 
+def _not_granted(prefix: str, exc: GrantMissing) -> str:
+    why = str(exc).rpartition("lacks a grant")[2].strip()
+    return (
+        f"the Redis user lacks a grant for the keys of prefix {prefix!r} {why}: check the prefix "
+        "(--prefix, STEPUP_DIST_PREFIX) and the user in the URL; nothing was sent, and "
+        "nothing of this or any other build was lost"
+    )
+
+
 def _live() -> bool:
     """Draw a status line: stdout is a terminal that can erase a line."""
     return sys.stdout.isatty() and os.environ.get("TERM", "") != "dumb"
@@ -235,6 +244,12 @@ def run_build(
             limits=limits,
         )
         stack.callback(broker.forget_build, planner.build)
+        try:
+            planner.start()
+        except GrantMissing as exc:
+            # The first write under the prefix: a user whose grants cover other prefixes
+            # (bob's on alice's) has sent nothing yet, so nothing is lost, here or there.
+            raise GrantMissing(_not_granted(config.prefix, exc)) from None
         if live is not None:
             # A thread, from here on: the local workers were forked before it (preexec_fn).
             census = CensusReader(

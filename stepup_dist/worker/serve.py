@@ -172,10 +172,10 @@ def run_worker(
             worked = worker.work(burst=burst, logging_level=level)
         except (redis.exceptions.NoPermissionError, redis.AuthenticationError) as exc:
             # No reconnecting fixes a missing grant or a refused login.
-            raise refusal(exc, "the worker cannot serve") from exc
+            raise refusal(exc, f"the worker cannot serve prefix {config.prefix!r}") from exc
         except redis.RedisError as exc:
             if "no permissions" in str(exc):
-                raise refusal(exc, "the worker cannot serve") from exc
+                raise refusal(exc, f"the worker cannot serve prefix {config.prefix!r}") from exc
             # RQ's bookkeeping at the end of its loop (register_death) met the outage.
             log.warning("lost the server (%s)", exc)
             worked = False
