@@ -104,6 +104,33 @@ STEP_A = {"command": "make a", "out": ["a.txt"]}
 STEP_B = {"command": "make b from a", "inp": ["a.txt"], "out": ["b.txt"]}
 
 
+class HostLines(Lines):
+    """Lines, with the host each SKIP line names."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.skip_hosts: list[str] = []
+
+    def line(self, status: str, text: str, host: str = "") -> None:
+        super().line(status, text, host)
+        if status == "SKIP":
+            self.skip_hosts.append(host)
+
+
+def test_skip_lines_name_no_host_whether_or_not_a_worker_checked_outputs(
+    clock: Clock, root: Path
+) -> None:
+    """A skipped step ran nowhere: no SKIP line names a host (those whose outputs a worker
+    hashed once named it, the others not)."""
+    cluster = Cluster(steps=[{"command": "echo A"}, STEP_A, STEP_B])
+    build(cluster, root)
+    lines = HostLines()
+    outcome = Planner(cluster, lines, root, lease=30.0).run()
+    assert lines.of("SKIP") == ["./plan.py", "echo A", "make a", "make b from a"]
+    assert outcome.skipped == 4
+    assert lines.skip_hosts == ["", "", "", ""]
+
+
 def test_a_build_runs_its_steps_and_the_next_one_skips_them(clock: Clock, root: Path) -> None:
     cluster = Cluster(steps=[STEP_A, STEP_B])
     outcome, lines = build(cluster, root)
