@@ -30,7 +30,7 @@ from stepup_dist.messages import (
     Started,
     StepDone,
 )
-from stepup_dist.planner import recovery
+from stepup_dist.planner import progress, recovery
 from stepup_dist.planner.core import Outcome
 from stepup_dist.planner.loop import Planner
 from tests.unit.planner_kit import Clock, Lines, state
@@ -406,3 +406,72 @@ def test_a_watch_rerun_checks_and_runs_only_what_changed(clock: Clock, root: Pat
     cluster.ran.clear()
     outcome = planner.run()
     assert cluster.ran == ["./plan.py", "make a", "make b from a"]
+
+
+@dataclass
+class BusyCluster(Cluster):
+    """`workers` workers, each step but plan.py taking `duration` seconds of the clock."""
+
+    workers: int = 2
+    duration: float = 3.0
+    backlog: list[QueuedJob] = field(default_factory=list)
+    busy: dict[str, tuple[float, QueuedJob]] = field(default_factory=dict)
+    """Step key -> (when it started, its job)."""
+
+    def run(self, job: QueuedJob) -> None:
+        message = job.message
+        if not isinstance(message, RunJob) or message.command == "./plan.py":
+            super().run(job)
+        elif len(self.busy) < self.workers:
+            b, key = message.build, message.step
+            self.post(b, Started(b, key, message.attempt, "n1", "w1"))
+            self.busy[key] = (self.clock(), job)
+        else:
+            self.backlog.append(job)
+
+    def tick(self) -> None:
+        """Steps whose time is up end; the workers take the next from their backlog."""
+        for key, (began, job) in list(self.busy.items()):
+            if self.clock() >= began + self.duration:
+                del self.busy[key]
+                message = job.message
+                assert isinstance(message, RunJob)
+                self.ran.append(message.command)
+                b = message.build
+                outs = {}
+                for path in message.out:
+                    outs[path] = self.files[path] = state(f"{message.command} {self.clock()}")
+                done = StepDone(b, key, message.attempt, 0, self.duration, "n1", "w1", "", "", outs)
+                self.post(b, done)
+                self.finish(job)
+                if self.backlog:
+                    self.run(self.backlog.pop(0))
+
+
+def test_a_first_build_of_equal_steps_has_an_eta_within_a_factor_of_two(
+    clock: Clock, root: Path
+) -> None:
+    """Seven steps of 3 s on two workers, never built: once the ETA shows, it is within a
+    factor of two of the time the build still takes (plan.py's second of planning once made
+    it read 1 s while 15 s were left)."""
+    cluster = BusyCluster(steps=[{"command": f"sleep 3 # {i}"} for i in range(7)])
+    seen: list[tuple[float, float | None, int]] = []
+    planner = Planner(cluster, Lines(), root, lease=30.0)
+
+    def look(c: Cluster) -> None:
+        cluster.tick()
+        started = {key: began for key, (began, _) in cluster.busy.items()}
+        _, eta, _ = progress.count(planner, started, cluster.workers, clock())
+        seen.append((clock(), eta, len(cluster.ran)))
+
+    cluster.on_receive = look
+    outcome = planner.run()
+    end = clock()
+    assert outcome.succeeded == 8
+    shown = [(at, eta) for at, eta, ran in seen if eta is not None and end - at >= 1.0]
+    assert shown, seen
+    for at, eta in shown:
+        assert eta is not None
+        assert eta / 2 <= end - at <= 2 * eta, (end - at, eta, seen)
+    # Before a step other than plan.py has ended, nothing tells how long one takes.
+    assert all(eta is None for _, eta, ran in seen if ran <= 1), seen
