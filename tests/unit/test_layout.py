@@ -137,7 +137,7 @@ def circles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def import_graph() -> dict[str, set[str]]:
     """Module -> the modules it imports, a package's `__init__.py` as the package itself
-    (`from . import perform` in worker/step_worker.py points at `stepup_dist.worker`)."""
+    (`from . import perform` in a module of worker/ points at `stepup_dist.worker`)."""
     modules = {".".join(p.relative_to(PACKAGE.parent).with_suffix("").parts): p for p in _modules()}
     modules = {name.removesuffix(".__init__"): path for name, path in modules.items()}
     graph = {}
