@@ -24,7 +24,7 @@ from .priority import RunQueue
 from .routing import Group, Router
 from .store import Record, Store
 
-__all__ = ("Broker", "Outcome", "PlannerCore", "Reporter")
+__all__ = ("Broker", "Outcome", "PlannerCore", "Reporter", "StepCacheView")
 
 
 class Broker(PoolBroker, Protocol):
@@ -41,6 +41,15 @@ class Broker(PoolBroker, Protocol):
     def receive(self, build: str, timeout: float) -> list[Message | WireError]: ...
     def reply(self, reply_to: str, reply: Reply) -> None: ...
     def wake(self, build: str) -> None: ...
+
+
+class StepCacheView(Protocol):
+    """The shared step cache as the helpers use it (planner/cache.py's StepCache)."""
+
+    def is_hit(self, key: str) -> bool: ...
+    def hit_done(self, p: "PlannerCore", step: Step, result: StepDone) -> bool: ...
+    def stored(self, p: "PlannerCore", step: Step, result: StepDone) -> None: ...
+    def release(self, p: "PlannerCore", key: str) -> None: ...
 
 
 class Reporter(Protocol):
@@ -62,6 +71,8 @@ class Outcome:
     """Stopped by a second Ctrl-C: the running steps were cancelled, their leases given up."""
     not_run: int = 0
     """Steps of an interrupted build that did not run to the end (cancelled ones included)."""
+    cached: int = 0
+    """Steps whose outputs the shared step cache left instead of a run (not in `succeeded`)."""
 
 
 class PlannerCore(Protocol):
@@ -91,6 +102,10 @@ class PlannerCore(Protocol):
     trees: dict[str, bool]
     idle_since: float | None
     last_save: float
+
+    @property
+    def cache(self) -> StepCacheView | None:
+        """The shared step cache; None when it is off."""
 
     def has_pool(self, name: str) -> bool: ...
     def declare_static(self, path: str, stat: Any) -> None: ...
