@@ -216,11 +216,16 @@ class StepCache:
     def is_hit(self, key: str) -> bool:
         return key in self.hits
 
-    def new_run(self) -> None:
-        """Watch mode's next run: every step may be looked up again."""
+    def close(self, p: "PlannerCore") -> None:
+        """The run ends (or stops): builds waiting for its steps need not wait any longer."""
         if self.claims and self.on:
             with contextlib.suppress(BrokerUnavailable):
                 self.index.release(list(self.claims.values()))
+        self.claims.clear()
+        self._stop_waiting(p, list(self.waiting.values()))
+
+    def new_run(self) -> None:
+        """Watch mode's next run: every step may be looked up again."""
         self.claims.clear()
         self.waiting.clear()
         self.pending.clear()

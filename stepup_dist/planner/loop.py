@@ -315,9 +315,13 @@ class Planner:
                     recovery.drain(self)
         except BaseException:
             self.slots.close()
+            if self.cache is not None:
+                self.cache.close(self)
             finish.save(self, final=False)
             raise
         self.slots.close()
+        if self.cache is not None:
+            self.cache.close(self)
         if self.outcome.interrupted:
             self.outcome.not_run = sum(s.status not in DONE for s in self.graph.steps.values())
             finish.save(self, final=False)
