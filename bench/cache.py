@@ -12,7 +12,8 @@ project built one after the other:
 - with the cache, first clone: every step runs and is stored (the cache's overhead on a
   build with no hits, against the baseline);
 - with the cache, second clone: every step but plan.py is a hit (against the first clone);
-- plan.py alone, for scale (a plan with the same steps removed).
+- plan.py alone, for scale (a plan with the same steps removed), and the same plan with
+  steps of no work (`sleep 0`) without the cache: the floor of one job per step.
 
 Then the time to leave a hit of 1 MB and 100 MB (and 1 GB with `--gigabyte`) from the
 cache folder, as a worker does it: the blob is read, hashed and copied (or reflinked) in
@@ -107,6 +108,7 @@ def main() -> None:
             cache = base / "cache"
             n, s, w = args.steps, args.seconds, args.workers
             plan_only = build(exe, clone(base, "empty", 0, s), url, prefix, w)
+            trivial = build(exe, clone(base, "trivial", n, 0), url, prefix, w, "--no-cache")
             baseline = build(exe, clone(base, "base", n, s), url, prefix, w, "--no-cache")
             first = build(exe, clone(base, "one", n, s), url, prefix, w, "--cache", str(cache))
             second = build(exe, clone(base, "two", n, s), url, prefix, w, "--cache", str(cache))
@@ -115,6 +117,7 @@ def main() -> None:
         print(machine())
         print(f"{n} steps of {s:g} s, -w{w}, one embedded server, cache {cache.name}/ on tmp")
         print(f"plan.py alone (0 steps)       {plan_only:7.2f} s")
+        print(f"{n} steps of no work, no cache  {trivial:7.2f} s")
         print(f"no cache                      {baseline:7.2f} s")
         print(
             f"cache, first clone (no hits)  {first:7.2f} s  "

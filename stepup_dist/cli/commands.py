@@ -142,6 +142,12 @@ def build(
         cache=cache_dir,
         no_cache=no_cache,
     )
+    if config.cache is not None and config.redis_url is None:
+        print(
+            "stepup-dist: warning: the step cache's index lives on the server; with the "
+            "embedded server (no --redis) it lasts one build",
+            file=sys.stderr,
+        )
     from .stepup_config import read_settings
 
     settings = read_settings(root.resolve())
