@@ -61,6 +61,8 @@ class Reporter(Protocol):
 class Outcome:
     succeeded: int = 0
     skipped: int = 0
+    cached: int = 0
+    """Steps whose outputs the shared step cache left instead of a run (not in `succeeded`)."""
     failed: list[str] = field(default_factory=list)
     stuck: list[str] = field(default_factory=list)
     """One line per step that could not run: what it waits for."""
@@ -71,8 +73,6 @@ class Outcome:
     """Stopped by a second Ctrl-C: the running steps were cancelled, their leases given up."""
     not_run: int = 0
     """Steps of an interrupted build that did not run to the end (cancelled ones included)."""
-    cached: int = 0
-    """Steps whose outputs the shared step cache left instead of a run (not in `succeeded`)."""
 
 
 class PlannerCore(Protocol):
