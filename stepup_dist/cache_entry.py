@@ -59,6 +59,7 @@ __all__ = (
 ACTION_DOMAIN = "stepup-dist action v1"
 KEY_DOMAIN = b"stepup-dist cache key v1"
 ENTRY_DOMAIN = "stepup-dist cache entry v1"
+CLAIM_DOMAIN = "stepup-dist cache claim v1"
 NO_CACHE_VAR = "STEPUP_DIST_NO_CACHE"
 """A step that declares this environment variable (`env=["STEPUP_DIST_NO_CACHE"]`) is
 never cached: StepUp's API unchanged, under StepUp it is one more variable it depends on."""
@@ -161,6 +162,32 @@ class CacheTrust:
         trusts, newest first; none for anything malformed (it comes from a shared server)."""
         return [e for _, _, e in self._variants(action, key_id, data)]
 
+    def claim_value(self, action: str, build: str, exp_ms: int) -> str:
+        """What says that `build` runs `action` until `exp_ms` (ms, Unix time), signed."""
+        kid = self.key_id
+        mac = _claim_mac(self.own[0], action, kid, build, exp_ms) if self.own else b""
+        return f"{kid} {build} {exp_ms} {mac.hex()}"
+
+    def claimed_by(self, action: str, value: str, now_ms: int) -> str | None:
+        """The build a claim names, when a maker this build trusts signed it for `action`
+        and it has not lapsed; None otherwise."""
+        parts = value.split(" ")
+        if len(parts) != 4 or not parts[2].isdigit():
+            return None
+        kid, build, exp, mac = parts[0], parts[1], int(parts[2]), parts[3]
+        if exp < now_ms:
+            return None
+        if not self.own:
+            return build if kid == self.key_id else None
+        key = self._key(kid)
+        try:
+            given = bytes.fromhex(mac)
+        except ValueError:
+            return None
+        if key is None or not hmac.compare_digest(given, _claim_mac(key, action, kid, build, exp)):
+            return None
+        return build
+
     def _variants(
         self, action: str, key_id: str, data: bytes | None
     ) -> list[tuple[bytes, bytes, "Entry"]]:
@@ -177,6 +204,11 @@ class CacheTrust:
             if entry is not None:
                 found.append((body, mac, entry))
         return found
+
+
+def _claim_mac(key: bytes, action: str, key_id: str, build: str, exp_ms: int) -> bytes:
+    message = msgpack.packb([CLAIM_DOMAIN, action, key_id, build, exp_ms])
+    return hmac.new(key, message, hashlib.sha256).digest()
 
 
 def _pairs(data: bytes) -> list[tuple[bytes, bytes]]:

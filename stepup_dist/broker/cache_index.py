@@ -12,7 +12,7 @@ renewed, so a build that dies stops being waited for.
 """
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import redis
 
@@ -21,8 +21,9 @@ from .keys import Keys
 
 __all__ = ("STATS", "MemoryCacheIndex", "RedisCacheIndex")
 
-STATS = ("hits", "misses", "stored", "saved")
-"""The counts of `cache:stats`; `saved` is seconds of runs that hits made unnecessary."""
+STATS = ("hits", "misses", "stored", "saved", "hit_bytes")
+"""The counts of `cache:stats`; `saved` is seconds of runs that hits made unnecessary,
+`hit_bytes` the bytes of the files they left."""
 
 
 class RedisCacheIndex:
@@ -54,7 +55,15 @@ class RedisCacheIndex:
         except redis.RedisError as exc:
             raise refusal(exc, "cannot store a step cache entry") from exc
 
-    def note(self, used: Sequence[str], now_ms: int, hits: int, misses: int, saved: float) -> None:
+    def note(
+        self,
+        used: Sequence[str],
+        now_ms: int,
+        hits: int,
+        misses: int,
+        saved: float,
+        hit_bytes: int = 0,
+    ) -> None:
         """Entries used now, and counts to add."""
         try:
             with self.client.pipeline(transaction=False) as pipe:
@@ -66,30 +75,32 @@ class RedisCacheIndex:
                     pipe.hincrby(self.keys.cache_stats, "misses", misses)
                 if saved:
                     pipe.hincrbyfloat(self.keys.cache_stats, "saved", saved)
+                if hit_bytes:
+                    pipe.hincrby(self.keys.cache_stats, "hit_bytes", hit_bytes)
                 pipe.execute()
         except redis.RedisError as exc:
             raise refusal(exc, "cannot count the step cache's hits") from exc
 
-    def claim(self, actions: Sequence[str], value: str, ttl_ms: int) -> list[str | None]:
-        """Claim running each action for `ttl_ms`: None where the claim is ours now, else
-        the value of whoever holds it (SET NX GET: one command, atomic)."""
-        if not actions:
+    def claim(self, claims: Mapping[str, str], ttl_ms: int) -> list[str | None]:
+        """Claim running each action (action -> value) for `ttl_ms`: None where the claim is
+        ours now, else the value of whoever holds it (SET NX GET: one command, atomic)."""
+        if not claims:
             return []
         try:
             with self.client.pipeline(transaction=False) as pipe:
-                for action in actions:
+                for action, value in claims.items():
                     pipe.set(self.keys.cache_running(action), value, nx=True, px=ttl_ms, get=True)
                 held = pipe.execute()
         except redis.RedisError as exc:
             raise refusal(exc, "cannot claim running steps") from exc
         return [None if h is None else h.decode("utf-8", "replace") for h in held]
 
-    def renew(self, actions: Sequence[str], value: str, ttl_ms: int) -> None:
-        if not actions:
+    def renew(self, claims: Mapping[str, str], ttl_ms: int) -> None:
+        if not claims:
             return
         try:
             with self.client.pipeline(transaction=False) as pipe:
-                for action in actions:
+                for action, value in claims.items():
                     pipe.set(self.keys.cache_running(action), value, px=ttl_ms)
                 pipe.execute()
         except redis.RedisError as exc:
@@ -156,10 +167,10 @@ class MemoryCacheIndex:
         self.running: dict[str, tuple[str, float]] = {}
         self.clock = clock
 
-    def claim(self, actions: Sequence[str], value: str, ttl_ms: int) -> list[str | None]:
+    def claim(self, claims: Mapping[str, str], ttl_ms: int) -> list[str | None]:
         now = self.clock()
         result: list[str | None] = []
-        for action in actions:
+        for action, value in claims.items():
             held = self.running.get(action)
             if held is not None and held[1] > now:
                 result.append(held[0])
@@ -168,8 +179,8 @@ class MemoryCacheIndex:
                 result.append(None)
         return result
 
-    def renew(self, actions: Sequence[str], value: str, ttl_ms: int) -> None:
-        for action in actions:
+    def renew(self, claims: Mapping[str, str], ttl_ms: int) -> None:
+        for action, value in claims.items():
             self.running[action] = (value, self.clock() + ttl_ms / 1000)
 
     def release(self, actions: Sequence[str]) -> None:
@@ -184,12 +195,21 @@ class MemoryCacheIndex:
         self.used[name] = now_ms
         self.counts["stored"] += 1
 
-    def note(self, used: Sequence[str], now_ms: int, hits: int, misses: int, saved: float) -> None:
+    def note(
+        self,
+        used: Sequence[str],
+        now_ms: int,
+        hits: int,
+        misses: int,
+        saved: float,
+        hit_bytes: int = 0,
+    ) -> None:
         for name in used:
             self.used[name] = now_ms
         self.counts["hits"] += hits
         self.counts["misses"] += misses
         self.counts["saved"] += saved
+        self.counts["hit_bytes"] += hit_bytes
 
     def drop(self, fields: Sequence[str]) -> None:
         for name in fields:

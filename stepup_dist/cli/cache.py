@@ -70,7 +70,7 @@ def stats(config: Config, index: Any, as_json: bool = False) -> str:
     counts["blobs"] = float(len(sizes))
     counts["bytes"] = float(sum(sizes))
     if as_json:
-        return json.dumps({k: int(v) if k != "saved" else v for k, v in counts.items()})
+        return json.dumps({k: v if k == "saved" else int(v) for k, v in counts.items()})
     return "\n".join(
         [
             f"entries  {int(counts['entries'])}",
@@ -79,6 +79,7 @@ def stats(config: Config, index: Any, as_json: bool = False) -> str:
             f"misses   {int(counts['misses'])}",
             f"stored   {int(counts['stored'])}",
             f"saved    {counts['saved']:.1f} s of runs",
+            f"left     {_human(counts['hit_bytes'])} by hits",
         ]
     )
 

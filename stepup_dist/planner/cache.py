@@ -15,7 +15,14 @@ the build prints one `CACHED` line. A worker that cannot leave a hit reports a m
 A step that runs is asked to store its outputs (`RunJob.store`); from what its worker
 stored (`StepDone.blobs`) the planner writes a signed entry. Never cached: the root plan,
 a step that defines others (it made API calls), declares volatile outputs, amends outputs,
-names a path outside the project, or declares the variable `STEPUP_DIST_NO_CACHE`.
+has no outputs, names a path outside the project, or declares `STEPUP_DIST_NO_CACHE`.
+
+A miss claims its action on the server, signed (`CacheTrust.claim_value`), for three
+leases, renewed while it runs, released when it ends. A build that wants an action which a
+trusted maker's build has claimed waits (`waiting`, one `WAITING` line), looks again every
+`LOOK_AGAIN` seconds, and takes the entry once it is there, or claims and runs the step
+once the claim is gone (that run failed, stored nothing, or its planner died). A waiting
+step holds no slot: a license pool counts the step once.
 
 The cache never fails a build: an index that cannot be reached or written turns the cache
 off for the rest of the build, with one `WARNING` line.
@@ -23,7 +30,7 @@ off for the rest of the build, with one `WARNING` line.
 
 import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from ..cache_entry import NO_CACHE_VAR, CacheTrust, Entry, action_digest, maker_name
@@ -46,11 +53,17 @@ class CacheIndex(Protocol):
     def get(self, fields: Sequence[str]) -> list[bytes | None]: ...
     def put(self, name: str, entry: bytes, now_ms: int) -> None: ...
     def note(
-        self, used: Sequence[str], now_ms: int, hits: int, misses: int, saved: float
+        self,
+        used: Sequence[str],
+        now_ms: int,
+        hits: int,
+        misses: int,
+        saved: float,
+        hit_bytes: int = 0,
     ) -> None: ...
     def drop(self, fields: Sequence[str]) -> None: ...
-    def claim(self, actions: Sequence[str], value: str, ttl_ms: int) -> list[str | None]: ...
-    def renew(self, actions: Sequence[str], value: str, ttl_ms: int) -> None: ...
+    def claim(self, claims: Mapping[str, str], ttl_ms: int) -> list[str | None]: ...
+    def renew(self, claims: Mapping[str, str], ttl_ms: int) -> None: ...
     def release(self, actions: Sequence[str]) -> None: ...
 
 
@@ -88,6 +101,7 @@ class StepCache:
         self.hit_count = 0
         self.miss_count = 0
         self.saved = 0.0
+        self.hit_bytes = 0
 
     # Before a run
 
@@ -150,28 +164,32 @@ class StepCache:
             self._flush(p, [])
         return hits, runs
 
+    def _claims(self, p: "PlannerCore", actions: Sequence[str]) -> dict[str, str]:
+        """Signed claims of these actions by this build, valid for `claim_ms`."""
+        exp = int(self.clock() * 1000) + self.claim_ms
+        return {a: self.trust.claim_value(a, p.build, exp) for a in actions}
+
     def _claim(self, p: "PlannerCore", steps: list[Step]) -> list[Step]:
         """Claim the actions of steps that missed; return those that must run here now."""
-        mine = f"{self.trust.key_id} {p.build}"
         actions = [self.actions[s.key] for s in steps]
         try:
-            held = self.index.claim(actions, mine, self.claim_ms)
+            held = self.index.claim(self._claims(p, actions), self.claim_ms)
         except BrokerUnavailable as exc:
             self._off(p, exc)
             return self._stop_waiting(p, steps)
         runs = []
-        trusted = set(self.trust.key_ids())
+        now_ms = int(self.clock() * 1000)
         for step, action, holder in zip(steps, actions, held, strict=True):
-            who = (holder or "").split(" ")
-            if holder is None or holder == mine or who[0] not in trusted:
-                # Ours, or run by someone whose entry this build would not use anyway.
-                if holder is None or holder == mine:
+            # A claim counts when a maker this build trusts signed it and it has not lapsed:
+            # a forged or replayed one cannot make this build wait (for long).
+            build = None if holder is None else self.trust.claimed_by(action, holder, now_ms)
+            if build is None or build == p.build:
+                if holder is None or build == p.build:
                     self.claims[step.key] = action
                 runs.append(step)
             elif step.key not in self.waiting:
                 self.waiting[step.key] = step
                 p.jobs.waiting_for(step.key)
-                build = who[1] if len(who) > 1 else "?"
                 p.reporter.line(
                     "WAITING",
                     f"{step.key} (build {build} runs the same step: its outputs will come "
@@ -190,9 +208,7 @@ class StepCache:
         if not self.claims or not self.on:
             return
         try:
-            self.index.renew(
-                list(self.claims.values()), f"{self.trust.key_id} {p.build}", self.claim_ms
-            )
+            self.index.renew(self._claims(p, list(self.claims.values())), self.claim_ms)
         except BrokerUnavailable as exc:
             self._off(p, exc)
 
@@ -251,6 +267,7 @@ class StepCache:
         p.amend(step.key, inp, [], [], list(entry.env))
         self.hit_count += 1
         self.saved += entry.duration
+        self.hit_bytes += sum(out[2] for out in entry.out.values())
         self._flush(p, [name])
         return True
 
@@ -293,11 +310,11 @@ class StepCache:
     def _flush(self, p: "PlannerCore", used: list[str]) -> None:
         if not self.on:
             return
-        hits, misses, saved = self.hit_count, self.miss_count, self.saved
-        self.hit_count = self.miss_count = 0
+        hits, misses, saved, size = self.hit_count, self.miss_count, self.saved, self.hit_bytes
+        self.hit_count = self.miss_count = self.hit_bytes = 0
         self.saved = 0.0
         try:
-            self.index.note(used, int(self.clock() * 1000), hits, misses, saved)
+            self.index.note(used, int(self.clock() * 1000), hits, misses, saved, size)
         except BrokerUnavailable as exc:
             self._off(p, exc)
 

@@ -3,6 +3,7 @@ server and one cache folder, with real builds, local workers and files."""
 
 import stat
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -252,3 +253,46 @@ def test_identical_steps_at_once_run_once(tmp_path: Path, server, prefix: str) -
         texts = {(p.root / f"{name}.txt").read_text() for p in clones}
         assert len(texts) == 1
     assert sum(out.count("   CACHED │") for out in outputs) == 4, outputs
+
+
+FAIL_PLAN = """\
+from stepup.core.api import static, step
+static("data.txt")
+step("echo run >> {log}; sleep 3; test ! -e fail-here && cp data.txt out.txt",
+     inp=["data.txt"], out=["out.txt"])
+"""
+
+
+def test_waiting_build_runs_a_step_whose_other_run_failed(
+    tmp_path: Path, server, prefix: str
+) -> None:  # type: ignore[no-untyped-def]
+    log, cache = tmp_path / "log.txt", tmp_path / "cache"
+    clones = []
+    for name in ("failing", "waiting"):
+        project = Project(tmp_path / name)
+        project.plan(FAIL_PLAN.replace("{log}", str(log)))
+        project.write("data.txt", "hello\n")
+        clones.append(project)
+    clones[0].write("fail-here", "")
+    args = ["build", "-w1", "--redis", server.url, "--prefix", prefix, "--cache", str(cache)]
+    builds = []
+    for project in clones:
+        builds.append(
+            subprocess.Popen(
+                [str(BIN / "stepup-dist"), *args],
+                cwd=project.root,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
+        # The second build starts once the first runs the step (its log line).
+        while project is clones[0] and not (log.exists() and log.read_text()):
+            assert builds[0].poll() is None
+            time.sleep(0.05)
+    failing, waiting = (b.communicate(timeout=120)[0] for b in builds)
+    assert builds[0].returncode == 1, failing
+    assert builds[1].returncode == 0, waiting
+    assert "WAITING" in waiting
+    assert log.read_text().split() == ["run", "run"]
+    assert (clones[1].root / "out.txt").read_text() == "hello\n"

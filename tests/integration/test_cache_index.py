@@ -40,6 +40,25 @@ def test_index_contract(index) -> None:  # type: ignore[no-untyped-def]
     assert index.entries() == {"b:1": b"two"}
 
 
+def test_claims(index) -> None:  # type: ignore[no-untyped-def]
+    assert index.claim({"x": "mine", "y": "mine"}, 60_000) == [None, None]
+    assert index.claim({"x": "theirs", "z": "theirs"}, 60_000) == ["mine", None]
+    index.renew({"x": "mine"}, 60_000)
+    index.release(["x"])
+    assert index.claim({"x": "theirs"}, 60_000) == [None]
+
+
+def test_claims_are_signed() -> None:
+    alice = CacheTrust.of([b"a" * 32])
+    value = alice.claim_value("act", "b1", 5000)
+    assert alice.claimed_by("act", value, 4000) == "b1"
+    assert alice.claimed_by("act", value, 6000) is None  # lapsed
+    assert alice.claimed_by("other", value, 4000) is None
+    assert alice.claimed_by("act", value.replace(" 5000 ", " 9000 "), 4000) is None
+    assert CacheTrust.of([b"b" * 32]).claimed_by("act", value, 4000) is None
+    assert alice.claimed_by("act", "junk", 4000) is None
+
+
 def test_parse_size() -> None:
     assert parse_size("500") == 500
     assert parse_size("2K") == 2048

@@ -136,3 +136,17 @@ def test_a_file_changed_while_stored_is_not_stored(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="changed"):
         store.put(str(src), state)
     assert list(store.blobs()) == []
+
+
+def test_cache_counts_in_metrics() -> None:
+    from stepup_dist.dashboard.metrics import families
+    from stepup_dist.dashboard.view import Reading
+
+    counts = {"entries": 3.0, "hits": 5.0, "misses": 2.0, "saved": 12.5, "hit_bytes": 4096.0}
+    reading = Reading(at=0.0, pools=[], queues={}, workers=[], hosts={}, builds=[], cache=counts)
+    samples = {s.name: s.value for f in families(reading) for s in f.samples}
+    assert samples["stepup_dist_cache_entries"] == 3
+    assert samples["stepup_dist_cache_hits_total"] == 5
+    assert samples["stepup_dist_cache_misses_total"] == 2
+    assert samples["stepup_dist_cache_saved_seconds_total"] == 12.5
+    assert samples["stepup_dist_cache_hit_bytes_total"] == 4096
