@@ -45,6 +45,8 @@ __all__ = ("LOOK_AGAIN", "CacheIndex", "StepCache")
 
 LOOK_AGAIN = 1.0
 """Seconds between two looks for the entry of a step that another build runs."""
+FLUSH_EVERY = 2.0
+"""Seconds between two writes of the counts (hits, misses, entries used) to the index."""
 
 
 class CacheIndex(Protocol):
@@ -102,6 +104,9 @@ class StepCache:
         self.miss_count = 0
         self.saved = 0.0
         self.hit_bytes = 0
+        self._used: list[str] = []
+        """Entries used since the counts were last written (at most every FLUSH_EVERY)."""
+        self._flushed = 0.0
 
     # Before a run
 
@@ -160,8 +165,7 @@ class StepCache:
         self._stop_waiting(p, hits)
         runs = self._claim(p, misses)
         self.miss_count += len(runs)
-        if runs and not hits:
-            self._flush(p, [])
+        self._flush(p)
         return hits, runs
 
     def _claims(self, p: "PlannerCore", actions: Sequence[str]) -> dict[str, str]:
@@ -233,7 +237,9 @@ class StepCache:
         return key in self.hits
 
     def close(self, p: "PlannerCore") -> None:
-        """The run ends (or stops): builds waiting for its steps need not wait any longer."""
+        """The run ends (or stops): builds waiting for its steps need not wait any longer;
+        the counts are written."""
+        self._flush(p, force=True)
         if self.claims and self.on:
             with contextlib.suppress(BrokerUnavailable):
                 self.index.release(list(self.claims.values()))
@@ -261,14 +267,15 @@ class StepCache:
             self.miss_count += 1
             if not result.error.startswith(CACHE_MISS):
                 p.reporter.line("WARNING", f"cache hit of {step.key} not used: {result.error}")
-            self._flush(p, [])
+            self._flush(p)
             return False
         inp = [path for path in entry.inp if path not in step.inp]
         p.amend(step.key, inp, [], [], list(entry.env))
         self.hit_count += 1
         self.saved += entry.duration
         self.hit_bytes += sum(out[2] for out in entry.out.values())
-        self._flush(p, [name])
+        self._used.append(name)
+        self._flush(p)
         return True
 
     def stored(self, p: "PlannerCore", step: Step, result: StepDone) -> None:
@@ -307,14 +314,20 @@ class StepCache:
         except BrokerUnavailable as exc:
             self._off(p, exc)
 
-    def _flush(self, p: "PlannerCore", used: list[str]) -> None:
-        if not self.on:
+    def _flush(self, p: "PlannerCore", force: bool = False) -> None:
+        """Write the counts and the entries used, when due (one round trip)."""
+        now = self.clock()
+        if not self.on or not (force or now - self._flushed >= FLUSH_EVERY):
             return
+        if not (self._used or self.hit_count or self.miss_count):
+            return
+        self._flushed = now
         hits, misses, saved, size = self.hit_count, self.miss_count, self.saved, self.hit_bytes
+        used, self._used = self._used, []
         self.hit_count = self.miss_count = self.hit_bytes = 0
         self.saved = 0.0
         try:
-            self.index.note(used, int(self.clock() * 1000), hits, misses, saved, size)
+            self.index.note(used, int(now * 1000), hits, misses, saved, size)
         except BrokerUnavailable as exc:
             self._off(p, exc)
 
