@@ -131,6 +131,8 @@ def _report_outcome(reporter: ConsoleReporter, outcome: "Outcome", elapsed: floa
     for line in outcome.stuck:
         reporter.line("STUCK", line)
     parts = [f"{outcome.succeeded} succeeded", f"{outcome.skipped} skipped"]
+    if outcome.cached:
+        parts.append(f"{outcome.cached} cached")
     parts.append(f"{len(outcome.failed)} failed")
     if outcome.interrupted:
         parts.append(f"{outcome.not_run} not run ({'stopped' if outcome.asked else 'interrupted'})")
@@ -214,6 +216,7 @@ def run_build(
         from ..broker.connection import connect_config
         from ..broker.keys import Keys
         from ..planner.loop import Planner
+        from .cache import step_cache
 
         try:
             client = connect_config(config)
@@ -242,6 +245,7 @@ def run_build(
             local_workers=workers,
             give_up=config.give_up,
             limits=limits,
+            cache=step_cache(config, client),
         )
         stack.callback(broker.forget_build, planner.build)
         try:

@@ -33,6 +33,14 @@ def cli() -> None:
 @click.option("--lease", metavar="SECONDS", help="Pool slot lease [STEPUP_DIST_LEASE].")
 @tls_options
 @click.option(
+    "--cache",
+    "cache_dir",
+    metavar="DIR",
+    help="Use the shared step cache in DIR, which every worker mounts (docs/cache.md) "
+    "[STEPUP_DIST_CACHE].",
+)
+@click.option("--no-cache", is_flag=True, help="Neither use nor fill the step cache.")
+@click.option(
     "-C",
     "--directory",
     type=click.Path(file_okay=False, path_type=Path),
@@ -105,6 +113,8 @@ def build(
     tls_key: str | None,
     directory: Path | None,
     old_root: Path | None,
+    cache_dir: str | None,
+    no_cache: bool,
 ) -> None:
     """Run ./plan.py and every step it defines; skip steps whose hashes are unchanged."""
     from .build import WatchOptions, run_build
@@ -130,7 +140,15 @@ def build(
         tls_cert=tls_cert,
         tls_key=tls_key,
         give_up=give_up,
+        cache=cache_dir,
+        no_cache=no_cache,
     )
+    if config.cache is not None and config.redis_url is None:
+        print(
+            "stepup-dist: warning: the step cache's index lives on the server; with the "
+            "embedded server (no --redis) it lasts one build",
+            file=sys.stderr,
+        )
     from .stepup_config import read_settings
 
     settings = read_settings(root.resolve())
@@ -538,6 +556,15 @@ def workers_stop(obj: Path, directory: Path | None) -> None:
     from .fleet import stop
 
     click.echo(stop(directory or obj))
+
+
+def _add_cache_commands() -> None:
+    from .cache import cache
+
+    cli.add_command(cache)
+
+
+_add_cache_commands()
 
 
 def main() -> None:

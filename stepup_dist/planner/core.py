@@ -24,7 +24,7 @@ from .priority import RunQueue
 from .routing import Group, Router
 from .store import Record, Store
 
-__all__ = ("Broker", "Outcome", "PlannerCore", "Reporter")
+__all__ = ("Broker", "Outcome", "PlannerCore", "Reporter", "StepCacheView")
 
 
 class Broker(PoolBroker, Protocol):
@@ -43,6 +43,15 @@ class Broker(PoolBroker, Protocol):
     def wake(self, build: str) -> None: ...
 
 
+class StepCacheView(Protocol):
+    """The shared step cache as the helpers use it (planner/cache.py's StepCache)."""
+
+    def is_hit(self, key: str) -> bool: ...
+    def hit_done(self, p: "PlannerCore", step: Step, result: StepDone) -> bool: ...
+    def stored(self, p: "PlannerCore", step: Step, result: StepDone) -> None: ...
+    def release(self, p: "PlannerCore", key: str) -> None: ...
+
+
 class Reporter(Protocol):
     def line(self, status: str, text: str, host: str = "") -> None: ...
     def done(self, step: Step, result: StepDone, status: str) -> None: ...
@@ -52,6 +61,8 @@ class Reporter(Protocol):
 class Outcome:
     succeeded: int = 0
     skipped: int = 0
+    cached: int = 0
+    """Steps whose outputs the shared step cache left instead of a run (not in `succeeded`)."""
     failed: list[str] = field(default_factory=list)
     stuck: list[str] = field(default_factory=list)
     """One line per step that could not run: what it waits for."""
@@ -94,6 +105,10 @@ class PlannerCore(Protocol):
     trees: dict[str, bool]
     idle_since: float | None
     last_save: float
+
+    @property
+    def cache(self) -> StepCacheView | None:
+        """The shared step cache; None when it is off."""
 
     def has_pool(self, name: str) -> bool: ...
     def declare_static(self, path: str, stat: Any) -> None: ...

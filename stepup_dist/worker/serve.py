@@ -130,6 +130,7 @@ def run_worker(
         resources=resources or {},
         fs_wait=config.fs_wait,
         path_map=config.path_map,
+        cache=config.cache,
     )
     queue = worker_queue(keys, config, build)
     # A worker with resources also serves the steps placed on its host for them.
@@ -234,6 +235,12 @@ def _say_serving(
     "mapped folder are refused [STEPUP_DIST_PATH_MAP, colon-separated].",
 )
 @tls_options
+@click.option(
+    "--cache",
+    metavar="DIR",
+    help="The shared step cache's folder, the same on every worker (docs/cache.md) "
+    "[STEPUP_DIST_CACHE].",
+)
 @click.option("--name", metavar="NAME", help="Worker name (default: host.pid).")
 @click.option("--burst", is_flag=True, help="Stop when the queue is empty.")
 @click.option(
@@ -283,6 +290,7 @@ def cli(
     tls_ca: str | None,
     tls_cert: str | None,
     tls_key: str | None,
+    cache: str | None,
     name: str | None,
     burst: bool,
     resources: str | None,
@@ -302,6 +310,7 @@ def cli(
         tls_ca=tls_ca,
         tls_cert=tls_cert,
         tls_key=tls_key,
+        cache=cache,
     )
     offered = parse_resources(resources)
     if server_wait:
