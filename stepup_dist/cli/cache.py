@@ -151,7 +151,7 @@ def _config(redis_url: str | None, prefix: str | None, cache_dir: str | None, tl
 
 @click.group()
 def cache() -> None:
-    """The shared step cache: its counts, its size, its signing key (docs/cache.md)."""
+    """The shared step cache: its counts, its size, its signing key."""
 
 
 @cache.command("stats")

@@ -36,8 +36,7 @@ def cli() -> None:
     "--cache",
     "cache_dir",
     metavar="DIR",
-    help="Use the shared step cache in DIR, which every worker mounts (docs/cache.md) "
-    "[STEPUP_DIST_CACHE].",
+    help="Use the shared step cache in DIR, which every worker mounts [STEPUP_DIST_CACHE].",
 )
 @click.option("--no-cache", is_flag=True, help="Neither use nor fill the step cache.")
 @click.option(

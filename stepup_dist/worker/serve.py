@@ -238,8 +238,7 @@ def _say_serving(
 @click.option(
     "--cache",
     metavar="DIR",
-    help="The shared step cache's folder, the same on every worker (docs/cache.md) "
-    "[STEPUP_DIST_CACHE].",
+    help="The shared step cache's folder, the same on every worker [STEPUP_DIST_CACHE].",
 )
 @click.option("--name", metavar="NAME", help="Worker name (default: host.pid).")
 @click.option("--burst", is_flag=True, help="Stop when the queue is empty.")
