@@ -17,7 +17,11 @@ When every step was skipped, the held lines are printed and the records saved, a
 build would have.
 
 A record written by another host's worker holds that host's stat of each file: when it is
-not this host's, the check stops and a worker hashes the file, as before.
+not this host's, the check stops and a worker hashes the file, as before; the skip then
+records this host's stat, so the next build needs no worker.
+
+Only `build` with the embedded server plays this check (`cli/build.py`): with `--redis` the
+server and the workers are the cluster's, already up, and watch mode keeps its own.
 """
 
 import os
