@@ -201,17 +201,20 @@ def run_build(
             # worker need to start (planner/nochange.py).
             from ..planner.nochange import no_change
 
-            skipped, _ = no_change(
+            checked = no_change(
                 root,
-                reporter,
                 build=build,
                 local_workers=workers,
                 lease=config.lease,
                 give_up=config.give_up,
                 limits=limits,
             )
-            if skipped is not None:
-                return _summary(reporter, skipped, time.monotonic() - start)
+            if not isinstance(checked, str):
+                outcome, lines = checked
+                # Nothing runs: no status line to keep below the lines.
+                reporter.close()
+                lines.replay(reporter)
+                return _summary(reporter, outcome, time.monotonic() - start)
         procs: list[subprocess.Popen] = []
         if embedded:
             server = EmbeddedServer(state_dir)

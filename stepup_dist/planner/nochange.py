@@ -218,20 +218,19 @@ class HeldStore(Store):
 
 def no_change(
     root: Path,
-    reporter: Reporter,
     *,
     build: str,
     local_workers: int,
     lease: float,
     give_up: float | None = None,
     limits: Mapping[str, int] | None = None,
-) -> tuple[Outcome | None, str]:
-    """Play the build against a `StatBroker`. When every step was skipped, print its lines
-    to `reporter`, save its records and return (its outcome, ""); else (None, why the build
-    needs its server and workers), having printed and written nothing."""
+) -> tuple[Outcome, HeldLines] | str:
+    """Play the build against a `StatBroker`. When every step was skipped, save its records
+    and return its outcome and the lines to print; else why the build needs its server and
+    workers, having written nothing."""
     store = HeldStore(root)
     if not store.path.is_file():
-        return None, "no records: a first build"
+        return "no records: a first build"
     held = HeldLines()
     planner = Planner(
         StatBroker(),
@@ -247,12 +246,11 @@ def no_change(
     try:
         outcome = planner.run()
     except WorkersNeeded as exc:
-        return None, str(exc)
+        return str(exc)
     if outcome.interrupted:
         raise KeyboardInterrupt
     if outcome.succeeded or outcome.failed or outcome.stuck or outcome.plan_errors:
         # Not a clean skip of everything: the real build says what happened, with workers.
-        return None, "not every step was skipped"
+        return "not every step was skipped"
     store.commit()
-    held.replay(reporter)
-    return outcome, ""
+    return outcome, held
