@@ -64,7 +64,8 @@ def _pack_default(obj: Any) -> Any:
 
 def encode(message: Message) -> bytes:
     """Turn a message into a versioned msgpack payload."""
-    body = {f.name: getattr(message, f.name) for f in fields(message)}
+    names = _FIELD_NAMES.get(type(message)) or tuple(f.name for f in fields(message))
+    body = {name: getattr(message, name) for name in names}
     return msgpack.packb(
         {"v": VERSION, "t": message.TYPE, "f": body},
         default=_pack_default,
@@ -200,6 +201,9 @@ def _make_checker(tp: Any) -> Check:
 
     return exact
 
+
+_FIELD_NAMES = {cls: tuple(f.name for f in fields(cls)) for cls in _CLASSES.values()}
+"""Message class -> its field names, in order (`fields()` builds them anew at each call)."""
 
 _SPECS = {
     tag: (
