@@ -78,6 +78,7 @@ class Planner:
         give_up: float | None = None,
         limits: Mapping[str, int] | None = None,
         cache: "StepCache | None" = None,
+        store: Store | None = None,
     ):
         self.broker = broker
         self.reporter = reporter
@@ -86,7 +87,7 @@ class Planner:
         self.build = build or uuid.uuid4().hex[:16]
         self.environ = dict(os.environ if environ is None else environ)
         self.reconnect = reconnect
-        self.store = Store(root)
+        self.store = Store(root) if store is None else store
         self.old_records, self.old_files = self.store.load()
         self.records: dict[str, Record] = {}
         self.graph = Graph()
