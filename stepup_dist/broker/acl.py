@@ -41,6 +41,8 @@ _POOLS = (
     "hlen", "zmscore",
     # release.lua counts the live holders of a pool that has waiters
     "zcount",
+    # on a group that fails over, a slot counts once a replica has it (semaphore.Acks)
+    "wait",
 )  # fmt: skip
 
 PLANNER = (

@@ -446,6 +446,15 @@ class RedisBroker:
             pool_ids, token, lease, info=info, alive=alive, post=sealed, end=end, pipe=pipe
         )
 
+    def ack(self, pipe: Any) -> bool:
+        """End a pipeline that renewed leases (`renew(pipe=...)`) with a WAIT for a replica,
+        on a server group that fails over; True when added: its answer, the pipeline's last
+        result, goes to `acked`."""
+        return self.semaphores.acks.add(pipe)
+
+    def acked(self, replicas: Any) -> None:
+        self.semaphores.acks.took(replicas)
+
     @staticmethod
     def only_run_leases(sizes: list[int]) -> bool:
         """Pools of these sizes are all run pools, which no one waits for."""
@@ -459,11 +468,21 @@ class RedisBroker:
         return self.semaphores.live(self.keys.run_pool_id(build), tokens)
 
     def server_id(self) -> str:
-        """Changes when the server restarts (and forgets everything, without persistence)."""
+        """Changes when the server restarts (and forgets everything, without persistence),
+        not when a replica takes over from a failed primary: a token kept on the server
+        itself (which the replica has), set by the first planner that asks."""
+        token = uuid.uuid4().hex
         try:
-            return str(cast(dict, self.client.info("server")).get("run_id", ""))
+            with self.client.pipeline(transaction=False) as pipe:
+                # SET NX GET: the token already there, or None when this one was set.
+                pipe.set(self.keys.server_token, token, nx=True, get=True)
+                waited = self.semaphores.acks.add(pipe)
+                answers = pipe.execute()
         except redis.RedisError as exc:
             raise refusal(exc, "lost the connection to Redis") from exc
+        if waited:
+            self.semaphores.acks.took(answers[-1])
+        return token if answers[0] is None else answers[0].decode()
 
     def keep_alive(self, build: str, lease: float) -> None:
         """Say that the planner of `build` lives, for one more lease."""
