@@ -35,7 +35,7 @@ from ..messages import (
     Wake,
 )
 from ..nglob import NGlobMulti
-from . import finish, plan_calls, progress, recovery, results, skipping
+from . import adopt, finish, plan_calls, progress, recovery, results, skipping
 from .checks import Checks
 from .core import Broker, Outcome, Reporter
 from .graph import DONE, Graph, Step, StepStatus
@@ -287,6 +287,7 @@ class Planner:
             raise PlanError(f"there is no plan.py in {self.root}")
         self.broker.keep_alive(self.build, self.lease)
         self.server = self.broker.server_id()
+        adopt.adopt(self)
 
     def run(self) -> Outcome:
         if not self.server:
@@ -510,6 +511,7 @@ class Planner:
 
     def _note_jobs(self, jobs: list[tuple[Message, str, bool]], ids: list[str]) -> None:
         """Remember each step's RQ job, to notice one lost before it started."""
+        adopt.journal_sent(self, jobs)
         now = time.monotonic()
         for (message, _, _), job_id in zip(jobs, ids, strict=True):
             key = _job_key(message)
