@@ -12,11 +12,16 @@ Run it with the Python of a venv that has stepup-dist installed:
     python deploy/sentinel.py stop [--dir .sentinel]
         Stop the five processes; keep their logs.
 
-    python deploy/sentinel.py conf --out /etc/stepup-dist --primary HOST:6380
-        Write sentinel.conf for one sentinel host of a real group (TLS, ACL users: the
-        users.acl of `deploy/cluster.py users` is read so that the sentinels know the same
-        users; copy the file to each of the three sentinel hosts) and print the lines the
-        replica's valkey.conf needs on top of the primary's.
+    python deploy/sentinel.py conf --out /etc/stepup-dist --primary HOST:6380 \
+            --sentinels S1:26380,S2:26380,S3:26380
+        After `deploy/cluster.py users --out` the same folder: write sentinel.conf (the one
+        beside this file, filled in; copy it to each of the three sentinel machines) with
+        every user of users.acl allowed to ask the sentinels where the primary is, with
+        the same password; add to users.acl the users `replica` (a replica copies the
+        primary) and `sentinel` (the sentinels watch and reconfigure the servers); write
+        replication.conf, the lines both servers add to valkey.conf (`include` it; the
+        replica also gets `replicaof HOST 6380`); and turn the STEPUP_DIST_REDIS_URL of
+        each NAME.env into the group's Sentinel URL.
 
 The tests (`tests/integration/test_sentinel.py`) and `bench/failover.py` start the same
 group through `SentinelGroup`, with a short `down-after` so that a failover takes seconds.
@@ -25,7 +30,9 @@ group through `SentinelGroup`, with a short `down-after` so that a failover take
 
 import argparse
 import contextlib
+import hashlib
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -206,6 +213,95 @@ class SentinelGroup:
         self.procs.clear()
 
 
+SENTINEL_COMMANDS = (
+    "auth", "hello", "ping", "client|setname", "client|getname",
+    "sentinel|masters", "sentinel|master", "sentinel|get-master-addr-by-name",
+    "sentinel|replicas", "sentinel|slaves", "sentinel|sentinels",
+)  # fmt: skip
+"""What a stepup-dist client asks a sentinel (redis-py's discovery of the primary)."""
+
+SERVICE_USERS = {
+    "replica": "resetkeys resetchannels -@all +psync +replconf +ping",
+    "sentinel": (
+        "resetkeys allchannels -@all +multi +slaveof +replicaof +ping +exec +subscribe "
+        "+config|rewrite +role +publish +info +client|setname +client|kill +script|kill"
+    ),
+}
+"""The users the servers need for replication and for the sentinels (Sentinel's docs)."""
+
+
+def _users(acl: Path) -> list[tuple[str, str]]:
+    """(user, password hash) of each user that is on in an ACL file."""
+    found = []
+    for line in acl.read_text().splitlines():
+        words = line.split()
+        if len(words) > 3 and words[0] == "user" and words[2] == "on":
+            hashes = [w for w in words if w.startswith("#")]
+            if hashes and words[1] not in SERVICE_USERS:
+                found.append((words[1], hashes[0]))
+    return found
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a file only its owner may read (as deploy/cluster.py does)."""
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as stream:
+        stream.write(text)
+
+
+def _sentinel_url(url: str, hosts: str) -> str:
+    """A server URL of `deploy/cluster.py users` as the group's Sentinel URL."""
+    scheme, rest = url.split("://", 1)
+    login = rest.rpartition("@")[0]
+    tls = scheme in ("rediss", "valkeys")
+    return (
+        f"{'rediss' if tls else 'redis'}+sentinel://{login + '@' if login else ''}{hosts}/{SERVICE}"
+    )
+
+
+def write_conf(out: Path, primary: str, sentinels: list[str]) -> dict[str, str]:
+    """The files of a real group, beside those of `deploy/cluster.py users` in `out`;
+    returns the passwords of the service users."""
+    host, _, port = primary.rpartition(":")
+    passwords = {user: secrets.token_hex(24) for user in SERVICE_USERS}
+    hashed = {user: hashlib.sha256(pw.encode()).hexdigest() for user, pw in passwords.items()}
+    clients = _users(out / "users.acl")
+    text = CONF.read_text()
+    text = text.replace("@PRIMARY_HOST@", host).replace("@PRIMARY_PORT@", port)
+    text = text.replace("@SENTINEL_PASSWORD@", passwords["sentinel"])
+    lines = [text.rstrip(), "user default off resetpass -@all"]
+    lines.append(f"user sentinel on #{hashed['sentinel']} allchannels +@all")
+    for user, digest in clients:
+        grants = ["+@all"] if user == "operator" else [f"+{c}" for c in SENTINEL_COMMANDS]
+        lines.append(" ".join(["user", user, "on", digest, "-@all", *grants]))
+    write_private(out / "sentinel.conf", "\n".join(lines) + "\n")
+    acl = (out / "users.acl").read_text().splitlines()
+    acl = [line for line in acl if line.split()[1:2] not in ([u] for u in SERVICE_USERS)]
+    acl += [f"user {u} on #{hashed[u]} {rules}" for u, rules in SERVICE_USERS.items()]
+    write_private(out / "users.acl", "\n".join(acl) + "\n")
+    write_private(
+        out / "replication.conf",
+        "# Both servers of the group: `include` this in valkey.conf. The replica also gets\n"
+        f"# `replicaof {host} {port}` (Sentinel rewrites it at each failover).\n"
+        "masteruser replica\n"
+        f"masterauth {passwords['replica']}\n"
+        "tls-replication yes\n",
+    )
+    hosts = ",".join(sentinels)
+    for env in out.glob("*.env"):
+        rewritten = []
+        for line in env.read_text().splitlines():
+            name, _, url = line.partition("=")
+            if name == "STEPUP_DIST_REDIS_URL" and "://" in url:
+                rewritten.append(f"{name}={_sentinel_url(url, hosts)}")
+            else:
+                rewritten.append(line)
+        write_private(env, "\n".join(rewritten) + "\n")
+    return passwords
+
+
 def _start(folder: Path, down_after: int) -> None:
     group = SentinelGroup(folder, down_after)
     group.start()
@@ -232,9 +328,18 @@ def main(argv: list[str] | None = None) -> int:
     start.add_argument("--down-after", type=int, default=5000)
     stop = sub.add_parser("stop")
     stop.add_argument("--dir", type=Path, default=Path(".sentinel"))
+    conf = sub.add_parser("conf")
+    conf.add_argument("--out", type=Path, required=True)
+    conf.add_argument("--primary", required=True, help="HOST:PORT of the first primary")
+    conf.add_argument("--sentinels", required=True, help="S1:PORT,S2:PORT,S3:PORT")
     args = parser.parse_args(argv)
     if args.command == "start":
         _start(args.dir.resolve(), args.down_after)
+    elif args.command == "conf":
+        if not (args.out / "users.acl").is_file():
+            sys.exit(f"no {args.out}/users.acl: run `deploy/cluster.py users --out` first")
+        write_conf(args.out, args.primary, args.sentinels.split(","))
+        print(f"wrote {args.out}/sentinel.conf, replication.conf; updated users.acl, *.env")
     else:
         _stop(args.dir.resolve())
     return 0

@@ -62,6 +62,8 @@ PLANNER = (
     "srem",
     # jobs waiting for workers that are gone move to a group that serves the build
     "lrem",
+    # a job still queued but on no queue was taken by a worker that lost the server
+    "hmget", "lpos",
 )  # fmt: skip
 """Commands `stepup-dist build` runs (with `-w0`)."""
 

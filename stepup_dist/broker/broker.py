@@ -207,17 +207,33 @@ class RedisBroker:
         return taken
 
     def job_states(self, job_ids: list[str]) -> list[str | None]:
-        """RQ's status of each job (queued, started, failed, ...), None for a job gone."""
+        """RQ's status of each job (queued, started, failed, ...), None for a job gone, and
+        `stranded` for a job still `queued` that is on no queue any more: a worker took it
+        off (into RQ's intermediate list) and lost the server before it started it, as at
+        a failover. Nobody would ever start it."""
         if not job_ids:
             return []
         try:
             with self.client.pipeline(transaction=False) as pipe:
                 for job_id in job_ids:
-                    pipe.hget(self.keys.rq_job(job_id), "status")
-                states = pipe.execute()
+                    pipe.hmget(self.keys.rq_job(job_id), "status", "origin")
+                fields = pipe.execute()
+            queued = [
+                (i, origin.decode())
+                for i, (status, origin) in enumerate(fields)
+                if status == b"queued" and origin is not None
+            ]
+            with self.client.pipeline(transaction=False) as pipe:
+                for i, origin in queued:
+                    pipe.lpos(self.keys.rq_queue(origin), job_ids[i])
+                places = pipe.execute() if queued else []
         except redis.RedisError as exc:
             raise refusal(exc, "lost the connection to Redis") from exc
-        return [None if s is None else s.decode() for s in states]
+        states = [None if status is None else status.decode() for status, _ in fields]
+        for (i, _), place in zip(queued, places, strict=True):
+            if place is None:
+                states[i] = "stranded"
+        return states
 
     def receive(self, build: str, timeout: float, limit: int = 1000) -> list[Message | WireError]:
         """Messages from the build's inbox and its wake-ups: wait up to `timeout` for the
