@@ -471,6 +471,12 @@ class Planner:
             target = queue if host is None else self.broker.host_queue(queue, host)
             batches.setdefault(target, []).append(job)
         self._held = []
+        # Noted before they go, under ids no job has: if the server goes away with them
+        # (a failover, a dropped connection), they show as gone and run again
+        # (recovery.find_lost_jobs) instead of being waited for forever.
+        for jobs in batches.values():
+            adopt.journal_sent(self, jobs)
+            self._note_jobs(jobs, [f"unsent.{uuid.uuid4().hex}" for _ in jobs])
         for queue, jobs in batches.items():
             self._note_jobs(jobs, self.broker.submit(jobs, queue))
 
@@ -511,7 +517,6 @@ class Planner:
 
     def _note_jobs(self, jobs: list[tuple[Message, str, bool]], ids: list[str]) -> None:
         """Remember each step's RQ job, to notice one lost before it started."""
-        adopt.journal_sent(self, jobs)
         now = time.monotonic()
         for (message, _, _), job_id in zip(jobs, ids, strict=True):
             key = _job_key(message)
