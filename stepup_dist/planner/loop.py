@@ -385,18 +385,33 @@ class Planner:
                     self.checks.ask(("skip", step.key), path, self.old_files.get(path))
             else:
                 self.queue_run(step)
-        for step in self.runs.take(DISPATCH_ROUND, self._room()):
-            self._start_run(step)
+        taken = self.runs.take(DISPATCH_ROUND, self._room())
+        for i, step in enumerate(taken):
+            try:
+                self._start_run(step)
+            except BrokerUnavailable:
+                # The server went away (a failover): the steps not started go back in line,
+                # to start after the reconnect. A slot granted to an answer that was lost is
+                # nobody's and lapses with its lease.
+                for rest in taken[i:]:
+                    if rest.status is StepStatus.READY:
+                        self.queue_run(rest)
+                raise
         # Steps waiting for pool slots: the longest remaining path first too.
         tail = self.runs.priorities.tail
         for step in self.slots.retry_waiting(first=lambda s: -tail(s.key)):
             self._queued(step)
+        self.slots.raise_lost()
         if self._unleased:
             batch = list(
                 {s.key: s for s in self._unleased if s.status is StepStatus.QUEUED}.values()
             )
             self._unleased = []
-            self.slots.take_many(batch)
+            try:
+                self.slots.take_many(batch)
+            except BrokerUnavailable:
+                self._unleased = batch + self._unleased  # asked again after the reconnect
+                raise
             for step in batch:
                 self._queued(step)
         for step in self._pending_runs:
