@@ -122,11 +122,18 @@ class Acks:
             self._alone_until = self._clock() + self.pause
 
 
+def _wait_ms(client: redis.Redis) -> int:
+    """How long WAIT may block: 1 s, or half the socket's timeout where that is shorter (a
+    worker's lease connection times out at a sixth of the lease)."""
+    timeout = client.connection_pool.connection_kwargs.get("socket_timeout")
+    return 1000 if not timeout else max(10, min(1000, int(timeout * 500)))
+
+
 class Semaphores:
     def __init__(self, client: redis.Redis, keys: Keys, acks: Acks | None = None):
         self._client = client
         self._keys = keys
-        self.acks = acks if acks is not None else Acks(replicated(client))
+        self.acks = acks if acks is not None else Acks(replicated(client), _wait_ms(client))
         self._acquire = client.register_script(_script("acquire"))
         self._renew = client.register_script(_script("renew"))
         self._release = client.register_script(_script("release"))
