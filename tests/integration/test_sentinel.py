@@ -134,6 +134,11 @@ def test_an_acknowledged_slot_survives_a_failover(group: SentinelGroup) -> None:
     group.wait_for_primary(other_than=old)
     second = Semaphores(connect(group.url, socket_timeout=2.0, check=False), keys)
     assert second.acquire(pool, "other", 60, waiter="b") == (False, "full")
+    # The new primary is alone (the old one is dead): its writes count without a replica,
+    # once WAIT said so; no write waits again for a while.
+    assert second.acks.unacknowledged == 1
+    second.release(pool, "other")
+    assert second.acks.unacknowledged == 1
 
     def renewed() -> bool:
         try:
