@@ -43,7 +43,7 @@ from pathlib import Path
 
 import redis
 
-from stepup_dist.broker.server import _binary, die_with_parent
+from stepup_dist.broker.server import die_with_parent, server_binary
 
 HERE = Path(__file__).resolve().parent
 CONF = HERE / "sentinel.conf"
@@ -93,7 +93,7 @@ class SentinelGroup:
     def _spawn(self, name: str, args: list[str]) -> None:
         log = open(self.folder / f"{name}.log", "ab")  # noqa: SIM115
         self.procs[name] = subprocess.Popen(
-            [_binary(), *args],
+            [server_binary(), *args],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -215,10 +215,12 @@ def test_sentinel_conf_lets_each_user_find_the_primary(tmp_path: Path) -> None:
     ]
     local = tmp_path / "local-sentinel.conf"
     local.write_text("\n".join([f"port {port}", "bind 127.0.0.1", *lines]) + "\n")
-    from stepup_dist.broker.server import _binary
+    from stepup_dist.broker.server import server_binary
 
     proc = subprocess.Popen(
-        [_binary(), str(local), "--sentinel"], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+        [server_binary(), str(local), "--sentinel"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
     )
     try:
         client = redis.Redis(port=port, username="stepup-planner", password=password)
