@@ -19,9 +19,12 @@ from .signing import DEFAULT_TTL, Keyring
 __all__ = (
     "DEFAULT_LEASE",
     "DEFAULT_PREFIX",
+    "SENTINEL_SCHEMES",
     "Config",
+    "SentinelUrl",
     "load_config",
     "parse_resources",
+    "parse_sentinel_url",
     "redact",
     "split_password",
     "step_environ",
@@ -35,8 +38,73 @@ MIN_SECRET = 16
 
 # RQ accepts only these characters in RQ_KEY_PREFIX; ours becomes part of it.
 _PREFIX_RE = re.compile(r"[A-Za-z0-9_.:-]+")
-_URL_SCHEMES = ("redis://", "rediss://", "unix://", "valkey://", "valkeys://")
-_TLS_SCHEMES = ("rediss://", "valkeys://")
+_URL_SCHEMES = (
+    "redis://",
+    "rediss://",
+    "unix://",
+    "valkey://",
+    "valkeys://",
+    "redis+sentinel://",
+    "rediss+sentinel://",
+)
+_TLS_SCHEMES = ("rediss://", "valkeys://", "rediss+sentinel://")
+SENTINEL_SCHEMES = ("redis+sentinel://", "rediss+sentinel://")
+_SENTINEL_PORT = 26379
+
+
+@dataclass(frozen=True)
+class SentinelUrl:
+    """What a `redis+sentinel://` URL says."""
+
+    sentinels: tuple[tuple[str, int], ...]
+    """(host, port) of each sentinel, in the URL's order."""
+    service: str
+    """The name the sentinels monitor the primary under (`sentinel monitor NAME ...`)."""
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+    tls: bool = False
+
+
+def _host_port(text: str, url: str) -> tuple[str, int]:
+    if text.startswith("["):  # [::1]:26379
+        host, _, rest = text[1:].partition("]")
+        port = rest.removeprefix(":")
+    else:
+        host, _, port = text.rpartition(":") if ":" in text else (text, "", "")
+    if not host:
+        raise ValueError(f"{redact(url)}: a sentinel address {text!r} has no host")
+    try:
+        number = int(port) if port else _SENTINEL_PORT
+    except ValueError:
+        raise ValueError(f"{redact(url)}: sentinel port {port!r} is not a number") from None
+    return host, number
+
+
+def parse_sentinel_url(url: str) -> SentinelUrl:
+    """The parts of a Sentinel URL; ValueError naming what is wrong."""
+    scheme, _, rest = url.partition("://")
+    netloc, _, path = rest.partition("/")
+    path, _, _query = path.partition("?")
+    creds, _, hosts = netloc.rpartition("@")
+    username = password = None
+    if creds:
+        user, colon, secret = creds.partition(":")
+        username = unquote(user) or None
+        password = unquote(secret) if colon else None
+    sentinels = tuple(_host_port(h, url) for h in hosts.split(",") if h)
+    if not sentinels:
+        raise ValueError(f"{redact(url)} names no sentinel (HOST:PORT[,HOST:PORT...])")
+    parts = [p for p in path.split("/") if p]
+    if not parts or len(parts) > 2:
+        raise ValueError(f"{redact(url)} must end in /SERVICE or /SERVICE/DB")
+    try:
+        db = int(parts[1]) if len(parts) == 2 else 0
+    except ValueError:
+        raise ValueError(f"{redact(url)}: database {parts[1]!r} is not a number") from None
+    return SentinelUrl(
+        sentinels, unquote(parts[0]), db, username, password, scheme == "rediss+sentinel"
+    )
 
 
 def split_password(url: str) -> tuple[str, str | None]:
@@ -223,6 +291,11 @@ def load_config(
         problems.append(
             f"Redis URL {redact(url)!r} must start with one of {', '.join(_URL_SCHEMES)}"
         )
+    elif url is not None and url.startswith(SENTINEL_SCHEMES):
+        try:
+            parse_sentinel_url(url)
+        except ValueError as exc:
+            problems.append(str(exc))
 
     pfx = prefix or env.get("STEPUP_DIST_PREFIX") or DEFAULT_PREFIX
     if not _PREFIX_RE.fullmatch(pfx):
@@ -253,7 +326,7 @@ def load_config(
     if (cert is None) != (key is None):
         problems.append("--tls-cert and --tls-key go together (STEPUP_DIST_TLS_CERT, _KEY)")
     if (ca or cert or key) and not (url or "").startswith(_TLS_SCHEMES):
-        problems.append("TLS options need a rediss:// or valkeys:// server URL")
+        problems.append("TLS options need a rediss://, valkeys:// or rediss+sentinel:// server URL")
 
     secret_file = env.get("STEPUP_DIST_SECRET_FILE") or None
     secrets = () if secret_file is None else _read_secrets(secret_file, problems)

@@ -41,6 +41,8 @@ _POOLS = (
     "hlen", "zmscore",
     # release.lua counts the live holders of a pool that has waiters
     "zcount",
+    # on a group that fails over, a slot counts once a replica has it (semaphore.Acks)
+    "wait",
 )  # fmt: skip
 
 PLANNER = (
@@ -62,6 +64,8 @@ PLANNER = (
     "lrem",
     # the step cache's counts of hits, misses and seconds saved (broker/cache_index.py)
     "hincrby", "hincrbyfloat",
+    # a job still queued but on no queue was taken by a worker that lost the server
+    "hmget", "lpos",
 )  # fmt: skip
 """Commands `stepup-dist build` runs (with `-w0`)."""
 
@@ -103,6 +107,7 @@ SCRIPTS = {
     "renew": ("planner", "worker"),
     "release": ("planner", "worker"),
     "host": ("worker",),
+    "enqueue": ("planner",),
 }
 """The roles that run each Lua script of `lua/` (admin includes both). A command refused
 inside a script ends it half done, so each of these roles must grant every command its

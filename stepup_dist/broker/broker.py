@@ -198,17 +198,33 @@ class RedisBroker:
         return taken
 
     def job_states(self, job_ids: list[str]) -> list[str | None]:
-        """RQ's status of each job (queued, started, failed, ...), None for a job gone."""
+        """RQ's status of each job (queued, started, failed, ...), None for a job gone, and
+        `stranded` for a job still `queued` that is on no queue any more: a worker took it
+        off (into RQ's intermediate list) and lost the server before it started it, as at
+        a failover. Nobody would ever start it."""
         if not job_ids:
             return []
         try:
             with self.client.pipeline(transaction=False) as pipe:
                 for job_id in job_ids:
-                    pipe.hget(self.keys.rq_job(job_id), "status")
-                states = pipe.execute()
+                    pipe.hmget(self.keys.rq_job(job_id), "status", "origin")
+                fields = pipe.execute()
+            queued = [
+                (i, origin.decode())
+                for i, (status, origin) in enumerate(fields)
+                if status == b"queued" and origin is not None
+            ]
+            with self.client.pipeline(transaction=False) as pipe:
+                for i, origin in queued:
+                    pipe.lpos(self.keys.rq_queue(origin), job_ids[i])
+                places = pipe.execute() if queued else []
         except redis.RedisError as exc:
             raise refusal(exc, "lost the connection to Redis") from exc
-        return [None if s is None else s.decode() for s in states]
+        states = [None if status is None else status.decode() for status, _ in fields]
+        for (i, _), place in zip(queued, places, strict=True):
+            if place is None:
+                states[i] = "stranded"
+        return states
 
     def receive(self, build: str, timeout: float, limit: int = 1000) -> list[Message | WireError]:
         """Messages from the build's inbox and its wake-ups: wait up to `timeout` for the
@@ -437,6 +453,15 @@ class RedisBroker:
             pool_ids, token, lease, info=info, alive=alive, post=sealed, end=end, pipe=pipe
         )
 
+    def ack(self, pipe: Any) -> bool:
+        """End a pipeline that renewed leases (`renew(pipe=...)`) with a WAIT for a replica,
+        on a server group that fails over; True when added: its answer, the pipeline's last
+        result, goes to `acked`."""
+        return self.semaphores.acks.add(pipe)
+
+    def acked(self, replicas: Any) -> None:
+        self.semaphores.acks.took(replicas)
+
     @staticmethod
     def only_run_leases(sizes: list[int]) -> bool:
         """Pools of these sizes are all run pools, which no one waits for."""
@@ -450,11 +475,21 @@ class RedisBroker:
         return self.semaphores.live(self.keys.run_pool_id(build), tokens)
 
     def server_id(self) -> str:
-        """Changes when the server restarts (and forgets everything, without persistence)."""
+        """Changes when the server restarts (and forgets everything, without persistence),
+        not when a replica takes over from a failed primary: a token kept on the server
+        itself (which the replica has), set by the first planner that asks."""
+        token = os.urandom(16).hex()
         try:
-            return str(cast(dict, self.client.info("server")).get("run_id", ""))
+            with self.client.pipeline(transaction=False) as pipe:
+                # SET NX GET: the token already there, or None when this one was set.
+                pipe.set(self.keys.server_token, token, nx=True, get=True)
+                waited = self.semaphores.acks.add(pipe)
+                answers = pipe.execute()
         except redis.RedisError as exc:
             raise refusal(exc, "lost the connection to Redis") from exc
+        if waited:
+            self.semaphores.acks.took(answers[-1])
+        return token if answers[0] is None else answers[0].decode()
 
     def keep_alive(self, build: str, lease: float) -> None:
         """Say that the planner of `build` lives, for one more lease."""

@@ -1,13 +1,66 @@
-"""Connecting to the Redis (or Valkey) server, with its errors turned into ours."""
+"""Connecting to the Redis (or Valkey) server, with its errors turned into ours.
+
+Every command, the planner, the workers and the dashboard get their client from `connect`,
+the one place that turns a server URL into a connection. Besides `redis://`, `rediss://`,
+`unix://` and `valkey[s]://`, a Sentinel URL names a group that fails over:
+
+    redis+sentinel://[USER:PASSWORD@]HOST:PORT[,HOST:PORT...]/SERVICE[/DB]
+
+(`rediss+sentinel://` for TLS, to the sentinels and the servers alike). The client asks the
+sentinels for the primary of SERVICE and asks again whenever a connection to it fails, so
+it follows the primary across failovers. The user and password log in to the sentinels as
+well as to the servers (`deploy/sentinel.py` gives the sentinels the same users).
+"""
 
 from typing import Any
 
 import redis
+import redis.sentinel
 
-from ..config import Config, redact
+from ..config import SENTINEL_SCHEMES, Config, parse_sentinel_url, redact
 from ..errors import BrokerUnavailable, GrantMissing
 
-__all__ = ("connect", "connect_config", "redact", "refusal")
+__all__ = (
+    "connect",
+    "connect_config",
+    "redact",
+    "refusal",
+    "replicated",
+)
+
+
+def replicated(client: redis.Redis) -> bool:
+    """Whether `client` follows a primary through Sentinel (its writes should reach a
+    replica before they count: see `semaphore.Acks`)."""
+    return isinstance(client.connection_pool, redis.sentinel.SentinelConnectionPool)
+
+
+def _sentinel_client(
+    url: str, options: dict[str, Any], socket_timeout: float | None
+) -> redis.Redis:
+    parsed = parse_sentinel_url(url)
+    login: dict[str, Any] = {}
+    if parsed.username is not None:
+        login["username"] = parsed.username
+    password = options.pop("password", parsed.password)
+    if password is not None:
+        login["password"] = password
+    tls: dict[str, Any] = {"ssl": True, **options} if parsed.tls else {}
+    # A sentinel that does not answer within a second is skipped for the next one.
+    sentinel_options = {"socket_timeout": 1.0, "socket_connect_timeout": 1.0, **login, **tls}
+    manager = redis.sentinel.Sentinel(
+        list(parsed.sentinels), sentinel_kwargs=sentinel_options, min_other_sentinels=0
+    )
+    return manager.master_for(
+        parsed.service,
+        redis_class=redis.Redis,
+        db=parsed.db,
+        socket_connect_timeout=5 if socket_timeout is None else socket_timeout,
+        socket_timeout=socket_timeout,
+        health_check_interval=30,
+        **login,
+        **tls,
+    )
 
 
 def refusal(exc: redis.RedisError, doing: str) -> BrokerUnavailable:
@@ -34,7 +87,8 @@ def connect(
     check: bool = True,
     socket_timeout: float | None = None,
 ) -> redis.Redis:
-    """A client for `url` (`redis://`, `rediss://`, `unix://` or `valkey[s]://`).
+    """A client for `url` (`redis://`, `rediss://`, `unix://`, `valkey[s]://`, or a
+    Sentinel URL: `redis[s]+sentinel://`).
 
     TLS files may also be given as redis-py's URL parameters (`?ssl_ca_certs=...`).
     """
@@ -51,6 +105,11 @@ def connect(
         options["ssl_certfile"] = tls_cert
         options["ssl_keyfile"] = tls_key
     try:
+        if url.startswith(SENTINEL_SCHEMES):
+            client = _sentinel_client(url, options, socket_timeout)
+            if check:
+                client.ping()
+            return client
         client = redis.Redis.from_url(
             normalized,
             socket_connect_timeout=5 if socket_timeout is None else socket_timeout,

@@ -16,6 +16,7 @@ and the shared pools' keys (`Keys.shared_patterns`, `broker/acl.py`).
 | `{p}:build:{b}:alive` | string | exists while build `b`'s planner lives (expires in a lease) |
 | `{p}:build:{b}:report` | string | msgpack: build `b`'s folder, user, counts, ETA (reports.py) |
 | `{p}:builds` | zset | build -> expiry of its report (ms, planner's clock) |
+| `{p}:server` | string | a token set once: a server that restarted empty has none (broker.py) |
 | `{p}:queue-roots` | hash | worker queue -> msgpack `{"v": 1, "roots": [...]}`: what it serves |
 | `{s}:pools` | hash | cluster pool name -> size (`stepup-dist pool set`) |
 | `{s}:pool-tickets` | string | counter handing out places in the waiting lines |
@@ -237,6 +238,12 @@ class Keys:
             return QUEUE_NAME
         digest = hashlib.sha256("\0".join(sorted(set(roots))).encode()).hexdigest()
         return f"roots.{digest[:16]}"
+
+    @property
+    def server_token(self) -> str:
+        """A random token that lives as long as the server's data: it changes when the
+        server restarts empty, not when a replica takes over (it has the token)."""
+        return f"{self.prefix}:server"
 
     @property
     def queue_roots(self) -> str:

@@ -6,18 +6,25 @@ past its lease. Taking slots in several pools is all or none, in one Lua script.
 must wait stand in line per pool (first come, first served) and take turns: a build that
 gets a slot leaves the line and queues again at the back for its next step. A release names
 the builds first in line so that the caller can wake them; nobody polls.
+
+On a server group that fails over (Sentinel), a write that the primary alone had is lost
+when it dies. So every script that grants, renews or frees a slot is followed, in the same
+round trip, by `WAIT 1`: the call returns once a replica has it (`Acks`). A grant that the
+caller saw is then on the replica that Sentinel promotes, and no failover grants it twice.
 """
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.resources import files
 from typing import Any
 
 import redis
 
-from .connection import refusal
+from .connection import refusal, replicated
 from .keys import Keys
 
-__all__ = ("Holder", "PoolRef", "PoolStatus", "Semaphores")
+__all__ = ("Acks", "Holder", "PoolRef", "PoolStatus", "Semaphores")
 
 
 def _script(name: str) -> str:
@@ -71,10 +78,62 @@ def _queue(pipe: Any, script: Any, keys: list[str], args: list[Any]) -> None:
     pipe.evalsha(script.sha, len(keys), *keys, *args)
 
 
+class Acks:
+    """Whether writes to the pools wait for a replica, and for how long.
+
+    On a client that follows a primary through Sentinel, each pool script is followed by
+    `WAIT 1 timeout_ms`. When no replica answers in time (none is connected: the primary
+    is alone after a failover, until the old one comes back as its replica), the write
+    counts anyway, or a group that lost a server would stop every build; WAIT is then
+    skipped for `pause` seconds, and tried again. A write in such a pause is as safe as it
+    can be: there is no replica that Sentinel could promote without it (a replica that
+    comes back copies the primary first). Operators who want a primary alone to refuse
+    grants set `min-replicas-to-write 1` on the servers (docs/cluster.md).
+    """
+
+    def __init__(
+        self,
+        enabled: bool,
+        timeout_ms: int = 1000,
+        pause: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.enabled = enabled
+        """Writes wait for a replica (a client through Sentinel)."""
+        self.timeout_ms = timeout_ms
+        self.pause = pause
+        self._clock = clock
+        self._alone_until = 0.0
+        """Until then (clock) the primary is taken to have no replica."""
+        self.unacknowledged = 0
+        """Writes that no replica acknowledged (counted, for tests and benchmarks)."""
+
+    def add(self, pipe: Any) -> bool:
+        """Add WAIT to a pipeline when writes should wait; True when added."""
+        if not self.enabled or self._clock() < self._alone_until:
+            return False
+        pipe.execute_command("WAIT", 1, self.timeout_ms)
+        return True
+
+    def took(self, replicas: Any) -> None:
+        """The answer of the WAIT that `add` queued: how many replicas have the writes."""
+        if isinstance(replicas, int) and replicas < 1:
+            self.unacknowledged += 1
+            self._alone_until = self._clock() + self.pause
+
+
+def _wait_ms(client: redis.Redis) -> int:
+    """How long WAIT may block: 1 s, or half the socket's timeout where that is shorter (a
+    worker's lease connection times out at a sixth of the lease)."""
+    timeout = client.connection_pool.connection_kwargs.get("socket_timeout")
+    return 1000 if not timeout else max(10, min(1000, int(timeout * 500)))
+
+
 class Semaphores:
-    def __init__(self, client: redis.Redis, keys: Keys):
+    def __init__(self, client: redis.Redis, keys: Keys, acks: Acks | None = None):
         self._client = client
         self._keys = keys
+        self.acks = acks if acks is not None else Acks(replicated(client), _wait_ms(client))
         self._acquire = client.register_script(_script("acquire"))
         self._renew = client.register_script(_script("renew"))
         self._release = client.register_script(_script("release"))
@@ -82,9 +141,27 @@ class Semaphores:
 
     def _call(self, what: str, script: Any, keys: list[str], args: list[Any]) -> Any:
         try:
-            return script(keys=keys, args=args)
+            if not self.acks.enabled:
+                return script(keys=keys, args=args)
+            try:
+                return self._acked([(script, keys, args)])[0]
+            except redis.exceptions.NoScriptError:
+                self._client.script_load(script.script)
+                return self._acked([(script, keys, args)])[0]
         except redis.RedisError as exc:
             raise refusal(exc, f"cannot {what} pool slots") from exc
+
+    def _acked(self, calls: list[tuple[Any, list[str], list[Any]]]) -> list[Any]:
+        """Run script calls in one round trip, with WAIT after them when writes should wait
+        for a replica (WAIT covers the writes of its own connection: the pipeline's)."""
+        with self._client.pipeline(transaction=False) as pipe:
+            for script, keys, args in calls:
+                _queue(pipe, script, keys, args)
+            waited = self.acks.add(pipe)
+            results = pipe.execute()
+        if waited:
+            self.acks.took(results.pop())
+        return results
 
     def acquire(
         self,
@@ -127,10 +204,7 @@ class Semaphores:
         return [self._acquired(result) for result in results]
 
     def _acquire_all(self, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
-        with self._client.pipeline(transaction=False) as pipe:
-            for keys, args in calls:
-                _queue(pipe, self._acquire, keys, args)
-            return pipe.execute()
+        return self._acked([(self._acquire, keys, args) for keys, args in calls])
 
     def _acquire_call(
         self,
@@ -183,7 +257,8 @@ class Semaphores:
         `post` (inbox key, payload, inbox expiry in s) is pushed only when the leases are
         extended, in the same atomic step; with `end`, the leases then end (only for pools
         nobody can wait for: no one is woken). With `pipe`, the renewal is only added to
-        that pipeline (its result is the script's 1 or 0), and True returned.
+        that pipeline (its result is the script's 1 or 0), and True returned; the caller
+        adds the WAIT for a replica, if any (`acks.add`), where the pipeline ends.
         """
         keys = []
         for pid in pool_ids:

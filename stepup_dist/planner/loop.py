@@ -35,7 +35,7 @@ from ..messages import (
     Wake,
 )
 from ..nglob import NGlobMulti
-from . import finish, plan_calls, progress, recovery, results, skipping
+from . import adopt, finish, plan_calls, progress, recovery, results, skipping
 from .checks import Checks
 from .core import Broker, Outcome, Reporter
 from .graph import DONE, Graph, Step, StepStatus
@@ -294,6 +294,7 @@ class Planner:
             raise PlanError(f"there is no plan.py in {self.root}")
         self.broker.keep_alive(self.build, self.lease)
         self.server = self.broker.server_id()
+        adopt.adopt(self)
 
     def run(self) -> Outcome:
         if not self.server:
@@ -397,18 +398,33 @@ class Planner:
                 self.queue_run(step)
         if self.cache is not None and self.cache.busy:
             self._resolve_cached()
-        for step in self.runs.take(DISPATCH_ROUND, self._room()):
-            self._start_run(step)
+        taken = self.runs.take(DISPATCH_ROUND, self._room())
+        for i, step in enumerate(taken):
+            try:
+                self._start_run(step)
+            except BrokerUnavailable:
+                # The server went away (a failover): the steps not started go back in line,
+                # to start after the reconnect. A slot granted to an answer that was lost is
+                # nobody's and lapses with its lease.
+                for rest in taken[i:]:
+                    if rest.status is StepStatus.READY:
+                        self.queue_run(rest)
+                raise
         # Steps waiting for pool slots: the longest remaining path first too.
         tail = self.runs.priorities.tail
         for step in self.slots.retry_waiting(first=lambda s: -tail(s.key)):
             self._queued(step)
+        self.slots.raise_lost()
         if self._unleased:
             batch = list(
                 {s.key: s for s in self._unleased if s.status is StepStatus.QUEUED}.values()
             )
             self._unleased = []
-            self.slots.take_many(batch)
+            try:
+                self.slots.take_many(batch)
+            except BrokerUnavailable:
+                self._unleased = batch + self._unleased  # asked again after the reconnect
+                raise
             for step in batch:
                 self._queued(step)
         for step in self._pending_runs:
@@ -497,6 +513,12 @@ class Planner:
             target = queue if host is None else self.broker.host_queue(queue, host)
             batches.setdefault(target, []).append(job)
         self._held = []
+        # Noted before they go, under ids no job has: if the server goes away with them
+        # (a failover, a dropped connection), they show as gone and run again
+        # (recovery.find_lost_jobs) instead of being waited for forever.
+        for jobs in batches.values():
+            adopt.journal_sent(self, jobs)
+            self._note_jobs(jobs, [f"unsent.{uuid.uuid4().hex}" for _ in jobs])
         for queue, jobs in batches.items():
             self._note_jobs(jobs, self.broker.submit(jobs, queue))
 

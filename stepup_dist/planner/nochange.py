@@ -120,6 +120,11 @@ class StatBroker:
     def job_states(self, job_ids: list[str]) -> list[str | None]:
         return ["finished"] * len(job_ids)
 
+    def forget_build(self, build: str) -> None:
+        # Only adopting a dead planner's steps forgets a build at its start: that needs the
+        # server, which holds the dead build's inbox.
+        raise WorkersNeeded(f"the steps of build {build} (gone) are to be adopted")
+
     def receive(self, build: str, timeout: float) -> list[Message | WireError]:
         messages, self.inbox = self.inbox, []
         if not messages and timeout > 0:

@@ -292,6 +292,7 @@ def on_call(p: "PlannerCore", call: Call) -> None:
     try:
         if step is None or step.status is not StepStatus.QUEUED:
             raise PlanError(f"{call.method}() called by {call.step!r}, which is not running")
+        p.store.called(call.step)  # its report alone would not say what it did (adopt.py)
         value = None
         for method, args in calls_of(call.method, call.args):
             value = handle_call(p, call.step, method, args)

@@ -67,6 +67,8 @@ class PoolKeeper:
         self.unserved: dict[str, str] = {}
         """Steps that need resources no connected worker offers, and what they need."""
         self._rotation = 0
+        self._lost: BrokerUnavailable | None = None
+        """An outage `retry_waiting` met, for `raise_lost`."""
 
     def exists(self, name: str) -> bool:
         return name in self.plan_sizes or self.broker.cluster_pool(name) is not None
@@ -221,11 +223,25 @@ class PoolKeeper:
             # Within a build: in order per pool (a later step never overtakes).
             if self.line_of(step) in refused:
                 continue
-            if self.take(step):
+            try:
+                ok = self.take(step)
+            except BrokerUnavailable as exc:
+                # The server went away: those granted so far are returned (the caller
+                # queues them) and the error waits for `raise_lost`; the rest wait on.
+                self.retry = True
+                self._lost = exc
+                break
+            if ok:
                 granted.append(step)
             else:
                 refused.add(self.line_of(step))
         return granted
+
+    def raise_lost(self) -> None:
+        """Raise the outage `retry_waiting` met, once its granted steps are queued."""
+        exc, self._lost = self._lost, None
+        if exc is not None:
+            raise exc
 
     def job_fields(self, step: Step) -> tuple[list[str], list[int], str]:
         """(pool ids, sizes, token) for the job that runs `step`."""

@@ -157,8 +157,9 @@ def find_lost_jobs(p: "PlannerCore") -> None:
             continue
         if p.jobs.job_id(key) != job_id or key not in p.jobs.in_flight or key in p.jobs.running:
             continue  # its report came in meanwhile
-        if state == "started" and key not in p.jobs.started_unseen:
-            # Taken by a worker whose report may still be on its way: look again later.
+        if state in ("started", "stranded") and key not in p.jobs.started_unseen:
+            # Taken by a worker whose report may still be on its way (or which is about to
+            # start it): look again later.
             p.jobs.started_unseen.add(key)
             continue
         p.jobs.forget_job(key)

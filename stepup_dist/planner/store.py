@@ -22,20 +22,29 @@ the 4-byte big-endian CRC-32 of the payload, and the payload, one msgpack value:
     entries: ["done", key, record, files] a success: record as in "steps" above, files
                                           {path: state} as in "files" (its outputs)
              ["forget", key]              a failure: the step's old record no longer counts
+             ["sent", key, [build, attempt, token, record, env, inputs]]
+                                          a step's job went to the workers: the record it
+                                          will have but its digest and outputs, the values
+                                          of its environment variables and the states of
+                                          its inputs as sent (`Sent`)
+             ["called", key]              the step sent makes API calls: its report alone
+                                          does not say all it did
 
 Each frame goes to the OS with one `os.write` on an `O_APPEND` descriptor, without fsync:
 that survives the death of the planner, not of the machine (`bench/journal.py` measures
 both). A save writes `graph.mpk`, then empties the journal. A journal whose base does not
 name `graph.mpk` (a kill between the two, a removed `graph.mpk`) is ignored, and one whose
 `v` differs with a warning; so is a torn last frame (a kill mid-write), silently, and the
-next append cuts it off. Records are only claims: a step is skipped only when a worker
-finds its inputs and outputs hashing as recorded.
+next append cuts it off. A save carries the jobs still out (`sent` without a `done` or
+`forget` after it) over into the new journal, so that the next build can adopt their
+reports if this planner dies (`adopt.py`). Records are only claims: a step is skipped only
+when a worker finds its inputs and outputs hashing as recorded.
 """
 
 import os
 import struct
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +54,7 @@ import xxhash
 from ..errors import UserError
 from ..messages import FileState
 
-__all__ = ("STATE_DIR", "Record", "Store")
+__all__ = ("STATE_DIR", "Record", "Sent", "Store")
 
 STATE_DIR = ".stepup"
 _VERSION = 1
@@ -73,6 +82,54 @@ class Record:
     calls: list[list[Any]] = field(default_factory=list)
     duration: float = 0.0
     """Seconds the step's command ran on its worker."""
+
+
+@dataclass(frozen=True)
+class Sent:
+    """A step's job as the planner sent it: what the step's record needs beyond its report."""
+
+    build: str
+    """The build that sent it (its inbox gets the report)."""
+    attempt: int
+    token: str
+    """The owner token of its leases (its run lease shows whether it still runs)."""
+    record: Record
+    """The record it will have, without digest, outputs, calls and duration."""
+    env: dict[str, str | None]
+    """Values of its environment variables, as sent."""
+    inputs: dict[str, FileState]
+    """States of its inputs, as sent."""
+    called: bool = False
+    """It made API calls (they are not in its report)."""
+
+
+def _sent_fields(sent: Sent) -> list:
+    return [
+        sent.build,
+        sent.attempt,
+        sent.token,
+        _record_fields(sent.record),
+        sent.env,
+        {path: _state_fields(state) for path, state in sent.inputs.items()},
+    ]
+
+
+def _sent(raw: Any) -> Sent:
+    if not (isinstance(raw, list) and len(raw) == 6):
+        raise TypeError("a sent job is a list of 6 fields")
+    build, attempt, token, record, env, inputs = raw
+    if not (
+        type(build) is str
+        and type(attempt) is int
+        and type(token) is str
+        and isinstance(env, dict)
+        and all(type(k) is str and (v is None or type(v) is str) for k, v in env.items())
+        and isinstance(inputs, dict)
+        and all(type(p) is str for p in inputs)
+    ):
+        raise TypeError("malformed sent job")
+    states = {p: _state(x) for p, x in inputs.items()}
+    return Sent(build, attempt, token, _record(record), env, states)
 
 
 def _state(raw: Any) -> FileState:
@@ -173,19 +230,30 @@ def _name(data: bytes | None) -> bytes:
     return b"" if data is None else xxhash.xxh3_64_digest(data)
 
 
-def _apply(entry: Any, records: dict[str, Record], files: dict[str, FileState]) -> None:
-    """Fold one journal entry into what graph.mpk held; TypeError if it is none."""
+def _apply(
+    entry: Any, records: dict[str, Record], files: dict[str, FileState], sent: dict[str, Sent]
+) -> None:
+    """Fold one journal entry into what graph.mpk held, and the jobs still out; TypeError
+    if it is none."""
     if not (isinstance(entry, list) and len(entry) >= 2 and type(entry[1]) is str):
         raise TypeError(f"not a journal entry: {entry!r}")
+    key = entry[1]
     if entry[0] == "done" and len(entry) == 4 and isinstance(entry[3], dict):
         record = _record(entry[2])
         states = {p: _state(s) for p, s in entry[3].items()}
         if not all(type(p) is str for p in states):
             raise TypeError("a file path is not a string")
-        records[entry[1]] = record
+        records[key] = record
         files.update(states)
+        sent.pop(key, None)
     elif entry[0] == "forget" and len(entry) == 2:
-        records.pop(entry[1], None)
+        records.pop(key, None)
+        sent.pop(key, None)
+    elif entry[0] == "sent" and len(entry) == 3:
+        sent[key] = _sent(entry[2])
+    elif entry[0] == "called" and len(entry) == 2:
+        if key in sent:
+            sent[key] = replace(sent[key], called=True)
     else:
         raise TypeError(f"not a journal entry: {entry!r}")
 
@@ -213,6 +281,9 @@ class Store:
         self._fd: int | None = None
         self._broken = False
         """A journal write failed: warned once, the journal is off until the next save."""
+        self.out: dict[str, Sent] = {}
+        """Step key -> its job sent and not yet reported: by this planner, or, after `load`,
+        by one that died (`adopt.py`)."""
 
     def load(self) -> tuple[dict[str, Record], dict[str, FileState]]:
         """Return (records, file states); empty when there is no usable file. Reports in
@@ -225,6 +296,7 @@ class Store:
             raise UserError(f"cannot read {self.path}: {exc.strerror}") from exc
         self._base = _name(data)
         self._keep = 0
+        self.out = {}
         records, files = self._parse(data) if data is not None else ({}, {})
         self._fold(records, files)
         return records, files
@@ -271,7 +343,7 @@ class Store:
             return  # it extends another graph.mpk: a save holds it already, or it is gone
         for entry, end in frames[1:]:
             try:
-                _apply(entry, records, files)
+                _apply(entry, records, files, self.out)
             except (TypeError, KeyError, IndexError, AttributeError):
                 damaged = True
                 break
@@ -284,6 +356,7 @@ class Store:
 
     def done(self, key: str, record: Record, files: dict[str, FileState]) -> None:
         """A step succeeded: `record` replaces its old one, `files` are its outputs."""
+        self.out.pop(key, None)
         entry = [
             "done",
             key,
@@ -294,7 +367,25 @@ class Store:
 
     def forget(self, key: str) -> None:
         """A step failed: its old record, if any, no longer counts."""
+        self.out.pop(key, None)
         self._append(_frame(["forget", key]))
+
+    def sent(self, key: str, sent: Sent) -> None:
+        """A step's job went to the workers (it replaces an earlier attempt's)."""
+        self.out[key] = sent
+        self._append(_frame(["sent", key, _sent_fields(sent)]))
+
+    def called(self, key: str) -> None:
+        """The step sent makes API calls; once a job is enough."""
+        sent = self.out.get(key)
+        if sent is not None and not sent.called:
+            self.out[key] = replace(sent, called=True)
+            self._append(_frame(["called", key]))
+
+    def settle(self, keys: list[str]) -> None:
+        """These jobs are out no more (adopted, or given up on): the next save drops them."""
+        for key in keys:
+            self.out.pop(key, None)
 
     def _append(self, frame: bytes) -> None:
         if self._broken:
@@ -361,3 +452,9 @@ class Store:
         self._broken = False
         self.close()
         self.journal_path.unlink(missing_ok=True)
+        # The jobs still out go on into the new journal: a planner that dies now still
+        # leaves their reports for the next build to adopt.
+        for key, sent in self.out.items():
+            self._append(_frame(["sent", key, _sent_fields(sent)]))
+            if sent.called:
+                self._append(_frame(["called", key]))

@@ -69,12 +69,12 @@ RQ_SURFACE: dict[str, tuple[str, ...]] = {
         # overridden by StepWorker
         "job_class", "__init__", "subscribe", "unsubscribe", "heartbeat", "teardown",
         "dequeue_job_and_maintain_ttl", "execute_job", "set_state", "check_for_suspension",
-        "handle_exception",
+        "handle_exception", "work",
         # read, by StepWorker and by serve.py of a StepWorker
         "connection", "key", "name", "queues", "executions", "get_state", "get_heartbeat_ttl",
         "default_result_ttl", "cleanup_execution", "increment_successful_job_count",
         "increment_total_working_time", "maintain_heartbeats", "_finalize_failure", "_state",
-        "_shutdown_requested_date", "hostname", "work",
+        "_shutdown_requested_date", "hostname",
     ),
     "rq.queue.Queue": ("intermediate_queue_key", "finished_job_registry"),
     "rq.executions.Execution": ("create", "id"),
@@ -226,15 +226,23 @@ class StepRun:
             self.broker.post(self.job.build, self.result)
 
     def _report_alone(self, result: StepDone) -> StepDone | None:
-        try:
-            if self._renew(self.leases, result, self.ends):
-                self.ended = self.ends
-                return None
-        except BrokerUnavailable:
-            # Out of reach for a moment: the guard retries within its own limits.
-            if self._guard is not None and self._guard.renew():
-                return result
-        return fenced_out(result)
+        """The finish pipeline did not get through (the server went away, or its primary
+        failed over): send the vouched report again, with backoff, until it gets through
+        or the guard can no longer vouch for the leases (`KILL_AT` of a lease without a
+        renewal). A failover shorter than that loses no finished step."""
+        delay = 0.1
+        while True:
+            try:
+                if self._renew(self.leases, result, self.ends):
+                    self.ended = self.ends
+                    return None
+                return fenced_out(result)
+            except BrokerUnavailable:
+                # Out of reach for a moment: the guard retries within its own limits.
+                if self._guard is None or not self._guard.renew():
+                    return fenced_out(result)
+            time.sleep(delay)
+            delay = min(2 * delay, 1.0)
 
 
 def _log_job(message: Any) -> None:
@@ -342,6 +350,13 @@ class StepWorker(rq.SimpleWorker):
             except BrokerUnavailable as exc:
                 log.warning("could not register the resources of %s: %s", self.context.host, exc)
 
+    def work(self, *args: Any, **kw: Any) -> bool:
+        # The serve loop calls work() again after an outage (a restarted server, a
+        # failover); the teardown of the last round closed the watchdog.
+        if self.watchdog.closed:
+            self.watchdog = Watchdog()
+        return bool(super().work(*args, **kw))
+
     def teardown(self) -> None:
         super().teardown()
         self.watchdog.close()
@@ -427,11 +442,23 @@ class StepWorker(rq.SimpleWorker):
             self.increment_successful_job_count(pipeline=pipe)
             self.increment_total_working_time(job.ended_at - job.started_at, pipe)
             self.set_state(WorkerStatus.IDLE, pipeline=pipe)
+            at = len(pipe)
             if step is not None:
                 step.add_report(pipe)
-            results = pipe.execute(raise_on_error=False)
+            # The report and the end of its leases reach a replica before they count.
+            waited = step is not None and self.broker.ack(pipe)
+            try:
+                results = pipe.execute(raise_on_error=False)
+            except Exception as exc:
+                # The server went away with the report (redis-py's ConnectionError):
+                # report alone, then let RQ's loop meet the outage and reconnect.
+                if step is not None:
+                    step.conclude(exc)
+                raise
+        if waited:
+            self.broker.acked(results[-1])
         if step is not None:
-            step.conclude(results[-1])
+            step.conclude(results[at] if len(results) > at else False)
 
     def fail(self, job: Any, queue: Any, execution: Any, exc: Exception, payload: bytes) -> None:
         if isinstance(exc, rq.exceptions.DeserializationError):

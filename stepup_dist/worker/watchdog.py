@@ -105,6 +105,10 @@ class Watchdog:
     def disarm(self, pgid: int) -> None:
         self._send(f"disarm {pgid}")
 
+    @property
+    def closed(self) -> bool:
+        return self._pipe.closed
+
     def close(self) -> None:
         # The watchdog sees the closed pipe within POLL and exits (killing whatever is
         # still armed); a worker that stops need not wait for that.

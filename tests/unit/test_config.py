@@ -255,7 +255,7 @@ def test_tls_files(tmp_path) -> None:  # type: ignore[no-untyped-def]
     ca.write_text("x")
     config = load_config(redis_url="rediss://h:6380", tls_ca=str(ca), environ={})
     assert config.tls_ca == str(ca)
-    with pytest.raises(ConfigError, match="need a rediss:// or valkeys:// server URL"):
+    with pytest.raises(ConfigError, match="need a rediss://, valkeys:// or rediss"):
         load_config(redis_url="redis://h", tls_ca=str(ca), environ={})
     with pytest.raises(ConfigError, match="go together"):
         load_config(redis_url="rediss://h", tls_cert=str(ca), environ={})

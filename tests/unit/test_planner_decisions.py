@@ -18,7 +18,7 @@ import pytest
 
 from stepup_dist.broker.broker import WorkerGroup
 from stepup_dist.broker.memory import MemoryBroker, QueuedJob
-from stepup_dist.errors import WireError
+from stepup_dist.errors import BrokerUnavailable, WireError
 from stepup_dist.messages import (
     LEASE_LOST,
     Call,
@@ -475,3 +475,40 @@ def test_a_first_build_of_equal_steps_has_an_eta_within_a_factor_of_two(
         assert eta / 2 <= end - at <= 2 * eta, (end - at, eta, seen)
     # Before a step other than plan.py has ended, nothing tells how long one takes.
     assert all(eta is None for _, eta, ran in seen if ran <= 1), seen
+
+
+@dataclass
+class FailsOnce(Cluster):
+    """A server that goes away once, in the middle of a submit or of taking run leases
+    (as at a failover), with the request for `make a` unanswered."""
+
+    where: str = "submit"
+    failed: list[str] = field(default_factory=list)
+
+    def _fail(self, where: str) -> None:
+        if where == self.where and not self.failed:
+            self.failed.append(where)
+            raise BrokerUnavailable("lost the connection to Redis: the memory server is down")
+
+    def submit(self, jobs: list[tuple[Message, str, bool]], queue: str = "steps") -> list[str]:
+        if any(isinstance(m, RunJob) and m.command == "make a" for m, _, _ in jobs):
+            self._fail("submit")
+        return super().submit(jobs, queue)
+
+    def acquire_many(self, requests: Any, lease: float, *, build: str) -> Any:
+        if len(requests) == 1 and self.ran == ["./plan.py"]:
+            self._fail("acquire_many")
+        return super().acquire_many(requests, lease, build=build)
+
+
+@pytest.mark.parametrize("where", ["submit", "acquire_many"])
+def test_a_step_whose_submit_or_lease_the_server_lost_runs_once(
+    clock: Clock, root: Path, where: str
+) -> None:
+    cluster = FailsOnce(steps=[STEP_A, STEP_B], where=where)
+    outcome, lines = build(cluster, root)
+    assert cluster.failed == [where]
+    assert "reconnected" in lines.of("REDIS")
+    assert cluster.ran.count("make a") == 1
+    assert outcome.succeeded == 3, outcome
+    assert not outcome.stuck

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from stepup_dist.messages import FileState
 from stepup_dist.planner import store
-from stepup_dist.planner.store import STATE_DIR, Record, Store
+from stepup_dist.planner.store import STATE_DIR, Record, Sent, Store
 
 FUZZ = settings(
     max_examples=300,
@@ -304,3 +304,25 @@ def test_record_without_duration_reads_as_zero(tmp_path: Path) -> None:
     s.path.write_bytes(msgpack.packb({"v": 1, "steps": {"k": old}, "files": {}}))
     loaded, _ = s.load()
     assert loaded["k"] == dataclasses.replace(rec, duration=0.0)
+
+
+def test_jobs_out_outlive_a_save_until_reported(tmp_path: Path) -> None:
+    """A job sent and not reported stays in the journal across saves (for adopt.py)."""
+    record = Record("cmd", "./", ["i"], ["o"], [], ["X"], [[], [], [], []], None, None, b"")
+    sent = Sent("b1", 2, "tok", record, {"X": "1"}, {"i": FileState(0o100644, 1, 2, 3, b"d")})
+    store = Store(tmp_path)
+    store.load()
+    store.sent("k", sent)
+    store.sent("k2", sent)
+    store.called("k2")
+    store.save({}, {})
+    store.close()
+    again = Store(tmp_path)
+    again.load()
+    assert again.out == {"k": sent, "k2": dataclasses.replace(sent, called=True)}
+    again.done("k", dataclasses.replace(record, digest=b"x"), {})
+    again.forget("k2")
+    again.close()
+    third = Store(tmp_path)
+    third.load()
+    assert third.out == {}
