@@ -54,8 +54,9 @@ PLANNER = (
     # RQ reads the server's version
     "info",
     # the progress line counts busy and idle workers (RQ's worker set, and `hget` of each);
-    # the routing reads which workers serve which queue (RQ's per-queue worker sets)
-    "smembers",
+    # the routing reads which workers serve which queue (RQ's per-queue worker sets, and
+    # each worker's state and queues: its host queues say where it offers resources)
+    "smembers", "hmget",
     # a finished build takes its local workers' queue out of RQ's set of queues
     "srem",
     # jobs waiting for workers that are gone move to a group that serves the build

@@ -23,6 +23,8 @@ import math
 import time
 from typing import Any
 
+import redis
+
 from ..broker.broker import RedisBroker
 from ..broker.queue import PERFORM
 from ..broker.semaphore import PoolRef
@@ -33,7 +35,7 @@ from .lease import LeaseGuard
 from .vetting import JOB_FIELDS, inflate, refusal_report, vet_job
 from .watchdog import Watchdog
 
-__all__ = ("StepRun", "make_worker_class")
+__all__ = ("StepRun", "denied", "make_worker_class")
 
 log = logging.getLogger("stepup_dist.worker")
 
@@ -44,6 +46,13 @@ KILLED_WITH_WORKER = 1.0
 """Seconds a step killed by a signal waits for the worker's own stop signal: Slurm ends a
 job (`scancel`, its time limit, preemption) by signalling every process in it at once, the
 step's commands included, in no set order."""
+
+
+def denied(exc: BaseException) -> bool:
+    """A missing grant or a refused login: waiting does not fix it, an operator does."""
+    return isinstance(
+        exc, (redis.exceptions.NoPermissionError, redis.AuthenticationError)
+    ) or "no permissions" in str(exc)
 
 
 def killed_with_worker(result: StepDone, stopping: Any) -> bool:
@@ -240,6 +249,9 @@ def make_worker_class(rq: Any) -> type:
             self.served: tuple[str, tuple[str, ...]] | None = None
             """(queue, folders) this worker registers as served (heartbeats renew it)."""
             self.watchdog = Watchdog()
+            self.denied: redis.RedisError | None = None
+            """The missing grant or refused login that ended the last `work()`, if any:
+            no retry fixes it (`serve.py` backs off or ends)."""
             self._last_beat = -math.inf
             self._last_suspension_check = -math.inf
             self._last_job_beat = -math.inf
@@ -288,10 +300,28 @@ def make_worker_class(rq: Any) -> type:
             super().teardown()
             self.watchdog.close()
 
+        def _stop_if_denied(self, exc: redis.RedisError) -> None:
+            if not denied(exc):
+                return
+            # RQ would log a traceback and quit its loop, and the serving loop start it
+            # again at once: hundreds of lines a minute. Stop quietly; serve.py says why.
+            self.denied = exc
+            raise rq.exceptions.StopRequested from exc
+
+        def run_maintenance_tasks(self) -> None:
+            try:
+                super().run_maintenance_tasks()
+            except redis.RedisError as exc:
+                self._stop_if_denied(exc)
+                raise
+
         def dequeue_job_and_maintain_ttl(self, timeout: Any, max_idle_time: Any = None) -> Any:
             while True:
                 try:
                     return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+                except redis.RedisError as exc:
+                    self._stop_if_denied(exc)
+                    raise
                 except (rq.exceptions.DeserializationError, ValueError, TypeError) as exc:
                     # A job hash that RQ itself cannot read: drop it, keep serving.
                     log.error(
