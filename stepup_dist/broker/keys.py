@@ -152,17 +152,36 @@ class Keys:
         return f"{self._pool_prefix(pool_id)}:pool:{pool_id}:units"
 
     def shared_patterns(self) -> list[str]:
-        """Glob patterns of every key kept under the shared prefix: what a person's ACL users
-        may reach there (`broker/acl.py`), and nothing else of it. The pool sizes cannot be
-        read-only (`%R~`) for them: the scripts that take and free slots declare that key,
-        and a script's declared keys need both grants."""
+        """Glob patterns of every key kept under the shared prefix that a person's planner
+        and worker users may write (`broker/acl.py`); of the rest of it, they may only read
+        the pool sizes (`read_only_patterns`), and nothing else."""
         s = self.shared
         return [
-            f"{s}:pools",
             f"{s}:pool-tickets",
             *(f"{s}:pool:{kind}*" for kind in _SHARED_POOLS),
             f"{s}:wake:*",
         ]
+
+    def own_patterns(self) -> list[str]:
+        """Glob patterns of every key under the own prefix that planner and worker users
+        write: every key of this module but the pool sizes, which are the operator's."""
+        p = self.prefix
+        return [
+            f"{p}:rq:*",
+            f"{p}:build:*",
+            f"{p}:builds",
+            f"{p}:queue-roots",
+            f"{p}:pool:*",
+            f"{p}:hosts",
+            f"{p}:hosts-seen",
+            f"{p}:seen:*",
+        ]
+
+    def read_only_patterns(self) -> list[str]:
+        """What planner and worker users may read and not write: the cluster pool sizes
+        (`stepup-dist pool set` and `rm` are the admin role's). The scripts that take and
+        free slots read them without declaring them (`lua/acquire.lua`)."""
+        return [self.pool_sizes]
 
     def pool_patterns(self) -> list[str]:
         """Match the holders of every pool (for listings), shared ones included."""

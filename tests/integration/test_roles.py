@@ -305,15 +305,16 @@ def exercise(
     check then proves less: a build that was not woken retries after a third of a lease);
     each runs `steps` steps of `sleep` seconds.
     """
-    # Pools, as the admin and as the planner.
+    # Pools: the admin sets and removes them, the planner lists them (its refused changes
+    # are test_pool_sizes_are_the_operators).
+    assert d.run(ADMIN, "pool", "set", "lic", "1").returncode == ExitCode.OK
+    assert d.run(ADMIN, "pool", "set", "gone", "3").returncode == ExitCode.OK
     for user in (ADMIN, PLANNER):
-        assert d.run(user, "pool", "set", "lic", "1").returncode == ExitCode.OK
-        assert d.run(user, "pool", "set", "gone", "3").returncode == ExitCode.OK
         listed = d.run(user, "pool", "list")
         assert listed.returncode == ExitCode.OK, listed.stderr
         assert "cluster:gone" in listed.stdout, listed.stdout
-        assert d.run(user, "pool", "rm", "gone").returncode == ExitCode.OK
-        assert "cluster:gone" not in d.run(user, "pool", "list").stdout
+    assert d.run(ADMIN, "pool", "rm", "gone").returncode == ExitCode.OK
+    assert "cluster:gone" not in d.run(PLANNER, "pool", "list").stdout
 
     # Host resources: workers register what their host offers (host.lua).
     start_workers(d, 3, "--resources", "gpu:1")
@@ -406,6 +407,36 @@ def test_a_missing_grant_is_caught(
     # The user is told, with the server's words.
     cause = f"no permissions to run the '{command}' command"
     assert any(told in p and cause in p for p in problems), "\n".join(problems)
+
+
+@pytest.mark.parametrize("setup", ["deployed", "per_user"])
+def test_pool_sizes_are_the_operators(setup: str, request: pytest.FixtureRequest) -> None:
+    """A planner or worker user cannot lift a license limit: `pool set` and `pool rm` are
+    refused in one line naming the admin user, and the size stays what the admin set."""
+    d: Deployed = request.getfixturevalue(setup)
+    assert d.run(ADMIN, "pool", "set", "lic", "2").returncode == ExitCode.OK
+    for user in (PLANNER, WORKER):
+        for args in (("set", "lic", "100"), ("rm", "lic"), ("set", "new", "1")):
+            done = d.run(user, "pool", *args)
+            assert done.returncode == ExitCode.USAGE, done.stdout + done.stderr
+            assert done.stdout == ""
+            (line,) = done.stderr.splitlines()
+            assert line.startswith(
+                f"stepup-dist: error: cannot {'remove' if args[0] == 'rm' else 'set'} pool"
+            )
+            assert "pool sizes are the operator's" in line
+            assert "use the admin user" in line
+    listed = d.run(PLANNER, "pool", "list").stdout
+    assert re.search(r"cluster:lic\s+2\s", listed), listed
+    assert "cluster:new" not in listed
+    # Writes that bypass the command are refused by the server too.
+    client = redis.Redis.from_url(d.settings[PLANNER]["STEPUP_DIST_REDIS_URL"])
+    shared = d.settings[PLANNER].get("STEPUP_DIST_SHARED_PREFIX", "stepup")
+    assert client.hget(f"{shared}:pools", "lic") == b"2"
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        client.hset(f"{shared}:pools", "lic", 100)
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        client.delete(f"{shared}:pools")
 
 
 def test_a_build_missing_a_grant_stops_in_one_line(deployed: Deployed) -> None:
