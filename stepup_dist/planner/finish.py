@@ -68,7 +68,7 @@ def report_stuck(p: "PlannerCore") -> None:
         for path in sorted(step.missing):
             node = p.graph.files[path]
             if node.static:
-                why = "a static file that is missing or whose hash check failed"
+                why = "a static file that is missing or whose hash check failed or never ran"
             elif node.producer is None:
                 why = "which is neither static nor made by any step"
             elif p.graph.steps[node.producer].status is StepStatus.FAILED:

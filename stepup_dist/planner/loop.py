@@ -515,9 +515,15 @@ class Planner:
         if not self.router.gave_up(now):
             return False
         why = f"no connected worker serves {self.root} ({self.router.served()})"
-        for key, step in self.graph.steps.items():
-            if step.status in (StepStatus.QUEUED, StepStatus.CHECKING):
-                self.outcome.stuck.append(f"step {key!r} cannot run: {why}")
+        waiting = [
+            key
+            for key, step in self.graph.steps.items()
+            if step.status in (StepStatus.QUEUED, StepStatus.CHECKING)
+        ]
+        for key in waiting:
+            self.outcome.stuck.append(f"step {key!r} cannot run: {why}")
+        if not waiting:  # only hash checks of static files waited (plan.py's, say)
+            self.outcome.stuck.append(f"nothing could run: {why}")
         return True
 
     def _unserved(self, now: float) -> None:
