@@ -10,14 +10,14 @@ and the shared pools' keys (`Keys.shared_patterns`, `broker/acl.py`).
 | --- | --- | --- |
 | `{p}:rq:...` | RQ's own | RQ's queues, jobs and registries (`RQ_KEY_PREFIX={p}:rq`) |
 | `{p}:rq:workers` | set | RQ's: the keys of the registered workers (read by the status line) |
-| `{p}:rq:worker:{name}` | hash | RQ's: one worker; the status line reads its `state` |
+| `{p}:rq:worker:{name}` | hash | RQ's: one worker; its `state`, and `queues` (the routing) |
 | `{p}:build:{b}:inbox` | list | msgpack messages for the planner of build `b` |
 | `{p}:build:{b}:reply:{n}` | list | the planner's reply to API call `n` (expires) |
 | `{p}:build:{b}:alive` | string | exists while build `b`'s planner lives (expires in a lease) |
 | `{p}:build:{b}:report` | string | msgpack: build `b`'s folder, user, counts, ETA (reports.py) |
 | `{p}:builds` | zset | build -> expiry of its report (ms, planner's clock) |
 | `{p}:queue-roots` | hash | worker queue -> msgpack `{"v": 1, "roots": [...]}`: what it serves |
-| `{s}:pools` | hash | cluster pool name -> size (`stepup-dist pool set`) |
+| `{s}:pools` | hash | cluster pool name -> size (`stepup-dist pool set`: admin only) |
 | `{s}:pool-tickets` | string | counter handing out places in the waiting lines |
 | `{x}:pool:{id}:holders` | zset | lease token -> expiry (ms, server clock) |
 | `{x}:pool:{id}:waiters` | zset | waiting build -> ticket (lowest first) |

@@ -46,6 +46,7 @@ REPO = Path(__file__).resolve().parents[2]
 CLUSTER = REPO / "deploy" / "cluster.py"
 
 PLANNER, WORKER, ADMIN = "stepup-planner", "stepup-worker", "stepup-admin"
+BOTH = "stepup-both"
 
 STAMP = "python3 -c 'import time; print(time.time())'"
 
@@ -190,7 +191,7 @@ def deployed(tmp_path: Path) -> Iterator[Deployed]:
     started = _cluster("start", "--workers", "0", "--dir", str(folder), "--root", str(root),
                        cwd=tmp_path)  # fmt: skip
     assert started.returncode == 0, started.stdout + started.stderr
-    settings = {user: _read_env(folder / f"{user}.env") for user in (PLANNER, WORKER, ADMIN)}
+    settings = {user: _read_env(folder / f"{user}.env") for user in (PLANNER, WORKER, ADMIN, BOTH)}
     operator = redis.Redis.from_url(_read_env(folder / "operator.env")["STEPUP_DIST_REDIS_URL"])
     d = Deployed(root, settings, operator)
     try:
@@ -437,6 +438,70 @@ def test_pool_sizes_are_the_operators(setup: str, request: pytest.FixtureRequest
         client.hset(f"{shared}:pools", "lic", 100)
     with pytest.raises(redis.exceptions.NoPermissionError):
         client.delete(f"{shared}:pools")
+
+
+def test_local_workers_under_a_planner_only_user_end_the_build_naming_the_role(
+    deployed: Deployed,
+) -> None:
+    """`build -w2` with the planner's settings: its workers cannot take a job (BLMOVE is the
+    worker's); the build ends within seconds, in one line that names the fix. With the
+    settings of the user with both roles, the same build runs."""
+    d = deployed
+    project = Project(d.root / "p")
+    project.plan('from stepup.core.api import step\nstep("echo hi > hi.txt", out="hi.txt")\n')
+    start = time.monotonic()
+    done = subprocess.run(
+        [str(BIN / "stepup-dist"), "build", "-w2"],
+        cwd=project.root, env=d.env(PLANNER), capture_output=True, text=True, timeout=120,
+        check=False,
+    )  # fmt: skip
+    took = time.monotonic() - start
+    assert done.returncode == ExitCode.USAGE, done.stdout + done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    (line,) = done.stderr.splitlines()
+    assert line.startswith("stepup-dist: error: the local workers cannot serve")
+    assert "'blmove'" in line
+    assert "both roles" in line
+    assert "-w0" in line
+    assert took < 30, took
+    log = (project.root / ".stepup" / "workers.log").read_text()
+    assert "Traceback" not in log, log
+    assert len(log.splitlines()) <= 6, log  # a line each: serving, then why it cannot
+    done = subprocess.run(
+        [str(BIN / "stepup-dist"), "build", "-w2"],
+        cwd=project.root, env=d.env(BOTH), capture_output=True, text=True, timeout=120,
+        check=False,
+    )  # fmt: skip
+    assert done.returncode == ExitCode.OK, done.stdout + done.stderr
+    assert (project.root / "hi.txt").read_text() == "hi\n"
+
+
+def test_a_worker_without_its_grants_backs_off_and_does_not_count(deployed: Deployed) -> None:
+    """A `stepup-worker` under the planner's user: one log line, no traceback, no loop, and
+    it is not in RQ's registry while it waits (no planner sends it anything)."""
+    d = deployed
+    log = d.root / "denied.log"
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen(
+            [str(BIN / "stepup-worker"), "--name", "denied"],
+            env=d.env(PLANNER), stdout=fh, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while "trying again every 60 s" not in log.read_text():
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        time.sleep(3)  # long enough for hundreds of lines, the way it was
+        text = log.read_text()
+        assert proc.poll() is None, text
+        assert "Traceback" not in text, text
+        assert len([x for x in text.splitlines() if "lacks a grant" in x]) == 1, text
+        workers = d.operator.smembers("stepup:rq:workers")
+        assert not any(b"denied" in w for w in workers), workers
+    finally:
+        proc.terminate()
+        proc.wait(30)
 
 
 def test_a_build_missing_a_grant_stops_in_one_line(deployed: Deployed) -> None:
