@@ -530,13 +530,17 @@ class Planner:
         """Say which steps wait for resources no serving worker offers, and give up on
         them after `--give-up` (the rest of the build goes on)."""
         unserved = self.slots.unserved
+        # One line per cause, whatever the number of steps that wait for it.
+        causes: dict[tuple[str, tuple[str, ...]], list[str]] = {}
         for key in self.waits.update(unserved, now):
-            why = why_unserved(
-                unserved[key], self.slots.elsewhere.get(key, []), str(self.root),
-                self.router.served(),
-            )  # fmt: skip
-            cause = why.partition(" (")[0]
-            line = self.router.say(key, f"{key} (needs {unserved[key]}: {why})", now, cause)
+            hosts = tuple(self.slots.elsewhere.get(key, []))
+            causes.setdefault((unserved[key], hosts), []).append(key)
+        served = self.router.served() if causes else ""
+        for (wanted, hosts), keys in causes.items():
+            why = why_unserved(wanted, list(hosts), str(self.root), served)
+            who = keys[0] if len(keys) == 1 else f"{keys[0]} and {len(keys) - 1} more"
+            topic = f"needs {wanted} {hosts}"
+            line = self.router.say(topic, f"{who} (needs {wanted}: {why})", now, why.split(" (")[0])
             if line is not None:
                 self.reporter.line("WAITING", line)
         for key in self.waits.expired(now):
@@ -548,7 +552,6 @@ class Planner:
             hint = offer_hint(wanted, elsewhere, str(self.root), self.router.local_workers)
             self.outcome.stuck.append(f"step {key!r} needs {wanted}, {why} ({hint})")
             self.slots.drop(self.graph.steps[key])
-            self.router.hush(key)
             del self.waits.since[key]
 
     def _move_stranded(self) -> None:

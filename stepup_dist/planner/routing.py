@@ -223,10 +223,6 @@ class Router:
         self.told[topic] = (cause, now)
         return text
 
-    def hush(self, topic: str) -> None:
-        """The wait of `topic` is over: a new one is said at once."""
-        self.told.pop(topic, None)
-
     def gave_up(self, now: float) -> bool:
         return (
             self.give_up is not None

@@ -230,3 +230,19 @@ def test_readers_are_what_the_test_says(clock: Clock, root: Path) -> None:
     cluster.submit([(object(), "x", False)], "steps")  # type: ignore[list-item]
     assert cluster._next() is None
     assert cluster.readerless() == {"steps": 1}
+
+
+def test_steps_waiting_for_one_cause_share_a_line_and_each_is_stuck(
+    clock: Clock, root: Path
+) -> None:
+    """Three steps in line for gpu nobody offers (the later ones never asked for slots
+    themselves): one WAITING line for the three, and a STUCK line for each."""
+    gpu = [{"command": f"on gpu {i}", "out": [f"g{i}.txt"], "resources": {"gpu": 1}} for i in "abc"]
+    cluster = Readers(steps=[NEEDS["plain"], *gpu])
+    lines = Lines()
+    planner = Planner(cluster, lines, root, lease=30.0, build=BUILD, give_up=GIVE_UP)
+    outcome = planner.run()
+    (waiting,) = lines.of("WAITING")
+    assert waiting.startswith("on gpu a and 2 more (needs gpu:1: no connected worker offers it")
+    assert len(outcome.stuck) == 3, outcome.stuck
+    assert all("which no connected worker offers" in line for line in outcome.stuck)
