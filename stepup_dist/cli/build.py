@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from ..broker.server import EmbeddedServer, die_with_parent
 from ..config import Config, to_environ
-from ..errors import ExitCode, UserError
+from ..errors import BrokerUnavailable, ExitCode, GrantMissing, UserError
 from ..planner.store import STATE_DIR
 from .console import ConsoleReporter
 from .status_line import LiveReporter, TickingBroker
@@ -165,7 +165,7 @@ def _report_outcome(reporter: ConsoleReporter, outcome: "Outcome", elapsed: floa
     parts = [f"{outcome.succeeded} succeeded", f"{outcome.skipped} skipped"]
     parts.append(f"{len(outcome.failed)} failed")
     if outcome.interrupted:
-        parts.append(f"{outcome.not_run} not run (interrupted)")
+        parts.append(f"{outcome.not_run} not run ({'stopped' if outcome.asked else 'interrupted'})")
     if outcome.stuck:
         parts.append(f"{len(outcome.stuck)} blocked")
     if outcome.plan_errors:
@@ -173,13 +173,22 @@ def _report_outcome(reporter: ConsoleReporter, outcome: "Outcome", elapsed: floa
         errors = len(outcome.plan_errors)
         parts.append(f"{errors} plan error{'s' if errors > 1 else ''}")
     reporter.line("SUMMARY", f"{', '.join(parts)} in {elapsed:.2f} s")
-    if outcome.interrupted:
+    if outcome.interrupted and not outcome.asked:
         return ExitCode.INTERRUPTED
     if outcome.plan_errors:
         return ExitCode.USAGE
     if outcome.failed or outcome.stuck:
         return ExitCode.STEP_FAILED
     return ExitCode.OK
+
+
+def _not_granted(prefix: str, exc: GrantMissing) -> str:
+    why = str(exc).rpartition("lacks a grant")[2].strip()
+    return (
+        f"the Redis user lacks a grant for the keys of prefix {prefix!r} {why}: check the prefix "
+        "(--prefix, STEPUP_DIST_PREFIX) and the user in the URL; nothing was sent, and "
+        "nothing of this or any other build was lost"
+    )
 
 
 def _live() -> bool:
@@ -239,7 +248,17 @@ def run_build(
         from ..planner.loop import Planner
         from ..planner.waits import PRIVATE_GIVE_UP
 
-        client = connect_config(config)
+        try:
+            client = connect_config(config)
+        except GrantMissing:
+            raise
+        except BrokerUnavailable as exc:
+            if embedded or "refused the login" in str(exc):
+                raise
+            raise BrokerUnavailable(
+                f"{str(exc).rstrip('.')}; leave out --redis (and STEPUP_DIST_REDIS_URL) to "
+                "use the built-in server"
+            ) from None
         broker = RedisBroker(client, Keys.of(config), config.keyring)
         if not embedded:  # a server of its own reached: now the workers
             procs = _start_workers(workers, config, root, log_path, build)
@@ -259,6 +278,12 @@ def run_build(
             limits=limits,
         )
         stack.callback(broker.forget_build, planner.build)
+        try:
+            planner.start()
+        except GrantMissing as exc:
+            # The first write under the prefix: a user whose grants cover other prefixes
+            # (bob's on alice's) has sent nothing yet, so nothing is lost, here or there.
+            raise GrantMissing(_not_granted(config.prefix, exc)) from None
         if live is not None:
             # A thread, from here on: the local workers were forked before it (preexec_fn).
             census = CensusReader(

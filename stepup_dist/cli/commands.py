@@ -64,7 +64,8 @@ def cli() -> None:
     "--watch",
     is_flag=True,
     help="After the run, watch the files and run again what changes made outdated: press r "
-    "(q, j, d, g, f, t: see docs/watch.md).",
+    "(q stop, j stop when done, d drain, g write graph.txt, f from scratch, t try skipping "
+    "everything; any other key lists them).",
 )
 @click.option(
     "--auto",
@@ -305,11 +306,25 @@ def join(
     redis_url: str | None, prefix: str | None, directory: Path | None, **tls: str | None
 ) -> None:
     """Wait until the folder's running build is done and has ended (`stepup join`)."""
-    from .control import wait_for_end
+    from ..planner.store import STATE_DIR
+    from .control import build_running, wait_for_end
 
     config = _server_config(redis_url, prefix, tls)
-    click.echo(_control("join", directory, config))
-    wait_for_end(directory or Path("."))
+    root = directory or Path(".")
+    try:
+        click.echo(_control("join", directory, config))
+    except UserError:
+        # Right after `drain`, the build may be ending: it holds the folder's lock after its
+        # planner stopped reporting, or it has just let go. Either way, join has its end.
+        folder = root.resolve()
+        if build_running(folder):
+            click.echo(f"the build of {folder} is ending; waiting for it")
+        elif (folder / STATE_DIR / "lock").exists():
+            click.echo(f"no build is running in {folder}: its last build has ended")
+            return
+        else:
+            raise
+    wait_for_end(root)
     click.echo("the build has ended")
 
 
@@ -469,7 +484,12 @@ def workers(ctx: click.Context, *, local: int | None, slurm: int | None, **opts:
         if local or slurm or given:
             raise click.UsageError(f"start workers or {ctx.invoked_subcommand} them, not both")
         return
-    if (local is None) == (slurm is None):
+    if local is not None and slurm is not None:
+        raise click.UsageError(
+            "--local and --slurm start workers in one place each: run `stepup-dist workers "
+            f"--local {local}` and `stepup-dist workers --slurm {slurm}` as two commands"
+        )
+    if local is None and slurm is None:
         raise click.UsageError("give --local N or --slurm N, or say `list` or `stop`")
     if local is not None and (extra := [g for g in given if g != "--resources"]):
         raise click.UsageError(f"only with --slurm: {', '.join(extra)}")

@@ -62,6 +62,9 @@ class Outcome:
     """Stopped by a second Ctrl-C: the running steps were cancelled, their leases given up."""
     not_run: int = 0
     """Steps of an interrupted build that did not run to the end (cancelled ones included)."""
+    asked: bool = False
+    """The interruption was asked for (`q` or `stepup-dist shutdown` in watch mode), not a
+    Ctrl-C: the exit code is that of the steps that ran, not `INTERRUPTED`."""
 
 
 class PlannerCore(Protocol):

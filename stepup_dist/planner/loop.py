@@ -649,7 +649,7 @@ class Planner:
             self._cancel("SHUTDOWN")
             return
         said = {
-            "drain": "starting no new step; the build ends when the running steps have",
+            "drain": "starting no new step; the build ends when the running steps have finished",
             "join": "the build ends when its steps are done",
             "shutdown": "starting no new step (shutdown again cancels the running ones)",
         }

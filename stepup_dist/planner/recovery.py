@@ -86,10 +86,9 @@ def drain(p: "PlannerCore") -> None:
     p.slots.waiting.clear()
     p.ready.clear()
     p.runs.clear()
-    p.reporter.line(
-        "INTERRUPT",
-        f"waiting for {len(p.jobs.running)} running steps (Ctrl-C again to cancel them)",
-    )
+    n = len(p.jobs.running)
+    waiting = f"waiting for {n} running step{'s' * (n != 1)}" if n else "no step is running"
+    p.reporter.line("INTERRUPT", f"{waiting} (Ctrl-C again to cancel them)" if n else waiting)
 
 
 def _read_inbox(p: "PlannerCore") -> None:

@@ -34,7 +34,6 @@ from ..options import flags_config, redis_option, run_command, tls_options
 from ..wire import MsgpackSerializer
 from .execute import WorkerContext
 from .forking import run_forked
-from .step_worker import denied, make_worker_class
 
 __all__ = ("main", "run_worker")
 
@@ -137,8 +136,9 @@ def run_worker(
     # A worker with resources also serves the steps placed on its host for them.
     queues = [keys.host_queue(queue, host), queue] if resources else [queue]
     lease_client = connect_config(config, socket_timeout=max(0.5, config.lease / 6))
-    worker_cls = make_worker_class(rq)
-    worker = worker_cls(
+    from .step_worker import StepWorker, denied  # only now: rq has our key prefix (load_rq)
+
+    worker = StepWorker(
         queues,
         name=worker_name,
         connection=client,
@@ -162,7 +162,8 @@ def run_worker(
     level = "INFO" if verbose else "WARNING"
     delay = 0.5
     said = False
-    denials = _Denials(local=build is not None)
+    cannot = f"the worker cannot serve prefix {config.prefix!r}"
+    denials = _Denials(cannot, local=build is not None)
     while True:
         worker.denied = None
         try:
@@ -189,7 +190,7 @@ def run_worker(
         # RQ notes a SIGTERM or Ctrl-C only in this member; it has no public way to ask.
         if burst or worker._shutdown_requested_date is not None:  # noqa: SLF001
             if worker.denied is not None:
-                raise refusal(worker.denied, "the worker cannot serve") from worker.denied
+                raise refusal(worker.denied, cannot) from worker.denied
             return worked
         if worker.denied is not None:
             # Out of RQ's registry meanwhile (its teardown), so planners do not count it.
@@ -220,15 +221,16 @@ class _Denials:
     ends at once (its build says why, `cli/build.py`); any other waits for an operator to
     fix the user, trying again and saying so once a minute."""
 
-    def __init__(self, local: bool, sleep: Callable[[float], None] = time.sleep):
+    def __init__(self, doing: str, local: bool, sleep: Callable[[float], None] = time.sleep):
+        self.doing = doing
         self.local = local
         self.sleep = sleep
         self.first: float | None = None
 
     def wait(self, exc: redis.RedisError, now: float) -> None:
         if self.local:
-            raise refusal(exc, "the worker cannot serve") from exc
-        text = str(refusal(exc, "cannot serve"))
+            raise refusal(exc, self.doing) from exc
+        text = str(refusal(exc, self.doing))
         if self.first is None:
             self.first = now
             log.error("%s; trying again every %.0f s", text, DENIED_RETRY)
@@ -361,6 +363,8 @@ def cli(
         return
     # Everything the workers need is imported (and the server reached) once, before forking.
     load_rq(Keys.of(config))
+    from . import step_worker  # noqa: F401 (RQ's worker classes too, now that rq has our prefix)
+
     if not server_wait:  # wait_for_server reached it already
         check_server(config)
 
