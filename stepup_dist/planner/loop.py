@@ -291,8 +291,6 @@ class Planner:
             raise PlanError(f"there is no plan.py in {self.root}")
         self.broker.keep_alive(self.build, self.lease)
         self.server = self.broker.server_id()
-        # Which workers serve what, before the first step is placed on a host.
-        self._read_registry(time.monotonic())
 
     def run(self) -> Outcome:
         if not self.server:
