@@ -329,8 +329,10 @@ class Planner:
         if self.outcome.cancelled:
             return True
         # A wait of a second per round at most: a build whose workers cannot serve (a
-        # missing grant) ends at once, with their reason.
-        self._check_workers()
+        # missing grant) ends at once, with their reason. Not once interrupted: Ctrl-C
+        # reached the local workers too, and they leave as their steps end.
+        if not self.outcome.interrupted:
+            self._check_workers()
         if self._drain_asked and not self.outcome.interrupted:
             recovery.drain(self)
         if not self.outcome.interrupted:
