@@ -8,8 +8,8 @@ Run it with the Python of a venv that has stepup-dist installed:
         stored as SHA-256 hashes, and one settings file per user (NAME.env, mode 600) with
         its STEPUP_DIST_REDIS_URL. `--sample` prints the ACL file without passwords instead:
         deploy/users.acl is that output, and a test checks it against `stepup-dist acl`.
-        `--person alice` (repeatable) adds alice's own users, alice-planner and
-        alice-worker, confined to the prefix PREFIX.alice plus the shared prefix PREFIX
+        `--person alice` (repeatable) adds alice's own users, alice-planner, alice-worker
+        and alice-both, confined to the prefix PREFIX.alice plus the shared prefix PREFIX
         (per-user workers: docs/cluster.md).
 
     python deploy/cluster.py start [--dir .cluster] [--workers 2] [--port N] [--person NAME]
@@ -29,7 +29,9 @@ Run it with the Python of a venv that has stepup-dist installed:
         its logs.
 
 Users, for each prefix P (`--prefix`, default stepup): `P-planner` (`stepup-dist build -w0`),
-`P-worker` (`stepup-worker`), `P-admin` (also `stepup-dist status` and `pool`), with the
+`P-worker` (`stepup-worker`), `P-both` (`stepup-dist build -wN`: a planner whose local
+workers run under its user), `P-admin` (also `stepup-dist status`, `pool set` and
+`pool rm`), with the
 rules of `stepup_dist.broker.acl`; plus `operator`, who may do anything (ACL, INFO, CONFIG)
 and is for the people who run the server; and `default`, switched off.
 """
@@ -51,8 +53,8 @@ from stepup_dist.broker.acl import acl_rule
 
 HERE = Path(__file__).resolve().parent
 CONF = HERE / "valkey.conf"
-ROLES = ("planner", "worker", "admin")
-PERSON_ROLES = ("planner", "worker")
+ROLES = ("planner", "worker", "both", "admin")
+PERSON_ROLES = ("planner", "worker", "both")
 """Each person's own users: pools are set by the group's admin, not by each person."""
 OPERATOR = "operator"
 # Lines of valkey.conf that `start` replaces with its own.
@@ -309,6 +311,10 @@ def _start(
     print(f"cluster.py: settings per user in {folder}/*.env; for a build:")
     for _, planner_user, _ in owners:
         print(f"  set -a; . {folder}/{planner_user}.env; set +a; stepup-dist build -w0")
+    print("for a build with local workers (-wN), whose user needs both roles:")
+    for _, planner_user, _ in owners:
+        both = planner_user.removesuffix("-planner") + "-both"
+        print(f"  set -a; . {folder}/{both}.env; set +a; stepup-dist build -w2")
     if persons:
         print(f"cluster.py: the cluster pools they share, as {prefix}-admin:")
         print(f"  set -a; . {folder}/{prefix}-admin.env; set +a; stepup-dist pool set NAME SIZE")

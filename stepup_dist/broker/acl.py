@@ -13,14 +13,16 @@ servers with exactly these rules, so a command missing here fails the tests.
   find every pool. `pool list` needs no SCAN (the cluster pools are known keys): every role
   may run it.
 
-All see only keys and channels under `{prefix}:` (`~{prefix}:*`, `&{prefix}:*`), and, when
-a shared prefix is given, the keys that several people share under it: the cluster pool
-sizes and tickets, the holders and lines of cluster and host pools, and wake-up markers
-(`Keys.shared_patterns`); no other key under it. Through these, people with prefixes of
-their own share pools (`docs/security.md`), and a group that uses the shared prefix as its
-own keeps its queues and jobs from them. None gets `KEYS`, `FLUSH*`, `CONFIG`,
-`CLIENT KILL`, `MONITOR` or any other administrative command, and only admin gets `SCAN`
-(it lists key names whatever the key patterns).
+All see only keys and channels under `{prefix}:` (`&{prefix}:*`), and, when a shared
+prefix is given, the keys that several people share under it: the cluster pool sizes and
+tickets, the holders and lines of cluster and host pools, and wake-up markers
+(`Keys.shared_patterns`); no other key under it. The cluster pool sizes are the admin
+role's: the planner and worker roles may read them (`%R~`) and get every other key family
+of `keys.py` by name (`Keys.own_patterns`), so a person cannot lift a license limit.
+Through these, people with prefixes of their own share pools (`docs/security.md`), and a
+group that uses the shared prefix as its own keeps its queues and jobs from them. None gets
+`KEYS`, `FLUSH*`, `CONFIG`, `CLIENT KILL`, `MONITOR` or any other administrative command,
+and only admin gets `SCAN` (it lists key names whatever the key patterns).
 """
 
 from .keys import Keys
@@ -56,8 +58,9 @@ PLANNER = (
     # RQ reads the server's version
     "info",
     # the progress line counts busy and idle workers (RQ's worker set, and `hget` of each);
-    # the routing reads which workers serve which queue (RQ's per-queue worker sets)
-    "smembers",
+    # the routing reads which workers serve which queue (RQ's per-queue worker sets, and
+    # each worker's state and queues: its host queues say where it offers resources)
+    "smembers", "hmget",
     # a finished build takes its local workers' queue out of RQ's set of queues
     "srem",
     # jobs waiting for workers that are gone move to a group that serves the build
@@ -116,11 +119,19 @@ scripts call: `tests/unit/test_lua_grants.py` reads the scripts and checks."""
 
 def acl_rule(role: str, prefix: str, shared: str | None = None) -> list[str]:
     """ACL rules (without `on` and password) for `role` confined to `prefix` (and the
-    shared prefix `shared`, where cluster pools live)."""
+    shared prefix `shared`, where cluster pools live). Only admin may write the cluster
+    pool sizes: the other roles get each key family of `keys.py` but that one, which they
+    may only read (`%R~`)."""
     commands = ROLES[role]
-    patterns = [f"~{prefix}:*"]
-    if shared and shared != prefix:
-        patterns += [f"~{p}" for p in Keys(prefix, shared).shared_patterns()]
+    keys = Keys(prefix, shared)
+    if role == "admin":
+        patterns = [f"~{prefix}:*"]
+        if shared and shared != prefix:
+            patterns += [f"~{p}" for p in [keys.pool_sizes, *keys.shared_patterns()]]
+    else:
+        own = keys.own_patterns()
+        patterns = [f"~{p}" for p in dict.fromkeys([*own, *keys.shared_patterns()])]
+        patterns += [f"%R~{p}" for p in keys.read_only_patterns()]
     return [
         "resetkeys",
         *patterns,

@@ -62,6 +62,9 @@ class WorkerGroup:
     """Live workers on the queue."""
     idle: int
     """Of those, the ones not running a step."""
+    hosts: frozenset[str] = frozenset()
+    """Hosts on which a live worker of the group reads the group's host queue
+    (`{queue}.host.{host}`): it offers that host's resources (`hosts()`)."""
 
 
 def own_refusal(keyring: Keyring | None, report: StepDone | Checked, build: str) -> bool:
@@ -118,15 +121,18 @@ class RedisBroker:
         """The queue for the steps of `queue` placed on `host` for its resources."""
         return Keys.host_queue(queue, host)
 
-    def groups(self) -> list[WorkerGroup]:
-        """Every queue whose workers registered the folders they serve, with the number of
-        live workers on it, and `steps` (the workers that serve any folder). Three round
+    def groups(self, local: str | None = None) -> list[WorkerGroup]:
+        """Every queue whose workers registered the folders they serve, `steps` (the
+        workers that serve any folder) and `local` (a build's own workers), with the number
+        of live workers on each and the hosts whose host queue they read. Three round
         trips, whatever the number of workers."""
         k = self.keys
         c: Any = self.client
         try:
             registered = c.hgetall(k.queue_roots)
             roots: dict[str, tuple[str, ...]] = {QUEUE_NAME: ()}
+            if local is not None:
+                roots[local] = ()
             for name, raw in registered.items():
                 with contextlib.suppress(WireError, UnicodeDecodeError):
                     roots[name.decode()] = decode_roots(raw)
@@ -138,7 +144,7 @@ class RedisBroker:
             with c.pipeline(transaction=False) as pipe:
                 for workers in members:
                     for worker in workers:
-                        pipe.hget(worker, "state")
+                        pipe.hmget(worker, "state", "queues")
                 states = iter(pipe.execute())
         except redis.RedisError as exc:
             raise refusal(exc, "cannot read which workers serve which folders") from exc
@@ -147,10 +153,18 @@ class RedisBroker:
             # A worker that died leaves its name in RQ's set until RQ cleans up; its hash
             # expired with its last heartbeat.
             seen = [next(states) for _ in workers]
-            live = sum(1 for state in seen if state is not None)
-            idle = sum(1 for state in seen if state is not None and state != b"busy")
-            if live or name != QUEUE_NAME:
-                result.append(WorkerGroup(name, roots[name], live, idle))
+            live = sum(1 for state, _ in seen if state is not None)
+            idle = sum(1 for state, _ in seen if state is not None and state != b"busy")
+            head = Keys.host_queue(name, "")
+            hosts = frozenset(
+                queue.removeprefix(head)
+                for state, queues in seen
+                if state is not None and queues is not None
+                for queue in queues.decode(errors="replace").split(",")
+                if queue.startswith(head) and len(queue) > len(head)
+            )
+            if live or name not in (QUEUE_NAME, local):
+                result.append(WorkerGroup(name, roots[name], live, idle, hosts))
         return result
 
     def submit(self, jobs: list[tuple[Message, str, bool]], queue: str = QUEUE_NAME) -> list[str]:

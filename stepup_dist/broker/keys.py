@@ -10,7 +10,7 @@ and the shared pools' keys (`Keys.shared_patterns`, `broker/acl.py`).
 | --- | --- | --- |
 | `{p}:rq:...` | RQ's own | RQ's queues, jobs and registries (`RQ_KEY_PREFIX={p}:rq`) |
 | `{p}:rq:workers` | set | RQ's: the keys of the registered workers (read by the status line) |
-| `{p}:rq:worker:{name}` | hash | RQ's: one worker; the status line reads its `state` |
+| `{p}:rq:worker:{name}` | hash | RQ's: one worker; its `state`, and `queues` (the routing) |
 | `{p}:build:{b}:inbox` | list | msgpack messages for the planner of build `b` |
 | `{p}:build:{b}:reply:{n}` | list | the planner's reply to API call `n` (expires) |
 | `{p}:build:{b}:alive` | string | exists while build `b`'s planner lives (expires in a lease) |
@@ -18,7 +18,7 @@ and the shared pools' keys (`Keys.shared_patterns`, `broker/acl.py`).
 | `{p}:builds` | zset | build -> expiry of its report (ms, planner's clock) |
 | `{p}:server` | string | a token set once: a server that restarted empty has none (broker.py) |
 | `{p}:queue-roots` | hash | worker queue -> msgpack `{"v": 1, "roots": [...]}`: what it serves |
-| `{s}:pools` | hash | cluster pool name -> size (`stepup-dist pool set`) |
+| `{s}:pools` | hash | cluster pool name -> size (`stepup-dist pool set`: admin only) |
 | `{s}:pool-tickets` | string | counter handing out places in the waiting lines |
 | `{x}:pool:{id}:holders` | zset | lease token -> expiry (ms, server clock) |
 | `{x}:pool:{id}:waiters` | zset | waiting build -> ticket (lowest first) |
@@ -157,18 +157,37 @@ class Keys:
         return f"{self._pool_prefix(pool_id)}:pool:{pool_id}:units"
 
     def shared_patterns(self) -> list[str]:
-        """Glob patterns of every key kept under the shared prefix: what a person's ACL users
-        may reach there (`broker/acl.py`), and nothing else of it. The pool sizes cannot be
-        read-only (`%R~`) for them: the scripts that take and free slots declare that key,
-        and a script's declared keys need both grants."""
+        """Glob patterns of every key kept under the shared prefix that a person's planner
+        and worker users may write (`broker/acl.py`); of the rest of it, they may only read
+        the pool sizes (`read_only_patterns`), and nothing else."""
         s = self.shared
         return [
-            f"{s}:pools",
             f"{s}:pool-tickets",
             *(f"{s}:pool:{kind}*" for kind in _SHARED_POOLS),
             f"{s}:wake:*",
             f"{s}:cache:*",
         ]
+
+    def own_patterns(self) -> list[str]:
+        """Glob patterns of every key under the own prefix that planner and worker users
+        write: every key of this module but the pool sizes, which are the operator's."""
+        p = self.prefix
+        return [
+            f"{p}:rq:*",
+            f"{p}:build:*",
+            f"{p}:builds",
+            f"{p}:queue-roots",
+            f"{p}:pool:*",
+            f"{p}:hosts",
+            f"{p}:hosts-seen",
+            f"{p}:seen:*",
+        ]
+
+    def read_only_patterns(self) -> list[str]:
+        """What planner and worker users may read and not write: the cluster pool sizes
+        (`stepup-dist pool set` and `rm` are the admin role's). The scripts that take and
+        free slots read them without declaring them (`lua/acquire.lua`)."""
+        return [self.pool_sizes]
 
     def pool_patterns(self) -> list[str]:
         """Match the holders of every pool (for listings), shared ones included."""

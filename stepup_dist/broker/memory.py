@@ -109,7 +109,7 @@ class MemoryBroker:
     def host_queue(queue: str, host: str) -> str:
         return Keys.host_queue(queue, host)
 
-    def groups(self) -> Sequence[WorkerGroup]:
+    def groups(self, local: str | None = None) -> Sequence[WorkerGroup]:
         self._up()
         return list(self.registered_groups)
 

@@ -217,7 +217,7 @@ class Semaphores:
         host: str,
     ) -> tuple[list[str], list[Any]]:
         k = self._keys
-        keys = [k.pool_sizes, k.pool_tickets]
+        keys = [k.pool_tickets]
         args: list[Any] = [token, int(lease * 1000), waiter or token, _info(build, step, host)]
         for ref in pools:
             pid = ref.id
@@ -229,6 +229,8 @@ class Semaphores:
                 k.pool_units(pid),
             ]
             args += [ref.size or "", ref.name, ref.units]
+        # Read, not declared: planners may read the sizes, only the admin role write them.
+        args.append(k.pool_sizes)
         return keys, args
 
     @staticmethod
@@ -295,7 +297,7 @@ class Semaphores:
     def release(self, pools: list[PoolRef], token: str) -> list[str]:
         """Give the slots back; return the waiters first in line for them."""
         k = self._keys
-        keys = [k.pool_sizes]
+        keys: list[str] = []
         args: list[Any] = [token]
         for ref in pools:
             keys += [
@@ -305,6 +307,7 @@ class Semaphores:
                 k.pool_units(ref.id),
             ]
             args += [ref.size or "", ref.name]
+        args.append(k.pool_sizes)  # read, not declared (see `_acquire_call`)
         return [w.decode() for w in self._call("release", self._release, keys, args)]
 
     def withdraw(self, pools: list[PoolRef], waiter: str) -> None:

@@ -11,7 +11,7 @@ from ..broker.connection import connect_config
 from ..broker.keys import Keys
 from ..broker.semaphore import PoolStatus, Semaphores
 from ..config import Config
-from ..errors import UserError
+from ..errors import GrantMissing, UserError
 
 __all__ = ("pool_list", "pool_rm", "pool_set", "status")
 
@@ -34,12 +34,28 @@ def pool_set(config: Config, name: str, size: int) -> str:
         raise UserError(f"pool name {name!r} may only contain letters, digits and _ . -")
     if size < 1:
         raise UserError(f"pool {name!r}: size must be a positive integer, got {size}")
-    _semaphores(config).set_size(name, size)
+    try:
+        _semaphores(config).set_size(name, size)
+    except GrantMissing as exc:
+        raise UserError(_operators(f"set pool {name!r}", exc)) from exc
     return f"pool {name!r} has size {size}"
 
 
+def _operators(doing: str, exc: GrantMissing) -> str:
+    """A refused change of a pool size: the admin role's alone (docs/security.md)."""
+    cause = str(exc).rpartition("(")[2].rstrip(")")
+    return (
+        f"cannot {doing}: pool sizes are the operator's, and this Redis user may only read "
+        f"them (use the admin user; {cause})"
+    )
+
+
 def pool_rm(config: Config, name: str) -> str:
-    if not _semaphores(config).remove(name):
+    try:
+        removed = _semaphores(config).remove(name)
+    except GrantMissing as exc:
+        raise UserError(_operators(f"remove pool {name!r}", exc)) from exc
+    if not removed:
         raise UserError(f"there is no cluster pool {name!r}")
     return f"pool {name!r} removed (steps holding a slot keep it until they end)"
 

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -120,6 +120,38 @@ def _stop_workers(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def _gone_check(procs: list[subprocess.Popen], log_path: Path) -> Callable[[], str | None]:
+    """Why every local worker has exited, from their log, or None while one lives."""
+
+    def gone() -> str | None:
+        if any(p.poll() is None for p in procs):
+            return None
+        return workers_gone(log_path)
+
+    return gone
+
+
+def workers_gone(log_path: Path) -> str:
+    """One line on why the local workers exited, with the fix (their last error)."""
+    try:
+        lines = log_path.read_text(errors="replace").splitlines()
+    except OSError:
+        lines = []
+    errors = [x.partition("error: ")[2] for x in lines if x.startswith("stepup-worker: error:")]
+    where = f"see {log_path}"
+    if not errors:
+        return f"every local worker has exited; {where}"
+    cause = errors[-1]
+    if "lacks a grant" in cause or "refused the login" in cause:
+        return (
+            f"the local workers cannot serve ({cause}): a build with -wN needs a Redis user "
+            "with both roles, planner and worker (`stepup-dist acl --role both`, or the "
+            "NAME-both.env of deploy/cluster.py), or run it with -w0 beside workers started "
+            "under a worker user"
+        )
+    return f"every local worker has exited ({cause}); {where}"
 
 
 def _summary(reporter: ConsoleReporter, outcome: "Outcome", elapsed: float) -> ExitCode:
@@ -240,6 +272,7 @@ def run_build(
         from ..broker.connection import connect_config
         from ..broker.keys import Keys
         from ..planner.loop import Planner
+        from ..planner.waits import PRIVATE_GIVE_UP
         from .cache import step_cache
 
         try:
@@ -257,17 +290,18 @@ def run_build(
         if not embedded:  # a server of its own reached: now the workers
             procs = _start_workers(workers, config, root, log_path, build)
             stack.enter_context(_workers(procs))
-        alive = (lambda: any(p.poll() is None for p in procs)) if procs else None
         planner = Planner(
             broker if live is None else TickingBroker(broker, live.tick),
             reporter,
             root,
             lease=config.lease,
-            workers_alive=alive,
+            workers_gone=_gone_check(procs, log_path) if procs else None,
             reconnect=config.reconnect,
             build=build,
             local_workers=workers,
-            give_up=config.give_up,
+            # Nobody else can connect to a build's own server: what no worker offers now
+            # never comes.
+            give_up=PRIVATE_GIVE_UP if embedded and config.give_up is None else config.give_up,
             limits=limits,
             cache=step_cache(config, client),
         )

@@ -12,56 +12,11 @@ if TYPE_CHECKING:
 
 __all__ = (
     "clean_outputs",
-    "only_unserved_left",
     "report_stuck",
     "save",
     "success",
     "unblock_stalled",
 )
-
-UNSERVED_GRACE = 5.0
-"""Seconds to wait, once nothing else is left, for a worker offering missing resources."""
-
-
-def only_unserved_left(p: "PlannerCore") -> bool:
-    """True when the rest is done and no worker offered the resources still wanted."""
-    waiting = p.slots.waiting
-    if (
-        p.ready
-        or p.runs
-        or p.jobs.in_flight
-        or not waiting
-        or any(s.key not in p.slots.unserved for s in waiting)
-    ):
-        p.idle_since = None
-        return False
-    now = time.monotonic()
-    if p.idle_since is None:
-        p.idle_since = now
-        return False
-    if now - p.idle_since < UNSERVED_GRACE:
-        return False
-    for step in waiting:
-        wanted = p.slots.unserved[step.key]
-        p.outcome.stuck.append(
-            f"step {step.key!r} needs {wanted}, which no connected worker offers "
-            f"({_offer_hint(wanted, p.router.local_workers)})"
-        )
-    waiting.clear()
-    return True
-
-
-def _offer_hint(wanted: str, local_workers: int) -> str:
-    """How to offer `wanted`: the local workers of `build -wN` read the environment."""
-    name = wanted.split(":", 1)[0]
-    worker = f"start stepup-worker --resources {wanted}"
-    pool = f"make it a pool: stepup-dist pool set {name} SIZE"
-    if not local_workers:
-        return f"{worker}, or {pool}"
-    return (
-        f"run the build with STEPUP_DIST_RESOURCES={wanted} for its local workers, or "
-        f"{worker}, or {pool}"
-    )
 
 
 def unblock_stalled(p: "PlannerCore") -> bool:
@@ -108,17 +63,19 @@ def report_stuck(p: "PlannerCore") -> None:
     cycle = p.graph.find_cycle(pending)
     if cycle is not None:
         p.plan_error("dependency cycle: " + " -> ".join(repr(k) for k in cycle))
+    told = list(p.outcome.stuck)
     for key in pending:
         step = p.graph.steps[key]
-        if not step.missing:
-            # Nothing it waits for, yet not run: a step dropped on the way (our bug) must
-            # never pass for a build that succeeded.
+        if not step.missing and not any(line.startswith(f"step {key!r} ") for line in told):
+            # Nothing it waits for and no reason given (as for a wait for resources), yet
+            # not run: a step dropped on the way (our bug) must never pass for a build that
+            # succeeded.
             status = step.status.name.lower()
             p.outcome.stuck.append(f"step {key!r} did not run (it was left {status})")
         for path in sorted(step.missing):
             node = p.graph.files[path]
             if node.static:
-                why = "a static file that is missing or whose hash check failed"
+                why = "a static file that is missing or whose hash check failed or never ran"
             elif node.producer is None:
                 why = "which is neither static nor made by any step"
             elif p.graph.steps[node.producer].status is StepStatus.FAILED:

@@ -12,7 +12,6 @@ The loop ends when nothing is in flight; steps still pending then are reported.
 """
 
 import os
-import socket
 import time
 import uuid
 from collections import deque
@@ -44,6 +43,7 @@ from .pools import PoolKeeper
 from .priority import Priorities, RunQueue
 from .routing import Router
 from .store import Record, Store
+from .waits import ResourceWaits, offer_hint, why_unserved
 
 if TYPE_CHECKING:
     from .cache import StepCache
@@ -72,7 +72,7 @@ class Planner:
         lease: float = 30.0,
         build: str | None = None,
         environ: Mapping[str, str] | None = None,
-        workers_alive: Callable[[], bool] | None = None,
+        workers_gone: Callable[[], str | None] | None = None,
         reconnect: float = RECONNECT_FOR,
         local_workers: int = 0,
         give_up: float | None = None,
@@ -116,8 +116,8 @@ class Planner:
         """Static trees (StepUp 4's `static("data/")`): folder -> whether what a step needs
         under it is declared static at once (else once nothing else can run)."""
         """Steps whose inputs are all there, to dispatch (a skip check or a run)."""
-        self.idle_since: float | None = None
-        """Since when only steps waiting for resources no worker offers are left."""
+        self.waits = ResourceWaits(give_up)
+        """Steps waiting for host resources that no serving worker offers."""
         self.last_save = time.monotonic()
         self.server = ""
         """The id of the server run the build started with (a restart forgets everything)."""
@@ -127,8 +127,8 @@ class Planner:
         """Steps with their slots, whose jobs go out at the end of this dispatch round."""
         self._unleased: list[Step] = []
         """Queued steps that still need their run lease (taken in one batch)."""
-        self._told_unserved: set[str] = set()
-        self._workers_alive = workers_alive
+        self._workers_gone = workers_gone
+        """Why every local worker has exited (`build -wN`), or None while one lives."""
         self._last_renew = time.monotonic()
         self._started_at = time.time()
         self._next_report = 0.0
@@ -159,8 +159,7 @@ class Planner:
         self.slots.waiting.clear()
         self._deferred = []
         self._held, self._pending_runs, self._unleased = [], [], []
-        self._told_unserved.clear()
-        self.idle_since = None
+        self.waits.clear()
         self._started_at = time.time()
         self._drain_asked = False
         self.trust = trust
@@ -196,8 +195,13 @@ class Planner:
                     self.handle(message)
         except BrokerUnavailable as exc:
             recovery.reconnect(self, exc)
-        if self._workers_alive is not None and not self._workers_alive():
-            raise UserError("every local worker has exited; see .stepup/workers.log")
+        self._check_workers()
+
+    def _check_workers(self) -> None:
+        """End the build when its local workers cannot serve it (they all exited)."""
+        why = self._workers_gone() if self._workers_gone is not None else None
+        if why is not None:
+            raise UserError(why)
 
     # Definitions (from API calls or replayed records)
 
@@ -336,6 +340,11 @@ class Planner:
         """One round of the loop; True when the build is over."""
         if self.outcome.cancelled:
             return True
+        # A wait of a second per round at most: a build whose workers cannot serve (a
+        # missing grant) ends at once, with their reason. Not once interrupted: Ctrl-C
+        # reached the local workers too, and they leave as their steps end.
+        if not self.outcome.interrupted:
+            self._check_workers()
         if self._drain_asked and not self.outcome.interrupted:
             recovery.drain(self)
         if not self.outcome.interrupted:
@@ -344,7 +353,7 @@ class Planner:
             return True
         if not self.ready and not self.runs and not self.jobs.in_flight and not self.slots.waiting:
             return not finish.unblock_stalled(self)
-        if finish.only_unserved_left(self) or self._route(time.monotonic()):
+        if self._route(time.monotonic()):
             return True
         # Steps left for the next dispatch round: look at the inbox without waiting.
         more = self.ready or (self.runs and self.runs.may_take(self._room()))
@@ -432,14 +441,6 @@ class Planner:
         self._pending_runs = []
         self._held.extend((job, None) for job in skipping.check_jobs(self))
         self._send()
-        for key, wanted in self.slots.unserved.items():
-            if key not in self._told_unserved:
-                self._told_unserved.add(key)
-                self.reporter.line(
-                    "WAITING",
-                    f"{key} (needs {wanted}: no connected worker offers it, and no pool "
-                    "has its name)",
-                )
 
     def queue_run(self, step: Step) -> None:
         """The step must run: it goes out when workers have room for it, best first (once
@@ -475,6 +476,8 @@ class Planner:
                 self.slots.line_of(w) == line for w in self.slots.waiting
             )
             granted = not ahead and self.slots.take(step)
+            if ahead:
+                self.slots.behind(step)
         except PlanError as exc:
             self.plan_error(str(exc))
             step.status = StepStatus.FAILED
@@ -500,19 +503,27 @@ class Planner:
         self._pending_runs.clear()
 
     def _send(self) -> None:
-        """Send the held jobs to queues whose workers serve this build, if any do now."""
-        found = self.router.candidates() if self._held else []
-        if not found:
+        """Send the held jobs to queues that live workers able to run them read: a step
+        placed on a host for its resources to a group that reads its host queue there."""
+        if not self._held:
             return
-        here = socket.gethostname()
+        found: dict[str | None, list[tuple[str, int]]] = {}
         batches: dict[str, list[tuple[Message, str, bool]]] = {}
+        keep: list[tuple[tuple[Message, str, bool], str | None]] = []
         for job, host in self._held:
-            queue = self.router.pick(prefer_local=host == here, found=found)
-            assert queue is not None
-            self.router.sent(_job_key(job[0]), queue)
+            if host not in found:
+                found[host] = self.router.candidates(host)
+            queue = self.router.pick(host=host, found=found[host])
+            if queue is None:
+                if host is None:
+                    keep.append((job, host))
+                else:
+                    self._replace(self.graph.steps[_job_key(job[0])])
+                continue
+            self.router.sent(_job_key(job[0]), queue, host)
             target = queue if host is None else self.broker.host_queue(queue, host)
             batches.setdefault(target, []).append(job)
-        self._held = []
+        self._held = keep
         # Noted before they go, under ids no job has: if the server goes away with them
         # (a failover, a dropped connection), they show as gone and run again
         # (recovery.find_lost_jobs) instead of being waited for forever.
@@ -522,30 +533,84 @@ class Planner:
         for queue, jobs in batches.items():
             self._note_jobs(jobs, self.broker.submit(jobs, queue))
 
+    def _replace(self, step: Step) -> None:
+        """A step placed on a host where no worker serving this build reads any more: its
+        slots there go back, and it is placed again (elsewhere, or it waits, and says so)."""
+        self.slots.release(step)
+        self.jobs.settled(step.key)
+        self.jobs.forget_job(step.key)
+        step.status = StepStatus.READY
+        self.runs.push(step)
+
+    def _read_registry(self, now: float) -> None:
+        """Which workers serve what, and the hosts where steps of this build may go."""
+        self.router.update(self.broker.groups(self.router.local), now)
+        hosts = self.router.hosts()
+        if hosts != self.slots.reachable:
+            self.slots.reachable = hosts
+            self.slots.retry = True
+
     def _route(self, now: float) -> bool:
-        """Read which workers serve what when due; say so when none serves this build.
-        True when the build gives up waiting for one."""
-        if self.router.due(now):
-            self.router.update(self.broker.groups(), now)
+        """Read which workers serve what when due; say so when none serves this build or
+        one of its steps. True when the build gives up waiting for a serving worker."""
+        if self.router.due(now, waiting=bool(self.slots.unserved)):
+            self._read_registry(now)
             self._move_stranded()
             self._send()
         text = self.router.waiting_text(now, len(self._held))
         if text is not None:
             self.reporter.line("WAITING", text)
+        self._unserved(now)
         if not self.router.gave_up(now):
             return False
         why = f"no connected worker serves {self.root} ({self.router.served()})"
-        for key, step in self.graph.steps.items():
-            if step.status in (StepStatus.QUEUED, StepStatus.CHECKING):
-                self.outcome.stuck.append(f"step {key!r} cannot run: {why}")
+        waiting = [
+            key
+            for key, step in self.graph.steps.items()
+            if step.status in (StepStatus.QUEUED, StepStatus.CHECKING)
+        ]
+        for key in waiting:
+            self.outcome.stuck.append(f"step {key!r} cannot run: {why}")
+        if not waiting:  # only hash checks of static files waited (plan.py's, say)
+            self.outcome.stuck.append(f"nothing could run: {why}")
         return True
 
+    def _unserved(self, now: float) -> None:
+        """Say which steps wait for resources no serving worker offers, and give up on
+        them after `--give-up` (the rest of the build goes on)."""
+        unserved = self.slots.unserved
+        # One line per cause, whatever the number of steps that wait for it.
+        causes: dict[tuple[str, tuple[str, ...]], list[str]] = {}
+        for key in self.waits.update(unserved, now):
+            hosts = tuple(self.slots.elsewhere.get(key, []))
+            causes.setdefault((unserved[key], hosts), []).append(key)
+        served = self.router.served() if causes else ""
+        for (wanted, hosts), keys in causes.items():
+            why = why_unserved(wanted, list(hosts), str(self.root), served)
+            who = keys[0] if len(keys) == 1 else f"{keys[0]} and {len(keys) - 1} more"
+            topic = f"needs {wanted} {hosts}"
+            line = self.router.say(topic, f"{who} (needs {wanted}: {why})", now, why.split(" (")[0])
+            if line is not None:
+                self.reporter.line("WAITING", line)
+        for key in self.waits.expired(now):
+            wanted, elsewhere = unserved[key], self.slots.elsewhere.get(key, [])
+            if elsewhere:
+                why = f"offered on {', '.join(elsewhere)} only by workers that do not serve it"
+            else:
+                why = "which no connected worker offers"
+            hint = offer_hint(wanted, elsewhere, str(self.root), self.router.local_workers)
+            self.outcome.stuck.append(f"step {key!r} needs {wanted}, {why} ({hint})")
+            self.slots.drop(self.graph.steps[key])
+            del self.waits.since[key]
+
     def _move_stranded(self) -> None:
-        """Take back the jobs that wait for workers that are gone, to send them to workers
-        that serve this build now (a job a worker took meanwhile stays where it is)."""
-        for queue, keys in self.router.stranded().items():
+        """Take back the jobs that wait where no live worker able to run them reads any
+        more (a job a worker took meanwhile stays where it is), to send them to workers
+        that can now, or to hold them until some can."""
+        for (queue, host), keys in self.router.stranded().items():
             ids = {self.jobs.job_id(key): key for key in keys}
-            for job_id in self.broker.withdraw_jobs(queue, [i for i in ids if i]):
+            target = queue if host is None else self.broker.host_queue(queue, host)
+            for job_id in self.broker.withdraw_jobs(target, [i for i in ids if i]):
                 key = ids[job_id]
                 self.router.started(key)
                 self.jobs.forget_job(key)
@@ -555,7 +620,7 @@ class Planner:
                         self._held.append((skipping.check_entry(job), None))
                 else:
                     step = self.graph.steps[key]
-                    self._held.append(((self._run_job(step), step.key, False), None))
+                    self._held.append(((self._run_job(step), step.key, False), host))
 
     def _note_jobs(self, jobs: list[tuple[Message, str, bool]], ids: list[str]) -> None:
         """Remember each step's RQ job, to notice one lost before it started."""
@@ -696,8 +761,6 @@ class Planner:
             self._next_report = now + max(REPORT_INTERVAL, 50 * (time.monotonic() - now))
         if now - self.last_save > SAVE_INTERVAL:
             finish.save(self, final=False)
-            if self._workers_alive is not None and not self._workers_alive():
-                raise UserError("every local worker has exited; see .stepup/workers.log")
 
 
 def _job_key(message: Message) -> str:

@@ -88,7 +88,7 @@ class StatBroker:
     def host_queue(self, queue: str, host: str) -> str:
         return f"{queue}@{host}"
 
-    def groups(self) -> Sequence[Group]:
+    def groups(self, local: str | None = None) -> Sequence[Group]:
         return []
 
     def submit(self, jobs: list[tuple[Message, str, bool]], queue: str) -> list[str]:

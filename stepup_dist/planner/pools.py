@@ -5,8 +5,10 @@ and in the plan's pool NAME when the plan defined one (so a plan can only narrow
 limit). A step with `resources=` (StepUp 4's) takes, for each name, its units in the pools
 of that name, the plan's (`pool()`, or what the build declares: StepUp's build-level
 resources) and the cluster's, and also on a host when the name is not a pool or when a
-connected worker's host offers it (`stepup-worker --resources`). A name that is none of
-these waits, said once in a WAITING line, and is reported stuck when nothing else is left.
+connected worker's host offers it (`stepup-worker --resources`). Such a step is placed
+only on a host where a live worker that serves the build's folder reads its host queue
+(`reachable`, from the router). A step that no such host can take waits (`unserved`): the
+planner says so in a WAITING line and gives up on it after `--give-up` (`planner/waits.py`).
 
 Slots are leases taken through the broker; this module decides when to ask.
 Waiting steps hold neither a slot nor a worker: they are retried when a release wakes the
@@ -65,7 +67,14 @@ class PoolKeeper:
         self._lines: dict[str, object] = {}
         self._placed: dict[str, str] = {}
         self.unserved: dict[str, str] = {}
-        """Steps that need resources no connected worker offers, and what they need."""
+        """Steps that need resources no connected worker that serves the build offers
+        (them, or an earlier step of their line), and what they need."""
+        self.elsewhere: dict[str, list[str]] = {}
+        """Of `unserved`, the steps whose resources some host offers, to workers that do not
+        serve this build: those hosts."""
+        self.reachable: set[str] | None = None
+        """The hosts whose host queue a live worker serving this build reads: the only
+        places for a step with host resources (None: any host, as in tests of the pools)."""
         self._rotation = 0
         self._lost: BrokerUnavailable | None = None
         """An outage `retry_waiting` met, for `raise_lost`."""
@@ -142,14 +151,21 @@ class PoolKeeper:
         placements: list[tuple[str | None, dict[str, int]]] = [(None, {})]
         pool_refs, host_units = self._split(step) if step.resources else ([], {})
         if host_units:
-            placements = list(self._candidate_hosts(host_units))
+            offered = self._candidate_hosts(host_units)
+            placements = [
+                (host, capacity)
+                for host, capacity in offered
+                if self.reachable is None or host in self.reachable
+            ]
             if not placements:
                 wanted = ",".join(f"{n}:{u}" for n, u in sorted(host_units.items()))
                 self.unserved[step.key] = wanted
+                self.elsewhere[step.key] = sorted(host for host, _ in offered)
                 if step not in self.waiting:
                     self.waiting.append(step)
                 return False
             self.unserved.pop(step.key, None)
+            self.elsewhere.pop(step.key, None)
         for host, capacity in placements:
             for _ in range(2):
                 if _:  # a retry: a cluster pool was removed meanwhile
@@ -183,6 +199,23 @@ class PoolKeeper:
         if step not in self.waiting:
             self.waiting.append(step)
         return False
+
+    def behind(self, step: Step) -> None:
+        """`step` waits in line behind an earlier step of this build: when that one waits
+        for resources nobody serving the build offers, so does `step`."""
+        line = self.line_of(step)
+        for other in self.waiting:
+            if other is not step and other.key in self.unserved and self.line_of(other) == line:
+                self.unserved[step.key] = self.unserved[other.key]
+                self.elsewhere[step.key] = self.elsewhere.get(other.key, [])
+                return
+
+    def drop(self, step: Step) -> None:
+        """Stop waiting for slots for `step` (the build gave up on it)."""
+        if step in self.waiting:
+            self.waiting.remove(step)
+        self.unserved.pop(step.key, None)
+        self.elsewhere.pop(step.key, None)
 
     def take_many(self, steps: list[Step]) -> None:
         """Run leases for steps that need no other slot: one round trip for them all."""
@@ -222,6 +255,7 @@ class PoolKeeper:
         for step in list(self.waiting) if first is None else sorted(self.waiting, key=first):
             # Within a build: in order per pool (a later step never overtakes).
             if self.line_of(step) in refused:
+                self.behind(step)
                 continue
             try:
                 ok = self.take(step)

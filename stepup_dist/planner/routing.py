@@ -1,19 +1,25 @@
-"""Where the planner sends each job: to a queue whose live workers serve the build's folder.
+"""Where the planner sends each job: to a queue that a live worker able to run it reads.
 
 Workers take steps from one queue per group (`docs/routing.md`): the local workers of a
 build from that build's own queue, workers started with `--root` from the queue of their
 folders (registered on the server with those folders), workers that serve any folder from
-`steps`. A job goes only to a group that covers the build's folder and has live workers, so
-no worker refuses a job for serving other folders. Among several, the one with the fewest
-of this build's unstarted jobs per worker gets the next job (the build's own workers first
-when even). When none covers the folder, jobs are held, a `WAITING` line says what the
-connected workers serve, and after `give_up` seconds the build ends with its steps stuck.
+`steps`. A worker with `--resources` also reads its group's queue for its host,
+`{queue}.host.{host}`. The rule: a job goes only to a group with live workers that covers
+the build's folder, and a step placed on a host for its resources only to the host queue of
+such a group with a live worker on that host (`Group.hosts`). So no job waits in a queue
+that no live worker reads, and no worker refuses a job for serving other folders. Among
+several, the one with the fewest of this build's unstarted jobs per worker gets the next
+job (the build's own workers first when even). When a group's last worker leaves, its
+unstarted jobs are `stranded`: the planner takes them back. When none covers the folder,
+jobs are held, a `WAITING` line says what the connected workers serve (again every
+`WAITING_REPEAT` seconds while it lasts), and after `give_up` seconds the build ends with
+its steps stuck.
 
-No Redis here: the planner hands in what `Broker.groups()` read.
+No Redis here: the planner hands in what `Broker.groups()` read, and the time.
 """
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -22,11 +28,14 @@ __all__ = ("Group", "Router", "covers")
 REFRESH_IDLE = 5.0
 """Seconds between reads of the worker registry while jobs can be sent."""
 REFRESH_WAITING = 1.0
-"""Seconds between reads while no connected worker serves the build."""
+"""Seconds between reads while jobs wait for a worker that can take them."""
 QUEUE_DEPTH = 1.0
 """Unstarted runs kept out per serving worker; the rest wait in the planner, best first."""
 WAITING_GRACE = 2.0
 """Seconds without a serving worker before it is said (workers may be starting)."""
+WAITING_REPEAT = 60.0
+"""Seconds between two WAITING lines that say the same: a person who comes back to the
+terminal sees that the build still waits, and why."""
 
 
 class Group(Protocol):
@@ -38,6 +47,8 @@ class Group(Protocol):
     def workers(self) -> int: ...
     @property
     def idle(self) -> int: ...
+    @property
+    def hosts(self) -> Collection[str]: ...
 
 
 def covers(roots: Sequence[str], folder: str) -> bool:
@@ -45,6 +56,17 @@ def covers(roots: Sequence[str], folder: str) -> bool:
     if not roots:
         return True
     return any(folder == root or folder.startswith(root.rstrip("/") + "/") for root in roots)
+
+
+@dataclass(frozen=True)
+class _Known:
+    """A group the planner knows of before the registry does (its own local workers)."""
+
+    queue: str
+    roots: tuple[str, ...]
+    workers: int
+    idle: int
+    hosts: frozenset[str]
 
 
 @dataclass
@@ -58,7 +80,8 @@ class Router:
     """The queue of the build's own local workers (`build -wN`); None with `-w0`."""
 
     local_workers: int = 0
-    """How many local workers serve `local`."""
+    """How many local workers serve `local` (a candidate for plain jobs from the start:
+    they are the build's own processes, and it ends when they have all exited)."""
 
     give_up: float | None = None
     """Seconds to wait for a serving worker before the build ends; None: no limit."""
@@ -66,8 +89,8 @@ class Router:
     groups: list[Group] = field(default_factory=list)
     """The groups the server knew at the last read, serving this folder or not."""
 
-    unstarted: dict[str, str] = field(default_factory=dict)
-    """Job key -> queue, for the jobs sent and not yet started."""
+    unstarted: dict[str, tuple[str, str | None]] = field(default_factory=dict)
+    """Job key -> (queue, host or None), for the jobs sent and not yet started."""
 
     waiting: Counter[str] = field(default_factory=Counter)
     """Queue -> how many of `unstarted` went there."""
@@ -78,39 +101,63 @@ class Router:
     unserved_since: float | None = None
     """Since when no live group serves the folder while jobs wait (monotonic)."""
 
-    told: str = ""
-    """The last WAITING text printed, so that a change is printed once."""
+    told: dict[str, tuple[str, float]] = field(default_factory=dict)
+    """What each WAITING line (by topic: `folder`, or a step) last said, and when: a change
+    is printed at once, the same text every `WAITING_REPEAT` seconds."""
 
-    def due(self, now: float) -> bool:
-        """Time to read the registry again."""
-        every = REFRESH_WAITING if self.unserved_since is not None else REFRESH_IDLE
+    def due(self, now: float, waiting: bool = False) -> bool:
+        """Time to read the registry again (sooner while jobs wait: `waiting`, or no worker
+        serves the folder)."""
+        every = REFRESH_WAITING if waiting or self.unserved_since is not None else REFRESH_IDLE
         return now - self.read_at >= every
 
     def update(self, groups: Sequence[Group], now: float) -> None:
         self.groups = list(groups)
         self.read_at = now
 
-    def candidates(self) -> list[tuple[str, int]]:
-        """(queue, live workers) of every group that may take this build's jobs."""
+    def _mine(self) -> Group | None:
+        """The build's own group as the registry knows it (the hosts it reads)."""
+        return next((g for g in self.groups if g.queue == self.local), None)
+
+    def candidates(self, host: str | None = None) -> list[tuple[str, int]]:
+        """(queue, live workers) of every group that may take this build's jobs; with
+        `host`, of every group that reads its host queue on `host` (a step placed there)."""
         found = [
             (g.queue, g.workers)
             for g in self.groups
-            if g.workers > 0 and g.queue != self.local and covers(g.roots, self.folder)
+            if g.workers > 0
+            and g.queue != self.local
+            and covers(g.roots, self.folder)
+            and (host is None or host in g.hosts)
         ]
-        if self.local is not None and self.local_workers > 0:
+        if self.local is None:
+            return found
+        if host is None and self.local_workers > 0:
             found.insert(0, (self.local, self.local_workers))
+        elif host is not None:
+            mine = self._mine()
+            if mine is not None and mine.workers > 0 and host in mine.hosts:
+                found.insert(0, (self.local, mine.workers))
         return found
 
+    def hosts(self) -> set[str]:
+        """The hosts on which a live worker that serves this folder reads its host queue:
+        where a step that needs host resources may be placed."""
+        return {
+            host
+            for g in self.groups
+            if g.workers > 0 and (g.queue == self.local or covers(g.roots, self.folder))
+            for host in g.hosts
+        }
+
     def pick(
-        self, *, prefer_local: bool = False, found: list[tuple[str, int]] | None = None
+        self, *, host: str | None = None, found: list[tuple[str, int]] | None = None
     ) -> str | None:
-        """The queue for the next job, or None when no live worker serves the folder.
-        `found`: the candidates, when the caller picks for many jobs at once."""
-        found = self.candidates() if found is None else found
+        """The queue for the next job (placed on `host`, if any), or None when no live
+        worker can take it. `found`: the candidates, when the caller picks for many."""
+        found = self.candidates(host) if found is None else found
         if not found:
             return None
-        if prefer_local and self.local is not None and found[0][0] == self.local:
-            return self.local
         # min() keeps the first of equals: the local workers, then the order read.
         return min(found, key=lambda qw: (self.waiting[qw[0]] + 1) / qw[1])[0]
 
@@ -129,43 +176,51 @@ class Router:
         limit = max(1, round(QUEUE_DEPTH * sum(workers for _, workers in found)))
         return max(0, limit - len(self.unstarted) - outgoing)
 
-    def stranded(self) -> dict[str, list[str]]:
-        """Queue -> keys of this build's unstarted jobs that wait in a queue no live worker
-        serves any more, while another group could take them (to be moved there)."""
-        found = self.candidates()
-        live = {queue for queue, _ in found}
-        if not found:
-            return {}
-        moved: dict[str, list[str]] = {}
-        for key, queue in self.unstarted.items():
-            if queue not in live:
-                moved.setdefault(queue, []).append(key)
+    def stranded(self) -> dict[tuple[str, str | None], list[str]]:
+        """(queue, host) -> keys of this build's unstarted jobs that wait where no live
+        worker that can take them reads any more: to be taken back, and sent elsewhere or
+        held."""
+        live: dict[str | None, set[str]] = {}
+        moved: dict[tuple[str, str | None], list[str]] = {}
+        for key, (queue, host) in self.unstarted.items():
+            if host not in live:
+                live[host] = {q for q, _ in self.candidates(host)}
+            if queue not in live[host]:
+                moved.setdefault((queue, host), []).append(key)
         return moved
 
-    def sent(self, key: str, queue: str) -> None:
+    def sent(self, key: str, queue: str, host: str | None = None) -> None:
         self.started(key)
-        self.unstarted[key] = queue
+        self.unstarted[key] = (queue, host)
         self.waiting[queue] += 1
 
     def started(self, key: str) -> None:
-        queue = self.unstarted.pop(key, None)
-        if queue is not None:
-            self.waiting[queue] -= 1
+        sent = self.unstarted.pop(key, None)
+        if sent is not None:
+            self.waiting[sent[0]] -= 1
 
     def waiting_text(self, now: float, held: int) -> str | None:
-        """A WAITING line to print now, if the situation is new; tracks `unserved_since`."""
+        """A WAITING line to print now (a new situation, or the same after
+        `WAITING_REPEAT`); tracks `unserved_since`."""
         if self.candidates() or not (held or self.unstarted):
             self.unserved_since = None
-            self.told = ""
+            self.told.pop("folder", None)
             return None
         if self.unserved_since is None:
             self.unserved_since = now
         if now - self.unserved_since < WAITING_GRACE:
             return None
-        text = f"steps of {self.folder}: no connected worker serves this folder ({self.served()})"
-        if text == self.told:
+        what = f"steps of {self.folder}: no connected worker serves this folder"
+        return self.say("folder", f"{what} ({self.served()})", now, what)
+
+    def say(self, topic: str, text: str, now: float, cause: str | None = None) -> str | None:
+        """`text`, if its `cause` (by default the text) is new for `topic`, or was said
+        `WAITING_REPEAT` seconds ago."""
+        cause = text if cause is None else cause
+        last = self.told.get(topic)
+        if last is not None and last[0] == cause and now - last[1] < WAITING_REPEAT:
             return None
-        self.told = text
+        self.told[topic] = (cause, now)
         return text
 
     def gave_up(self, now: float) -> bool:
@@ -176,14 +231,18 @@ class Router:
         )
 
     def served(self) -> str:
-        """What the connected workers serve, for messages."""
-        live = [g for g in self.groups if g.workers > 0]
+        """What the connected workers serve and offer, for messages."""
+        live: list[Group] = [g for g in self.groups if g.workers > 0]
+        if self.local is not None and self.local_workers and self._mine() is None:
+            # Started, not registered yet.
+            live.insert(0, _Known(self.local, (), self.local_workers, 0, frozenset()))
         total = sum(g.workers for g in live)
         if not total:
             return "no worker is connected"
         parts = []
         for g in live:
-            what = ", ".join(g.roots) if g.roots else "any folder"
-            parts.append(f"{g.workers} serve{'s' if g.workers == 1 else ''} {what}")
+            what = "this build" if g.queue == self.local else ", ".join(g.roots) or "any folder"
+            hosts = f" (resources on {', '.join(sorted(g.hosts))})" if g.hosts else ""
+            parts.append(f"{g.workers} serve{'s' if g.workers == 1 else ''} {what}{hosts}")
         noun = "worker is" if total == 1 else "workers are"
         return f"{total} {noun} connected: " + "; ".join(parts)

@@ -19,6 +19,7 @@ import socket
 import sys
 import time
 import warnings
+from collections.abc import Callable
 
 import click
 import redis
@@ -28,7 +29,7 @@ from ..broker.connection import connect_config, redact, refusal
 from ..broker.keys import Keys
 from ..broker.queue import load_rq
 from ..config import Config, parse_resources, step_environ
-from ..errors import BrokerUnavailable, UserError
+from ..errors import BrokerUnavailable, GrantMissing, UserError
 from ..options import flags_config, redis_option, run_command, tls_options
 from ..wire import MsgpackSerializer
 from .execute import WorkerContext
@@ -118,7 +119,7 @@ def run_worker(
     # ACL user has no business listing other clients.
     warnings.filterwarnings("ignore", message="CLIENT LIST command not supported")
     keys = Keys.of(config)
-    load_rq(keys)
+    rq = load_rq(keys)
     client = connect_config(config)
     host = host or socket.gethostname()
     worker_name = name or f"{host}.{os.getpid()}"
@@ -136,7 +137,7 @@ def run_worker(
     # A worker with resources also serves the steps placed on its host for them.
     queues = [keys.host_queue(queue, host), queue] if resources else [queue]
     lease_client = connect_config(config, socket_timeout=max(0.5, config.lease / 6))
-    from .step_worker import StepWorker  # only now: rq has our key prefix (load_rq)
+    from .step_worker import StepWorker, denied  # only now: rq has our key prefix (load_rq)
 
     worker = StepWorker(
         queues,
@@ -162,7 +163,10 @@ def run_worker(
     level = "INFO" if verbose else "WARNING"
     delay = 0.5
     said = False
+    cannot = f"the worker cannot serve prefix {config.prefix!r}"
+    denials = _Denials(cannot, local=build is not None)
     while True:
+        worker.denied = None
         try:
             if roots:
                 # Again after each reconnect: a restarted server forgot the registry.
@@ -172,17 +176,30 @@ def run_worker(
                 _say_serving(worker_name, config, served_roots(config), resources or {}, queues)
             worked = worker.work(burst=burst, logging_level=level)
         except (redis.exceptions.NoPermissionError, redis.AuthenticationError) as exc:
-            # No reconnecting fixes a missing grant or a refused login.
-            raise refusal(exc, f"the worker cannot serve prefix {config.prefix!r}") from exc
+            worker.denied = exc
+            worked = False
+        except GrantMissing as exc:
+            worker.denied = redis.exceptions.NoPermissionError(str(exc))
+            worked = False
         except redis.RedisError as exc:
-            if "no permissions" in str(exc):
-                raise refusal(exc, f"the worker cannot serve prefix {config.prefix!r}") from exc
-            # RQ's bookkeeping at the end of its loop (register_death) met the outage.
-            log.warning("lost the server (%s)", exc)
+            if not denied(exc):
+                # RQ's bookkeeping at the end of its loop (register_death) met the outage.
+                log.warning("lost the server (%s)", exc)
+            else:
+                worker.denied = exc
             worked = False
         # RQ notes a SIGTERM or Ctrl-C only in this member; it has no public way to ask.
         if burst or worker._shutdown_requested_date is not None:  # noqa: SLF001
+            if worker.denied is not None:
+                raise refusal(worker.denied, cannot) from worker.denied
             return worked
+        if worker.denied is not None:
+            # Out of RQ's registry meanwhile (its teardown), so planners do not count it.
+            try:
+                denials.wait(worker.denied, time.monotonic())
+            except rq.exceptions.StopRequested:  # RQ's handler of SIGTERM, while waiting
+                return False
+            continue
         # RQ left its loop because the server went away (restart, dropped connection):
         # serve again once it is back, under the same name.
         log.warning("reconnecting to %s in %.1f s", redact(url), delay)
@@ -194,6 +211,33 @@ def run_worker(
             delay = 0.5
         except redis.RedisError:
             continue
+
+
+DENIED_RETRY = 60.0
+"""Seconds between two tries of a worker whose user lacks a grant (one log line each)."""
+
+
+class _Denials:
+    """A worker that meets a missing grant or a refused login: a local worker of a build
+    ends at once (its build says why, `cli/build.py`); any other waits for an operator to
+    fix the user, trying again and saying so once a minute."""
+
+    def __init__(self, doing: str, local: bool, sleep: Callable[[float], None] = time.sleep):
+        self.doing = doing
+        self.local = local
+        self.sleep = sleep
+        self.first: float | None = None
+
+    def wait(self, exc: redis.RedisError, now: float) -> None:
+        if self.local:
+            raise refusal(exc, self.doing) from exc
+        text = str(refusal(exc, self.doing))
+        if self.first is None:
+            self.first = now
+            log.error("%s; trying again every %.0f s", text, DENIED_RETRY)
+        else:
+            log.error("%s (for %.0f s now)", text, now - self.first)
+        self.sleep(DENIED_RETRY)
 
 
 def serving_line(

@@ -30,6 +30,7 @@ import math
 import time
 from typing import Any
 
+import redis
 import rq
 import rq.exceptions
 import rq.job
@@ -55,7 +56,7 @@ if RQ_KEY_PREFIX == "rq":
     # would miss every queue of ours.
     raise ImportError("import stepup_dist.worker.step_worker only after broker.queue.load_rq")
 
-__all__ = ("RQ_OWN", "RQ_SURFACE", "StepJob", "StepRun", "StepWorker")
+__all__ = ("RQ_OWN", "RQ_SURFACE", "StepJob", "StepRun", "StepWorker", "denied")
 
 RQ_SURFACE: dict[str, tuple[str, ...]] = {
     "rq.job.Job": (
@@ -69,7 +70,7 @@ RQ_SURFACE: dict[str, tuple[str, ...]] = {
         # overridden by StepWorker
         "job_class", "__init__", "subscribe", "unsubscribe", "heartbeat", "teardown",
         "dequeue_job_and_maintain_ttl", "execute_job", "set_state", "check_for_suspension",
-        "handle_exception", "work",
+        "handle_exception", "work", "run_maintenance_tasks",
         # read, by StepWorker and by serve.py of a StepWorker
         "connection", "key", "name", "queues", "executions", "get_state", "get_heartbeat_ttl",
         "default_result_ttl", "cleanup_execution", "increment_successful_job_count",
@@ -82,7 +83,7 @@ RQ_SURFACE: dict[str, tuple[str, ...]] = {
     "rq.worker.WorkerStatus": ("BUSY", "IDLE"),
     "rq.utils": ("now", "utcformat"),
     "rq.worker_registration": ("register",),
-    "rq.exceptions": ("DeserializationError",),
+    "rq.exceptions": ("DeserializationError", "StopRequested"),
     "rq.defaults": ("RQ_KEY_PREFIX",),
     "rq.executions": ("Execution",),
     "rq.job": ("Job", "JobStatus"),
@@ -96,7 +97,7 @@ RQ_OWN: dict[str, tuple[str, ...]] = {
     "rq.worker.SimpleWorker": (
         "broker", "leases", "context", "served", "watchdog", "_last_beat",
         "_last_suspension_check", "_last_job_beat", "start", "finish", "fail", "beat",
-        "report_refusal",
+        "report_refusal", "denied", "_stop_if_denied",
     ),
     "rq.job.Job": (),
 }  # fmt: skip
@@ -112,6 +113,13 @@ KILLED_WITH_WORKER = 1.0
 """Seconds a step killed by a signal waits for the worker's own stop signal: Slurm ends a
 job (`scancel`, its time limit, preemption) by signalling every process in it at once, the
 step's commands included, in no set order."""
+
+
+def denied(exc: BaseException) -> bool:
+    """A missing grant or a refused login: waiting does not fix it, an operator does."""
+    return isinstance(
+        exc, (redis.exceptions.NoPermissionError, redis.AuthenticationError)
+    ) or "no permissions" in str(exc)
 
 
 def killed_with_worker(result: StepDone, stopping: Any) -> bool:
@@ -308,6 +316,9 @@ class StepWorker(rq.SimpleWorker):
         self.served: tuple[str, tuple[str, ...]] | None = None
         """(queue, folders) this worker registers as served (heartbeats renew it)."""
         self.watchdog = Watchdog()
+        self.denied: redis.RedisError | None = None
+        """The missing grant or refused login that ended the last `work()`, if any: no
+        retry fixes it (`serve.py` backs off or ends)."""
         self._last_beat = -math.inf
         self._last_suspension_check = -math.inf
         self._last_job_beat = -math.inf
@@ -361,10 +372,28 @@ class StepWorker(rq.SimpleWorker):
         super().teardown()
         self.watchdog.close()
 
+    def _stop_if_denied(self, exc: redis.RedisError) -> None:
+        if not denied(exc):
+            return
+        # RQ would log a traceback and quit its loop, and the serving loop start it again
+        # at once: hundreds of lines a minute. Stop quietly; serve.py says why.
+        self.denied = exc
+        raise rq.exceptions.StopRequested from exc
+
+    def run_maintenance_tasks(self) -> None:
+        try:
+            super().run_maintenance_tasks()
+        except redis.RedisError as exc:
+            self._stop_if_denied(exc)
+            raise
+
     def dequeue_job_and_maintain_ttl(self, timeout: Any, max_idle_time: Any = None) -> Any:
         while True:
             try:
                 return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+            except redis.RedisError as exc:
+                self._stop_if_denied(exc)
+                raise
             except (rq.exceptions.DeserializationError, ValueError, TypeError) as exc:
                 # A job hash that RQ itself cannot read: drop it, keep serving.
                 log.error(

@@ -71,7 +71,10 @@ def test_acl_line_matches_the_rules(acl: AclServer) -> None:
         env=clean_env(),
     ).stdout
     line = out.strip()
-    assert line.startswith("ACL SETUSER stepup on >PASSWORD resetkeys ~alice:* ")
+    # Each family of keys by name, and the pool sizes read-only (only admin sets them).
+    assert line.startswith("ACL SETUSER stepup on >PASSWORD resetkeys ~alice:rq:* ")
+    assert " %R~alice:pools " in line
+    assert " ~alice:* " not in line
     assert "+blmove" in line
     assert "+keys" not in line
     assert "+scan" not in line

@@ -184,7 +184,9 @@ def test_valkey_conf_as_shipped_with_tls(tmp_path: Path) -> None:
             except redis.ConnectionError:
                 time.sleep(0.1)
         users = set(client.acl_users())
-        assert users == {"default", "operator", "stepup-planner", "stepup-worker", "stepup-admin"}
+        assert users == {
+            "default", "operator", "stepup-planner", "stepup-worker", "stepup-both", "stepup-admin"
+        }  # fmt: skip
         assert client.config_get("save") == {"save": ""}
         assert client.config_get("port") == {"port": "0"}
         as_worker = redis.Redis.from_url(

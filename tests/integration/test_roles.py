@@ -46,6 +46,7 @@ REPO = Path(__file__).resolve().parents[2]
 CLUSTER = REPO / "deploy" / "cluster.py"
 
 PLANNER, WORKER, ADMIN = "stepup-planner", "stepup-worker", "stepup-admin"
+BOTH = "stepup-both"
 
 STAMP = "python3 -c 'import time; print(time.time())'"
 
@@ -190,7 +191,7 @@ def deployed(tmp_path: Path) -> Iterator[Deployed]:
     started = _cluster("start", "--workers", "0", "--dir", str(folder), "--root", str(root),
                        cwd=tmp_path)  # fmt: skip
     assert started.returncode == 0, started.stdout + started.stderr
-    settings = {user: _read_env(folder / f"{user}.env") for user in (PLANNER, WORKER, ADMIN)}
+    settings = {user: _read_env(folder / f"{user}.env") for user in (PLANNER, WORKER, ADMIN, BOTH)}
     operator = redis.Redis.from_url(_read_env(folder / "operator.env")["STEPUP_DIST_REDIS_URL"])
     d = Deployed(root, settings, operator)
     try:
@@ -305,15 +306,16 @@ def exercise(
     check then proves less: a build that was not woken retries after a third of a lease);
     each runs `steps` steps of `sleep` seconds.
     """
-    # Pools, as the admin and as the planner.
+    # Pools: the admin sets and removes them, the planner lists them (its refused changes
+    # are test_pool_sizes_are_the_operators).
+    assert d.run(ADMIN, "pool", "set", "lic", "1").returncode == ExitCode.OK
+    assert d.run(ADMIN, "pool", "set", "gone", "3").returncode == ExitCode.OK
     for user in (ADMIN, PLANNER):
-        assert d.run(user, "pool", "set", "lic", "1").returncode == ExitCode.OK
-        assert d.run(user, "pool", "set", "gone", "3").returncode == ExitCode.OK
         listed = d.run(user, "pool", "list")
         assert listed.returncode == ExitCode.OK, listed.stderr
         assert "cluster:gone" in listed.stdout, listed.stdout
-        assert d.run(user, "pool", "rm", "gone").returncode == ExitCode.OK
-        assert "cluster:gone" not in d.run(user, "pool", "list").stdout
+    assert d.run(ADMIN, "pool", "rm", "gone").returncode == ExitCode.OK
+    assert "cluster:gone" not in d.run(PLANNER, "pool", "list").stdout
 
     # Host resources: workers register what their host offers (host.lua).
     start_workers(d, 3, "--resources", "gpu:1")
@@ -406,6 +408,100 @@ def test_a_missing_grant_is_caught(
     # The user is told, with the server's words.
     cause = f"no permissions to run the '{command}' command"
     assert any(told in p and cause in p for p in problems), "\n".join(problems)
+
+
+@pytest.mark.parametrize("setup", ["deployed", "per_user"])
+def test_pool_sizes_are_the_operators(setup: str, request: pytest.FixtureRequest) -> None:
+    """A planner or worker user cannot lift a license limit: `pool set` and `pool rm` are
+    refused in one line naming the admin user, and the size stays what the admin set."""
+    d: Deployed = request.getfixturevalue(setup)
+    assert d.run(ADMIN, "pool", "set", "lic", "2").returncode == ExitCode.OK
+    for user in (PLANNER, WORKER):
+        for args in (("set", "lic", "100"), ("rm", "lic"), ("set", "new", "1")):
+            done = d.run(user, "pool", *args)
+            assert done.returncode == ExitCode.USAGE, done.stdout + done.stderr
+            assert done.stdout == ""
+            (line,) = done.stderr.splitlines()
+            assert line.startswith(
+                f"stepup-dist: error: cannot {'remove' if args[0] == 'rm' else 'set'} pool"
+            )
+            assert "pool sizes are the operator's" in line
+            assert "use the admin user" in line
+    listed = d.run(PLANNER, "pool", "list").stdout
+    assert re.search(r"cluster:lic\s+2\s", listed), listed
+    assert "cluster:new" not in listed
+    # Writes that bypass the command are refused by the server too.
+    client = redis.Redis.from_url(d.settings[PLANNER]["STEPUP_DIST_REDIS_URL"])
+    shared = d.settings[PLANNER].get("STEPUP_DIST_SHARED_PREFIX", "stepup")
+    assert client.hget(f"{shared}:pools", "lic") == b"2"
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        client.hset(f"{shared}:pools", "lic", 100)
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        client.delete(f"{shared}:pools")
+
+
+def test_local_workers_under_a_planner_only_user_end_the_build_naming_the_role(
+    deployed: Deployed,
+) -> None:
+    """`build -w2` with the planner's settings: its workers cannot take a job (BLMOVE is the
+    worker's); the build ends within seconds, in one line that names the fix. With the
+    settings of the user with both roles, the same build runs."""
+    d = deployed
+    project = Project(d.root / "p")
+    project.plan('from stepup.core.api import step\nstep("echo hi > hi.txt", out="hi.txt")\n')
+    start = time.monotonic()
+    done = subprocess.run(
+        [str(BIN / "stepup-dist"), "build", "-w2"],
+        cwd=project.root, env=d.env(PLANNER), capture_output=True, text=True, timeout=120,
+        check=False,
+    )  # fmt: skip
+    took = time.monotonic() - start
+    assert done.returncode == ExitCode.USAGE, done.stdout + done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    (line,) = done.stderr.splitlines()
+    assert line.startswith("stepup-dist: error: the local workers cannot serve")
+    assert "stepup-planner has no permissions to run the '" in line  # blmove or lrange
+    assert "both roles" in line
+    assert "-w0" in line
+    assert took < 30, took
+    log = (project.root / ".stepup" / "workers.log").read_text()
+    assert "Traceback" not in log, log
+    assert len(log.splitlines()) <= 6, log  # a line each: serving, then why it cannot
+    done = subprocess.run(
+        [str(BIN / "stepup-dist"), "build", "-w2"],
+        cwd=project.root, env=d.env(BOTH), capture_output=True, text=True, timeout=120,
+        check=False,
+    )  # fmt: skip
+    assert done.returncode == ExitCode.OK, done.stdout + done.stderr
+    assert (project.root / "hi.txt").read_text() == "hi\n"
+
+
+def test_a_worker_without_its_grants_backs_off_and_does_not_count(deployed: Deployed) -> None:
+    """A `stepup-worker` under the planner's user: one log line, no traceback, no loop, and
+    it is not in RQ's registry while it waits (no planner sends it anything)."""
+    d = deployed
+    log = d.root / "denied.log"
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen(
+            [str(BIN / "stepup-worker"), "--name", "denied"],
+            env=d.env(PLANNER), stdout=fh, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while "trying again every 60 s" not in log.read_text():
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        time.sleep(3)  # long enough for hundreds of lines, the way it was
+        text = log.read_text()
+        assert proc.poll() is None, text
+        assert "Traceback" not in text, text
+        assert len([x for x in text.splitlines() if "lacks a grant" in x]) == 1, text
+        workers = d.operator.smembers("stepup:rq:workers")
+        assert not any(b"denied" in w for w in workers), workers
+    finally:
+        proc.terminate()
+        proc.wait(30)
 
 
 def test_a_build_missing_a_grant_stops_in_one_line(deployed: Deployed) -> None:

@@ -4,7 +4,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from stepup_dist.planner.routing import WAITING_GRACE, Router, covers
+from stepup_dist.planner.routing import WAITING_GRACE, WAITING_REPEAT, Router, covers
 
 
 @dataclass(frozen=True)
@@ -13,6 +13,7 @@ class G:
     roots: tuple[str, ...]
     workers: int
     idle: int = 0
+    hosts: frozenset[str] = frozenset()
 
 
 @pytest.mark.parametrize(
@@ -61,12 +62,17 @@ def test_the_builds_own_workers_come_first_when_even() -> None:
     assert router.pick() == "build.b"
 
 
-def test_a_step_placed_on_this_host_goes_to_the_local_workers() -> None:
-    router = Router("/proj", local="build.b", local_workers=1)
-    router.update([G("steps", (), 5)], now=0.0)
-    router.sent("x", "build.b")
-    assert router.pick() == "steps"
-    assert router.pick(prefer_local=True) == "build.b"
+def test_a_step_placed_on_a_host_goes_to_a_group_that_reads_there() -> None:
+    router = Router("/proj", local="build.b", local_workers=2)
+    # The local workers offer nothing; an any-folder worker offers gpu on vm.
+    router.update([G("build.b", (), 2), G("steps", (), 1, hosts=frozenset({"vm"}))], now=0.0)
+    assert router.pick(host="vm") == "steps"
+    assert router.hosts() == {"vm"}
+    # Local workers with resources on vm come first when even.
+    router.update([G("build.b", (), 1, hosts=frozenset({"vm"})), G("steps", (), 1)], now=1.0)
+    assert router.pick(host="vm") == "build.b"
+    # A host where no serving worker reads: nowhere.
+    assert router.pick(host="other") is None
 
 
 def test_waiting_is_said_after_a_grace_once_per_situation() -> None:
@@ -79,8 +85,12 @@ def test_waiting_is_said_after_a_grace_once_per_situation() -> None:
         "(2 workers are connected: 2 serve /other)"
     )
     assert router.waiting_text(WAITING_GRACE + 1, held=1) is None  # said once
+    # Other workers, the same cause: said again only after a while, with what they serve.
     router.update([G("roots.1", ("/other",), 1)], now=3.0)
-    assert "1 worker is connected: 1 serves /other" in (router.waiting_text(3.0, held=1) or "")
+    assert router.waiting_text(3.0, held=1) is None
+    again = router.waiting_text(WAITING_GRACE + WAITING_REPEAT, held=1)
+    assert again is not None
+    assert "1 worker is connected: 1 serves /other" in again
     assert not router.gave_up(9.9)
     assert router.gave_up(10.0)
 

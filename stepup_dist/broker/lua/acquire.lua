@@ -1,8 +1,7 @@
 -- Take one slot in every listed pool for one owner token, or none at all, fairly.
 --
--- KEYS[1]: hash of cluster pool sizes (name -> size)
--- KEYS[2]: ticket counter for waiters
--- For pool i (i = 1..n), KEYS[2 + 5(i-1) + 1 .. 5]:
+-- KEYS[1]: ticket counter for waiters
+-- For pool i (i = 1..n), KEYS[1 + 5(i-1) + 1 .. 5]:
 --   holders zset (token -> lease expiry, ms, server clock)
 --   waiters zset (waiter id -> ticket; the lowest ticket is first in line)
 --   waiter expiry zset (waiter id -> expiry, ms)
@@ -13,8 +12,12 @@
 -- ARGV[3]: waiter id (the build asking)
 -- ARGV[4]: holder info without the time ("build<TAB>step<TAB>host")
 -- For pool i, ARGV[4 + 3(i-1) + 1]: size, or "" to read the cluster size
---             ARGV[4 + 3(i-1) + 2]: cluster pool name (field of KEYS[1])
+--             ARGV[4 + 3(i-1) + 2]: cluster pool name (field of the sizes hash)
 --             ARGV[4 + 3(i-1) + 3]: units wanted (1 for a pool slot, more for host resources)
+-- ARGV[#ARGV]: the name of the hash of cluster pool sizes (name -> size). Not a declared
+--   key, on purpose: the script only reads it, and a declared key needs write access,
+--   which would let any planner change a size (docs/security.md). A standalone server
+--   lets a script read an undeclared key its user may read; Redis Cluster does not.
 --
 -- A waiter may take its units when the free units cover them plus one for each waiter
 -- ahead of it in line.
@@ -25,10 +28,11 @@
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local token, lease, waiter = ARGV[1], tonumber(ARGV[2]), ARGV[3]
-local n = (#KEYS - 2) / 5
+local n = (#KEYS - 1) / 5
+local sizes = ARGV[#ARGV]
 local granted = true
 for i = 1, n do
-  local base = 2 + 5 * (i - 1)
+  local base = 1 + 5 * (i - 1)
   local holders, waiters, wexp, info = KEYS[base + 1], KEYS[base + 2], KEYS[base + 3], KEYS[base + 4]
   local units = KEYS[base + 5]
   local want = tonumber(ARGV[4 + 3 * (i - 1) + 3])
@@ -46,7 +50,7 @@ for i = 1, n do
   local size = tonumber(ARGV[4 + 3 * (i - 1) + 1])
   if not size then
     local name = ARGV[4 + 3 * (i - 1) + 2]
-    size = tonumber(redis.call('HGET', KEYS[1], name))
+    size = tonumber(redis.call('HGET', sizes, name))
     if not size then
       return {0, 'nopool', name}
     end
@@ -73,7 +77,7 @@ for i = 1, n do
   end
 end
 for i = 1, n do
-  local base = 2 + 5 * (i - 1)
+  local base = 1 + 5 * (i - 1)
   local holders, waiters, wexp, info = KEYS[base + 1], KEYS[base + 2], KEYS[base + 3], KEYS[base + 4]
   local units = KEYS[base + 5]
   local want = tonumber(ARGV[4 + 3 * (i - 1) + 3])
@@ -90,7 +94,7 @@ for i = 1, n do
     redis.call('PEXPIRE', info, 2 * lease)
   else
     if not redis.call('ZSCORE', waiters, waiter) then
-      redis.call('ZADD', waiters, redis.call('INCR', KEYS[2]), waiter)
+      redis.call('ZADD', waiters, redis.call('INCR', KEYS[1]), waiter)
     end
     redis.call('ZADD', wexp, now + lease, waiter)
     redis.call('PEXPIRE', waiters, 2 * lease)

@@ -1,18 +1,20 @@
 -- Give back the slots of one owner token and say whom to wake.
--- KEYS[1]: hash of cluster pool sizes
--- For pool i, KEYS[1 + 4(i-1) + 1 .. 4]: holders zset, waiters zset, holder info hash,
+-- For pool i, KEYS[4(i-1) + 1 .. 4]: holders zset, waiters zset, holder info hash,
 --   units hash
 -- ARGV[1]: owner token
 -- For pool i, ARGV[1 + 2(i-1) + 1]: size, or "" to read the cluster size
 --             ARGV[1 + 2(i-1) + 2]: cluster pool name
+-- ARGV[#ARGV]: the name of the hash of cluster pool sizes, read only, so not declared
+--   (a declared key needs write access: see acquire.lua)
 -- Returns the waiter ids first in line for the slots now free (each once): the caller
 -- wakes them; a waiter that is not woken still retries within a third of its lease.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local wake, seen = {}, {}
-local n = (#KEYS - 1) / 4
+local n = #KEYS / 4
+local sizes = ARGV[#ARGV]
 for i = 1, n do
-  local base = 1 + 4 * (i - 1)
+  local base = 4 * (i - 1)
   local holders, waiters, info, units = KEYS[base + 1], KEYS[base + 2], KEYS[base + 3], KEYS[base + 4]
   redis.call('ZREM', holders, ARGV[1])
   redis.call('HDEL', info, ARGV[1])
@@ -23,7 +25,7 @@ for i = 1, n do
   if redis.call('ZCARD', waiters) > 0 then
     size = tonumber(ARGV[1 + 2 * (i - 1) + 1])
     if not size then
-      size = tonumber(redis.call('HGET', KEYS[1], ARGV[1 + 2 * (i - 1) + 2])) or 0
+      size = tonumber(redis.call('HGET', sizes, ARGV[1 + 2 * (i - 1) + 2])) or 0
     end
   end
   -- Live holders count one unit each, unless some hold more (host resources): O(1) but
