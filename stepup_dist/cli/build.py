@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING
 
 from ..broker.server import EmbeddedServer, die_with_parent
 from ..config import Config, to_environ
-from ..errors import ExitCode, UserError
+from ..errors import ReturnCode, UserError
 from ..planner.store import STATE_DIR
 from .console import ConsoleReporter
 from .status_line import LiveReporter, TickingBroker
 
 if TYPE_CHECKING:
-    from ..planner.core import Outcome
+    from ..planner.core import BuildOptions, Outcome
 
 # The planner's modules (redis above all) are imported only once the local workers are
 # starting: their own imports then overlap ours and the server's start-up.
@@ -121,33 +121,49 @@ def _stop_workers(
             proc.wait()
 
 
-def _summary(reporter: ConsoleReporter, outcome: "Outcome", elapsed: float) -> ExitCode:
+def _summary(reporter: ConsoleReporter, outcome: "Outcome", elapsed: float) -> ReturnCode:
     reporter.close()
     return _report_outcome(reporter, outcome, elapsed)
 
 
-def _report_outcome(reporter: ConsoleReporter, outcome: "Outcome", elapsed: float) -> ExitCode:
+def _report_outcome(reporter: ConsoleReporter, outcome: "Outcome", elapsed: float) -> ReturnCode:
     """The SUMMARY line of one run, and its exit code."""
     for line in outcome.stuck:
         reporter.line("STUCK", line)
+    for cause in outcome.causes:
+        reporter.line("PENDING", cause)
     parts = [f"{outcome.succeeded} succeeded", f"{outcome.skipped} skipped"]
     parts.append(f"{len(outcome.failed)} failed")
-    if outcome.interrupted:
-        parts.append(f"{outcome.not_run} not run (interrupted)")
+    drained = outcome.failure_drain and not outcome.signalled
+    if outcome.interrupted and (outcome.not_run or not drained):
+        parts.append(f"{outcome.not_run} not run ({'drained' if drained else 'interrupted'})")
     if outcome.stuck:
         parts.append(f"{len(outcome.stuck)} blocked")
     if outcome.plan_errors:
         # Each was printed once already, as an ERROR line where it happened.
         errors = len(outcome.plan_errors)
         parts.append(f"{errors} plan error{'s' if errors > 1 else ''}")
+    if outcome.warnings:
+        parts.append(f"{len(outcome.warnings)} warning{'s' * (len(outcome.warnings) != 1)}")
     reporter.line("SUMMARY", f"{', '.join(parts)} in {elapsed:.2f} s")
+    return return_code(outcome)
+
+
+def return_code(outcome: "Outcome") -> ReturnCode:
+    """StepUp 4's bits for the outcome of a run."""
+    code = ReturnCode.OK
+    if outcome.failed or outcome.plan_errors:
+        code |= ReturnCode.FAILED
     if outcome.interrupted:
-        return ExitCode.INTERRUPTED
-    if outcome.plan_errors:
-        return ExitCode.USAGE
-    if outcome.failed or outcome.stuck:
-        return ExitCode.STEP_FAILED
-    return ExitCode.OK
+        # As StepUp's scheduler: a drained build does not report its pending steps.
+        code |= ReturnCode.DRAINED
+    elif outcome.stuck:
+        code |= ReturnCode.PENDING
+    if outcome.warnings:
+        code |= ReturnCode.WARNING
+    if outcome.signalled:
+        code |= ReturnCode.INTERRUPTED
+    return code
 
 
 def _live() -> bool:
@@ -173,8 +189,12 @@ def run_build(
     quiet: bool = False,
     watch: WatchOptions | None = None,
     limits: dict[str, int] | None = None,
-) -> ExitCode:
-    """`limits`: the build's own resource limits (StepUp's build-level resources)."""
+    options: "BuildOptions | None" = None,
+    progress: bool = True,
+) -> ReturnCode:
+    """`limits`: the build's own resource limits (StepUp's build-level resources);
+    `options`: StepUp 4's build flags the planner acts on; `progress`: the status line on a
+    terminal (`--no-progress`: plain lines)."""
     start = time.monotonic()
     root = root.resolve()
     if not (root / "plan.py").is_file():
@@ -183,10 +203,14 @@ def run_build(
         # A worker would run it and say only `Permission denied`.
         raise UserError(f"{root / 'plan.py'} is not executable: chmod +x plan.py")
     state_dir = root / STATE_DIR
-    live = LiveReporter(quiet=quiet, local_workers=workers) if _live() else None
+    live = LiveReporter(quiet=quiet, local_workers=workers) if progress and _live() else None
     reporter = live or ConsoleReporter(quiet=quiet)
     build = uuid.uuid4().hex[:16]
     with _lock(state_dir), contextlib.ExitStack() as stack:
+        from . import phase
+
+        # A file left by a watching build that ended: `wait` takes no phase from it.
+        phase.clear(root)
         # Erased before an error is printed, whatever ends the build.
         stack.callback(reporter.close)
         log_path = state_dir / "workers.log"
@@ -223,6 +247,7 @@ def run_build(
             local_workers=workers,
             give_up=config.give_up,
             limits=limits,
+            options=options,
         )
         stack.callback(broker.forget_build, planner.build)
         if live is not None:
@@ -242,6 +267,7 @@ def run_build(
                 auto=watch.auto,
                 poll=watch.poll,
                 keys_fd=stdin_keys(),
+                phase=phase.PhaseWriter(root, planner.build),
             )
             if planner.outcome.cancelled:
                 _stop_workers(procs, signal.SIGKILL)

@@ -66,6 +66,8 @@ class Step:
     rerun: bool = False
     """It amended inputs that were not available yet: run it again once they are."""
     attempt: int = 0
+    defers: int = 0
+    """Times in a row it stopped to wait for amended inputs (`build --defer-cap`)."""
     optional: bool = False
     """Runs only once a step that must run needs one of its outputs (then it is False)."""
     env_overrides: dict[str, str] = field(default_factory=dict)

@@ -73,8 +73,9 @@ def restarted(p: "PlannerCore", server: str) -> None:
             lost_step(p, step, "the server restarted", defer=p.lease)
 
 
-def drain(p: "PlannerCore") -> None:
-    """Ctrl-C: dispatch nothing more, let the running steps finish, keep their results."""
+def drain(p: "PlannerCore", status: str = "INTERRUPT", line: str = "") -> None:
+    """Ctrl-C: dispatch nothing more, let the running steps finish, keep their results.
+    A failed step without `-k` drains the same way, saying so in its own `line`."""
     p.outcome.interrupted = True
     for key in p.jobs.drop_pending():
         step = p.graph.steps.get(key)
@@ -87,8 +88,8 @@ def drain(p: "PlannerCore") -> None:
     p.ready.clear()
     p.runs.clear()
     p.reporter.line(
-        "INTERRUPT",
-        f"waiting for {len(p.jobs.running)} running steps (Ctrl-C again to cancel them)",
+        status,
+        line or f"waiting for {len(p.jobs.running)} running steps (Ctrl-C again to cancel them)",
     )
 
 

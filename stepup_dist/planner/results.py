@@ -44,6 +44,18 @@ def on_done(p: "PlannerCore", result: StepDone) -> None:
         # stopped there or failed without them (as StepUp 1.x and 4 do; StepUp 4's amend()
         # raises InputNotFoundError there), and at once if they came while it ran.
         step.rerun = False
+        step.defers += 1
+        cap = p.options.defer_cap
+        if cap is not None and step.defers > cap:
+            # StepUp 4's livelock guard: failed instead of parked once more.
+            p.fail(step)
+            p.reporter.done(step, result, "FAIL")
+            p.reporter.line(
+                "ERROR",
+                f"{step.key} waited for amended inputs {step.defers} "
+                f"times in a row (build --defer-cap {cap})",
+            )
+            return
         p.reporter.done(step, result, "PENDING")
         if step.missing:
             step.status = StepStatus.PENDING
@@ -57,6 +69,7 @@ def on_done(p: "PlannerCore", result: StepDone) -> None:
         p.reporter.done(step, result, "FAIL")
         return
     out_states = dict(result.out_states)
+    step.defers = 0
     step.status = StepStatus.SUCCEEDED
     p.outcome.succeeded += 1
     amended_out = [p for p in step.amended[1] if p not in out_states]
