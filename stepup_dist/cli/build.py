@@ -236,9 +236,13 @@ def run_build(
             procs = _start_workers(workers, config, root, log_path, build)
             stack.enter_context(_workers(procs))
         alive = (lambda: any(p.poll() is None for p in procs)) if procs else None
+        from .steplog import LoggingReporter, StepLogs
+
+        logs = StepLogs(root)
+        logs.prune()
         planner = Planner(
             broker if live is None else TickingBroker(broker, live.tick),
-            reporter,
+            LoggingReporter(reporter, logs, build),
             root,
             lease=config.lease,
             workers_alive=alive,

@@ -556,6 +556,18 @@ def rebuild(
     click.echo(run(_server_config(redis_url, prefix, tls), _folder(directory)))
 
 
+@cli.command("log")
+@click.argument("pattern", metavar="STEP-OR-PATTERN")
+@_PROJECT
+def log_(pattern: str, directory: Path | None) -> None:
+    """Print what the last run of each matching step printed, its host, times and exit
+    status, from the folder's records (.stepup/logs/): a step's key, a pattern of keys
+    (fnmatch: 'cp *'), or part of one."""
+    from .steplog import show
+
+    click.echo(show(_folder(directory), pattern))
+
+
 @cli.command()
 @click.argument("prefix", default="graph")
 @_PROJECT
