@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import BrokerUnavailable, PlanError, UserError, WireError
+from ..hashing import step_digest
 from ..messages import (
     CONTROLS,
     Call,
@@ -38,7 +39,7 @@ from ..nglob import NGlobMulti
 from . import finish, plan_calls, progress, recovery, results, skipping
 from .checks import Checks
 from .core import Broker, BuildOptions, Outcome, Reporter
-from .graph import DONE, Graph, Step, StepStatus
+from .graph import DONE, INP_DIGEST, Graph, Step, StepStatus
 from .jobs import Jobs
 from .pools import PoolKeeper
 from .priority import Priorities, RunQueue
@@ -579,6 +580,12 @@ class Planner:
 
     def _run_job(self, step: Step) -> RunJob:
         pool_ids, sizes, token = self.slots.job_fields(step)
+        env = {**dict(self.options.step_env), **self.env_values(step)}
+        inputs = self.graph.input_states(step)
+        # StepUp 4 gives each step the digest of its inputs (command, folder, variables,
+        # input files); a plan reads it with getenv() (plan_calls.call_getenv).
+        step.inp_digest = step_digest(step.command, step.workdir, env, inputs, {}).hex()
+        env[INP_DIGEST] = step.inp_digest
         return RunJob(
             build=self.build,
             step=step.key,
@@ -586,12 +593,12 @@ class Planner:
             command=step.command,
             root=str(self.root),
             workdir=step.workdir,
-            env={**dict(self.options.step_env), **self.env_values(step)},
+            env=env,
             out=list(step.declared[1]),
             pools=pool_ids,
             sizes=sizes,
             token=token,
-            inputs=self.graph.input_states(step),
+            inputs=inputs,
             lease=self.lease,
         )
 

@@ -253,3 +253,39 @@ def test_the_log_of_a_step_that_another_worker_ran_after_the_build(
     failed = run_cli(["stepup-dist", "log", "failing"], project.root)
     assert "status: FAIL, exit status 3" in failed.stdout, failed.stdout
     assert "    failing\n" in failed.stdout
+
+
+def test_explain_rerun_says_why_a_recorded_step_runs_again(project: Project) -> None:
+    project.plan(HEAD + 'static("a.txt")\nstep("cp a.txt b.txt", inp="a.txt", out="b.txt")\n')
+    (project.root / "a.txt").write_text("one\n")
+    assert project.build("-j", "1").returncode == 0
+    (project.root / "a.txt").write_text("two\n")
+    result = project.build("-j", "1", "-e")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.lines("EXPLAIN") == ["cp a.txt b.txt: inputs changed: a.txt"], result.stdout
+    (project.root / "b.txt").unlink()
+    result = project.build("-j", "1", "--explain-rerun")
+    assert result.lines("EXPLAIN") == ["cp a.txt b.txt: outputs missing: b.txt"], result.stdout
+
+
+def test_no_clean_keeps_the_outputs_of_dropped_steps(project: Project) -> None:
+    project.plan(
+        HEAD + 'step("echo a > a.txt", out="a.txt")\nstep("echo c > c.txt", out="c.txt")\n'
+    )
+    assert project.build("-j", "1").returncode == 0
+    project.plan(HEAD + 'step("echo a > a.txt", out="a.txt")\n')
+    result = project.build("-j", "1", "--no-clean")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (project.root / "c.txt").exists()
+    assert result.lines("CLEAN") == []
+
+
+def test_a_step_gets_the_digest_of_its_inputs(project: Project) -> None:
+    project.plan(
+        "from stepup.core.api import getenv\n"
+        'digest = getenv("STEPUP_STEP_INP_DIGEST")\n'
+        "assert digest is not None and len(digest) == 32, digest\n"
+        "print(digest)\n"
+    )
+    result = project.build("-j", "1")
+    assert result.returncode == 0, result.stdout + result.stderr
