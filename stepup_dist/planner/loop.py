@@ -368,11 +368,11 @@ class Planner:
             recovery.drain(self)
         elif self.outcome.failure_drain and not self.outcome.interrupted:
             n = len(self.jobs.running)
+            waiting = f", waiting for {n} running step{'s' * (n != 1)}" if n else ""
             recovery.drain(
                 self,
                 "DRAIN",
-                f"a step failed: starting no new step, waiting for {n} running "
-                f"step{'s' * (n != 1)} (build -k keeps going)",
+                f"a step failed: starting no new step{waiting} (build -k keeps going)",
             )
         if not self.outcome.interrupted:
             self._dispatch()

@@ -289,3 +289,22 @@ def test_a_step_gets_the_digest_of_its_inputs(project: Project) -> None:
     )
     result = project.build("-j", "1")
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("evil", "said"),
+    [("echo changed > f1.txt", "changed"), ("rm f1.txt", "was deleted")],
+)
+def test_a_step_that_changes_or_deletes_its_input_fails(
+    project: Project, evil: str, said: str
+) -> None:
+    project.plan(
+        HEAD + 'step("echo hi > f1.txt", out="f1.txt")\n'
+        f'step("echo bye > f2.txt; {evil}", inp="f1.txt", out="f2.txt")\n'
+        'step("cp f2.txt f3.txt", inp="f2.txt", out="f3.txt")\n'
+    )
+    result = project.build("-j", "1")
+    assert result.returncode == ReturnCode.FAILED | ReturnCode.DRAINED, result.stdout
+    assert f"input f1.txt {said} while the step ran" in result.stdout.lower(), result.stdout
+    assert (project.root / "f2.txt").exists()
+    assert not (project.root / "f3.txt").exists()
