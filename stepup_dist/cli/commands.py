@@ -41,6 +41,10 @@ class _BuildCommand(click.Command):
         return super().parse_args(ctx, rewritten)
 
 
+MAX_JOBS = 10000
+"""More local workers than any host runs: a typo, said in one line."""
+
+
 class _Jobs(click.ParamType):
     """StepUp 4's `-j`: a whole number of jobs, or with a decimal point a share of the CPUs."""
 
@@ -54,8 +58,8 @@ class _Jobs(click.ParamType):
             number = Decimal(text)
         except InvalidOperation:
             self.fail(f"{text!r} is not a number of jobs", param, ctx)
-        if not number.is_finite() or number <= 0:
-            self.fail(f"{text!r}: give a number of jobs > 0", param, ctx)
+        if not number.is_finite() or number <= 0 or number > MAX_JOBS:
+            self.fail(f"{text!r}: give a number of jobs > 0 and <= {MAX_JOBS}", param, ctx)
         if "." in text:
             return max(1, int(number * (os.cpu_count() or 1)))
         if number != int(number):
