@@ -11,7 +11,8 @@ the worker's report (`StepDone`) and scrolled by. The build keeps it, one JSON f
 - `stdout`, `stderr`: at most `MAX_STREAM` characters each (the start and the end of a
   longer one, with a line saying how much was left out).
 
-At most `MAX_LOGS` steps keep a log; the oldest go first. `stepup-dist log PATTERN` prints
+At most `MAX_LOGS` steps keep a log, in at most `MAX_BYTES`; the oldest go first (when a
+build starts). `stepup-dist log PATTERN` prints
 them after the build, whichever worker ran the step. Only the planner writes these files.
 """
 
@@ -31,13 +32,23 @@ if TYPE_CHECKING:
     from ..messages import StepDone
     from ..planner.graph import Step
 
-__all__ = ("LOG_DIR", "MAX_LOGS", "MAX_STREAM", "LoggingReporter", "StepLogs", "show")
+__all__ = (
+    "LOG_DIR",
+    "MAX_BYTES",
+    "MAX_LOGS",
+    "MAX_STREAM",
+    "LoggingReporter",
+    "StepLogs",
+    "show",
+)
 
 LOG_DIR = "logs"
 MAX_STREAM = 65536
 """Characters kept of each of a step's stdout and stderr."""
 MAX_LOGS = 5000
 """Steps whose logs are kept in a folder (the oldest are removed first)."""
+MAX_BYTES = 64 * 1024 * 1024
+"""Bytes of logs kept in a folder (the oldest are removed first)."""
 
 
 def _clip(text: str) -> str:
@@ -66,17 +77,18 @@ class StepLogs:
         os.replace(tmp, target)
 
     def prune(self) -> None:
-        """Remove the oldest logs beyond `MAX_LOGS`."""
+        """Remove the oldest logs beyond `MAX_LOGS` files or `MAX_BYTES` in all."""
         try:
-            files = [p for p in self.folder.iterdir() if p.suffix == ".json"]
+            files = [(p, p.stat()) for p in self.folder.iterdir() if p.suffix == ".json"]
         except FileNotFoundError:
             return
-        if len(files) <= MAX_LOGS:
-            return
-        files.sort(key=lambda p: p.stat().st_mtime)
-        for old in files[: len(files) - MAX_LOGS]:
-            with contextlib.suppress(FileNotFoundError):
-                old.unlink()
+        files.sort(key=lambda item: item[1].st_mtime, reverse=True)
+        total = 0
+        for i, (path, st) in enumerate(files):
+            total += st.st_size
+            if i >= MAX_LOGS or total > MAX_BYTES:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
 
     def entries(self) -> list[dict[str, Any]]:
         """Every log kept, oldest first (a file that does not read is skipped)."""

@@ -88,3 +88,20 @@ def test_a_phase_file_left_by_a_dead_build_is_no_phase(tmp_path: Path) -> None:
 )
 def test_return_code_bits_of_an_outcome(outcome: Outcome, code: int) -> None:
     assert return_code(outcome) == code
+
+
+def test_step_logs_are_clipped_and_pruned(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from stepup_dist.cli import steplog
+
+    logs = steplog.StepLogs(tmp_path)
+    big = "x" * (steplog.MAX_STREAM * 2)
+    for i in range(5):
+        logs.write({"step": f"step {i}", "stdout": steplog._clip(big), "ended": i})
+        os.utime(logs.path(f"step {i}"), (i, i))
+    (entry,) = [e for e in logs.entries() if e["step"] == "step 0"]
+    assert len(entry["stdout"]) < steplog.MAX_STREAM + 100
+    assert "characters left out" in entry["stdout"]
+    monkeypatch.setattr(steplog, "MAX_LOGS", 3)
+    logs.prune()
+    assert [e["step"] for e in logs.entries()] == ["step 2", "step 3", "step 4"]
+    assert "step 3" in steplog.show(tmp_path, "step 3")
