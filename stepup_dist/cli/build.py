@@ -22,7 +22,8 @@ from .console import ConsoleReporter
 from .status_line import LiveReporter, TickingBroker
 
 if TYPE_CHECKING:
-    from ..planner.core import BuildOptions, Outcome
+    from ..planner.core import BuildOptions, Outcome, Reporter
+    from .steplog import LoggingReporter
 
 # The planner's modules (redis above all) are imported only once the local workers are
 # starting: their own imports then overlap ours and the server's start-up.
@@ -121,12 +122,12 @@ def _stop_workers(
             proc.wait()
 
 
-def _summary(reporter: ConsoleReporter, outcome: "Outcome", elapsed: float) -> ReturnCode:
+def _summary(reporter: "LoggingReporter", outcome: "Outcome", elapsed: float) -> ReturnCode:
     reporter.close()
     return _report_outcome(reporter, outcome, elapsed)
 
 
-def _report_outcome(reporter: ConsoleReporter, outcome: "Outcome", elapsed: float) -> ReturnCode:
+def _report_outcome(reporter: "Reporter", outcome: "Outcome", elapsed: float) -> ReturnCode:
     """The SUMMARY line of one run, and its exit code."""
     for line in outcome.stuck:
         reporter.line("STUCK", line)
@@ -204,10 +205,17 @@ def run_build(
         raise UserError(f"{root / 'plan.py'} is not executable: chmod +x plan.py")
     state_dir = root / STATE_DIR
     live = LiveReporter(quiet=quiet, local_workers=workers) if progress and _live() else None
-    reporter = live or ConsoleReporter(quiet=quiet)
+    shown = live or ConsoleReporter(quiet=quiet)
     build = uuid.uuid4().hex[:16]
     with _lock(state_dir), contextlib.ExitStack() as stack:
         from . import phase
+        from .steplog import LoggingReporter, StepLogs
+
+        logs = StepLogs(root)
+        logs.prune()
+        logs.new_run()
+        # Every line also goes to the step logs and StepUp's success/warning/fail.log.
+        reporter = LoggingReporter(shown, logs, build)
 
         # A file left by a watching build that ended: `wait` takes no phase from it.
         phase.clear(root)
@@ -236,13 +244,9 @@ def run_build(
             procs = _start_workers(workers, config, root, log_path, build)
             stack.enter_context(_workers(procs))
         alive = (lambda: any(p.poll() is None for p in procs)) if procs else None
-        from .steplog import LoggingReporter, StepLogs
-
-        logs = StepLogs(root)
-        logs.prune()
         planner = Planner(
             broker if live is None else TickingBroker(broker, live.tick),
-            LoggingReporter(reporter, logs, build),
+            reporter,
             root,
             lease=config.lease,
             workers_alive=alive,

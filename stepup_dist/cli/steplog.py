@@ -11,6 +11,11 @@ the worker's report (`StepDone`) and scrolled by. The build keeps it, one JSON f
 - `stdout`, `stderr`: at most `MAX_STREAM` characters each (the start and the end of a
   longer one, with a line saying how much was left out).
 
+Beside them, as StepUp 4 keeps them, the build's output goes to `.stepup/fail.log` (`FAIL`
+and `ERROR` lines, with the failed step's output), `.stepup/warning.log` (`WARNING`,
+`STUCK`, `PENDING`, `DRAIN`, ...) and `.stepup/success.log` (every other line), emptied when
+a build or a run of a watching build starts: scripts written for StepUp grep them.
+
 At most `MAX_LOGS` steps keep a log, in at most `MAX_BYTES`; the oldest go first (when a
 build starts). `stepup-dist log PATTERN` prints
 them after the build, whichever worker ran the step. Only the planner writes these files.
@@ -19,6 +24,7 @@ them after the build, whichever worker ran the step. Only the planner writes the
 import contextlib
 import fnmatch
 import hashlib
+import io
 import json
 import os
 import time
@@ -27,12 +33,14 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import UserError
 from ..planner.store import STATE_DIR
+from .console import ConsoleReporter, _status_line
 
 if TYPE_CHECKING:
     from ..messages import StepDone
     from ..planner.graph import Step
 
 __all__ = (
+    "CONSOLE_LOGS",
     "LOG_DIR",
     "MAX_BYTES",
     "MAX_LOGS",
@@ -51,6 +59,18 @@ MAX_BYTES = 64 * 1024 * 1024
 """Bytes of logs kept in a folder (the oldest are removed first)."""
 
 
+CONSOLE_LOGS = {"fail": "fail.log", "warning": "warning.log", "success": "success.log"}
+"""StepUp 4's logs of a build's output, in `.stepup/`."""
+_FAIL = frozenset({"FAIL", "ERROR"})
+_WARNING = frozenset({"WARNING", "STUCK", "PENDING", "DRAIN", "INTERRUPT", "LOST", "WAITING"})
+
+
+def _console_log(status: str) -> str:
+    if status in _FAIL:
+        return CONSOLE_LOGS["fail"]
+    return CONSOLE_LOGS["warning" if status in _WARNING else "success"]
+
+
 def _clip(text: str) -> str:
     if len(text) <= MAX_STREAM:
         return text
@@ -64,6 +84,18 @@ class StepLogs:
 
     def __init__(self, root: Path):
         self.folder = root / STATE_DIR / LOG_DIR
+        self.state = root / STATE_DIR
+
+    def new_run(self) -> None:
+        """A build or a run of a watching build starts: empty StepUp's logs of the output."""
+        for name in CONSOLE_LOGS.values():
+            with contextlib.suppress(FileNotFoundError):
+                (self.state / name).unlink()
+
+    def console(self, status: str, text: str) -> None:
+        """Add `text` (whole lines) to the StepUp log of `status`."""
+        with contextlib.suppress(OSError), open(self.state / _console_log(status), "a") as fh:
+            fh.write(text)
 
     def path(self, key: str) -> Path:
         return self.folder / (hashlib.sha256(key.encode()).hexdigest()[:32] + ".json")
@@ -123,7 +155,14 @@ class LoggingReporter:
     def line(self, status: str, text: str, host: str = "") -> None:
         if status == "START":
             self._started[text] = time.time()
+        self._logs.console(status, _status_line(status, text, host))
         self._reporter.line(status, text, host)
+
+    def new_run(self) -> None:
+        self._logs.new_run()
+
+    def close(self) -> None:
+        self._reporter.close()
 
     def done(self, step: "Step", result: "StepDone", status: str) -> None:
         ended = time.time()
@@ -145,6 +184,9 @@ class LoggingReporter:
                     "stderr": _clip(result.stderr),
                 }
             )
+        shown = io.StringIO()
+        ConsoleReporter(shown).done(step, result, status)
+        self._logs.console(status, shown.getvalue())
         self._reporter.done(step, result, status)
 
 

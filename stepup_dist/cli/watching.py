@@ -199,6 +199,8 @@ def _loop(
         elif how == "t":
             reporter.line("KEYBOARD", "t: checking every step again, skipping what is unchanged")
         planner.new_run(*next_run(planner, how, changes))
+        if hasattr(reporter, "new_run"):  # StepUp's logs of the output start again
+            reporter.new_run()
         told = session.phase.phase if session.phase is not None else None
         _tell(
             session,

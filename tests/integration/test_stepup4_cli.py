@@ -155,6 +155,9 @@ def test_keep_going_and_the_bits_of_failed_pending_and_drained(project: Project)
         """
         set +e; sb -j 1 > current_stdout1.txt; RETURNCODE=$?; set -e
         [[ "${RETURNCODE}" -eq $((RETURN_CODE_FAILED | RETURN_CODE_DRAINED)) ]] || exit 1
+        grep -F "FAIL │ sleep 0.5; false" .stepup/fail.log
+        grep -F "DRAIN │ a step failed" .stepup/warning.log
+        grep -F "SUMMARY │" .stepup/success.log
         set +e; sb -j 1 -k > current_stdout2.txt; RETURNCODE=$?; set -e
         [[ "${RETURNCODE}" -eq $((RETURN_CODE_FAILED | RETURN_CODE_PENDING)) ]] || exit 1
         grep later later.txt
