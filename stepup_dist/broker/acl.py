@@ -60,6 +60,8 @@ PLANNER = (
     "srem",
     # jobs waiting for workers that are gone move to a group that serves the build
     "lrem",
+    # the step cache's counts of hits, misses and seconds saved (broker/cache_index.py)
+    "hincrby", "hincrbyfloat",
 )  # fmt: skip
 """Commands `stepup-dist build` runs (with `-w0`)."""
 

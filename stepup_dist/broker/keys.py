@@ -28,6 +28,10 @@ and the shared pools' keys (`Keys.shared_patterns`, `broker/acl.py`).
 | `{p}:hosts` | hash | host -> capacity its workers declare (`gpu=2,mem=64`) |
 | `{p}:hosts-seen` | hash | host -> last heartbeat of a worker with resources (ms, server clock) |
 | `{p}:seen:{id}` | string | id of a signed job a worker accepted; expires with its signature |
+| `{s}:cache:entries` | hash | `ACTION:KEYID` -> signed entry of the step cache (`cache_entry.py`) |
+| `{s}:cache:used` | zset | `ACTION:KEYID` -> when the entry was last stored or used (ms, Unix) |
+| `{s}:cache:stats` | hash | `hits`, `misses`, `stored`, `saved` (seconds) of the step cache |
+| `{s}:cache:running:{a}` | string | "KEYID BUILD" of the build running action `a` (expires) |
 
 `{x}` is `{s}` for the pools several builds share (`cluster:` and `host:` ids) and `{p}` for
 those of one build (`plan:` and `run:` ids).
@@ -162,6 +166,7 @@ class Keys:
             f"{s}:pool-tickets",
             *(f"{s}:pool:{kind}*" for kind in _SHARED_POOLS),
             f"{s}:wake:*",
+            f"{s}:cache:*",
         ]
 
     def pool_patterns(self) -> list[str]:
@@ -176,6 +181,25 @@ class Keys:
             if holders_key.startswith(head):
                 return holders_key[len(head) : -len(":holders")]
         raise ValueError(f"not a pool key: {holders_key!r}")
+
+    @property
+    def cache_entries(self) -> str:
+        """The step cache's index: signed entries by action digest and maker (shared)."""
+        return f"{self.shared}:cache:entries"
+
+    @property
+    def cache_used(self) -> str:
+        """When each entry was last stored or used: least recently used go first (gc)."""
+        return f"{self.shared}:cache:used"
+
+    def cache_running(self, action: str) -> str:
+        """Who runs action `action` now: builds that want it wait for that run (expires)."""
+        return f"{self.shared}:cache:running:{action}"
+
+    @property
+    def cache_stats(self) -> str:
+        """Counts of the step cache: hits, misses, stored entries, seconds saved."""
+        return f"{self.shared}:cache:stats"
 
     def seen(self, envelope_id: str) -> str:
         return f"{self.prefix}:seen:{envelope_id}"

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from ..broker.server import EmbeddedServer, die_with_parent
 from ..config import Config, to_environ
-from ..errors import ReturnCode, UserError
+from ..errors import BrokerUnavailable, GrantMissing, ReturnCode, UserError
 from ..planner.store import STATE_DIR
 from .console import ConsoleReporter
 from .status_line import LiveReporter, TickingBroker
@@ -134,10 +134,13 @@ def _report_outcome(reporter: "Reporter", outcome: "Outcome", elapsed: float) ->
     for cause in outcome.causes:
         reporter.line("PENDING", cause)
     parts = [f"{outcome.succeeded} succeeded", f"{outcome.skipped} skipped"]
+    if outcome.cached:
+        parts.append(f"{outcome.cached} cached")
     parts.append(f"{len(outcome.failed)} failed")
     drained = outcome.failure_drain and not outcome.signalled
     if outcome.interrupted and (outcome.not_run or not drained):
-        parts.append(f"{outcome.not_run} not run ({'drained' if drained else 'interrupted'})")
+        why = "stopped" if outcome.asked else "drained" if drained else "interrupted"
+        parts.append(f"{outcome.not_run} not run ({why})")
     if outcome.stuck:
         parts.append(f"{len(outcome.stuck)} blocked")
     if outcome.plan_errors:
@@ -165,6 +168,15 @@ def return_code(outcome: "Outcome") -> ReturnCode:
     if outcome.signalled:
         code |= ReturnCode.INTERRUPTED
     return code
+
+
+def _not_granted(prefix: str, exc: GrantMissing) -> str:
+    why = str(exc).rpartition("lacks a grant")[2].strip()
+    return (
+        f"the Redis user lacks a grant for the keys of prefix {prefix!r} {why}: check the prefix "
+        "(--prefix, STEPUP_DIST_PREFIX) and the user in the URL; nothing was sent, and "
+        "nothing of this or any other build was lost"
+    )
 
 
 def _live() -> bool:
@@ -237,8 +249,19 @@ def run_build(
         from ..broker.connection import connect_config
         from ..broker.keys import Keys
         from ..planner.loop import Planner
+        from .cache import step_cache
 
-        client = connect_config(config)
+        try:
+            client = connect_config(config)
+        except GrantMissing:
+            raise
+        except BrokerUnavailable as exc:
+            if embedded or "refused the login" in str(exc):
+                raise
+            raise BrokerUnavailable(
+                f"{str(exc).rstrip('.')}; leave out --redis (and STEPUP_DIST_REDIS_URL) to "
+                "use the built-in server"
+            ) from None
         broker = RedisBroker(client, Keys.of(config), config.keyring)
         if not embedded:  # a server of its own reached: now the workers
             procs = _start_workers(workers, config, root, log_path, build)
@@ -256,8 +279,15 @@ def run_build(
             give_up=config.give_up,
             limits=limits,
             options=options,
+            cache=step_cache(config, client),
         )
         stack.callback(broker.forget_build, planner.build)
+        try:
+            planner.start()
+        except GrantMissing as exc:
+            # The first write under the prefix: a user whose grants cover other prefixes
+            # (bob's on alice's) has sent nothing yet, so nothing is lost, here or there.
+            raise GrantMissing(_not_granted(config.prefix, exc)) from None
         if live is not None:
             # A thread, from here on: the local workers were forked before it (preexec_fn).
             census = CensusReader(

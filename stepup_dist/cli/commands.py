@@ -115,6 +115,13 @@ def _build_options(fn: Any) -> Any:
         click.option("--lease", metavar="SECONDS", help="Pool slot lease [STEPUP_DIST_LEASE]."),
         tls_options,
         click.option(
+            "--cache",
+            "cache_dir",
+            metavar="DIR",
+            help="Use the shared step cache in DIR, which every worker mounts [STEPUP_DIST_CACHE].",
+        ),
+        click.option("--no-cache", is_flag=True, help="Neither use nor fill the step cache."),
+        click.option(
             "-C",
             "--directory",
             type=click.Path(file_okay=False, path_type=Path),
@@ -149,8 +156,9 @@ def _build_options(fn: Any) -> Any:
             "watch",
             default=None,
             help="After the run, watch the files and run again what changes made outdated: "
-            "press r, or `stepup-dist rebuild` elsewhere (q, j, d, g, f, t: see "
-            "docs/watch.md). -n/--no-watch: run once (the default).",
+            "press r, or `stepup-dist rebuild` elsewhere (q stop, j stop when done, d drain, "
+            "g write graph.txt, f from scratch, t try skipping everything; any other key lists "
+            "them). -n/--no-watch: run once (the default).",
         ),
         click.option(
             "--auto",
@@ -277,7 +285,15 @@ def _run_build(opts: dict[str, Any]) -> None:
         tls_cert=opts["tls_cert"],
         tls_key=opts["tls_key"],
         give_up=opts["give_up"],
+        cache=opts["cache_dir"],
+        no_cache=opts["no_cache"],
     )
+    if config.cache is not None and config.redis_url is None:
+        print(
+            "stepup-dist: warning: the step cache's index lives on the server; with the "
+            "embedded server (no --redis) it lasts one build",
+            file=sys.stderr,
+        )
     settings = read_settings(root.resolve(), flags=opts["resources"])
     for warning in settings.warnings:
         print(f"stepup-dist: warning: {warning}", file=sys.stderr)
@@ -509,11 +525,25 @@ def join(
     redis_url: str | None, prefix: str | None, directory: Path | None, **tls: str | None
 ) -> None:
     """Wait until the folder's running build is done and has ended (`stepup join`)."""
-    from .control import wait_for_end
+    from ..planner.store import STATE_DIR
+    from .control import build_running, wait_for_end
 
     config = _server_config(redis_url, prefix, tls)
-    click.echo(_control("join", directory, config))
-    wait_for_end(_folder(directory))
+    root = _folder(directory)
+    try:
+        click.echo(_control("join", directory, config))
+    except UserError:
+        # Right after `drain`, the build may be ending: it holds the folder's lock after its
+        # planner stopped reporting, or it has just let go. Either way, join has its end.
+        folder = root.resolve()
+        if build_running(folder):
+            click.echo(f"the build of {folder} is ending; waiting for it")
+        elif (folder / STATE_DIR / "lock").exists():
+            click.echo(f"no build is running in {folder}: its last build has ended")
+            return
+        else:
+            raise
+    wait_for_end(root)
     click.echo("the build has ended")
 
 
@@ -728,7 +758,12 @@ def workers(ctx: click.Context, *, local: int | None, slurm: int | None, **opts:
         if local or slurm or given:
             raise click.UsageError(f"start workers or {ctx.invoked_subcommand} them, not both")
         return
-    if (local is None) == (slurm is None):
+    if local is not None and slurm is not None:
+        raise click.UsageError(
+            "--local and --slurm start workers in one place each: run `stepup-dist workers "
+            f"--local {local}` and `stepup-dist workers --slurm {slurm}` as two commands"
+        )
+    if local is None and slurm is None:
         raise click.UsageError("give --local N or --slurm N, or say `list` or `stop`")
     if local is not None and (extra := [g for g in given if g != "--resources"]):
         raise click.UsageError(f"only with --slurm: {', '.join(extra)}")
@@ -777,6 +812,15 @@ def workers_stop(obj: Path, directory: Path | None) -> None:
     from .fleet import stop
 
     click.echo(stop(directory or obj))
+
+
+def _add_cache_commands() -> None:
+    from .cache import cache
+
+    cli.add_command(cache)
+
+
+_add_cache_commands()
 
 
 def main() -> None:

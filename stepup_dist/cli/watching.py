@@ -241,6 +241,11 @@ def _run(planner: "Planner", session: _Session) -> "Outcome":
     session.flush()
     if outcome.interrupted and not outcome.not_run and (planner.stopping or session.drained):
         outcome.interrupted = False
+    # `q`, `d` (or `stepup-dist shutdown`) stop on purpose: the steps that did not run are
+    # counted, but the exit code is that of what ran, not Ctrl-C's 130.
+    outcome.asked = (
+        outcome.interrupted and (planner.stopping or session.drained) and not outcome.cancelled
+    )
     session.complete = not (
         outcome.interrupted
         or outcome.cancelled

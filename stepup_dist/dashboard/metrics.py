@@ -19,6 +19,11 @@ dashboard ran.
 | `stepup_dist_build_eta_seconds` | gauge | build |
 | `stepup_dist_steps_finished_total` | counter | build, host (ended there, failed or not) |
 | `stepup_dist_steps_failed_total` | counter | build, host |
+| `stepup_dist_cache_entries` | gauge | (entries in the shared step cache's index) |
+| `stepup_dist_cache_hits_total` | counter | (steps left from the cache instead of run) |
+| `stepup_dist_cache_misses_total` | counter | (steps looked up in the cache in vain) |
+| `stepup_dist_cache_saved_seconds_total` | counter | (seconds of runs that hits made unnecessary) |
+| `stepup_dist_cache_hit_bytes_total` | counter | (bytes of the files hits left) |
 | `stepup_dist_step_wait_seconds` | histogram | (queued to started) |
 | `stepup_dist_step_run_seconds` | histogram | (started to ended) |
 """
@@ -153,6 +158,25 @@ def families(reading: Reading) -> Iterator[Metric]:
             finished.add_metric([r.build, host], ended)
             failed.add_metric([r.build, host], failures)
     yield from (info, steps, eta, finished, failed)
+    yield from _cache_families(reading.cache)
+
+
+def _cache_families(counts: dict[str, float]) -> Iterator[Metric]:
+    """The shared step cache's counts (docs/cache.md), when the server has any."""
+    if not counts:
+        return
+    entries = GaugeMetricFamily("stepup_dist_cache_entries", "Entries of the shared step cache.")
+    entries.add_metric([], counts.get("entries", 0))
+    yield entries
+    for name, what in (
+        ("hits", "Steps left from the shared step cache instead of run."),
+        ("misses", "Steps looked up in the shared step cache in vain."),
+        ("saved_seconds", "Seconds of runs that cache hits made unnecessary."),
+        ("hit_bytes", "Bytes of the files that cache hits left."),
+    ):
+        family = CounterMetricFamily(f"stepup_dist_cache_{name}", what)
+        family.add_metric([], counts.get(name.removesuffix("_seconds"), 0))
+        yield family
 
 
 class Metrics:

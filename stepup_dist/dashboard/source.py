@@ -8,6 +8,7 @@ wait and run times.
 import time
 from typing import Any
 
+from ..broker.cache_index import RedisCacheIndex
 from ..broker.census import server_status
 from ..broker.keys import Keys
 from ..broker.queue import FinishedJob, FinishedJobs
@@ -26,6 +27,7 @@ class ServerReader:
         self._keys = keys
         self._semaphores = Semaphores(client, keys)
         self._finished = FinishedJobs(client, keys)
+        self._cache = RedisCacheIndex(client, keys)
 
     def read(self) -> Reading:
         """Raises BrokerUnavailable when the server cannot be read."""
@@ -37,6 +39,7 @@ class ServerReader:
             workers=data["workers"],
             hosts=data["hosts"],
             builds=read_reports(self._client, self._keys),
+            cache=self._cache.stats(),
         )
 
     def finished(self, queues: list[str]) -> list[FinishedJob]:

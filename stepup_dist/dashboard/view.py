@@ -29,6 +29,8 @@ class Reading:
     hosts: dict[str, dict[str, int]]
     """Capacity of each host whose workers offer resources."""
     builds: list[BuildReport]
+    cache: dict[str, float] = field(default_factory=dict)
+    """The shared step cache's counts (`broker/cache_index.py`: `STATS` and `entries`)."""
 
 
 def pool_labels(pool_id: str) -> tuple[str, str, str, str]:

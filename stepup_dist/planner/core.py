@@ -24,7 +24,7 @@ from .priority import RunQueue
 from .routing import Group, Router
 from .store import Record, Store
 
-__all__ = ("Broker", "BuildOptions", "Outcome", "PlannerCore", "Reporter")
+__all__ = ("Broker", "BuildOptions", "Outcome", "PlannerCore", "Reporter", "StepCacheView")
 
 
 class Broker(PoolBroker, Protocol):
@@ -41,6 +41,15 @@ class Broker(PoolBroker, Protocol):
     def receive(self, build: str, timeout: float) -> list[Message | WireError]: ...
     def reply(self, reply_to: str, reply: Reply) -> None: ...
     def wake(self, build: str) -> None: ...
+
+
+class StepCacheView(Protocol):
+    """The shared step cache as the helpers use it (planner/cache.py's StepCache)."""
+
+    def is_hit(self, key: str) -> bool: ...
+    def hit_done(self, p: "PlannerCore", step: Step, result: StepDone) -> bool: ...
+    def stored(self, p: "PlannerCore", step: Step, result: StepDone) -> None: ...
+    def release(self, p: "PlannerCore", key: str) -> None: ...
 
 
 class Reporter(Protocol):
@@ -80,6 +89,8 @@ class BuildOptions:
 class Outcome:
     succeeded: int = 0
     skipped: int = 0
+    cached: int = 0
+    """Steps whose outputs the shared step cache left instead of a run (not in `succeeded`)."""
     failed: list[str] = field(default_factory=list)
     stuck: list[str] = field(default_factory=list)
     """One line per step that could not run: what it waits for."""
@@ -99,6 +110,9 @@ class Outcome:
     """The pending steps by root cause: `3 steps wait for a.txt, which ...`."""
     warnings: list[str] = field(default_factory=list)
     """What the build warned about at its end (a target no step makes)."""
+    asked: bool = False
+    """The interruption was asked for (`q` or `stepup-dist shutdown` in watch mode), not a
+    Ctrl-C: the exit code is that of the steps that ran, not `INTERRUPTED`."""
 
 
 class PlannerCore(Protocol):
@@ -129,6 +143,10 @@ class PlannerCore(Protocol):
     trees: dict[str, bool]
     idle_since: float | None
     last_save: float
+
+    @property
+    def cache(self) -> StepCacheView | None:
+        """The shared step cache; None when it is off."""
 
     def has_pool(self, name: str) -> bool: ...
     def declare_static(self, path: str, stat: Any) -> None: ...

@@ -47,6 +47,7 @@ from .routing import Router
 from .store import Record, Store
 
 if TYPE_CHECKING:
+    from .cache import StepCache
     from .watch import Trust
 
 __all__ = ("Planner",)
@@ -78,6 +79,7 @@ class Planner:
         give_up: float | None = None,
         limits: Mapping[str, int] | None = None,
         options: BuildOptions | None = None,
+        cache: "StepCache | None" = None,
     ):
         self.broker = broker
         self.options = options or BuildOptions()
@@ -98,6 +100,8 @@ class Planner:
         """StepUp's build-level resources: limits of this build, as plan pools are."""
         self.pools.update(self.limits)
         self.outcome = Outcome()
+        self.cache = cache
+        """The shared step cache (planner/cache.py), None when it is off."""
         self.router = Router(
             str(root),
             broker.local_queue(self.build) if local_workers else None,
@@ -169,6 +173,8 @@ class Planner:
         self._started_at = time.time()
         self._drain_asked = False
         self.trust = trust
+        if self.cache is not None:
+            self.cache.new_run()
 
     def drain(self) -> None:
         """Queue nothing new; the running steps finish (as the first Ctrl-C). May be called
@@ -348,9 +354,13 @@ class Planner:
                     recovery.drain(self)
         except BaseException:
             self.slots.close()
+            if self.cache is not None:
+                self.cache.close(self)
             finish.save(self, final=False)
             raise
         self.slots.close()
+        if self.cache is not None:
+            self.cache.close(self)
         if self.outcome.interrupted:
             self.outcome.not_run = sum(s.status not in DONE for s in self.graph.steps.values())
             finish.save(self, final=False)
@@ -434,6 +444,8 @@ class Planner:
                 if old is not None and self.options.explain:
                     skipping.explain(self, step, skipping.unlike(self, step, old))
                 self.queue_run(step)
+        if self.cache is not None and self.cache.busy:
+            self._resolve_cached()
         for step in self.runs.take(DISPATCH_ROUND, self._room()):
             self._start_run(step)
         # Steps waiting for pool slots: the longest remaining path first too.
@@ -463,8 +475,22 @@ class Planner:
                 )
 
     def queue_run(self, step: Step) -> None:
-        """The step must run: it goes out when workers have room for it, best first."""
-        self.runs.push(step)
+        """The step must run: it goes out when workers have room for it, best first (once
+        the step cache has been asked, when it is on)."""
+        if self.cache is None or not self.cache.wants(step):
+            self.runs.push(step)
+
+    def _resolve_cached(self) -> None:
+        """Look up the steps waiting for the cache: a hit is queued with its run lease alone
+        (no pool slot, no license), the others must run."""
+        assert self.cache is not None
+        hits, runs = self.cache.resolve(self)
+        for step in runs:
+            self.runs.push(step)
+        for step in hits:
+            step.status = StepStatus.QUEUED
+            self.jobs.waiting_for(step.key)
+            self._unleased.append(step)
 
     def _room(self) -> int | None:
         return self.router.room(len(self._held) + len(self._pending_runs) + len(self._unleased))
@@ -586,6 +612,7 @@ class Planner:
         # input files); a plan reads it with getenv() (plan_calls.call_getenv).
         step.inp_digest = step_digest(step.command, step.workdir, env, inputs, {}).hex()
         env[INP_DIGEST] = step.inp_digest
+        store, restore = self.cache.job_fields(step.key) if self.cache else (False, {})
         return RunJob(
             build=self.build,
             step=step.key,
@@ -598,8 +625,10 @@ class Planner:
             pools=pool_ids,
             sizes=sizes,
             token=token,
-            inputs=inputs,
+            inputs={} if restore else inputs,
             lease=self.lease,
+            store=store,
+            restore=restore,
         )
 
     # Messages
@@ -616,7 +645,8 @@ class Planner:
                 # from Redis must see them lapse and kill the step.
                 self.router.started(step.key)
                 self.jobs.started(step.key, message.host)
-                self.reporter.line("START", step.key, message.host)
+                if self.cache is None or not self.cache.is_hit(step.key):
+                    self.reporter.line("START", step.key, message.host)
         elif isinstance(message, StepDone):
             self.router.started(message.step)
             results.on_done(self, message)
@@ -640,7 +670,7 @@ class Planner:
             self._cancel("SHUTDOWN")
             return
         said = {
-            "drain": "starting no new step; the build ends when the running steps have",
+            "drain": "starting no new step; the build ends when the running steps have finished",
             "join": "the build ends when its steps are done",
             "shutdown": "starting no new step (shutdown again cancels the running ones)",
             "rebuild": "running what the changes made outdated, as the key r",
@@ -692,6 +722,8 @@ class Planner:
             ]
             self.broker.keep_alive(self.build, self.lease)
             self.slots.renew(queued)
+            if self.cache is not None:
+                self.cache.maintain(self)
             # Also keeps this build's place in the lines it waits in.
             self.slots.retry = True
             recovery.find_lost(self)

@@ -185,8 +185,8 @@ class PoolKeeper:
     def take_many(self, steps: list[Step]) -> None:
         """Run leases for steps that need no other slot: one round trip for them all."""
         requests = []
-        for step in steps:
-            assert not self.needs_slots(step)
+        # A step that needs other slots takes them elsewhere; a cache hit takes none.
+        for _ in steps:
             requests.append(([self.broker.run_pool(self.build)], uuid.uuid4().hex))
         for step, (refs, token), (ok, reason) in zip(
             steps,

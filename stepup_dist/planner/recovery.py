@@ -87,10 +87,9 @@ def drain(p: "PlannerCore", status: str = "INTERRUPT", line: str = "") -> None:
     p.slots.waiting.clear()
     p.ready.clear()
     p.runs.clear()
-    p.reporter.line(
-        status,
-        line or f"waiting for {len(p.jobs.running)} running steps (Ctrl-C again to cancel them)",
-    )
+    n = len(p.jobs.running)
+    waiting = f"waiting for {n} running step{'s' * (n != 1)}" if n else "no step is running"
+    p.reporter.line(status, line or (f"{waiting} (Ctrl-C again to cancel them)" if n else waiting))
 
 
 def _read_inbox(p: "PlannerCore") -> None:

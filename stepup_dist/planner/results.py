@@ -37,6 +37,13 @@ def on_done(p: "PlannerCore", result: StepDone) -> None:
         # end) before this planner saw the lease lapse: not the step's fault, run it again.
         recovery.lost_step(p, step, "its worker lost its leases and stopped it")
         return
+    hit = p.cache is not None and p.cache.is_hit(step.key)
+    if hit and not p.cache.hit_done(p, step, result):  # type: ignore[union-attr]
+        # Its worker could not leave the cached outputs: it runs instead.
+        p.slots.release(step, reported=True)
+        step.status = StepStatus.READY
+        p.queue_run(step)
+        return
     p.slots.release(step, reported=True)
     ok = result.returncode == 0 and not result.error
     if step.rerun:
@@ -66,12 +73,17 @@ def on_done(p: "PlannerCore", result: StepDone) -> None:
         return
     if not ok:
         p.fail(step)
+        if p.cache is not None:
+            p.cache.release(p, step.key)  # builds waiting for this run run it themselves
         p.reporter.done(step, result, "FAIL")
         return
     out_states = dict(result.out_states)
     step.defers = 0
     step.status = StepStatus.SUCCEEDED
-    p.outcome.succeeded += 1
+    if hit:
+        p.outcome.cached += 1
+    else:
+        p.outcome.succeeded += 1
     amended_out = [p for p in step.amended[1] if p not in out_states]
     for path in amended_out:
         # Amended outputs are not known to the worker that ran the step: stored as present,
@@ -103,7 +115,9 @@ def on_done(p: "PlannerCore", result: StepDone) -> None:
     )
     # Given to the OS before anything depends on it: a planner killed from now on keeps it.
     p.store.done(step.key, record, out_states)
-    p.reporter.done(step, result, "SUCCESS")
+    if p.cache is not None and not hit:
+        p.cache.stored(p, step, result)
+    p.reporter.done(step, result, "CACHED" if hit else "SUCCESS")
     for path in step.vol:
         p.became_available(path, None)
     for path, state in out_states.items():

@@ -154,7 +154,7 @@ def on_checked(p: "PlannerCore", checked: Checked) -> None:
 
 def decide_skip(p: "PlannerCore", step: Step) -> None:
     old = p.old_records[step.key]
-    states, host = p.checks.finish(step.key)
+    states, _ = p.checks.finish(step.key)
     p.jobs.settled(step.key)
     # Amended inputs it declares static itself, checked with its outputs (Planner._dispatch).
     own = {path: states.pop(path) for path in list(states) if path in step.missing}
@@ -168,7 +168,7 @@ def decide_skip(p: "PlannerCore", step: Step) -> None:
     digest = step_digest(step.command, step.workdir, env, inputs, declared)
     found = len(out_states) == len(states) and None not in own.values()
     if found and digest == old.digest:
-        skip(p, step, old, out_states, host, own)
+        skip(p, step, old, out_states, own)
     else:
         if p.options.explain:
             explain(p, step, _changed(p, old, inputs, out_states, states, env))
@@ -219,18 +219,18 @@ def skip(
     step: Step,
     old: Record,
     out_states: dict,
-    host: str = "",
     own: dict | None = None,
     *,
     say: bool = True,
 ) -> None:
     """Skip `step` as its last run `old` left its outputs (`out_states`): replay the calls
     it made, and make its outputs available (and `own`: amended inputs it declares static
-    itself, checked with its outputs). `say`: print its SKIP line."""
+    itself, checked with its outputs). `say`: print its SKIP line, which names no host: a
+    skipped step ran nowhere (the worker that hashed its outputs, if any, is no news)."""
     step.status = StepStatus.SKIPPED
     p.outcome.skipped += 1
     if say:
-        p.reporter.line("SKIP", step.key, host)
+        p.reporter.line("SKIP", step.key)
     for path, state in (own or {}).items():
         # Known now: its replayed static() finds it available.
         p.became_available(path, state)

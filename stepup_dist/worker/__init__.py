@@ -10,15 +10,14 @@ checks for planners, and nothing else.
 - `forking.py`: many workers forked from one imported process.
 
 `perform` is the one function name every job names (`stepup_dist.worker.perform`, stored
-in each RQ job hash): RQ checks the name, and only `stepup-worker` executes jobs, inline.
+in each RQ job hash): RQ checks the name, and only `stepup-worker` executes jobs, inline. It
+is defined in `vetting.py`, which imports neither this package nor rq: step_worker.py takes
+it from there, so that no module of the package imports the package back.
 """
 
+from .vetting import perform
+
 __all__ = ("main", "perform")
-
-
-def perform(payload: bytes) -> None:
-    """The job function named in every RQ job; only `stepup-worker` executes it, inline."""
-    raise RuntimeError("stepup-dist jobs run only on stepup-worker")
 
 
 def main() -> None:

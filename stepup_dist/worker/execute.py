@@ -26,6 +26,7 @@ from typing import IO, Protocol
 from ..hashing import file_state
 from ..messages import LEASE_LOST, NOT_STARTED, Checked, CheckJob, FileState, RunJob, StepDone
 from ..pathmap import PathMap
+from .cache import materialize_step, store_outputs
 from .inputs import DEFAULT_FS_WAIT, wait_for_inputs
 
 __all__ = (
@@ -65,6 +66,8 @@ class WorkerContext:
     """Seconds to wait for inputs that the shared filesystem does not show yet."""
     path_map: PathMap = field(default_factory=PathMap)
     """Where this host mounts the planner's paths; empty: at the same paths."""
+    cache: str | None = None
+    """The shared step cache's folder (`--cache`); None: hits are misses, nothing is stored."""
 
 
 def outside_roots(path: str, roots: tuple[str, ...], *, follow: bool = True) -> str | None:
@@ -180,6 +183,11 @@ def run_step(job: RunJob, ctx: WorkerContext, guard: Guard | None = None) -> Ste
     if isinstance(local, str):
         return _refused(job, ctx, local)
     local_job, back = local
+    if local_job.restore:
+        # A cache hit: its outputs are left, nothing runs (worker/cache.py).
+        outside = lambda path: outside_roots(path, ctx.roots, follow=False)  # noqa: E731
+        done = materialize_step(local_job, ctx.host, ctx.name, ctx.cache, outside)
+        return PathMap.restore_done(done, back)
     return PathMap.restore_done(_run_local(local_job, ctx, guard or _NoGuard()), back)
 
 
@@ -299,7 +307,9 @@ def _run_local(job: RunJob, ctx: WorkerContext, guard: Guard) -> StepDone:
     if missing:
         error = "did not create declared output" + ("s " if len(missing) > 1 else " ")
         return done(returncode, stdout, stderr, error + ", ".join(missing), states)
-    return done(returncode, stdout, stderr, states=states)
+    result = done(returncode, stdout, stderr, states=states)
+    blobs = store_outputs(job, ctx.cache, states) if job.store else {}
+    return replace(result, blobs=blobs) if blobs else result
 
 
 def _input_stats(job: RunJob) -> dict[str, tuple[int, int, int] | None]:

@@ -33,7 +33,6 @@ from ..options import flags_config, redis_option, run_command, tls_options
 from ..wire import MsgpackSerializer
 from .execute import WorkerContext
 from .forking import run_forked
-from .step_worker import make_worker_class
 
 __all__ = ("main", "run_worker")
 
@@ -119,7 +118,7 @@ def run_worker(
     # ACL user has no business listing other clients.
     warnings.filterwarnings("ignore", message="CLIENT LIST command not supported")
     keys = Keys.of(config)
-    rq = load_rq(keys)
+    load_rq(keys)
     client = connect_config(config)
     host = host or socket.gethostname()
     worker_name = name or f"{host}.{os.getpid()}"
@@ -131,13 +130,15 @@ def run_worker(
         resources=resources or {},
         fs_wait=config.fs_wait,
         path_map=config.path_map,
+        cache=config.cache,
     )
     queue = worker_queue(keys, config, build)
     # A worker with resources also serves the steps placed on its host for them.
     queues = [keys.host_queue(queue, host), queue] if resources else [queue]
     lease_client = connect_config(config, socket_timeout=max(0.5, config.lease / 6))
-    worker_cls = make_worker_class(rq)
-    worker = worker_cls(
+    from .step_worker import StepWorker  # only now: rq has our key prefix (load_rq)
+
+    worker = StepWorker(
         queues,
         name=worker_name,
         connection=client,
@@ -172,10 +173,10 @@ def run_worker(
             worked = worker.work(burst=burst, logging_level=level)
         except (redis.exceptions.NoPermissionError, redis.AuthenticationError) as exc:
             # No reconnecting fixes a missing grant or a refused login.
-            raise refusal(exc, "the worker cannot serve") from exc
+            raise refusal(exc, f"the worker cannot serve prefix {config.prefix!r}") from exc
         except redis.RedisError as exc:
             if "no permissions" in str(exc):
-                raise refusal(exc, "the worker cannot serve") from exc
+                raise refusal(exc, f"the worker cannot serve prefix {config.prefix!r}") from exc
             # RQ's bookkeeping at the end of its loop (register_death) met the outage.
             log.warning("lost the server (%s)", exc)
             worked = False
@@ -234,6 +235,11 @@ def _say_serving(
     "mapped folder are refused [STEPUP_DIST_PATH_MAP, colon-separated].",
 )
 @tls_options
+@click.option(
+    "--cache",
+    metavar="DIR",
+    help="The shared step cache's folder, the same on every worker [STEPUP_DIST_CACHE].",
+)
 @click.option("--name", metavar="NAME", help="Worker name (default: host.pid).")
 @click.option("--burst", is_flag=True, help="Stop when the queue is empty.")
 @click.option(
@@ -283,6 +289,7 @@ def cli(
     tls_ca: str | None,
     tls_cert: str | None,
     tls_key: str | None,
+    cache: str | None,
     name: str | None,
     burst: bool,
     resources: str | None,
@@ -302,6 +309,7 @@ def cli(
         tls_ca=tls_ca,
         tls_cert=tls_cert,
         tls_key=tls_key,
+        cache=cache,
     )
     offered = parse_resources(resources)
     if server_wait:
@@ -319,6 +327,8 @@ def cli(
         return
     # Everything the workers need is imported (and the server reached) once, before forking.
     load_rq(Keys.of(config))
+    from . import step_worker  # noqa: F401 (RQ's worker classes too, now that rq has our prefix)
+
     if not server_wait:  # wait_for_server reached it already
         check_server(config)
 

@@ -12,7 +12,15 @@ from ..errors import SignatureError, WireError
 from ..messages import Checked, CheckJob, RunJob, StepDone
 from ..wire import MAX_PAYLOAD, decode
 
-__all__ = ("JOB_FIELDS", "MAX_JOB_DATA", "MAX_REFUSED", "inflate", "refusal_report", "vet_job")
+__all__ = (
+    "JOB_FIELDS",
+    "MAX_JOB_DATA",
+    "MAX_REFUSED",
+    "inflate",
+    "perform",
+    "refusal_report",
+    "vet_job",
+)
 
 MAX_JOB_DATA = MAX_PAYLOAD + 64 * 1024
 """Bytes a job's data may inflate to; more is refused before it is read."""
@@ -27,6 +35,13 @@ JOB_FIELDS = {
     b"worker_name",
 }  # fmt: skip
 _BUILD_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+def perform(payload: bytes) -> None:
+    """The job function named in every RQ job (`PERFORM`, `stepup_dist.worker.perform`,
+    where the package exports it); only `stepup-worker` executes jobs, inline, and never
+    calls it."""
+    raise RuntimeError("stepup-dist jobs run only on stepup-worker")
 
 
 def inflate(data: bytes, limit: int = MAX_JOB_DATA) -> bytes:

@@ -3,6 +3,7 @@
 `.stepup/`. Real builds, real `stepup-dist` processes, the build's embedded server.
 """
 
+import fcntl
 import os
 import subprocess
 from pathlib import Path
@@ -72,6 +73,13 @@ def test_drain_lets_the_running_step_end_and_starts_nothing_new(project: Project
     assert sent.returncode == 0, sent.stderr
     assert "to drain" in sent.stdout
     seen += _read_until(build, "DRAIN │ stepup-dist drain: starting no new step")
+    # The whole sentence, as the user reads it (it once ended at "have").
+    assert (
+        seen[-1]
+        .rstrip()
+        .endswith("starting no new step; the build ends when the running steps have finished")
+    ), seen[-1]
+    seen += _read_until(build, "INTERRUPT │ waiting for 1 running step (")
     (project.root / "go").touch()
     code, text = _finish(build, seen)
     assert code == ReturnCode.DRAINED, text
@@ -86,7 +94,7 @@ def test_shutdown_twice_cancels_the_running_step(project: Project) -> None:
     build = _start(project)
     seen = _read_until(build, "START │ touch running")
     assert _cli(project, "shutdown").returncode == 0
-    seen += _read_until(build, "INTERRUPT │ waiting for 1 running")
+    seen += _read_until(build, "INTERRUPT │ waiting for 1 running step (")
     assert _cli(project, "shutdown").returncode == 0
     code, text = _finish(build, seen)
     assert code == ReturnCode.DRAINED, text
@@ -123,6 +131,51 @@ def test_join_waits_until_the_build_is_done(project: Project) -> None:
     assert code == ReturnCode.OK, text
     assert "5 succeeded" in text
     assert all((project.root / f"o{i}.txt").exists() for i in range(3))
+
+
+def test_join_right_after_drain_has_the_build_s_end(project: Project) -> None:
+    build = _start(project)
+    seen = _read_until(build, "START │ touch running")
+    assert _cli(project, "drain").returncode == 0
+    (project.root / "go").touch()
+    code, text = _finish(build, seen)
+    assert code == ReturnCode.DRAINED, text
+    # The build has ended by now (the user was slower than the drain): join says so.
+    joined = _cli(project, "join")
+    assert joined.returncode == 0, joined.stderr
+    assert joined.stdout == f"no build is running in {project.root}: its last build has ended\n"
+
+
+def test_join_waits_for_a_build_that_holds_its_folder_but_no_longer_reports(
+    project: Project,
+) -> None:
+    """A build that is ending: its planner stopped reporting and its server may be gone,
+    but it still holds the folder's lock (as between a drained run's end and the exit)."""
+    project.plan(HEAD + 'step("echo a > a.txt", out="a.txt")\n')
+    state = project.root / ".stepup"
+    state.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STEPUP_DIST_")}
+    with open(state / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        join = subprocess.Popen(
+            [str(BIN / "stepup-dist"), "join"],
+            cwd=project.root,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        try:
+            assert join.stdout is not None
+            first = join.stdout.readline()
+            assert first == f"the build of {project.root.resolve()} is ending; waiting for it\n"
+            assert join.poll() is None
+            fcntl.flock(lock, fcntl.LOCK_UN)
+            out, err = join.communicate(timeout=60)
+        finally:
+            stop([join])
+    assert join.returncode == 0, err
+    assert out == "the build has ended\n"
 
 
 def test_steering_a_folder_without_a_running_build_says_so_in_one_line(

@@ -324,3 +324,28 @@ def test_pool_set_refuses_a_bad_name_or_size_in_one_line(
     assert "No such option" not in lines[0], lines
     listed = run_cli(["stepup-dist", "pool", "list", *where], tmp_path)
     assert "lic" not in listed.stdout, listed.stdout
+
+
+def test_an_unreachable_redis_says_leaving_it_out_uses_the_built_in_server(
+    project: Project,
+) -> None:
+    project.plan(HEAD + 'step("echo a")\n')
+    url = f"unix://{project.root / 'nobody-listens.sock'}"
+    result = project.build("-w1", "--redis", url)
+    assert result.returncode == ReturnCode.INTERNAL, result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith(f"stepup-dist: error: cannot reach Redis at {url}"), result
+    assert result.stderr.rstrip().endswith(
+        "; leave out --redis (and STEPUP_DIST_REDIS_URL) to use the built-in server"
+    ), result.stderr
+
+
+def test_no_help_points_at_a_file_of_the_repository(tmp_path: Path) -> None:
+    """An installed wheel has no docs/ folder: --help explains itself."""
+    commands = ["build", "workers", "pool", "status", "drain", "join", "shutdown", "graph"]
+    for args in [["stepup-dist", c, "--help"] for c in commands] + [["stepup-worker", "--help"]]:
+        result = run_cli(args, tmp_path)
+        assert result.returncode == 0, (args, result.stderr)
+        assert not re.search(r"\bdocs/|\.md\b", result.stdout), (args, result.stdout)
+    build = run_cli(["stepup-dist", "build", "--help"], tmp_path).stdout
+    assert "q stop, j stop when done, d drain" in " ".join(build.split()), build

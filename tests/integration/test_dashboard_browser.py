@@ -260,3 +260,79 @@ def test_dashboard_in_a_browser(browser, server, prefix: str) -> None:  # type: 
         stop(procs)
         dashboard.stop()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+CLIPPED = """
+// Each column header whose text does not show whole: cut by its cell or hidden under
+// something else (a neighbouring section), at the page's size.
+const clipped = [];
+for (const th of document.querySelectorAll("th")) {
+  th.scrollIntoView({block: "center", inline: "nearest"});
+  const range = document.createRange();
+  range.selectNodeContents(th);
+  const text = range.getBoundingClientRect();
+  const cell = th.getBoundingClientRect();
+  const section = th.closest("section").getBoundingClientRect();
+  const y = text.top + text.height / 2;
+  const right = document.elementFromPoint(text.right - 1, y);
+  if (th.scrollWidth > th.clientWidth || text.right > cell.right + 0.5 ||
+      text.right > section.right || !right || !th.contains(right)) {
+    clipped.push(th.textContent + " in #" + th.closest("section").id);
+  }
+}
+for (const section of document.querySelectorAll("section")) {
+  // A table wider than its section would need sideways scrolling to read its headers.
+  if (section.scrollWidth > section.clientWidth) clipped.push("#" + section.id + " scrolls");
+}
+return clipped;
+"""
+
+
+def test_no_column_header_is_clipped_at_1400_by_1000_with_a_long_folder(  # type: ignore[no-untyped-def]
+    browser, server, prefix: str
+) -> None:
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    url = server.url
+    folder = Path(tempfile.mkdtemp(prefix="demo-"))
+    go = folder / "go"
+    deep = folder.joinpath(
+        # No hyphen or space: nothing a browser would break a line at.
+        "projects_of_the_computational_chemistry_group",
+        "thesis_2026_chapter_three_reaction_barriers",
+        "calculations_with_the_larger_basis_set",
+    )
+    project = Project(deep)
+    project.plan(f"from stepup.core.api import step\nstep({HOLD.format(go=go, tag='x')!r})\n")
+    procs = [
+        start_workers(url, prefix, "--root", str(deep), "--resources", "gpu:2,mem:64"),
+    ]
+    dashboard = DashboardProcess(clean_env(), "--redis", url, "--prefix", prefix)
+    try:
+        procs.append(start_build(project, url, prefix))
+        browser.execute_cdp_cmd(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": 1400, "height": 1000, "deviceScaleFactor": 1, "mobile": False},
+        )
+        browser.get(dashboard.url)
+
+        def shown(driver):  # type: ignore[no-untyped-def]
+            return driver.execute_script(
+                "const b = document.querySelector('tr.build');"
+                "const w = document.querySelector('tr.worker');"
+                "return b && w && b.textContent.includes(arguments[0]);",
+                str(deep),
+            )
+
+        WebDriverWait(browser, 60, 0.2).until(shown)
+        assert browser.execute_script("return window.innerWidth") == 1400
+        clipped = browser.execute_script(CLIPPED)
+        assert clipped == [], "; ".join(clipped)
+        browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+        go.touch()
+        out, _ = procs[1].communicate(timeout=90)
+        assert procs[1].returncode == 0, out
+    finally:
+        stop(procs)
+        dashboard.stop()
+        shutil.rmtree(folder, ignore_errors=True)

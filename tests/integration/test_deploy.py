@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from stepup_dist.errors import ExitCode
+from stepup_dist.errors import ExitCode, ReturnCode
 from tests.conftest import BIN, Project, run_cli
 from tests.integration.servers import NoTls, clean_env, free_port, make_certs, tls_binary
 
@@ -90,6 +90,55 @@ def test_cluster_starts_serves_a_build_and_stops(tmp_path: Path) -> None:
         state = Path(f"/proc/{pid}/stat")
         assert not state.exists() or state.read_text().rsplit(")", 1)[1].split()[0] == "Z"
     assert sorted(p.name for p in folder.iterdir()) == ["server.log", "workers.log"]
+
+
+def test_cluster_makes_per_user_workers_for_named_people(tmp_path: Path) -> None:
+    """Set-up (a) of docs/security.md in one command: each person's users, prefix, secret
+    and workers; the operator's pool is shared, and nothing else."""
+    projects = {}
+    for person in ("alice", "bob"):
+        projects[person] = Project(tmp_path / person)
+        projects[person].plan('from stepup.core.api import step\nstep("echo hi", pool="lic")\n')
+    started = cluster(
+        "start", "--workers", "1", "--person", "alice", "--person", "bob", cwd=tmp_path
+    )
+    folder = tmp_path / ".cluster"
+    try:
+        assert started.returncode == 0, started.stdout + started.stderr
+        assert "per-user workers (docs/security.md, set-up (a)) for alice, bob" in started.stdout
+        assert len((folder / "workers.pid").read_text().split()) == 2
+        envs = {
+            f"{p}-{r}": read_env(folder / f"{p}-{r}.env")
+            for p in ("alice", "bob")
+            for r in ("planner", "worker")
+        }
+        for person in ("alice", "bob"):
+            planner = envs[f"{person}-planner"]
+            assert planner["STEPUP_DIST_PREFIX"] == f"stepup.{person}"
+            assert planner["STEPUP_DIST_SHARED_PREFIX"] == "stepup"
+            assert planner["STEPUP_DIST_SECRET_FILE"] == str(folder / f"{person}.secret")
+            assert envs[f"{person}-worker"]["STEPUP_DIST_SECRET_FILE"] == str(
+                folder / f"{person}.secret"
+            )
+            assert (folder / f"{person}.secret").stat().st_mode & 0o077 == 0
+        assert (folder / "alice.secret").read_text() != (folder / "bob.secret").read_text()
+        admin = read_env(folder / "stepup-admin.env")
+        assert (
+            run_cli(["stepup-dist", "pool", "set", "lic", "1"], tmp_path, env=admin).returncode == 0
+        )
+        for person, project in projects.items():
+            result = project.build("-w0", env=envs[f"{person}-planner"])
+            assert result.returncode == ExitCode.OK, result.stdout + result.stderr
+            # -w0 on the person's own prefix: only that person's worker could serve it.
+            assert result.lines("SUCCESS") == ["./plan.py", "echo hi"], result.stdout
+        # bob's planner on alice's prefix is refused, and says so.
+        as_bob = {**envs["bob-planner"], "STEPUP_DIST_PREFIX": "stepup.alice"}
+        refused = projects["alice"].build("-w0", env=as_bob)
+        assert refused.returncode == ReturnCode.INTERNAL, refused.stderr
+        assert "prefix 'stepup.alice'" in refused.stderr
+    finally:
+        stopped = cluster("stop", cwd=tmp_path)
+    assert stopped.returncode == 0, stopped.stderr
 
 
 def test_valkey_conf_as_shipped_with_tls(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ import pytest
 import redis
 
 from stepup_dist.broker.keys import Keys
+from stepup_dist.errors import ReturnCode
 from tests.conftest import BIN, Project, run_cli
 from tests.helpers import HEAD, intervals, peak, timed_steps
 from tests.integration.servers import AclServer, Worker, clean_env, start_server, write_secret
@@ -145,3 +146,33 @@ def test_per_user_workers_share_a_pool_and_nothing_else(acl: AclServer, tmp_path
     finally:
         for worker in workers:
             worker.stop()
+
+
+def test_bob_on_alice_s_prefix_is_told_the_prefix_and_that_nothing_was_lost(
+    acl: AclServer, tmp_path: Path
+) -> None:
+    project = Project(tmp_path / "proj")
+    project.plan(HEAD + 'step("echo a")\n')
+    for role, workers in (("planner", "-w0"), ("worker", "-w1")):
+        env = clean_env(
+            STEPUP_DIST_REDIS_URL=acl.url(f"bob-{role}"),
+            STEPUP_DIST_PREFIX=_prefix("alice"),
+            STEPUP_DIST_SHARED_PREFIX=SHARED,
+        )
+        result = run_cli(["stepup-dist", "build", workers], project.root, env=env)
+        assert result.returncode == ReturnCode.INTERNAL, result
+        assert result.stderr.count("\n") == 1, result.stderr
+        assert result.stderr.startswith(
+            "stepup-dist: error: the Redis user lacks a grant for the keys of prefix "
+            "'stepup.alice' "
+        ), result.stderr
+        assert "nothing of this or any other build was lost" in result.stderr, result.stderr
+        assert "lost the connection" not in result.stderr, result.stderr
+    env = clean_env(
+        STEPUP_DIST_REDIS_URL=acl.url("bob-worker"),
+        STEPUP_DIST_PREFIX=_prefix("alice"),
+        STEPUP_DIST_SHARED_PREFIX=SHARED,
+    )
+    worker = run_cli(["stepup-worker", "--burst"], project.root, env=env)
+    assert worker.returncode == 2, worker
+    assert "the worker cannot serve prefix 'stepup.alice'" in worker.stderr, worker.stderr

@@ -201,6 +201,26 @@ def test_q_stops_after_the_running_step_and_keeps_its_record(
     assert again.lines("SKIP") == ["./plan.py", "touch started; sleep 1; echo slow > slow.txt"]
 
 
+def test_q_with_steps_left_exits_with_the_code_of_what_ran_not_ctrl_c_s(
+    project: Project, watch: list[Watch]
+) -> None:
+    project.plan("""
+        from stepup.core.api import pool, step
+        pool("one", 1)
+        step("touch started; sleep 1; echo a > a.txt", out="a.txt", pool="one")
+        step("echo b > b.txt", out="b.txt", pool="one")
+    """)
+    w = Watch(project.root)
+    watch.append(w)
+    w.until(r"START │ touch started")
+    w.key("q")
+    lines = w.run()
+    assert ("SUCCESS", "touch started; sleep 1; echo a > a.txt") in lines
+    assert "1 not run (stopped)" in lines[-1][1], lines
+    # q is asked for (StepUp's shutdown): DRAINED, not Ctrl-C's INTERRUPTED.
+    assert w.end() == ReturnCode.DRAINED
+
+
 def test_d_drains_the_run_and_keeps_watching(project: Project, watch: list[Watch]) -> None:
     project.plan("""
         from stepup.core.api import pool, step
@@ -215,7 +235,7 @@ def test_d_drains_the_run_and_keeps_watching(project: Project, watch: list[Watch
     first = w.run()
     assert ("KEYBOARD", "d: draining: queueing nothing new, waiting for the running steps") in first
     assert ("SUCCESS", "touch started; sleep 1; echo a > a.txt") in first
-    assert "1 not run (interrupted)" in first[-1][1]
+    assert "1 not run (stopped)" in first[-1][1]
     assert not (project.root / "b.txt").exists()
     w.key("r")
     second = w.run()

@@ -154,7 +154,12 @@ def test_user_mistakes_are_one_line(project: Project, fake_slurm: FakeSlurm) -> 
         (["--slurm", "0"], fake_slurm.env(STEPUP_DIST_REDIS_URL=URL), "'--slurm': 0"),
         (["--slurm", "x"], fake_slurm.env(STEPUP_DIST_REDIS_URL=URL), "'--slurm': 'x'"),
         ([], {}, "give --local N or --slurm N"),
-        (["--local", "1", "--slurm", "1"], {}, "give --local N or --slurm N"),
+        (
+            ["--local", "2", "--slurm", "1"],
+            {},
+            "--local and --slurm start workers in one place each: run `stepup-dist workers "
+            "--local 2` and `stepup-dist workers --slurm 1` as two commands",
+        ),
         (["--local", "1", "--partition", "p"], {}, "only with --slurm: --partition"),
         (
             ["--slurm", "1", "--resources", "gpu"],

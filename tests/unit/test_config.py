@@ -2,6 +2,7 @@
 
 import dataclasses
 import os
+import re
 
 import pytest
 
@@ -305,3 +306,19 @@ def test_to_environ_without_password_moves_it_apart() -> None:
 )
 def test_split_password(url: str, bare: str, password: str | None) -> None:
     assert split_password(url) == (bare, password)
+
+
+def test_the_readme_table_lists_every_variable_the_configuration_reads() -> None:
+    from pathlib import Path
+
+    import stepup_dist.config
+
+    source = Path(stepup_dist.config.__file__).read_text()
+    read = set(re.findall(r'"(STEPUP_DIST_[A-Z_]+)"', source))
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    rows = [line for line in readme.splitlines() if line.startswith("| `STEPUP_DIST_")]
+    listed = {
+        name for row in rows for name in re.findall(r"`(STEPUP_DIST_[A-Z_]+)`", row.split(" | ")[0])
+    }
+    assert {"STEPUP_DIST_SHARED_PREFIX", "STEPUP_DIST_GIVE_UP"} <= read
+    assert sorted(read - listed) == []

@@ -50,7 +50,9 @@ def wrong_imports(module: str, imports: list[str]) -> list[str]:
 def _imports(path: Path) -> list[str]:
     rel = path.relative_to(PACKAGE.parent).with_suffix("")
     here = list(rel.parts)
-    package = here if path.name == "__init__.py" else here[:-1]
+    # The package a relative import starts from: `stepup_dist.worker` for worker/serve.py
+    # and for worker/__init__.py alike (whose last part is `__init__`, not a package).
+    package = here[:-1]
     found = []
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom):
@@ -133,9 +135,9 @@ def circles(graph: dict[str, set[str]]) -> list[list[str]]:
     return sorted(found)
 
 
-def test_no_module_imports_one_that_imports_it_back() -> None:
-    """Imports under TYPE_CHECKING count: the planner's helpers see it as
-    `planner/core.py`'s PlannerCore, never as loop.Planner."""
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the modules it imports, a package's `__init__.py` as the package itself
+    (`from . import perform` in a module of worker/ points at `stepup_dist.worker`)."""
     modules = {".".join(p.relative_to(PACKAGE.parent).with_suffix("").parts): p for p in _modules()}
     modules = {name.removesuffix(".__init__"): path for name, path in modules.items()}
     graph = {}
@@ -148,7 +150,28 @@ def test_no_module_imports_one_that_imports_it_back() -> None:
             if module and module != name:
                 targets.add(module)
         graph[name] = targets
-    assert circles(graph) == []
+    return graph
+
+
+def test_no_module_imports_one_that_imports_it_back() -> None:
+    """Imports under TYPE_CHECKING and inside functions count, and so do package
+    `__init__` files: the planner's helpers see it as `planner/core.py`'s PlannerCore,
+    never as loop.Planner; worker/step_worker.py takes `perform` from vetting.py, not from
+    the package whose `main` imports it back through serve.py."""
+    assert circles(import_graph()) == []
+
+
+def test_a_package_init_is_a_module_of_the_graph() -> None:
+    graph = import_graph()
+    # worker/__init__.py's relative imports, the lazy one in main() included.
+    assert {"stepup_dist.worker.serve", "stepup_dist.worker.vetting"} <= graph["stepup_dist.worker"]
+    found = _imports(PACKAGE / "worker" / "__init__.py")
+    assert "stepup_dist.worker.serve" in found
+
+
+def test_a_circle_through_a_package_init_is_caught() -> None:
+    graph = {"pkg": {"pkg.serve"}, "pkg.serve": {"pkg.step"}, "pkg.step": {"pkg"}}
+    assert circles(graph) == [["pkg", "pkg.serve", "pkg.step"]]
 
 
 def test_a_circle_is_caught() -> None:

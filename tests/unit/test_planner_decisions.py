@@ -11,7 +11,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
+
+import pytest
 
 from stepup_dist.broker.broker import WorkerGroup
 from stepup_dist.broker.memory import MemoryBroker, QueuedJob
@@ -27,6 +30,7 @@ from stepup_dist.messages import (
     Started,
     StepDone,
 )
+from stepup_dist.planner import progress, recovery
 from stepup_dist.planner.core import Outcome
 from stepup_dist.planner.loop import Planner
 from tests.unit.planner_kit import Clock, Lines, state
@@ -98,6 +102,33 @@ def build(cluster: Cluster, root: Path, **options: Any) -> tuple[Outcome, Lines]
 
 STEP_A = {"command": "make a", "out": ["a.txt"]}
 STEP_B = {"command": "make b from a", "inp": ["a.txt"], "out": ["b.txt"]}
+
+
+class HostLines(Lines):
+    """Lines, with the host each SKIP line names."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.skip_hosts: list[str] = []
+
+    def line(self, status: str, text: str, host: str = "") -> None:
+        super().line(status, text, host)
+        if status == "SKIP":
+            self.skip_hosts.append(host)
+
+
+def test_skip_lines_name_no_host_whether_or_not_a_worker_checked_outputs(
+    clock: Clock, root: Path
+) -> None:
+    """A skipped step ran nowhere: no SKIP line names a host (those whose outputs a worker
+    hashed once named it, the others not)."""
+    cluster = Cluster(steps=[{"command": "echo A"}, STEP_A, STEP_B])
+    build(cluster, root)
+    lines = HostLines()
+    outcome = Planner(cluster, lines, root, lease=30.0).run()
+    assert lines.of("SKIP") == ["./plan.py", "echo A", "make a", "make b from a"]
+    assert outcome.skipped == 4
+    assert lines.skip_hosts == ["", "", "", ""]
 
 
 def test_a_build_runs_its_steps_and_the_next_one_skips_them(clock: Clock, root: Path) -> None:
@@ -188,8 +219,32 @@ def test_ctrl_c_lets_running_steps_finish_and_queues_nothing_more(clock: Clock, 
     cluster = Cluster(steps=steps, on_receive=interrupt)
     outcome, lines = build(cluster, root)
     assert outcome.interrupted
-    assert lines.of("INTERRUPT") == ["waiting for 0 running steps (Ctrl-C again to cancel them)"]
+    assert lines.of("INTERRUPT") == ["no step is running"]
     assert "make c" not in cluster.ran
+
+
+@pytest.mark.parametrize(
+    ("running", "said"),
+    [
+        (0, "no step is running"),
+        (1, "waiting for 1 running step (Ctrl-C again to cancel them)"),
+        (2, "waiting for 2 running steps (Ctrl-C again to cancel them)"),
+    ],
+)
+def test_the_interrupt_line_counts_the_running_steps_in_words(running: int, said: str) -> None:
+    lines = Lines()
+    jobs = SimpleNamespace(running={f"s{i}" for i in range(running)}, drop_pending=list)
+    p = SimpleNamespace(
+        outcome=Outcome(),
+        jobs=jobs,
+        slots=SimpleNamespace(waiting=set()),
+        ready=[],
+        runs=[],
+        reporter=lines,
+    )
+    recovery.drain(p)  # type: ignore[arg-type]
+    assert p.outcome.interrupted
+    assert lines.of("INTERRUPT") == [said]
 
 
 def test_a_step_whose_input_nobody_makes_is_stuck(clock: Clock, root: Path) -> None:
@@ -351,3 +406,72 @@ def test_a_watch_rerun_checks_and_runs_only_what_changed(clock: Clock, root: Pat
     cluster.ran.clear()
     outcome = planner.run()
     assert cluster.ran == ["./plan.py", "make a", "make b from a"]
+
+
+@dataclass
+class BusyCluster(Cluster):
+    """`workers` workers, each step but plan.py taking `duration` seconds of the clock."""
+
+    workers: int = 2
+    duration: float = 3.0
+    backlog: list[QueuedJob] = field(default_factory=list)
+    busy: dict[str, tuple[float, QueuedJob]] = field(default_factory=dict)
+    """Step key -> (when it started, its job)."""
+
+    def run(self, job: QueuedJob) -> None:
+        message = job.message
+        if not isinstance(message, RunJob) or message.command == "./plan.py":
+            super().run(job)
+        elif len(self.busy) < self.workers:
+            b, key = message.build, message.step
+            self.post(b, Started(b, key, message.attempt, "n1", "w1"))
+            self.busy[key] = (self.clock(), job)
+        else:
+            self.backlog.append(job)
+
+    def tick(self) -> None:
+        """Steps whose time is up end; the workers take the next from their backlog."""
+        for key, (began, job) in list(self.busy.items()):
+            if self.clock() >= began + self.duration:
+                del self.busy[key]
+                message = job.message
+                assert isinstance(message, RunJob)
+                self.ran.append(message.command)
+                b = message.build
+                outs = {}
+                for path in message.out:
+                    outs[path] = self.files[path] = state(f"{message.command} {self.clock()}")
+                done = StepDone(b, key, message.attempt, 0, self.duration, "n1", "w1", "", "", outs)
+                self.post(b, done)
+                self.finish(job)
+                if self.backlog:
+                    self.run(self.backlog.pop(0))
+
+
+def test_a_first_build_of_equal_steps_has_an_eta_within_a_factor_of_two(
+    clock: Clock, root: Path
+) -> None:
+    """Seven steps of 3 s on two workers, never built: once the ETA shows, it is within a
+    factor of two of the time the build still takes (plan.py's second of planning once made
+    it read 1 s while 15 s were left)."""
+    cluster = BusyCluster(steps=[{"command": f"sleep 3 # {i}"} for i in range(7)])
+    seen: list[tuple[float, float | None, int]] = []
+    planner = Planner(cluster, Lines(), root, lease=30.0)
+
+    def look(c: Cluster) -> None:
+        cluster.tick()
+        started = {key: began for key, (began, _) in cluster.busy.items()}
+        _, eta, _ = progress.count(planner, started, cluster.workers, clock())
+        seen.append((clock(), eta, len(cluster.ran)))
+
+    cluster.on_receive = look
+    outcome = planner.run()
+    end = clock()
+    assert outcome.succeeded == 8
+    shown = [(at, eta) for at, eta, ran in seen if eta is not None and end - at >= 1.0]
+    assert shown, seen
+    for at, eta in shown:
+        assert eta is not None
+        assert eta / 2 <= end - at <= 2 * eta, (end - at, eta, seen)
+    # Before a step other than plan.py has ended, nothing tells how long one takes.
+    assert all(eta is None for _, eta, ran in seen if ran <= 1), seen

@@ -38,7 +38,7 @@ function clock(unix) {
 
 function buildLabel(row) {
   // The folder says more to a person than the build's id; the id stays as a tooltip.
-  return h("span", { title: `build ${row.build}` }, row.folder || row.build);
+  return h("span", { class: "folder", title: `build ${row.build}` }, row.folder || row.build);
 }
 
 function table(headers, rows, empty) {
@@ -123,7 +123,8 @@ function renderWorkers(workers) {
       h("td", { class: w.state === "busy" ? "step" : "" }, w.state === "busy"
         ? w.step : (w.idle_since ? `idle since ${clock(w.idle_since)} (${duration(w.idle_for)})` : "")),
       h("td", { class: "serves" }, (w.serves || []).join(", ")),
-      h("td", {}, (w.queues || []).join(", ")), h("td", {}, resources(w.resources)))),
+      h("td", { class: "queues" }, (w.queues || []).join(", ")),
+      h("td", { class: "resources" }, resources(w.resources)))),
     "No worker is connected."));
 }
 
