@@ -12,16 +12,21 @@ import xxhash
 
 from .messages import FileState
 
-__all__ = ("file_state", "step_digest")
+__all__ = ("NeedsReading", "file_state", "step_digest")
 
 _CHUNK = 1 << 20
 
 
-def file_state(path: str, known: FileState | None = None) -> FileState | None:
+class NeedsReading(Exception):
+    """`file_state(..., read=False)`: the state of this path needs its contents hashed."""
+
+
+def file_state(path: str, known: FileState | None = None, *, read: bool = True) -> FileState | None:
     """Return the state of `path` (None if it does not exist), hashing only when needed.
 
     A path ending with a slash must be a directory. Symbolic links are not followed: their
-    target text is hashed.
+    target text is hashed. With `read=False`, `NeedsReading` is raised instead of hashing
+    (the planner's host looks at stats only: reading contents is a worker's job).
     """
     want_dir = path.endswith("/")
     try:
@@ -36,6 +41,8 @@ def file_state(path: str, known: FileState | None = None) -> FileState | None:
     state = FileState(st.st_mode, st.st_mtime_ns, st.st_size, st.st_ino, b"")
     if known is not None and known.same_stat(state):
         return known
+    if not read:
+        raise NeedsReading(path)
     hasher = xxhash.xxh3_128()
     if stat.S_ISLNK(st.st_mode):
         hasher.update(os.readlink(path).encode("utf-8", "surrogateescape"))

@@ -19,6 +19,7 @@ on Redis is ever unpickled.
 
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import MISSING, fields
 from typing import Any
 
@@ -63,7 +64,8 @@ def _pack_default(obj: Any) -> Any:
 
 def encode(message: Message) -> bytes:
     """Turn a message into a versioned msgpack payload."""
-    body = {f.name: getattr(message, f.name) for f in fields(message)}
+    names = _FIELD_NAMES.get(type(message)) or tuple(f.name for f in fields(message))
+    body = {name: getattr(message, name) for name in names}
     return msgpack.packb(
         {"v": VERSION, "t": message.TYPE, "f": body},
         default=_pack_default,
@@ -103,57 +105,115 @@ def decode(data: bytes, *expected: type[Message]) -> Message:
     body = obj["f"]
     if not isinstance(body, dict):
         raise WireError("message fields are not a map", payload)
-    hints = _HINTS[tag]
-    names = {f.name for f in fields(cls)}
-    required = {f.name for f in fields(cls) if f.default is f.default_factory is MISSING}
-    unknown = set(body) - names
+    names, required, checks = _SPECS[tag]
+    unknown = body.keys() - names
     if unknown:
         raise WireError(f"unknown fields {sorted(map(str, unknown))} in {tag!r}", payload)
-    missing = required - set(body)
+    missing = required - body.keys()
     if missing:
         raise WireError(f"missing fields {sorted(missing)} in {tag!r}", payload)
     values = {}
     for name, value in body.items():
         try:
-            values[name] = _check(value, hints[name])
+            values[name] = checks[name](value)
         except TypeError as exc:
             raise WireError(f"field {name!r} of {tag!r}: {exc}", payload) from None
     return cls(**values)
 
 
-def _check(value: Any, tp: Any) -> Any:
-    """Validate `value` against the annotation `tp`, converting FileState lists."""
+Check = Callable[[Any], Any]
+"""Validates one value against an annotation (TypeError if it does not fit), and returns
+it, FileState lists converted."""
+
+
+_CHECKERS: dict[Any, Check] = {}
+"""Annotation -> its `Check`, made once: reading annotations with `typing` for every
+field of every message took most of a planner's decoding (bench/planner_dispatch.py)."""
+
+
+def _checker(tp: Any) -> Check:
+    check = _CHECKERS.get(tp)
+    if check is None:
+        check = _CHECKERS[tp] = _make_checker(tp)
+    return check
+
+
+def _make_checker(tp: Any) -> Check:
     if tp is Any:
-        _check_plain(value, depth=0)
-        return value
+
+        def plain(value: Any) -> Any:
+            _check_plain(value, depth=0)
+            return value
+
+        return plain
     if tp is FileState:
-        return FileState.from_list(value)
+        return FileState.from_list
     origin = typing.get_origin(tp)
     if origin in (types.UnionType, typing.Union):
-        for option in typing.get_args(tp):
-            if option is type(None) and value is None:
+        options = typing.get_args(tp)
+        nullable = type(None) in options
+        checks = [_checker(option) for option in options if option is not type(None)]
+
+        def union(value: Any) -> Any:
+            if value is None and nullable:
                 return None
-            if option is not type(None):
+            for check in checks:
                 try:
-                    return _check(value, option)
+                    return check(value)
                 except TypeError:
                     continue
-        raise TypeError(f"expected {tp}, got {type(value).__name__}")
+            raise TypeError(f"expected {tp}, got {type(value).__name__}")
+
+        return union
     if origin is list:
-        if not isinstance(value, list):
-            raise TypeError(f"expected a list, got {type(value).__name__}")
-        (item_tp,) = typing.get_args(tp)
-        return [_check(item, item_tp) for item in value]
+        (item_check,) = map(_checker, typing.get_args(tp))
+
+        def list_of(value: Any) -> Any:
+            if not isinstance(value, list):
+                raise TypeError(f"expected a list, got {type(value).__name__}")
+            return [item_check(item) for item in value]
+
+        return list_of
     if origin is dict:
-        if not isinstance(value, dict):
-            raise TypeError(f"expected a map, got {type(value).__name__}")
-        key_tp, item_tp = typing.get_args(tp)
-        return {_check(k, key_tp): _check(v, item_tp) for k, v in value.items()}
-    if tp is float and type(value) is int:
-        return float(value)
-    if type(value) is not tp:
-        raise TypeError(f"expected {tp.__name__}, got {type(value).__name__}")
-    return value
+        key_check, item_check = map(_checker, typing.get_args(tp))
+
+        def dict_of(value: Any) -> Any:
+            if not isinstance(value, dict):
+                raise TypeError(f"expected a map, got {type(value).__name__}")
+            return {key_check(k): item_check(v) for k, v in value.items()}
+
+        return dict_of
+    if tp is float:
+
+        def real(value: Any) -> Any:
+            if type(value) is int:
+                return float(value)
+            if type(value) is not float:
+                raise TypeError(f"expected float, got {type(value).__name__}")
+            return value
+
+        return real
+
+    def exact(value: Any) -> Any:
+        if type(value) is not tp:
+            raise TypeError(f"expected {tp.__name__}, got {type(value).__name__}")
+        return value
+
+    return exact
+
+
+_FIELD_NAMES = {cls: tuple(f.name for f in fields(cls)) for cls in _CLASSES.values()}
+"""Message class -> its field names, in order (`fields()` builds them anew at each call)."""
+
+_SPECS = {
+    tag: (
+        frozenset(f.name for f in fields(cls)),
+        frozenset(f.name for f in fields(cls) if f.default is f.default_factory is MISSING),
+        {name: _checker(tp) for name, tp in _HINTS[tag].items()},
+    )
+    for tag, cls in _CLASSES.items()
+}
+"""Message type -> (its field names, the required ones, the `Check` of each field)."""
 
 
 def _check_plain(value: Any, depth: int) -> None:

@@ -8,8 +8,10 @@ import contextlib
 import os
 import sys
 import time
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from importlib.resources import files
 from types import ModuleType
 from typing import Any
 
@@ -17,16 +19,18 @@ import msgpack
 import redis
 
 from ..errors import ConfigError, WireError
-from ..wire import unpack
+from ..wire import MsgpackSerializer, unpack
 from .connection import refusal
 from .keys import QUEUE_NAME, Keys
 
 __all__ = (
+    "ENQUEUE_LUA",
     "PERFORM",
     "FinishedJob",
     "FinishedJobs",
     "decode_roots",
     "encode_roots",
+    "job_data",
     "load_rq",
     "make_queue",
     "queue_status",
@@ -53,10 +57,19 @@ def load_rq(keys: Keys) -> ModuleType:
     return rq
 
 
+ENQUEUE_LUA = (files(__package__) / "lua" / "enqueue.lua").read_text()
+"""The script that puts a round of jobs on a queue as RQ's `enqueue_many` does."""
+
+
+def job_data(payload: bytes) -> bytes:
+    """RQ's `data` field of a job that runs PERFORM(payload): (function, instance, args,
+    kwargs) as the queue's serializer writes them, compressed as RQ does (any level: RQ
+    only inflates it)."""
+    return zlib.compress(MsgpackSerializer.dumps([PERFORM, None, [payload], {}]), 1)
+
+
 def make_queue(client, keys: Keys, name: str = QUEUE_NAME):  # type: ignore[no-untyped-def]
     rq = load_rq(keys)
-    from ..wire import MsgpackSerializer
-
     return rq.Queue(name, connection=client, serializer=MsgpackSerializer)
 
 
@@ -93,8 +106,6 @@ def serves(queue: str, registered: dict[str, tuple[str, ...]]) -> list[str]:
 
 def _queue_status(client, keys: Keys) -> dict:  # type: ignore[no-untyped-def]
     rq = load_rq(keys)
-    from ..wire import MsgpackSerializer
-
     # Every queue RQ knows (steps, roots.{hash}, build.{b}, ...), with its length: one LLEN each.
     depths = {
         q.name: q.count for q in rq.Queue.all(connection=client, serializer=MsgpackSerializer)

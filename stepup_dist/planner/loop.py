@@ -80,6 +80,7 @@ class Planner:
         limits: Mapping[str, int] | None = None,
         options: BuildOptions | None = None,
         cache: "StepCache | None" = None,
+        store: Store | None = None,
     ):
         self.broker = broker
         self.options = options or BuildOptions()
@@ -90,7 +91,7 @@ class Planner:
         self.build = build or uuid.uuid4().hex[:16]
         self.environ = dict(os.environ if environ is None else environ)
         self.reconnect = reconnect
-        self.store = Store(root)
+        self.store = Store(root) if store is None else store
         self.old_records, self.old_files = self.store.load()
         self.records: dict[str, Record] = {}
         self.graph = Graph()

@@ -1,6 +1,7 @@
 """Deciding to skip: match a step with its last record, ask workers for hashes, compare digests."""
 
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from ..errors import PlanError
@@ -243,7 +244,10 @@ def skip(
             p.plan_error(str(exc))
         step.calls.append([method, args])
     amend_from_record(p, step, old)
-    p.records[step.key] = old
+    # The outputs' stats as this host's workers see them now (a record made elsewhere has
+    # another host's): the next no-change check (nochange.py) needs no hash of them.
+    fresh = {path: out_states.get(path, state) for path, state in old.out_states.items()}
+    p.records[step.key] = old if fresh == old.out_states else replace(old, out_states=fresh)
     for path in step.vol:
         p.became_available(path, None)
     for path, state in out_states.items():
