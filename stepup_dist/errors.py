@@ -5,6 +5,10 @@ Two families share one base class:
 - `UserError`: the user can fix it (bad plan, bad flag, unreachable server). The CLI prints
   its message as one line, without a traceback.
 - Anything else that escapes is our bug and keeps its traceback.
+
+`stepup-dist` exits with StepUp 4's bits (`ReturnCode`), so that scripts written for
+`stepup build` read its outcome the same way; `stepup-worker` keeps its own codes
+(`ExitCode`), which its systemd unit relies on.
 """
 
 import enum
@@ -16,6 +20,7 @@ __all__ = (
     "GrantMissing",
     "NoServer",
     "PlanError",
+    "ReturnCode",
     "SignatureError",
     "StepupDistError",
     "UserError",
@@ -23,20 +28,48 @@ __all__ = (
 )
 
 
-class ExitCode(enum.IntEnum):
-    """Exit codes of `stepup-dist` and `stepup-worker`."""
+class ReturnCode(enum.IntFlag):
+    """Exit codes of `stepup-dist`: StepUp 4's bits, or-ed together (0: every step
+    succeeded or was skipped). A failed step drains the build unless `-k`: 4 | 32 = 36."""
 
     OK = 0
     """Every step succeeded or was skipped."""
 
-    STEP_FAILED = 1
-    """A step failed, or could not run because an input was never made."""
+    INTERNAL = 1
+    """The command could not do its work for a reason outside the plan: a bad flag, setting
+    or environment variable, no `plan.py`, a server that cannot be reached or refuses the
+    login (or a bug of ours, with its traceback)."""
+
+    INTERRUPTED = 2
+    """Stopped by Ctrl-C or SIGTERM (or-ed with what the build had reached: a drain, ...)."""
+
+    FAILED = 4
+    """A step failed, or a plan made a mistake (two steps declaring one output, ...)."""
+
+    WARNING = 8
+    """The build warned: a target that no step makes."""
+
+    PENDING = 16
+    """Every step that could run has, but some (not optional) could not: an input nothing
+    made, a resource no worker offers. Summarized by root cause at the end."""
+
+    DRAINED = 32
+    """The build was drained: a failed step without `-k`, `stepup-dist drain` or
+    `shutdown`, Ctrl-C. The steps left are not reported as pending."""
+
+
+class ExitCode(enum.IntEnum):
+    """Exit codes of `stepup-worker` (and of a plan's process that a call refused)."""
+
+    OK = 0
+    """Stopped by SIGTERM or Ctrl-C."""
 
     USAGE = 2
-    """A plan error, a bad flag or configuration, or an unreachable server."""
+    """A bad flag or setting, or a server that cannot be reached or refuses the login: its
+    systemd unit does not restart it (`RestartPreventExitStatus=2`)."""
 
     INTERRUPTED = 130
-    """Stopped by Ctrl-C."""
+    """Stopped by Ctrl-C before it served."""
 
 
 class StepupDistError(Exception):

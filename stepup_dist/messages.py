@@ -232,7 +232,7 @@ class Wake(Message):
     TYPE: ClassVar[str] = "wake"
 
 
-CONTROLS = ("drain", "join", "shutdown")
+CONTROLS = ("drain", "join", "shutdown", "rebuild")
 """What a `Control` may ask (StepUp 4's commands of the same names)."""
 
 
@@ -240,7 +240,8 @@ CONTROLS = ("drain", "join", "shutdown")
 class Control(Message):
     """Steer a running build: `drain` (start nothing new, end when the running steps have
     ended), `join` (end when the build is done, as a one-shot build does anyway),
-    `shutdown` (as drain; a second one cancels the running steps too)."""
+    `shutdown` (as drain; a second one cancels the running steps too), `rebuild` (a
+    watching build runs what changes made outdated, as on the key `r`)."""
 
     TYPE: ClassVar[str] = "control"
     build: str

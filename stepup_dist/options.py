@@ -5,6 +5,7 @@ user errors into one line and a named exit code, and the configuration from flag
 prints errors and picks exit codes.
 """
 
+import difflib
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -38,22 +39,50 @@ _TLS = (
 )
 
 
-def run_command(command: click.Command, prog: str) -> None:
-    """Run a click command: user errors become one line and a named exit code."""
+def run_command(
+    command: click.Command,
+    prog: str,
+    *,
+    usage: int = ExitCode.USAGE,
+    interrupted: int = ExitCode.INTERRUPTED,
+) -> None:
+    """Run a click command: user errors become one line and the program's named exit code
+    (`usage` for them, `interrupted` for Ctrl-C before the command handles it)."""
     try:
         command.main(standalone_mode=False)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
         # One line, as for every user error; click would add the usage and a --help hint.
-        print(f"{prog}: error: {exc.format_message()}", file=sys.stderr)
-        sys.exit(ExitCode.USAGE)
+        print(f"{prog}: error: {_message(exc)}", file=sys.stderr)
+        sys.exit(usage)
     except (click.exceptions.Abort, KeyboardInterrupt):
         print(f"{prog}: interrupted", file=sys.stderr)
-        sys.exit(ExitCode.INTERRUPTED)
+        sys.exit(interrupted)
     except UserError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
-        sys.exit(exc.exit_code)
+        sys.exit(usage)
+
+
+def _message(exc: click.ClickException) -> str:
+    """Click's message; an unknown option also names the nearest known one, even when
+    click finds none close enough (`-x`: did you mean -k?)."""
+    if not isinstance(exc, click.NoSuchOption) or exc.possibilities or exc.ctx is None:
+        return exc.format_message()
+    known = [
+        name
+        for param in exc.ctx.command.params
+        if isinstance(param, click.Option) and not param.hidden
+        for name in (*param.opts, *param.secondary_opts)
+    ]
+    known.extend(exc.ctx.help_option_names)
+    given = exc.option_name
+    # A short option is compared with short ones, a long one with long ones.
+    alike = [k for k in known if k.startswith("--") == given.startswith("--")] or known
+    nearest = difflib.get_close_matches(given, alike, n=1, cutoff=0.0)
+    if not nearest:
+        return exc.format_message()
+    return f"{exc.format_message()} The nearest known option is {nearest[0]}."
 
 
 def flags_config(prog: str, redis_url: str | None, **flags: Any) -> Config:

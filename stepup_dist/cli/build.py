@@ -17,13 +17,14 @@ from typing import TYPE_CHECKING
 
 from ..broker.server import EmbeddedServer, die_with_parent
 from ..config import Config, to_environ
-from ..errors import BrokerUnavailable, ExitCode, GrantMissing, UserError
+from ..errors import BrokerUnavailable, GrantMissing, ReturnCode, UserError
 from ..planner.store import STATE_DIR
 from .console import ConsoleReporter
 from .status_line import LiveReporter, TickingBroker
 
 if TYPE_CHECKING:
-    from ..planner.core import Outcome
+    from ..planner.core import BuildOptions, Outcome, Reporter
+    from .steplog import LoggingReporter
 
 # The planner's modules (redis above all) are imported only once the local workers are
 # starting: their own imports then overlap ours and the server's start-up.
@@ -154,35 +155,52 @@ def workers_gone(log_path: Path) -> str:
     return f"every local worker has exited ({cause}); {where}"
 
 
-def _summary(reporter: ConsoleReporter, outcome: "Outcome", elapsed: float) -> ExitCode:
+def _summary(reporter: "LoggingReporter", outcome: "Outcome", elapsed: float) -> ReturnCode:
     reporter.close()
     return _report_outcome(reporter, outcome, elapsed)
 
 
-def _report_outcome(reporter: ConsoleReporter, outcome: "Outcome", elapsed: float) -> ExitCode:
+def _report_outcome(reporter: "Reporter", outcome: "Outcome", elapsed: float) -> ReturnCode:
     """The SUMMARY line of one run, and its exit code."""
     for line in outcome.stuck:
         reporter.line("STUCK", line)
+    for cause in outcome.causes:
+        reporter.line("PENDING", cause)
     parts = [f"{outcome.succeeded} succeeded", f"{outcome.skipped} skipped"]
     if outcome.cached:
         parts.append(f"{outcome.cached} cached")
     parts.append(f"{len(outcome.failed)} failed")
-    if outcome.interrupted:
-        parts.append(f"{outcome.not_run} not run ({'stopped' if outcome.asked else 'interrupted'})")
+    drained = outcome.failure_drain and not outcome.signalled
+    if outcome.interrupted and (outcome.not_run or not drained):
+        why = "stopped" if outcome.asked else "drained" if drained else "interrupted"
+        parts.append(f"{outcome.not_run} not run ({why})")
     if outcome.stuck:
         parts.append(f"{len(outcome.stuck)} blocked")
     if outcome.plan_errors:
         # Each was printed once already, as an ERROR line where it happened.
         errors = len(outcome.plan_errors)
         parts.append(f"{errors} plan error{'s' if errors > 1 else ''}")
+    if outcome.warnings:
+        parts.append(f"{len(outcome.warnings)} warning{'s' * (len(outcome.warnings) != 1)}")
     reporter.line("SUMMARY", f"{', '.join(parts)} in {elapsed:.2f} s")
-    if outcome.interrupted and not outcome.asked:
-        return ExitCode.INTERRUPTED
-    if outcome.plan_errors:
-        return ExitCode.USAGE
-    if outcome.failed or outcome.stuck:
-        return ExitCode.STEP_FAILED
-    return ExitCode.OK
+    return return_code(outcome)
+
+
+def return_code(outcome: "Outcome") -> ReturnCode:
+    """StepUp 4's bits for the outcome of a run."""
+    code = ReturnCode.OK
+    if outcome.failed or outcome.plan_errors:
+        code |= ReturnCode.FAILED
+    if outcome.interrupted:
+        # As StepUp's scheduler: a drained build does not report its pending steps.
+        code |= ReturnCode.DRAINED
+    elif outcome.stuck:
+        code |= ReturnCode.PENDING
+    if outcome.warnings:
+        code |= ReturnCode.WARNING
+    if outcome.signalled:
+        code |= ReturnCode.INTERRUPTED
+    return code
 
 
 def _not_granted(prefix: str, exc: GrantMissing) -> str:
@@ -217,8 +235,12 @@ def run_build(
     quiet: bool = False,
     watch: WatchOptions | None = None,
     limits: dict[str, int] | None = None,
-) -> ExitCode:
-    """`limits`: the build's own resource limits (StepUp's build-level resources)."""
+    options: "BuildOptions | None" = None,
+    progress: bool = True,
+) -> ReturnCode:
+    """`limits`: the build's own resource limits (StepUp's build-level resources);
+    `options`: StepUp 4's build flags the planner acts on; `progress`: the status line on a
+    terminal (`--no-progress`: plain lines)."""
     start = time.monotonic()
     root = root.resolve()
     if not (root / "plan.py").is_file():
@@ -227,10 +249,21 @@ def run_build(
         # A worker would run it and say only `Permission denied`.
         raise UserError(f"{root / 'plan.py'} is not executable: chmod +x plan.py")
     state_dir = root / STATE_DIR
-    live = LiveReporter(quiet=quiet, local_workers=workers) if _live() else None
-    reporter = live or ConsoleReporter(quiet=quiet)
+    live = LiveReporter(quiet=quiet, local_workers=workers) if progress and _live() else None
+    shown = live or ConsoleReporter(quiet=quiet)
     build = uuid.uuid4().hex[:16]
     with _lock(state_dir), contextlib.ExitStack() as stack:
+        from . import phase
+        from .steplog import LoggingReporter, StepLogs
+
+        logs = StepLogs(root)
+        logs.prune()
+        logs.new_run()
+        # Every line also goes to the step logs and StepUp's success/warning/fail.log.
+        reporter = LoggingReporter(shown, logs, build)
+
+        # A file left by a watching build that ended: `wait` takes no phase from it.
+        phase.clear(root)
         # Last, once the output is complete and the records are saved: the process exits
         # next, and the collections of the interpreter's teardown among the modules of rq
         # and redis-py took 0.1 to 0.2 s after the SUMMARY. Frozen, they are not collected.
@@ -251,6 +284,7 @@ def run_build(
                 lease=config.lease,
                 give_up=config.give_up,
                 limits=limits,
+                options=options,
             )
             if not isinstance(checked, str):
                 outcome, lines = checked
@@ -303,6 +337,7 @@ def run_build(
             # never comes.
             give_up=PRIVATE_GIVE_UP if embedded and config.give_up is None else config.give_up,
             limits=limits,
+            options=options,
             cache=step_cache(config, client),
         )
         stack.callback(broker.forget_build, planner.build)
@@ -329,6 +364,7 @@ def run_build(
                 auto=watch.auto,
                 poll=watch.poll,
                 keys_fd=stdin_keys(),
+                phase=phase.PhaseWriter(root, planner.build),
             )
             if planner.outcome.cancelled:
                 _stop_workers(procs, signal.SIGKILL)

@@ -2,14 +2,17 @@
 
 import os
 import sys
+from collections.abc import Callable
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
 import click
 
 from ..config import Config, load_config
-from ..errors import UserError
+from ..errors import ReturnCode, UserError
 from ..options import flags_config, redis_option, run_command, tls_options
+from ..paths import norm
 
 __all__ = ("cli", "main")
 
@@ -20,127 +23,270 @@ def cli() -> None:
     """Run StepUp plans with every step executed by workers through Redis."""
 
 
-@cli.command()
-@click.option(
-    "-w",
-    "--workers",
-    type=click.IntRange(min=0),
-    default=None,
-    help="Local workers to start (default: number of CPUs; 0: only workers started elsewhere).",
-)
-@redis_option
-@click.option("--prefix", metavar="PREFIX", help="Key prefix [STEPUP_DIST_PREFIX].")
-@click.option("--lease", metavar="SECONDS", help="Pool slot lease [STEPUP_DIST_LEASE].")
-@tls_options
-@click.option(
-    "--cache",
-    "cache_dir",
-    metavar="DIR",
-    help="Use the shared step cache in DIR, which every worker mounts [STEPUP_DIST_CACHE].",
-)
-@click.option("--no-cache", is_flag=True, help="Neither use nor fill the step cache.")
-@click.option(
-    "-C",
-    "--directory",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="The project folder, holding plan.py (default: the current one).",
-)
-@click.option(
-    "--root",
-    "old_root",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    hidden=True,
-    help="Deprecated: -C/--directory. (--root names what a worker serves.)",
-)
-@click.option(
-    "-q",
-    "--quiet",
-    is_flag=True,
-    help="Print only failures, errors and the summary (a terminal still shows the status line).",
-)
-@click.option(
-    "--give-up",
-    "give_up",
-    metavar="SECONDS",
-    help="End the build, its steps stuck, when no connected worker has served its folder for "
-    "this long (default: wait, saying so) [STEPUP_DIST_GIVE_UP].",
-)
-@click.option(
-    "--watch",
-    is_flag=True,
-    help="After the run, watch the files and run again what changes made outdated: press r "
-    "(q stop, j stop when done, d drain, g write graph.txt, f from scratch, t try skipping "
-    "everything; any other key lists them).",
-)
-@click.option(
-    "--auto",
-    is_flag=True,
-    help="With --watch (implied): run what changes made outdated without a key, once the "
-    "files are quiet.",
-)
-@click.option(
-    "--poll",
-    type=click.FloatRange(min=0.05),
-    metavar="SECONDS",
-    default=None,
-    help="With --watch: stat the watched files every SECONDS instead of using inotify "
-    "(chosen by itself on network filesystems).",
-)
-@click.option(
-    "-n",
-    "--no-watch",
-    "no_watch",
-    is_flag=True,
-    help="Run once and exit (the default; StepUp's non-interactive -n).",
-)
-def build(
-    *,
-    watch: bool,
-    auto: bool,
-    poll: float | None,
-    no_watch: bool,
-    quiet: bool,
-    give_up: str | None,
-    workers: int | None,
-    redis_url: str | None,
-    prefix: str | None,
-    lease: str | None,
-    tls_ca: str | None,
-    tls_cert: str | None,
-    tls_key: str | None,
-    directory: Path | None,
-    old_root: Path | None,
-    cache_dir: str | None,
-    no_cache: bool,
-) -> None:
-    """Run ./plan.py and every step it defines; skip steps whose hashes are unchanged."""
-    from .build import WatchOptions, run_build
+class _BuildCommand(click.Command):
+    """`build`, whose `-w` serves StepUp 1.x and StepUp 4 alike: followed by a number
+    (`-w4`, `-w 4`) it is 1.x's local workers (`--workers`); alone, or followed by an
+    option or a target that is not a number (`sb -j 1 -w`, `-w -e`), it is StepUp 4's
+    `--watch`."""
 
-    watching = watch or auto
-    if no_watch and watching:
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        given = list(args)
+        rewritten = []
+        for i, arg in enumerate(given):
+            if arg == "--":
+                rewritten.extend(given[i:])
+                break
+            watch = arg == "-w" and not (i + 1 < len(given) and given[i + 1].isdigit())
+            rewritten.append("--watch" if watch else arg)
+        return super().parse_args(ctx, rewritten)
+
+
+MAX_JOBS = 10000
+"""More local workers than any host runs: a typo, said in one line."""
+
+
+class _Jobs(click.ParamType):
+    """StepUp 4's `-j`: a whole number of jobs, or with a decimal point a share of the CPUs."""
+
+    name = "jobs"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> int:
+        if isinstance(value, int):
+            return value
+        text = str(value)
+        try:
+            number = Decimal(text)
+        except InvalidOperation:
+            self.fail(f"{text!r} is not a number of jobs", param, ctx)
+        if not number.is_finite() or number <= 0 or number > MAX_JOBS:
+            self.fail(f"{text!r}: give a number of jobs > 0 and <= {MAX_JOBS}", param, ctx)
+        if "." in text:
+            return max(1, int(number * (os.cpu_count() or 1)))
+        if number != int(number):
+            self.fail(f"{text!r} is not a whole number of jobs", param, ctx)
+        return int(number)
+
+
+_BUILD_HELP = """Run ./plan.py and every step it defines; skip steps whose hashes are unchanged.
+
+\b
+TARGETS: build only these outputs (a folder, ending with /: every output under it), the
+steps they need and the plans that define them, as `stepup build TARGET`.
+
+\b
+StepUp 4's `-w` (watch) and StepUp 1.x's `-w N` (local workers) share the letter:
+-w followed by a number (-w4, -w 4) starts that many local workers; -w alone, or before an
+option or a target (sb -j 1 -w), watches. --workers N and --watch are unambiguous.
+
+\b
+Exit code: StepUp 4's bits, or-ed together (0: every step succeeded or was skipped):
+  1 INTERNAL     a bad flag or setting, no plan.py, no server (one line on stderr)
+  2 INTERRUPTED  Ctrl-C or SIGTERM
+  4 FAILED       a step failed, or a plan error
+  8 WARNING      a target that no step makes
+ 16 PENDING      steps that could not run (summarized by root cause)
+ 32 DRAINED      drained: a failed step without -k (4 + 32 = 36), drain, shutdown, Ctrl-C
+"""
+
+
+def _build_options(fn: Any) -> Any:
+    """The options of `build` and of its StepUp 4 alias `boot`."""
+    decorators: list[Callable[[Any], Any]] = [
+        click.argument("targets", nargs=-1, metavar="[TARGETS]..."),
+        click.option(
+            "-w",
+            "--workers",
+            type=click.IntRange(min=0),
+            default=None,
+            metavar="N",
+            help="Local workers to start (StepUp 1.x; default: -j, `jobs` in stepup.toml, or "
+            "the number of CPUs; 0: only workers started elsewhere). -w alone: --watch.",
+        ),
+        click.option(
+            "-j",
+            "--jobs",
+            type=_Jobs(),
+            default=None,
+            help="StepUp 4's jobs: as many local workers (with a decimal point, a share of "
+            "the CPUs: -j 0.5).",
+        ),
+        redis_option,
+        click.option("--prefix", metavar="PREFIX", help="Key prefix [STEPUP_DIST_PREFIX]."),
+        click.option("--lease", metavar="SECONDS", help="Pool slot lease [STEPUP_DIST_LEASE]."),
+        tls_options,
+        click.option(
+            "--cache",
+            "cache_dir",
+            metavar="DIR",
+            help="Use the shared step cache in DIR, which every worker mounts [STEPUP_DIST_CACHE].",
+        ),
+        click.option("--no-cache", is_flag=True, help="Neither use nor fill the step cache."),
+        click.option(
+            "-C",
+            "--directory",
+            type=click.Path(file_okay=False, path_type=Path),
+            default=None,
+            help="The project folder, holding plan.py (default: $STEPUP_ROOT or the current one).",
+        ),
+        click.option(
+            "--root",
+            "old_root",
+            type=click.Path(file_okay=False, path_type=Path),
+            default=None,
+            hidden=True,
+            help="Deprecated: -C/--directory. (--root names what a worker serves.)",
+        ),
+        click.option(
+            "-q",
+            "--quiet",
+            is_flag=True,
+            help="Print only failures, errors and the summary (a terminal still shows the "
+            "status line).",
+        ),
+        click.option(
+            "--give-up",
+            "give_up",
+            metavar="SECONDS",
+            help="End the build, its steps stuck, when no connected worker has served its "
+            "folder for this long (default: wait, saying so) [STEPUP_DIST_GIVE_UP].",
+        ),
+        click.option(
+            "--watch/--no-watch",
+            " /-n",
+            "watch",
+            default=None,
+            help="After the run, watch the files and run again what changes made outdated: "
+            "press r, or `stepup-dist rebuild` elsewhere (q stop, j stop when done, d drain, "
+            "g write graph.txt, f from scratch, t try skipping everything; any other key lists "
+            "them). -n/--no-watch: run once (the default).",
+        ),
+        click.option(
+            "--auto",
+            is_flag=True,
+            help="With --watch (implied): run what changes made outdated without a key, once "
+            "the files are quiet.",
+        ),
+        click.option(
+            "--poll",
+            type=click.FloatRange(min=0.05),
+            metavar="SECONDS",
+            default=None,
+            help="With --watch: stat the watched files every SECONDS instead of using inotify "
+            "(chosen by itself on network filesystems).",
+        ),
+        click.option(
+            "-k",
+            "--keep-going/--no-keep-going",
+            "keep_going",
+            default=None,
+            help="Keep running what does not need a failed step (make -k); without, a failed "
+            "step drains the build, as in StepUp 4 (`keep_going` in stepup.toml too).",
+        ),
+        click.option(
+            "-e",
+            "--explain-rerun/--no-explain-rerun",
+            "explain",
+            default=None,
+            help="Say, for each step with a record, why it cannot be skipped.",
+        ),
+        click.option(
+            "-r",
+            "--resources",
+            "resources",
+            metavar="NAME:UNITS,...",
+            multiple=True,
+            help="Limits of this build, e.g. cpu:4,gpu:1: merged with stepup.toml's "
+            "[build] resources and STEPUP_BUILD_RESOURCES; repeatable.",
+        ),
+        click.option(
+            "--clean/--no-clean",
+            default=None,
+            help="Remove the outputs of steps the plan no longer defines after a successful "
+            "build (default: on).",
+        ),
+        click.option(
+            "--fix-epoch/--no-fix-epoch",
+            default=None,
+            help="Give every step SOURCE_DATE_EPOCH=315532800 (1980-01-01), or the build's "
+            "own value when it is set (default: on).",
+        ),
+        click.option(
+            "--progress/--no-progress",
+            default=None,
+            help="On a terminal, keep a status line below the output (default: on).",
+        ),
+        click.option(
+            "--duration/--no-duration",
+            default=None,
+            help="Order ready steps by duration= hints and the last build's times "
+            "(default: on; off: the longest chain of steps first).",
+        ),
+        click.option(
+            "--defer-cap",
+            type=click.IntRange(min=1),
+            default=None,
+            help="Times in a row a step may stop to wait for inputs it amended before it "
+            "fails instead (default: 100).",
+        ),
+        click.option(
+            "-l",
+            "--log-level",
+            type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]),
+            default=None,
+            hidden=True,
+            help="Accepted for StepUp 4's scripts: stepup-dist has no director log.",
+        ),
+    ]
+    for decorator in reversed(decorators):
+        fn = decorator(fn)
+    return fn
+
+
+@cli.command(cls=_BuildCommand, help=_BUILD_HELP)
+@_build_options
+def build(**opts: Any) -> None:
+    _run_build(opts)
+
+
+@cli.command(cls=_BuildCommand, help="StepUp 4's old name of build (prints a warning).")
+@_build_options
+def boot(**opts: Any) -> None:
+    print("stepup-dist: warning: boot is StepUp 4's old name of build", file=sys.stderr)
+    _run_build(opts)
+
+
+def _run_build(opts: dict[str, Any]) -> None:
+    from ..planner.core import BuildOptions
+    from .build import WatchOptions, run_build
+    from .stepup_config import read_settings
+
+    watch, auto, poll = opts["watch"], opts["auto"], opts["poll"]
+    if watch is False and auto:
         raise click.UsageError("-n (run once) and --watch/--auto exclude each other")
+    watching = bool(watch) or auto
     if poll is not None and not watching:
         raise click.UsageError("--poll is for --watch")
+    if opts["workers"] is not None and opts["jobs"] is not None:
+        raise click.UsageError("give -j N (StepUp 4) or -w N (StepUp 1.x), not both")
 
+    directory, old_root = opts["directory"], opts["old_root"]
     if old_root is not None:
         if directory is not None:
             raise click.UsageError("give -C/--directory alone (--root is its old name)")
         print("stepup-dist: warning: build --root is now -C/--directory", file=sys.stderr)
-    root = directory or old_root or Path(".")
+    root = directory or old_root or Path(os.environ.get("STEPUP_ROOT") or ".")
 
     config = flags_config(
         "stepup-dist",
-        redis_url,
-        prefix=prefix,
-        lease=lease,
-        tls_ca=tls_ca,
-        tls_cert=tls_cert,
-        tls_key=tls_key,
-        give_up=give_up,
-        cache=cache_dir,
-        no_cache=no_cache,
+        opts["redis_url"],
+        prefix=opts["prefix"],
+        lease=opts["lease"],
+        tls_ca=opts["tls_ca"],
+        tls_cert=opts["tls_cert"],
+        tls_key=opts["tls_key"],
+        give_up=opts["give_up"],
+        cache=opts["cache_dir"],
+        no_cache=opts["no_cache"],
     )
     if config.cache is not None and config.redis_url is None:
         print(
@@ -148,16 +294,67 @@ def build(
             "embedded server (no --redis) it lasts one build",
             file=sys.stderr,
         )
-    from .stepup_config import read_settings
-
-    settings = read_settings(root.resolve())
+    settings = read_settings(root.resolve(), flags=opts["resources"])
     for warning in settings.warnings:
         print(f"stepup-dist: warning: {warning}", file=sys.stderr)
-    count = workers if workers is not None else (settings.jobs or os.cpu_count() or 1)
+    count = opts["workers"] if opts["workers"] is not None else opts["jobs"]
+    if count is None:
+        count = settings.jobs or os.cpu_count() or 1
     if count == 0:
         config.server("-w0, which starts no local workers,")
-    options = WatchOptions(auto=auto, poll=poll) if watching else None
-    sys.exit(run_build(config, root, count, quiet=quiet, watch=options, limits=settings.resources))
+
+    def chosen(flag: str, setting: str, default: Any) -> Any:
+        """The flag if given, else StepUp's setting if set, else StepUp 4's default."""
+        if opts[flag] is not None:
+            return opts[flag]
+        return settings.switches.get(setting, default)
+
+    targets, target_dirs = _targets(root.resolve(), opts["targets"])
+    epoch = os.environ.get("SOURCE_DATE_EPOCH") or FIXED_EPOCH
+    options = BuildOptions(
+        keep_going=chosen("keep_going", "keep_going", False),
+        targets=targets,
+        target_dirs=target_dirs,
+        step_env=(("SOURCE_DATE_EPOCH", epoch),) if chosen("fix_epoch", "fix_epoch", True) else (),
+        clean=chosen("clean", "clean", True),
+        durations=chosen("duration", "duration", True),
+        defer_cap=chosen("defer_cap", "defer_cap", 100),
+        explain=chosen("explain", "explain_rerun", False),
+    )
+    sys.exit(
+        run_build(
+            config,
+            root,
+            count,
+            quiet=opts["quiet"],
+            watch=WatchOptions(auto=auto, poll=poll) if watching else None,
+            limits=settings.resources,
+            options=options,
+            progress=chosen("progress", "progress", True),
+        )
+    )
+
+
+FIXED_EPOCH = "315532800"
+"""StepUp 4's SOURCE_DATE_EPOCH: 1980-01-01 00:00:00 UTC (the oldest date a ZIP file has)."""
+
+
+def _targets(root: Path, given: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Targets relative to the project, as the planner names paths; a trailing slash makes
+    a folder target (as in StepUp 4, whatever the disk holds)."""
+    files: list[str] = []
+    folders: list[str] = []
+    for target in given:
+        if not target:
+            raise click.UsageError("a target cannot be empty")
+        rel = os.path.relpath(os.path.abspath(target), root)
+        if rel == ".." or rel.startswith("../"):
+            raise click.UsageError(f"target {target} is not inside {root}")
+        if target.endswith("/"):
+            folders.append("./" if rel == "." else norm(rel) + "/")
+        else:
+            files.append(norm(rel))
+    return tuple(files), tuple(folders)
 
 
 _REDIS = redis_option
@@ -281,10 +478,15 @@ def status(
     click.echo(run(config, as_json, show_all=show_all))
 
 
+def _folder(directory: Path | None) -> Path:
+    """The project folder: -C, else $STEPUP_ROOT (as StepUp's commands take it), else here."""
+    return directory or Path(os.environ.get("STEPUP_ROOT") or ".")
+
+
 def _control(action: str, directory: Path | None, config: Config) -> str:
     from .control import send
 
-    root = directory or Path(".")
+    root = _folder(directory)
     found = send(config, root, action)
     return f"asked the build of {root.resolve()} (build {found.report.build}) to {action}"
 
@@ -327,7 +529,7 @@ def join(
     from .control import build_running, wait_for_end
 
     config = _server_config(redis_url, prefix, tls)
-    root = directory or Path(".")
+    root = _folder(directory)
     try:
         click.echo(_control("join", directory, config))
     except UserError:
@@ -346,6 +548,61 @@ def join(
 
 
 @cli.command()
+@click.option(
+    "-u",
+    "--update",
+    metavar="PATH",
+    type=click.Path(path_type=Path),
+    help="Also wait until PATH exists (after an edit: the next rebuild sees it).",
+)
+@click.option(
+    "-d",
+    "--delete",
+    metavar="PATH",
+    type=click.Path(path_type=Path),
+    help="Also wait until PATH is gone.",
+)
+@_PROJECT
+def wait(update: Path | None, delete: Path | None, directory: Path | None) -> None:
+    """Wait until the folder's watching build has finished its current run (or until a
+    build that does not watch has ended) (`stepup wait`). Waits up to 10 s for a build
+    started in the background to begin."""
+    from .control import wait_for_run
+
+    if update is not None and delete is not None:
+        raise click.UsageError("give -u or -d, not both")
+    click.echo(wait_for_run(_folder(directory), update=update, delete=delete))
+
+
+@cli.command()
+@_REDIS
+@_PREFIX
+@tls_options
+@_PROJECT
+def rebuild(
+    redis_url: str | None, prefix: str | None, directory: Path | None, **tls: str | None
+) -> None:
+    """Make the folder's watching build run what changes made outdated, as the key r does
+    (`stepup rebuild`); returns once the build has taken it up (`wait` then waits for the
+    run)."""
+    from .control import rebuild as run
+
+    click.echo(run(_server_config(redis_url, prefix, tls), _folder(directory)))
+
+
+@cli.command("log")
+@click.argument("pattern", metavar="STEP-OR-PATTERN")
+@_PROJECT
+def log_(pattern: str, directory: Path | None) -> None:
+    """Print what the last run of each matching step printed, its host, times and exit
+    status, from the folder's records (.stepup/logs/): a step's key, a pattern of keys
+    (fnmatch: 'cp *'), or part of one."""
+    from .steplog import show
+
+    click.echo(show(_folder(directory), pattern))
+
+
+@cli.command()
 @click.argument("prefix", default="graph")
 @_PROJECT
 def graph(prefix: str, directory: Path | None) -> None:
@@ -353,7 +610,7 @@ def graph(prefix: str, directory: Path | None) -> None:
     PREFIX_provenance.dot (`stepup graph`; read from .stepup/, no build need run)."""
     from .project import graph as run
 
-    click.echo(run(directory or Path("."), prefix))
+    click.echo(run(_folder(directory), prefix))
 
 
 @cli.command()
@@ -373,7 +630,7 @@ def clean(
     PATHS (default: the whole folder) (`stepup clean`)."""
     from .project import clean as run
 
-    click.echo(run(directory or Path("."), list(paths), commit=commit, every=every, unsafe=unsafe))
+    click.echo(run(_folder(directory), list(paths), commit=commit, every=every, unsafe=unsafe))
 
 
 @cli.command()
@@ -567,7 +824,7 @@ _add_cache_commands()
 
 
 def main() -> None:
-    run_command(cli, "stepup-dist")
+    run_command(cli, "stepup-dist", usage=ReturnCode.INTERNAL, interrupted=ReturnCode.INTERRUPTED)
 
 
 if __name__ == "__main__":

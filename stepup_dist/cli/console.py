@@ -14,7 +14,9 @@ __all__ = ("QUIET_SHOWN", "ConsoleReporter")
 
 _WIDTH = 80
 
-QUIET_SHOWN = frozenset({"FAIL", "ERROR", "WARNING", "STUCK", "SUMMARY", "KEYBOARD"})
+QUIET_SHOWN = frozenset(
+    {"FAIL", "ERROR", "WARNING", "STUCK", "PENDING", "DRAIN", "SUMMARY", "KEYBOARD"}
+)
 """The statuses of the lines that `--quiet` still prints (KEYBOARD: what a key pressed in
 watch mode does, and the help for an unknown one)."""
 

@@ -1,14 +1,20 @@
-"""Reach the running build of a folder: `stepup-dist drain`, `join`, `shutdown`, and the
-live part of `stepup-dist status`.
+"""Reach the running build of a folder: `stepup-dist drain`, `join`, `shutdown`, `wait`,
+`rebuild`, and the live part of `stepup-dist status`.
 
 A build is found where its planner reports (`broker/reports.py`): on the server the
 configuration names, or else on the build's embedded server, whose socket lives in the
 folder's `.stepup/`. Its planner reads a `Control` message from its inbox within a second
-(signed like every inbox message when a secret is configured).
+(signed like every inbox message when a secret is configured); a watching build reads it
+within `watching.CONTROL_POLL` between runs. `wait` and `rebuild` follow a watching build
+through its phase file (`phase.py`) and the folder's lock.
 """
 
 import contextlib
 import fcntl
+import os
+import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,8 +28,24 @@ from ..errors import BrokerUnavailable, UserError
 from ..messages import Control
 from ..planner.store import STATE_DIR
 from ..status import BuildReport
+from . import phase
 
-__all__ = ("RunningBuild", "build_running", "find_build", "send", "wait_for_end")
+Clock = Callable[[], float]
+
+POLL = 0.05
+"""Seconds between two looks at a build's phase while waiting for it."""
+START_WAIT = 10.0
+"""Seconds `wait` and `rebuild` wait for a build that has not started yet (as StepUp's)."""
+
+__all__ = (
+    "RunningBuild",
+    "build_running",
+    "find_build",
+    "rebuild",
+    "send",
+    "wait_for_end",
+    "wait_for_run",
+)
 
 
 @dataclass(frozen=True)
@@ -82,8 +104,78 @@ def find_build(config: Config, root: Path) -> RunningBuild:
     return RunningBuild(RedisBroker(client, keys, config.keyring), report, where)
 
 
-def send(config: Config, root: Path, action: str) -> RunningBuild:
-    """Post `action` (drain, join, shutdown) to the planner of the running build."""
-    found = find_build(config, root)
+def send(config: Config, root: Path, action: str, clock: Clock = time.monotonic) -> RunningBuild:
+    """Post `action` (drain, join, shutdown, rebuild) to the planner of the running build.
+    A build that holds its folder's lock but has not reported yet (it started a moment ago,
+    in the background) is waited for, up to `START_WAIT`."""
+    deadline = clock() + START_WAIT
+    while True:
+        try:
+            found = find_build(config, root)
+            break
+        except UserError:
+            if clock() >= deadline or not build_running(root.resolve()):
+                raise
+            time.sleep(POLL)
     found.broker.post(found.report.build, Control(found.report.build, action))
     return found
+
+
+def _await_start(root: Path, clock: Clock) -> None:
+    """Wait for the folder's build to take its lock: a script starts it in the background
+    just before it waits (`sb -w &; stepup wait`)."""
+    deadline = clock() + START_WAIT
+    while not build_running(root):
+        if clock() >= deadline:
+            raise UserError(f"no build is running in {root}")
+        time.sleep(POLL)
+
+
+def wait_for_run(
+    root: Path,
+    *,
+    update: Path | None = None,
+    delete: Path | None = None,
+    clock: Clock = time.monotonic,
+) -> str:
+    """Block until the folder's build is between runs (a watching build) or has ended (one
+    that does not watch). With `update` (`delete`), also until that path exists (is gone):
+    StepUp's `wait -u` and `-d`. The watcher need not have reported the change: `rebuild`
+    and the key `r` look at every path the build knows before they decide what to run."""
+    root = root.resolve()
+    _await_start(root, clock)
+    while build_running(root):
+        now = phase.read(root)
+        if (
+            now is not None
+            and now.phase == "watching"
+            and (update is None or os.path.lexists(update))
+            and (delete is None or not os.path.lexists(delete))
+        ):
+            return f"the build of {root} is watching (run {now.runs} done, exit code {now.code})"
+        time.sleep(POLL)
+    return f"the build of {root} has ended"
+
+
+def rebuild(config: Config, root: Path, clock: Clock = time.monotonic) -> str:
+    """Ask the folder's watching build to run what changes made outdated (the key `r`);
+    return once it has taken the request up (a run started, or nothing to run)."""
+    root = root.resolve()
+    _await_start(root, clock)
+    deadline = clock() + START_WAIT
+    while (before := phase.read(root)) is None:
+        if not build_running(root):
+            raise UserError(f"no build is running in {root}")
+        if clock() >= deadline:
+            raise UserError(
+                f"the build of {root} does not watch: rebuild is for build --watch (-w)"
+            )
+        time.sleep(POLL)
+    send(config, root, "rebuild")
+    while build_running(root):
+        now = phase.read(root)
+        if now is None or now.build != before.build or now.rebuilds > before.rebuilds:
+            return f"the build of {root} took up the rebuild"
+        time.sleep(POLL)
+    print(f"stepup-dist: warning: the build of {root} ended before it rebuilt", file=sys.stderr)
+    return f"the build of {root} has ended"

@@ -6,7 +6,7 @@ StepUp 4 reads its `[build]` settings from these files, later ones winning, then
     /etc/stepup.toml, ~/.config/stepup.toml, ROOT/.stepup.toml, ROOT/stepup.toml,
     ROOT/pyproject.toml ([tool.stepup.build]), ROOT/stepup-local.toml
 
-`stepup-dist build` reads two of them:
+`stepup-dist build` reads these:
 
 - `resources` (`"cpu:4,gpu:1"`; a name alone is one unit, 0 units is none): what the build
   may use at once. Each name becomes a limit of this build, a plan pool of that size, that
@@ -15,6 +15,8 @@ StepUp 4 reads its `[build]` settings from these files, later ones winning, then
   name, as in StepUp.
 - `jobs`: the number of local workers when `-w` is not given (a number with a decimal
   point is a share of the CPUs, as in StepUp).
+- the switches that `build` has as flags too (`keep_going`, `clean`, `fix_epoch`,
+  `progress`, `duration`, `explain_rerun`, `defer_cap`): defaults that a flag overrides.
 
 Every other `[build]` setting is ignored, each with a one-line warning: they steer StepUp's
 own director (its watcher, its SQLite database, its forkserver, ...). Other sections are
@@ -34,7 +36,10 @@ from ..errors import ConfigError, UserError
 
 __all__ = ("READ", "StepUpSettings", "read_settings")
 
-READ = ("resources", "jobs")
+SWITCHES = ("keep_going", "clean", "fix_epoch", "progress", "duration", "explain_rerun")
+"""The `[build]` settings that are booleans, each a flag of `build` too."""
+
+READ = ("resources", "jobs", "defer_cap", *SWITCHES)
 """The `[build]` settings stepup-dist reads; it ignores the others with a warning."""
 
 
@@ -46,6 +51,8 @@ class StepUpSettings:
     """Local workers to start when `-w` is not given; None: not set."""
     warnings: list[str] = field(default_factory=list)
     """One line per setting that is ignored, naming where it was set."""
+    switches: dict[str, bool | int] = field(default_factory=dict)
+    """The `SWITCHES` and `defer_cap` that are set (name -> value)."""
 
 
 def _files(root: Path) -> list[Path]:
@@ -86,8 +93,11 @@ def _jobs(raw: object, where: str) -> int:
     return max(1, round(value))
 
 
-def read_settings(root: Path, environ: Mapping[str, str] | None = None) -> StepUpSettings:
-    """StepUp 4's `[build]` settings for the project in `root`."""
+def read_settings(
+    root: Path, environ: Mapping[str, str] | None = None, *, flags: tuple[str, ...] = ()
+) -> StepUpSettings:
+    """StepUp 4's `[build]` settings for the project in `root`; `flags`: the values of
+    `build --resources`, merged last."""
     env = os.environ if environ is None else environ
     sources: list[tuple[str, dict[str, Any]]] = []
     for path in _files(root):
@@ -101,9 +111,12 @@ def read_settings(root: Path, environ: Mapping[str, str] | None = None) -> StepU
     }
     if from_env:
         sources.append(("the environment, STEPUP_BUILD_*", from_env))
+    for value in flags:
+        sources.append(("build --resources", {"resources": value}))
     resources: dict[str, int] = {}
     jobs = None
     warnings = []
+    switches: dict[str, bool | int] = {}
     for where, section in sources:
         for key, value in section.items():
             if key == "resources":
@@ -113,10 +126,36 @@ def read_settings(root: Path, environ: Mapping[str, str] | None = None) -> StepU
                     raise UserError(f"StepUp's build setting {exc} ({where})") from None
             elif key == "jobs":
                 jobs = _jobs(value, where)
+            elif key in SWITCHES:
+                switches[key] = _switch(key, value, where)
+            elif key == "defer_cap":
+                switches[key] = _defer_cap(value, where)
             else:
                 instead = "give build --watch" if key in ("watch", "watch_first") else ""
                 warnings.append(
                     f"ignoring StepUp's build setting {key} = {value!r} ({where}): "
-                    f"stepup-dist reads only resources and jobs{'; ' * bool(instead)}{instead}"
+                    f"stepup-dist reads only resources, jobs and the settings of build's flags"
+                    f"{'; ' * bool(instead)}{instead}"
                 )
-    return StepUpSettings(resources, jobs, warnings)
+    return StepUpSettings(resources, jobs, warnings, switches)
+
+
+def _switch(key: str, raw: object, where: str) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise UserError(f"StepUp's build setting {key} = {raw!r} ({where}) is not true or false")
+
+
+def _defer_cap(raw: object, where: str) -> int:
+    try:
+        value = int(str(raw).strip())
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise UserError(f"StepUp's build setting defer_cap = {raw!r} ({where}) must be >= 1")
+    return value

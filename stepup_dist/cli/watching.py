@@ -13,6 +13,10 @@ loop waits for a change (printed as it is seen), a key, or a signal:
 
 Without a terminal there are no keys; SIGINT or SIGTERM stop the loop, during a run with
 the drain of Ctrl-C.
+
+From other terminals, `stepup-dist rebuild` does what `r` does, and `stepup-dist wait`
+waits for the current run to end: the loop reads the build's inbox every `CONTROL_POLL`
+seconds between runs, and keeps its phase in `.stepup/watch.json` (`phase.py`).
 """
 
 import contextlib
@@ -25,11 +29,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from ..errors import ExitCode
+from ..errors import BrokerUnavailable, ReturnCode
 from ..planner import graph_files
 from ..planner.watch import Changes, next_run, watch_set
 from ..planner.watcher import choose
 from .keys import HELP, Keys
+from .phase import PhaseWriter
 
 if TYPE_CHECKING:
     from ..planner.core import Broker, Outcome
@@ -39,6 +44,9 @@ __all__ = ("QUIET", "watch_loop")
 
 QUIET = 0.2
 """Seconds without a change before `--auto` runs (a burst of saves makes one run)."""
+
+CONTROL_POLL = 0.2
+"""Seconds between two looks at the inbox between runs (`stepup-dist rebuild`, `join`)."""
 
 NOTHING = "nothing changed since the last run, which built everything: nothing to run"
 
@@ -57,8 +65,10 @@ class _Session:
         self.reporter = reporter
         self.drained = False
         """`d` was pressed during this run: its interruption does not end the loop."""
-        self.code = ExitCode.INTERRUPTED
+        self.code = ReturnCode.INTERRUPTED
         """The exit code of the last run that completed."""
+        self.phase: PhaseWriter | None = None
+        """Where the loop is, for `stepup-dist wait` and `rebuild` elsewhere."""
         self.complete = False
         """The last run built everything: nothing failed, waits or was left undone."""
         self._said: queue.SimpleQueue[str] = queue.SimpleQueue()
@@ -121,14 +131,16 @@ def _term_signal() -> Iterator[None]:
 def watch_loop(
     planner: "Planner",
     reporter: Any,
-    summarize: Callable[["Outcome", float], ExitCode],
+    summarize: Callable[["Outcome", float], ReturnCode],
     *,
     auto: bool,
     poll: float | None,
     keys_fd: int | None,
-) -> ExitCode:
+    phase: PhaseWriter | None = None,
+) -> ReturnCode:
     """Run the build, then watch and run again until stopped; the last run's exit code."""
     session = _Session(planner, reporter)
+    session.phase = phase
     planner.broker = cast("Broker", _Speaking(planner.broker, session))
     watcher, how = choose(str(planner.root), poll)
     reporter.line("WATCH", how)
@@ -139,8 +151,10 @@ def watch_loop(
                 return _loop(planner, reporter, summarize, session, watcher, keys, auto)
             except KeyboardInterrupt:  # between a run's end and the wait for changes
                 reporter.line("INTERRUPT", "stopped watching")
-                return session.code
+                return session.code | ReturnCode.INTERRUPTED
     finally:
+        if phase is not None:
+            phase.close()
         if keys is not None:
             keys.close()
         watcher.close()
@@ -149,19 +163,25 @@ def watch_loop(
 def _loop(
     planner: "Planner",
     reporter: Any,
-    summarize: Callable[["Outcome", float], ExitCode],
+    summarize: Callable[["Outcome", float], ReturnCode],
     session: _Session,
     watcher: Any,
     keys: Keys | None,
     auto: bool,
-) -> ExitCode:
+) -> ReturnCode:
     changes = Changes()
     start = time.monotonic()
+    _tell(session, phase="running", runs=1)
     outcome = _run(planner, session)
     code = _summarize(session, summarize, outcome, time.monotonic() - start)
     while True:
-        if planner.stopping or outcome.cancelled or (outcome.interrupted and not session.drained):
+        if (
+            planner.stopping
+            or outcome.cancelled
+            or (outcome.interrupted and not session.drained and not outcome.failure_drain)
+        ):
             return code
+        _tell(session, phase="watching", code=int(code))
         session.drained = False
         try:
             files, folders = watch_set(planner)
@@ -171,7 +191,7 @@ def _loop(
             how = _wait(planner, reporter, session, watcher, keys, changes, auto)
         except KeyboardInterrupt:
             reporter.line("INTERRUPT", "stopped watching")
-            return code
+            return code | ReturnCode.INTERRUPTED
         if how is None:
             return code
         if how == "f":
@@ -179,17 +199,32 @@ def _loop(
         elif how == "t":
             reporter.line("KEYBOARD", "t: checking every step again, skipping what is unchanged")
         planner.new_run(*next_run(planner, how, changes))
+        if hasattr(reporter, "new_run"):  # StepUp's logs of the output start again
+            reporter.new_run()
+        told = session.phase.phase if session.phase is not None else None
+        _tell(
+            session,
+            phase="running",
+            runs=told.runs + 1 if told else 0,
+            rebuilds=told.rebuilds + 1 if told else 0,
+        )
         start = time.monotonic()
         outcome = _run(planner, session)
         code = _summarize(session, summarize, outcome, time.monotonic() - start)
 
 
+def _tell(session: _Session, **changes: object) -> None:
+    """Say where the loop is, in the phase file."""
+    if session.phase is not None:
+        session.phase.set(**changes)
+
+
 def _summarize(
     session: _Session,
-    summarize: Callable[["Outcome", float], ExitCode],
+    summarize: Callable[["Outcome", float], ReturnCode],
     outcome: "Outcome",
     elapsed: float,
-) -> ExitCode:
+) -> ReturnCode:
     """Print a run's summary whole, and keep its exit code: a signal waits until after."""
     held = {signal.SIGINT, signal.SIGTERM}
     signal.pthread_sigmask(signal.SIG_BLOCK, held)
@@ -233,6 +268,7 @@ def _wait(
     """Wait for what starts the next run ('r', 'f' or 't'); None to stop watching."""
     last_change = time.monotonic() if changes else None
     renew_at = 0.0
+    look_at = 0.0
     while True:
         if planner.stopping:
             session.flush()
@@ -241,7 +277,12 @@ def _wait(
         if now >= renew_at:
             planner.idle()
             renew_at = now + planner.lease / 3
-        waits = [renew_at - now]
+            look_at = now + CONTROL_POLL
+        elif now >= look_at:
+            with contextlib.suppress(BrokerUnavailable):  # idle() reconnects, in time
+                planner.take_controls()
+            look_at = now + CONTROL_POLL
+        waits = [renew_at - now, look_at - now]
         if auto and changes and last_change is not None:
             waits.append(last_change + QUIET - now)
         due = watcher.due()
@@ -257,7 +298,12 @@ def _wait(
             if lines:
                 last_change = time.monotonic()
         session.flush()
-        for key in keys.take() if keys is not None else []:
+        pressed = keys.take() if keys is not None else []
+        if planner.rebuild_asked:
+            # `stepup-dist rebuild`, now or during the last run: as the key r.
+            planner.rebuild_asked = False
+            pressed.insert(0, "r")
+        for key in pressed:
             if key == "r" and not changes:
                 # Look at every path first: a change not reported yet (polling) counts.
                 for what, path in changes.look(planner, None):
@@ -265,6 +311,8 @@ def _wait(
                 if not changes and session.complete:
                     # As a run would: every step skipped, at the cost of a stat per path.
                     reporter.line("KEYBOARD", f"r: {NOTHING}")
+                    if session.phase is not None:
+                        _tell(session, rebuilds=session.phase.phase.rebuilds + 1)
                     continue
             how = _key(planner, reporter, key)
             if how is not None:

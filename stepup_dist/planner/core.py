@@ -24,7 +24,7 @@ from .priority import RunQueue
 from .routing import Group, Router
 from .store import Record, Store
 
-__all__ = ("Broker", "Outcome", "PlannerCore", "Reporter", "StepCacheView")
+__all__ = ("Broker", "BuildOptions", "Outcome", "PlannerCore", "Reporter", "StepCacheView")
 
 
 class Broker(PoolBroker, Protocol):
@@ -58,6 +58,34 @@ class Reporter(Protocol):
     def done(self, step: Step, result: StepDone, status: str) -> None: ...
 
 
+@dataclass(frozen=True)
+class BuildOptions:
+    """How a build runs its plan: StepUp 4's `stepup build` flags that the planner acts on."""
+
+    keep_going: bool = True
+    """A failed step drains the build when False (StepUp 4's default, `-k` keeps going)."""
+    targets: tuple[str, ...] = ()
+    """Outputs to build (normalized paths): with targets or `target_dirs`, a step runs only
+    when it makes one, when a step that runs needs it, or when it runs a plan."""
+    target_dirs: tuple[str, ...] = ()
+    """Folders (ending with a slash) whose steps are all targets."""
+    step_env: tuple[tuple[str, str], ...] = ()
+    """Variables every step gets unless it declares them (`SOURCE_DATE_EPOCH`)."""
+    durations: bool = True
+    """Hints and recorded durations order the work (`--no-duration`: every step alike)."""
+    clean: bool = True
+    """A successful build removes the outputs of steps the plan no longer defines."""
+    explain: bool = False
+    """Say why each step with a record runs again (`-e/--explain-rerun`)."""
+    defer_cap: int | None = None
+    """Times a step may stop to wait for amended inputs before it fails (None: no cap)."""
+
+    @property
+    def restricted(self) -> bool:
+        """Whether targets restrict what runs."""
+        return bool(self.targets or self.target_dirs)
+
+
 @dataclass
 class Outcome:
     succeeded: int = 0
@@ -74,6 +102,15 @@ class Outcome:
     """Stopped by a second Ctrl-C: the running steps were cancelled, their leases given up."""
     not_run: int = 0
     """Steps of an interrupted build that did not run to the end (cancelled ones included)."""
+    signalled: bool = False
+    """Ctrl-C or SIGTERM came (StepUp 4's INTERRUPTED bit); `interrupted` is set too."""
+    failure_drain: bool = False
+    """A step failed without `keep_going`: the build was drained (`interrupted` is set
+    too), but nobody asked it to stop: a watching build keeps watching."""
+    causes: list[str] = field(default_factory=list)
+    """The pending steps by root cause: `3 steps wait for a.txt, which ...`."""
+    warnings: list[str] = field(default_factory=list)
+    """What the build warned about at its end (a target no step makes)."""
     asked: bool = False
     """The interruption was asked for (`q` or `stepup-dist shutdown` in watch mode), not a
     Ctrl-C: the exit code is that of the steps that ran, not `INTERRUPTED`."""
@@ -86,6 +123,7 @@ class PlannerCore(Protocol):
     reporter: Reporter
     root: Path
     build: str
+    options: BuildOptions
     lease: float
     reconnect: float
     environ: dict[str, str]

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 __all__ = (
     "clean_outputs",
     "report_stuck",
+    "report_targets",
     "save",
     "success",
     "unblock_stalled",
@@ -73,16 +74,61 @@ def report_stuck(p: "PlannerCore") -> None:
             status = step.status.name.lower()
             p.outcome.stuck.append(f"step {key!r} did not run (it was left {status})")
         for path in sorted(step.missing):
-            node = p.graph.files[path]
-            if node.static:
-                why = "a static file that is missing or whose hash check failed or never ran"
-            elif node.producer is None:
-                why = "which is neither static nor made by any step"
-            elif p.graph.steps[node.producer].status is StepStatus.FAILED:
-                why = f"which step {node.producer!r} failed to make"
-            else:
-                why = f"which step {node.producer!r} did not make"
-            p.outcome.stuck.append(f"step {key!r} cannot run: it needs {path}, {why}")
+            p.outcome.stuck.append(f"step {key!r} cannot run: it needs {path}, {_why(p, path)}")
+    p.outcome.causes.extend(root_causes(p, pending))
+
+
+def _why(p: "PlannerCore", path: str) -> str:
+    node = p.graph.files[path]
+    if node.static:
+        return "a static file that is missing or whose hash check failed or never ran"
+    if node.producer is None:
+        return "which is neither static nor made by any step"
+    if p.graph.steps[node.producer].status is StepStatus.FAILED:
+        return f"which step {node.producer!r} failed to make"
+    return f"which step {node.producer!r} did not make"
+
+
+def root_causes(p: "PlannerCore", pending: list[str]) -> list[str]:
+    """The pending steps by root cause, as StepUp 4 summarizes them: a missing input that
+    a pending step was to make is followed to what that step waits for in turn."""
+    roots: dict[str, set[str]] = {}
+    for key in pending:
+        seen: set[str] = set()
+        todo = [key]
+        while todo:
+            current = todo.pop()
+            if current in seen:
+                continue
+            seen.add(current)
+            for path in p.graph.steps[current].missing:
+                node = p.graph.files[path]
+                maker = p.graph.steps.get(node.producer) if node.producer else None
+                if maker is not None and maker.status not in DONE and maker.missing:
+                    todo.append(maker.key)
+                else:
+                    roots.setdefault(f"{path}, {_why(p, path)}", set()).add(key)
+    return [
+        f"{len(keys)} step{'s' * (len(keys) != 1)} wait for {cause}"
+        for cause, keys in sorted(roots.items(), key=lambda item: (-len(item[1]), item[0]))
+    ]
+
+
+def report_targets(p: "PlannerCore") -> None:
+    """Targets that no step of the plan makes: a warning each, as StepUp 4 gives."""
+    made = {path for s in p.graph.steps.values() for path in (*s.out, *s.vol)}
+    missing = [t for t in p.options.targets if t not in made]
+    empty = [d for d in p.options.target_dirs if not any(m.startswith(d) for m in made)]
+    if missing:
+        p.outcome.warnings.append(
+            f"{len(missing)} target(s) not made by any step: {', '.join(missing)}"
+        )
+    if empty:
+        p.outcome.warnings.append(
+            f"{len(empty)} target folder(s) with no output of any step: {', '.join(empty)}"
+        )
+    for warning in p.outcome.warnings:
+        p.reporter.line("WARNING", warning)
 
 
 def success(p: "PlannerCore") -> bool:
@@ -95,7 +141,7 @@ def save(p: "PlannerCore", *, final: bool) -> None:
     p.last_save = time.monotonic()
     keep_old = not (final and success(p))
     records, files = kept(p, keep_old=keep_old)
-    if not keep_old:
+    if not keep_old and p.options.clean:
         clean_outputs(p)
     p.store.save(records, files)
 

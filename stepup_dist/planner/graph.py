@@ -12,7 +12,10 @@ from ..errors import PlanError
 from ..messages import FileState
 from ..paths import parent
 
-__all__ = ("FileNode", "Graph", "Step", "StepStatus")
+__all__ = ("INP_DIGEST", "FileNode", "Graph", "Step", "StepStatus")
+
+INP_DIGEST = "STEPUP_STEP_INP_DIGEST"
+"""The variable that gives a step the digest of its inputs (as StepUp 4 gives it)."""
 
 
 class StepStatus(enum.Enum):
@@ -66,6 +69,10 @@ class Step:
     rerun: bool = False
     """It amended inputs that were not available yet: run it again once they are."""
     attempt: int = 0
+    inp_digest: str = ""
+    """The digest of its inputs when it was last sent to run (`INP_DIGEST`, hex)."""
+    defers: int = 0
+    """Times in a row it stopped to wait for amended inputs (`build --defer-cap`)."""
     optional: bool = False
     """Runs only once a step that must run needs one of its outputs (then it is False)."""
     env_overrides: dict[str, str] = field(default_factory=dict)

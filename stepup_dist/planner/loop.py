@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import BrokerUnavailable, PlanError, UserError, WireError
+from ..hashing import step_digest
 from ..messages import (
     CONTROLS,
     Call,
@@ -36,8 +37,8 @@ from ..messages import (
 from ..nglob import NGlobMulti
 from . import adopt, finish, plan_calls, progress, recovery, results, skipping
 from .checks import Checks
-from .core import Broker, Outcome, Reporter
-from .graph import DONE, Graph, Step, StepStatus
+from .core import Broker, BuildOptions, Outcome, Reporter
+from .graph import DONE, INP_DIGEST, Graph, Step, StepStatus
 from .jobs import Jobs
 from .pools import PoolKeeper
 from .priority import Priorities, RunQueue
@@ -77,10 +78,13 @@ class Planner:
         local_workers: int = 0,
         give_up: float | None = None,
         limits: Mapping[str, int] | None = None,
+        options: BuildOptions | None = None,
         cache: "StepCache | None" = None,
         store: Store | None = None,
     ):
         self.broker = broker
+        self.options = options or BuildOptions()
+        """StepUp 4's build flags: keep going, targets, variables for steps, cleaning."""
         self.reporter = reporter
         self.root = root
         self.lease = lease
@@ -108,7 +112,9 @@ class Planner:
         self.jobs = Jobs()
         self.checks = Checks()
         self.ready: deque[Step] = deque()
-        self.runs = RunQueue(Priorities(self.graph, self.records, self.old_records))
+        self.runs = RunQueue(
+            Priorities(self.graph, self.records, self.old_records, self.options.durations)
+        )
         """Steps that must run, held back until workers can start them soon, best first."""
         self._deferred: list[NGlobMulti] = []
         """Deferred globs (`glob(..., _defer=True)`) of this build's plans."""
@@ -137,6 +143,8 @@ class Planner:
         (steps skipped from their records and files known, without hash checks)."""
         self.stopping = False
         """`join()` or `shutdown()` was asked: the watch loop ends after this run."""
+        self.rebuild_asked = False
+        """`stepup-dist rebuild` was asked: a watching build runs as on the key `r`."""
         self._drain_asked = False
 
     # Runs again (watch mode)
@@ -153,7 +161,9 @@ class Planner:
         self.jobs = Jobs()
         self.checks = Checks()
         self.ready.clear()
-        self.runs = RunQueue(Priorities(self.graph, self.records, self.old_records))
+        self.runs = RunQueue(
+            Priorities(self.graph, self.records, self.old_records, self.options.durations)
+        )
         self.pools.clear()
         self.pools.update(self.limits)
         self.slots.waiting.clear()
@@ -180,6 +190,18 @@ class Planner:
         self.stopping = True
         self._drain_asked = True
 
+    def rebuild(self) -> None:
+        """A watching build runs what changes made outdated, as on the key `r` (after the
+        current run, when one is going on)."""
+        self.rebuild_asked = True
+
+    def take_controls(self) -> None:
+        """Between two runs: act on the `Control` messages in the inbox, without waiting
+        (nothing else that waits there concerns the next run)."""
+        for message in self.broker.receive(self.build, 0.0):
+            if isinstance(message, Control):
+                self.handle(message)
+
     def idle(self) -> None:
         """Between two runs in watch mode: say that the build lives, on a server that may
         have restarted meanwhile, and that its local workers do; act on `stepup-dist join`
@@ -190,9 +212,7 @@ class Planner:
             if server != self.server:
                 recovery.restarted(self, server)
             self.broker.report(progress.build_report(self, self._started_at), self.lease)
-            for message in self.broker.receive(self.build, 0.0):
-                if isinstance(message, Control):
-                    self.handle(message)
+            self.take_controls()
         except BrokerUnavailable as exc:
             recovery.reconnect(self, exc)
         self._check_workers()
@@ -260,6 +280,9 @@ class Planner:
 
     def declare_step(self, step: Step) -> None:
         existing = self.graph.steps.get(step.key)
+        if self.options.restricted and not step.optional and not self._wanted(step):
+            # Not a target: it runs once a step that runs needs it (Graph.need).
+            step.optional = True
         self.undefer(step.inp)
         step = self.graph.add_step(step)
         if existing is None and step.status is StepStatus.PENDING and not step.missing:
@@ -267,6 +290,18 @@ class Planner:
             self.ready.append(step)
         elif existing is None and not step.optional:
             self.runs.priorities.pending_defined()
+
+    def _wanted(self, step: Step) -> bool:
+        """With targets: the step makes one, lies in a target folder, or runs a plan (which
+        defines the steps that make them)."""
+        words = step.command.split()
+        if words and words[0].rsplit("/", 1)[-1] == "plan.py":
+            return True
+        made = step.out + step.vol
+        o = self.options
+        return any(p in o.targets for p in made) or any(
+            p.startswith(d) or step.workdir.startswith(d) for p in made for d in o.target_dirs
+        )
 
     def amend(
         self, key: str, inp: list[str], out: list[str], vol: list[str], env: list[str]
@@ -313,7 +348,11 @@ class Planner:
                 except BrokerUnavailable as exc:
                     recovery.reconnect(self, exc)
                 except KeyboardInterrupt:
-                    if self.outcome.interrupted:
+                    was_signalled = self.outcome.signalled
+                    self.outcome.signalled = True
+                    if self.outcome.interrupted and (
+                        was_signalled or not self.outcome.failure_drain
+                    ):
                         # The second Ctrl-C cancels the running steps too: their leases
                         # go back below, and their workers kill them when they renew.
                         self._cancel("INTERRUPT")
@@ -333,6 +372,7 @@ class Planner:
             finish.save(self, final=False)
             return self.outcome
         finish.report_stuck(self)
+        finish.report_targets(self)
         finish.save(self, final=True)
         return self.outcome
 
@@ -347,6 +387,14 @@ class Planner:
             self._check_workers()
         if self._drain_asked and not self.outcome.interrupted:
             recovery.drain(self)
+        elif self.outcome.failure_drain and not self.outcome.interrupted:
+            n = len(self.jobs.running)
+            waiting = f", waiting for {n} running step{'s' * (n != 1)}" if n else ""
+            recovery.drain(
+                self,
+                "DRAIN",
+                f"a step failed: starting no new step{waiting} (build -k keeps going)",
+            )
         if not self.outcome.interrupted:
             self._dispatch()
         elif not self.jobs.running:
@@ -404,6 +452,8 @@ class Planner:
                 for path in own:
                     self.checks.ask(("skip", step.key), path, self.old_files.get(path))
             else:
+                if old is not None and self.options.explain:
+                    skipping.explain(self, step, skipping.unlike(self, step, old))
                 self.queue_run(step)
         if self.cache is not None and self.cache.busy:
             self._resolve_cached()
@@ -644,6 +694,12 @@ class Planner:
 
     def _run_job(self, step: Step) -> RunJob:
         pool_ids, sizes, token = self.slots.job_fields(step)
+        env = {**dict(self.options.step_env), **self.env_values(step)}
+        inputs = self.graph.input_states(step)
+        # StepUp 4 gives each step the digest of its inputs (command, folder, variables,
+        # input files); a plan reads it with getenv() (plan_calls.call_getenv).
+        step.inp_digest = step_digest(step.command, step.workdir, env, inputs, {}).hex()
+        env[INP_DIGEST] = step.inp_digest
         store, restore = self.cache.job_fields(step.key) if self.cache else (False, {})
         return RunJob(
             build=self.build,
@@ -652,12 +708,12 @@ class Planner:
             command=step.command,
             root=str(self.root),
             workdir=step.workdir,
-            env=self.env_values(step),
+            env=env,
             out=list(step.declared[1]),
             pools=pool_ids,
             sizes=sizes,
             token=token,
-            inputs={} if restore else self.graph.input_states(step),
+            inputs={} if restore else inputs,
             lease=self.lease,
             store=store,
             restore=restore,
@@ -692,7 +748,7 @@ class Planner:
         else:
             self.reporter.line("WARNING", f"ignored an unexpected {message.TYPE!r} message")
 
-    # Steering from elsewhere: `stepup-dist drain`, `join` and `shutdown`
+    # Steering from elsewhere: `stepup-dist drain`, `join`, `shutdown` and `rebuild`
 
     def control(self, action: str) -> None:
         """A `Control` message: what the keys of watch mode do (`drain`, `join`,
@@ -705,6 +761,7 @@ class Planner:
             "drain": "starting no new step; the build ends when the running steps have finished",
             "join": "the build ends when its steps are done",
             "shutdown": "starting no new step (shutdown again cancels the running ones)",
+            "rebuild": "running what the changes made outdated, as the key r",
         }
         self.reporter.line(action.upper(), f"stepup-dist {action}: {said[action]}")
         getattr(self, action)()
@@ -722,6 +779,10 @@ class Planner:
         self.records.pop(step.key, None)
         self.old_records.pop(step.key, None)
         self.store.forget(step.key)
+        if not self.options.keep_going and not self.outcome.interrupted:
+            # StepUp 4's default: start nothing new once a step failed (`-k` keeps going);
+            # drained at the start of the next round, after the FAIL line.
+            self.outcome.failure_drain = True
 
     def plan_error(self, message: str) -> None:
         if message not in self.outcome.plan_errors:

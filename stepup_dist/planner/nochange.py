@@ -34,7 +34,7 @@ from typing import Any
 from ..errors import WireError
 from ..hashing import NeedsReading, file_state
 from ..messages import Checked, CheckJob, FileState, Message, Reply, StepDone
-from .core import Outcome, Reporter
+from .core import BuildOptions, Outcome, Reporter
 from .graph import Step
 from .loop import Planner
 from .routing import Group
@@ -229,6 +229,7 @@ def no_change(
     lease: float,
     give_up: float | None = None,
     limits: Mapping[str, int] | None = None,
+    options: BuildOptions | None = None,
 ) -> tuple[Outcome, HeldLines] | str:
     """Play the build against a `StatBroker`. When every step was skipped, save its records
     and return its outcome and the lines to print; else why the build needs its server and
@@ -246,6 +247,7 @@ def no_change(
         local_workers=local_workers,
         give_up=give_up,
         limits=limits,
+        options=options,
         store=store,
     )
     try:

@@ -14,7 +14,7 @@ from ..errors import ConfigError, PlanError
 from ..messages import Call, Reply
 from ..paths import norm, parent, step_key
 from . import graph_files
-from .graph import Step, StepStatus
+from .graph import INP_DIGEST, Step, StepStatus
 
 if TYPE_CHECKING:
     from .core import PlannerCore
@@ -246,6 +246,8 @@ def call_getenv(planner: "PlannerCore", caller: str, args: dict[str, Any]) -> st
     step = planner.graph.steps.get(caller)
     overrides = step.env_overrides if step is not None else {}
     value = overrides.get(name, planner.environ.get(name))
+    if name == INP_DIGEST and step is not None and step.inp_digest:
+        value = step.inp_digest
     default = args.get("default")
     return value if value is not None else default
 

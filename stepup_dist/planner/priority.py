@@ -47,6 +47,9 @@ class Priorities:
     """Steps that succeeded in this build (their measured durations)."""
     old_records: Mapping[str, Record]
     """Steps of the last build (durations, and edges of steps not defined yet)."""
+    use_durations: bool = True
+    """Hints and recorded durations count; without (`build --no-duration`) every step
+    counts as `DEFAULT_DURATION`: the longest chain of steps goes first."""
     tails: dict[str, float] = field(default_factory=dict)
     """Step key -> tail time, as of the last computation."""
     generation: int = 0
@@ -72,6 +75,8 @@ class Priorities:
         self._pending = True
 
     def duration(self, key: str) -> float:
+        if not self.use_durations:
+            return DEFAULT_DURATION
         step = self.graph.steps.get(key)
         if step is not None and step.duration is not None:
             return step.duration

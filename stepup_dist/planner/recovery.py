@@ -73,8 +73,9 @@ def restarted(p: "PlannerCore", server: str) -> None:
             lost_step(p, step, "the server restarted", defer=p.lease)
 
 
-def drain(p: "PlannerCore") -> None:
-    """Ctrl-C: dispatch nothing more, let the running steps finish, keep their results."""
+def drain(p: "PlannerCore", status: str = "INTERRUPT", line: str = "") -> None:
+    """Ctrl-C: dispatch nothing more, let the running steps finish, keep their results.
+    A failed step without `-k` drains the same way, saying so in its own `line`."""
     p.outcome.interrupted = True
     for key in p.jobs.drop_pending():
         step = p.graph.steps.get(key)
@@ -88,7 +89,7 @@ def drain(p: "PlannerCore") -> None:
     p.runs.clear()
     n = len(p.jobs.running)
     waiting = f"waiting for {n} running step{'s' * (n != 1)}" if n else "no step is running"
-    p.reporter.line("INTERRUPT", f"{waiting} (Ctrl-C again to cancel them)" if n else waiting)
+    p.reporter.line(status, line or (f"{waiting} (Ctrl-C again to cancel them)" if n else waiting))
 
 
 def _read_inbox(p: "PlannerCore") -> None:

@@ -51,6 +51,18 @@ def on_done(p: "PlannerCore", result: StepDone) -> None:
         # stopped there or failed without them (as StepUp 1.x and 4 do; StepUp 4's amend()
         # raises InputNotFoundError there), and at once if they came while it ran.
         step.rerun = False
+        step.defers += 1
+        cap = p.options.defer_cap
+        if cap is not None and step.defers > cap:
+            # StepUp 4's livelock guard: failed instead of parked once more.
+            p.fail(step)
+            p.reporter.done(step, result, "FAIL")
+            p.reporter.line(
+                "ERROR",
+                f"{step.key} waited for amended inputs {step.defers} "
+                f"times in a row (build --defer-cap {cap})",
+            )
+            return
         p.reporter.done(step, result, "PENDING")
         if step.missing:
             step.status = StepStatus.PENDING
@@ -66,6 +78,7 @@ def on_done(p: "PlannerCore", result: StepDone) -> None:
         p.reporter.done(step, result, "FAIL")
         return
     out_states = dict(result.out_states)
+    step.defers = 0
     step.status = StepStatus.SUCCEEDED
     if hit:
         p.outcome.cached += 1

@@ -21,12 +21,14 @@ __all__ = (
     "check_entry",
     "check_jobs",
     "decide_skip",
+    "explain",
     "globs_unchanged",
     "matches",
     "on_checked",
     "own_statics",
     "resend_checks",
     "skip",
+    "unlike",
 )
 
 
@@ -52,6 +54,28 @@ def matches(p: "PlannerCore", step: Step, old: Record) -> bool:
         step.declared[1],
         step.declared[2],
     ) and tuple(old.env) == step.declared[3]
+
+
+def unlike(p: "PlannerCore", step: Step, old: Record) -> str:
+    """Why a step is not even checked against its record (`build -e`)."""
+    if step.skip_blocked:
+        return "inputs it amended last time are gone"
+    if (old.command, old.workdir) != (step.command, step.workdir):
+        return "its command or folder changed"
+    for what, then, now in (
+        ("inputs", old.inp, step.declared[0]),
+        ("outputs", old.out, step.declared[1]),
+        ("volatile outputs", old.vol, step.declared[2]),
+        ("environment variables", old.env, step.declared[3]),
+    ):
+        if tuple(then) != tuple(now):
+            return f"its declared {what} changed"
+    return "a glob of it matches other paths now"
+
+
+def explain(p: "PlannerCore", step: Step, why: str) -> None:
+    """StepUp 4's `--explain-rerun`: one line saying why a recorded step runs again."""
+    p.reporter.line("EXPLAIN", f"{step.key}: {why}")
 
 
 def globs_unchanged(p: "PlannerCore", old: Record) -> bool:
@@ -147,6 +171,8 @@ def decide_skip(p: "PlannerCore", step: Step) -> None:
     if found and digest == old.digest:
         skip(p, step, old, out_states, own)
     else:
+        if p.options.explain:
+            explain(p, step, _changed(p, old, inputs, out_states, states, env))
         for path in own:
             # It runs again and amends what it needs again (as finish.unblock_stalled).
             step.missing.discard(path)
@@ -156,6 +182,37 @@ def decide_skip(p: "PlannerCore", step: Step) -> None:
         step.status = StepStatus.READY
         step.skip_blocked = True
         p.queue_run(step)
+
+
+def _changed(
+    p: "PlannerCore",
+    old: Record,
+    inputs: dict,
+    out_states: dict,
+    states: dict,
+    env: dict,
+) -> str:
+    """What differs from the step's record: outputs gone or changed, inputs changed since
+    the last build (their states then), else the environment."""
+    gone = sorted(path for path, s in states.items() if s is None)
+    if gone:
+        return f"outputs missing: {', '.join(gone)}"
+    changed = sorted(
+        path for path, s in out_states.items() if not _same(old.out_states.get(path), s)
+    )
+    if changed:
+        return f"outputs changed since it made them: {', '.join(changed)}"
+    inp = sorted(path for path, s in inputs.items() if not _same(p.old_files.get(path), s))
+    if inp:
+        return f"inputs changed: {', '.join(inp)}"
+    return "its environment variables changed" if env else "its inputs changed"
+
+
+def _same(then: object, now: object) -> bool:
+    if then is None or now is None:
+        return then is now
+    digest = getattr(then, "digest", None)
+    return (bool(digest) and digest == getattr(now, "digest", None)) or then == now
 
 
 def skip(

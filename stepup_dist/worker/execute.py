@@ -253,6 +253,7 @@ def _run_local(job: RunJob, ctx: WorkerContext, guard: Guard) -> StepDone:
         )
     if not os.path.isdir(cwd):
         return done(-1, error=f"working directory {job.workdir} does not exist on {ctx.host}")
+    before = _input_stats(job)
     with (
         tempfile.TemporaryFile() as out_fh,
         tempfile.TemporaryFile() as err_fh,
@@ -288,6 +289,10 @@ def _run_local(job: RunJob, ctx: WorkerContext, guard: Guard) -> StepDone:
         return done(returncode, stdout, stderr, LEASE_LOST)
     if returncode != 0:
         return done(returncode, stdout, stderr)
+    changed = _changed_inputs(job, before)
+    if changed:
+        # As StepUp 4: a step must not change its inputs (its record would lie).
+        return done(returncode, stdout, stderr, changed)
     states: dict[str, FileState] = {}
     missing = []
     for path in job.out:
@@ -305,6 +310,33 @@ def _run_local(job: RunJob, ctx: WorkerContext, guard: Guard) -> StepDone:
     result = done(returncode, stdout, stderr, states=states)
     blobs = store_outputs(job, ctx.cache, states) if job.store else {}
     return replace(result, blobs=blobs) if blobs else result
+
+
+def _input_stats(job: RunJob) -> dict[str, tuple[int, int, int] | None]:
+    """The stat of each input file (not folders, which change as outputs are written)."""
+    stats: dict[str, tuple[int, int, int] | None] = {}
+    for path in job.inputs:
+        if path.endswith("/"):
+            continue
+        try:
+            st = os.stat(os.path.join(job.root, path))
+        except OSError:
+            stats[path] = None
+            continue
+        stats[path] = (st.st_mtime_ns, st.st_size, st.st_ino)
+    return stats
+
+
+def _changed_inputs(job: RunJob, before: dict[str, tuple[int, int, int] | None]) -> str:
+    """Why the step failed if an input changed or went while it ran, else ''."""
+    after = _input_stats(job)
+    for path, then in before.items():
+        now = after.get(path)
+        if then is not None and now is None:
+            return f"input {path} was deleted while the step ran"
+        if then is not None and now != then:
+            return f"input {path} changed while the step ran"
+    return ""
 
 
 def fenced_out(result: StepDone) -> StepDone:

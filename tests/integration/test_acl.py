@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from stepup_dist.errors import ExitCode
+from stepup_dist.errors import ExitCode, ReturnCode
 from tests.conftest import BIN, Project
 from tests.integration.servers import (
     PLAN,
@@ -259,7 +259,7 @@ def test_build_refused_in_one_line(
     project.plan('from stepup.core.api import step\nstep("echo hi > hi.txt", out="hi.txt")\n')
     env = {"STEPUP_DIST_REDIS_URL": acl.url(user, password), "STEPUP_DIST_PREFIX": "bob"}
     result = project.build("-w0", env=env, timeout=60)
-    assert result.returncode == ExitCode.USAGE, result.stdout + result.stderr
+    assert result.returncode == ReturnCode.INTERNAL, result.stdout + result.stderr
     line = _one_line(result.stderr)
     assert line.startswith("stepup-dist: error: ")
     assert expected in line
@@ -304,7 +304,7 @@ def test_status_needs_the_admin_role(acl: AclServer, tmp_path: Path) -> None:
     assert shown.returncode == ExitCode.OK, shown.stderr
     assert "queue:" in shown.stdout
     refused = status("alice")
-    assert refused.returncode == ExitCode.USAGE
+    assert refused.returncode == ReturnCode.INTERNAL
     assert "lacks a grant" in _one_line(refused.stderr)
     assert_no_password(acl, shown.stdout, shown.stderr, refused.stdout, refused.stderr)
 
@@ -323,7 +323,7 @@ def test_password_on_the_command_line_is_warned_about(project: Project, command:
         cwd=project.root,
         check=False,
     )
-    assert proc.returncode == ExitCode.USAGE
+    assert proc.returncode == (ReturnCode.INTERNAL if command == "stepup-dist" else ExitCode.USAGE)
     assert "a password in --redis shows in ps; set STEPUP_DIST_REDIS_URL instead" in proc.stderr
     assert "redis://alice:***@127.0.0.1:1" in proc.stderr
     assert "pw-on-the-line-42" not in proc.stdout + proc.stderr

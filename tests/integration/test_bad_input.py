@@ -1,7 +1,8 @@
 """Bad input, end to end: each mistake gives one clear line, the right exit code, no traceback.
 
-Exit codes: 2 (`ExitCode.USAGE`) for plan errors, bad flags and an unreachable server;
-1 (`ExitCode.STEP_FAILED`) for failed steps and inputs nobody makes.
+Exit codes, StepUp 4's bits (`ReturnCode`): INTERNAL (1) for bad flags, no plan.py and an
+unreachable server; FAILED (4) for plan errors and failed steps, with DRAINED (32) when the
+failure drained the build; PENDING (16) for inputs nobody makes.
 
 The last part plays a hostile writer on a shared server: it enqueues jobs through RQ that a
 careless worker would execute (another function, a pickle, a payload that is not ours) and
@@ -21,7 +22,7 @@ import redis
 
 from stepup_dist.broker.keys import QUEUE_NAME
 from stepup_dist.broker.server import EmbeddedServer
-from stepup_dist.errors import ExitCode
+from stepup_dist.errors import ReturnCode
 from tests.conftest import BIN, Project, Result
 
 pytestmark = pytest.mark.timeout(60)
@@ -39,7 +40,7 @@ def assert_no_traceback(result: Result) -> None:
     assert "Traceback" not in result.stderr, result.stderr
 
 
-def assert_one_error_line(result: Result, code: ExitCode, *names: str) -> str:
+def assert_one_error_line(result: Result, code: int, *names: str) -> str:
     """The build exited with `code` and wrote exactly one line on stderr, naming `names`."""
     shown = f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
     assert result.returncode == code, shown
@@ -54,10 +55,13 @@ def assert_one_error_line(result: Result, code: ExitCode, *names: str) -> str:
 
 
 def assert_one_plan_error(result: Result, *names: str) -> str:
-    """The build exited with 2 and printed the plan error (the one line naming all `names`)
+    """The build exited with FAILED (with DRAINED when the plan's step failed, PENDING when
+    steps were left waiting) and printed the plan error (the one line naming all `names`)
     once: as its ERROR line, where it happened; not again from plan.py, nor on stderr."""
     shown = f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
-    assert result.returncode == ExitCode.USAGE, shown
+    assert result.returncode & ReturnCode.FAILED, shown
+    allowed = ReturnCode.FAILED | ReturnCode.DRAINED | ReturnCode.PENDING
+    assert not result.returncode & ~allowed, shown
     assert_no_traceback(result)
     assert nonblank(result.stderr) == [], shown
     (line,) = [line for line in result.stdout.splitlines() if all(n in line for n in names)]
@@ -118,12 +122,13 @@ def test_dependency_cycle(project: Project) -> None:
     assert "cycle" in line
 
 
-# Steps that fail or cannot run: exit 1
+# Steps that fail or cannot run: FAILED, PENDING
 
 
 def test_step_does_not_make_its_output(project: Project) -> None:
     result = build_plan(project, 'step("true", out="made.txt")\n')
-    assert result.returncode == ExitCode.STEP_FAILED, result.stdout + result.stderr
+    shown = result.stdout + result.stderr
+    assert result.returncode == ReturnCode.FAILED | ReturnCode.DRAINED, shown
     assert_no_traceback(result)
     assert result.lines("FAIL") == ["true"]
     named = [line for line in result.stdout.splitlines() if "made.txt" in line]
@@ -134,8 +139,11 @@ def test_step_does_not_make_its_output(project: Project) -> None:
 def test_input_nobody_makes(project: Project) -> None:
     body = 'step("cat ghost.txt > z.txt", inp="ghost.txt", out="z.txt")\n'
     result = build_plan(project, body)
-    assert result.returncode == ExitCode.STEP_FAILED, result.stdout + result.stderr
+    assert result.returncode == ReturnCode.PENDING, result.stdout + result.stderr
     assert_no_traceback(result)
+    assert result.lines("PENDING") == [
+        "1 step wait for ghost.txt, which is neither static nor made by any step"
+    ]
     stuck = result.lines("STUCK")
     assert len(stuck) == 1, result.stdout
     assert "'cat ghost.txt > z.txt'" in stuck[0]
@@ -150,7 +158,8 @@ def test_failing_step_lets_independent_step_finish(project: Project) -> None:
     """
     project.plan(HEADER + textwrap.dedent(body))
     result = project.build("-w", "3", timeout=BUILD_TIMEOUT)
-    assert result.returncode == ExitCode.STEP_FAILED, result.stdout + result.stderr
+    shown = result.stdout + result.stderr
+    assert result.returncode == ReturnCode.FAILED | ReturnCode.DRAINED, shown
     assert_no_traceback(result)
     assert result.lines("FAIL") == ["sleep 0.5; exit 3"]
     assert "sleep 2; echo done > ind.txt" in result.lines("SUCCESS")
@@ -160,13 +169,13 @@ def test_failing_step_lets_independent_step_finish(project: Project) -> None:
     assert out.count("Command exited with status 3") == 1, out
 
 
-# The command line: exit 2
+# The command line: INTERNAL
 
 
 def test_unreachable_redis(project: Project) -> None:
     project.plan(HEADER + 'step("echo hi > a.txt", out="a.txt")\n')
     result = project.build("--redis", "redis://127.0.0.1:1", "-w", "1", timeout=BUILD_TIMEOUT)
-    line = assert_one_error_line(result, ExitCode.USAGE, "redis://127.0.0.1:1")
+    line = assert_one_error_line(result, ReturnCode.INTERNAL, "redis://127.0.0.1:1")
     assert "cannot reach" in line
     assert not (project.root / "a.txt").exists()
 
@@ -183,7 +192,7 @@ def test_bad_flag(project: Project, args: list[str], named: str) -> None:
     project.plan(HEADER + 'step("echo hi > a.txt", out="a.txt")\n')
     result = project.build(*args, timeout=BUILD_TIMEOUT)
     shown = f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
-    assert result.returncode == ExitCode.USAGE, shown
+    assert result.returncode == ReturnCode.INTERNAL, shown
     assert_no_traceback(result)
     lines = nonblank(result.stderr)
     assert len(lines) == 1, shown
@@ -193,7 +202,7 @@ def test_bad_flag(project: Project, args: list[str], named: str) -> None:
 
 def test_no_plan(project: Project) -> None:
     result = project.build(timeout=BUILD_TIMEOUT)
-    assert_one_error_line(result, ExitCode.USAGE, "plan.py", str(project.root))
+    assert_one_error_line(result, ReturnCode.INTERNAL, "plan.py", str(project.root))
 
 
 # A hostile writer on a shared server
@@ -319,7 +328,7 @@ def test_worker_refuses_hostile_job(hostile: Hostile, project: Project, kind: st
     result = project.build(
         "--redis", hostile.url, "--prefix", hostile.prefix, "-w", "0", timeout=BUILD_TIMEOUT
     )
-    assert result.returncode == ExitCode.OK, result.stdout + result.stderr
+    assert result.returncode == ReturnCode.OK, result.stdout + result.stderr
     assert_no_traceback(result)
     assert (project.root / "a.txt").read_text() == "ok\n"
     assert sorted(result.lines("SUCCESS")) == ["./plan.py", "echo ok > a.txt"]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from stepup_dist.errors import ExitCode
+from stepup_dist.errors import ReturnCode
 from tests.conftest import BIN, Project, Result, run_cli
 from tests.helpers import stop
 
@@ -82,7 +82,7 @@ def test_drain_lets_the_running_step_end_and_starts_nothing_new(project: Project
     seen += _read_until(build, "INTERRUPT │ waiting for 1 running step (")
     (project.root / "go").touch()
     code, text = _finish(build, seen)
-    assert code == ExitCode.INTERRUPTED, text
+    assert code == ReturnCode.DRAINED, text
     (summary,) = Result(code, text, "").lines("SUMMARY")
     assert "2 succeeded" in summary, text  # plan.py and the step that was running
     assert "3 not run" in summary, text
@@ -97,7 +97,7 @@ def test_shutdown_twice_cancels_the_running_step(project: Project) -> None:
     seen += _read_until(build, "INTERRUPT │ waiting for 1 running step (")
     assert _cli(project, "shutdown").returncode == 0
     code, text = _finish(build, seen)
-    assert code == ExitCode.INTERRUPTED, text
+    assert code == ReturnCode.DRAINED, text
     assert "SHUTDOWN │ cancelling 1 running step" in text
     (summary,) = Result(code, text, "").lines("SUMMARY")
     assert "1 succeeded, 0 skipped, 0 failed, 4 not run" in summary, text
@@ -128,7 +128,7 @@ def test_join_waits_until_the_build_is_done(project: Project) -> None:
     assert "the build has ended" in out
     # join returned only once the build had ended: its summary is there to read now.
     code, text = _finish(build, seen)
-    assert code == ExitCode.OK, text
+    assert code == ReturnCode.OK, text
     assert "5 succeeded" in text
     assert all((project.root / f"o{i}.txt").exists() for i in range(3))
 
@@ -139,7 +139,7 @@ def test_join_right_after_drain_has_the_build_s_end(project: Project) -> None:
     assert _cli(project, "drain").returncode == 0
     (project.root / "go").touch()
     code, text = _finish(build, seen)
-    assert code == ExitCode.INTERRUPTED, text
+    assert code == ReturnCode.DRAINED, text
     # The build has ended by now (the user was slower than the drain): join says so.
     joined = _cli(project, "join")
     assert joined.returncode == 0, joined.stderr
@@ -184,7 +184,7 @@ def test_steering_a_folder_without_a_running_build_says_so_in_one_line(
     project.plan(HEAD + 'step("echo a > a.txt", out="a.txt")\n')
     for command in ("drain", "join", "shutdown"):
         result = _cli(project, command)
-        assert result.returncode == ExitCode.USAGE, result.stderr
+        assert result.returncode == ReturnCode.INTERNAL, result.stderr
         assert result.stderr.strip() == f"stepup-dist: error: no build is running in {project.root}"
 
 
@@ -199,7 +199,7 @@ def test_status_of_a_folder_shows_its_running_build_and_its_records(project: Pro
         assert "recorded in .stepup/" in shown.stdout
     finally:
         (project.root / "go").touch()
-    assert _finish(build, seen)[0] == ExitCode.OK
+    assert _finish(build, seen)[0] == ReturnCode.OK
     shown = _cli(project, "status", "-C", str(project.root))
     assert f"build of {project.root}: not running" in shown.stdout
     assert "5 steps" in shown.stdout
@@ -229,7 +229,7 @@ def test_clean_removes_stale_outputs_only_with_commit(project: Project) -> None:
     )
     assert project.build("-w1").returncode == 0
     project.plan(HEAD + 'step("echo a > a.txt", out="a.txt")\nstep("false", out="x.txt")\n')
-    assert project.build("-w1").returncode == ExitCode.STEP_FAILED
+    assert project.build("-w1").returncode == ReturnCode.FAILED | ReturnCode.DRAINED
     assert (project.root / "c.txt").exists()
     shown = _cli(project, "clean")
     assert shown.stdout.splitlines()[1:] == ["rm c.txt"], shown.stdout

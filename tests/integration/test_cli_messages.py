@@ -16,7 +16,7 @@ import pytest
 
 from stepup_dist.broker.keys import Keys
 from stepup_dist.config import load_config
-from stepup_dist.errors import ExitCode
+from stepup_dist.errors import ReturnCode
 from stepup_dist.worker.serve import worker_queue
 from tests.conftest import BIN, Project, Result, run_cli
 from tests.helpers import processes_running, stop
@@ -163,7 +163,7 @@ def _interrupt(project: Project, times: int, *args: str) -> tuple[str, int]:
 
 def test_one_ctrl_c_says_in_the_summary_that_steps_did_not_run(project: Project) -> None:
     text, code = _interrupt(project, 1, "-w2")
-    assert code == ExitCode.INTERRUPTED, text
+    assert code == ReturnCode.INTERRUPTED | ReturnCode.DRAINED, text
     result = Result(code, text, "")
     (summary,) = result.lines("SUMMARY")
     assert "interrupted" in summary, text
@@ -175,7 +175,7 @@ def test_two_ctrl_c_cancel_the_running_step_and_still_print_the_summary(
     project: Project,
 ) -> None:
     text, code = _interrupt(project, 2, "-w2")
-    assert code == ExitCode.INTERRUPTED, text
+    assert code == ReturnCode.INTERRUPTED | ReturnCode.DRAINED, text
     (summary,) = Result(code, text, "").lines("SUMMARY")
     assert "interrupted" in summary, text
     # ./plan.py succeeded; the four queued steps and the cancelled one did not run.
@@ -203,7 +203,7 @@ def test_two_ctrl_c_cancel_steps_on_workers_started_elsewhere(
             text, _ = build.communicate(timeout=60)
         finally:
             stop([build])
-        assert build.returncode == ExitCode.INTERRUPTED, text
+        assert build.returncode == ReturnCode.INTERRUPTED | ReturnCode.DRAINED, text
         # The step is gone at the worker's next renewal (a sixth of the lease), long
         # before it would have ended.
         deadline = time.monotonic() + 10
@@ -226,7 +226,7 @@ def _mentions(result: Result, text: str) -> int:
 def test_a_plan_error_is_printed_once(project: Project) -> None:
     project.plan(HEAD + 'step("echo hi > a.txt", out="a.txt", pool="nope")\n')
     result = project.build("-w1")
-    assert result.returncode == ExitCode.USAGE, result.stdout + result.stderr
+    assert result.returncode & ReturnCode.FAILED, result.stdout + result.stderr
     assert _mentions(result, "undefined pool 'nope'") == 1, result.stdout + result.stderr
 
 
@@ -273,7 +273,7 @@ def test_an_undefined_pool_names_pool_set(project: Project) -> None:
 def test_a_resource_no_local_worker_offers_names_the_variable(project: Project) -> None:
     project.plan(HEAD + 'step("echo hi > a.txt", out="a.txt", resources={"gpu": 1})\n')
     result = project.build("-w1", timeout=60)
-    assert result.returncode == ExitCode.STEP_FAILED, result.stdout + result.stderr
+    assert result.returncode == ReturnCode.PENDING, result.stdout + result.stderr
     (stuck,) = result.lines("STUCK")
     assert "STEPUP_DIST_RESOURCES=gpu:1" in stuck, stuck
 
@@ -317,7 +317,7 @@ def test_pool_set_refuses_a_bad_name_or_size_in_one_line(
 ) -> None:  # type: ignore[no-untyped-def]
     where = ["--redis", server.url, "--prefix", prefix]
     result = run_cli(["stepup-dist", "pool", "set", *args, *where], tmp_path)
-    assert result.returncode == ExitCode.USAGE, result.stdout + result.stderr
+    assert result.returncode == ReturnCode.INTERNAL, result.stdout + result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, result.stderr
     assert named in lines[0], lines
@@ -332,7 +332,7 @@ def test_an_unreachable_redis_says_leaving_it_out_uses_the_built_in_server(
     project.plan(HEAD + 'step("echo a")\n')
     url = f"unix://{project.root / 'nobody-listens.sock'}"
     result = project.build("-w1", "--redis", url)
-    assert result.returncode == ExitCode.USAGE, result.stderr
+    assert result.returncode == ReturnCode.INTERNAL, result.stderr
     assert result.stderr.count("\n") == 1, result.stderr
     assert result.stderr.startswith(f"stepup-dist: error: cannot reach Redis at {url}"), result
     assert result.stderr.rstrip().endswith(

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from stepup_dist.errors import ExitCode
+from stepup_dist.errors import ExitCode, ReturnCode
 from tests.conftest import BIN, Project, run_cli
 from tests.integration.servers import NoTls, clean_env, free_port, make_certs, tls_binary
 
@@ -134,7 +134,7 @@ def test_cluster_makes_per_user_workers_for_named_people(tmp_path: Path) -> None
         # bob's planner on alice's prefix is refused, and says so.
         as_bob = {**envs["bob-planner"], "STEPUP_DIST_PREFIX": "stepup.alice"}
         refused = projects["alice"].build("-w0", env=as_bob)
-        assert refused.returncode == ExitCode.USAGE, refused.stderr
+        assert refused.returncode == ReturnCode.INTERNAL, refused.stderr
         assert "prefix 'stepup.alice'" in refused.stderr
     finally:
         stopped = cluster("stop", cwd=tmp_path)

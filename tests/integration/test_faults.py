@@ -9,6 +9,7 @@ import threading
 import time
 from pathlib import Path
 
+from stepup_dist.errors import ReturnCode
 from tests.conftest import BIN, Project
 from tests.helpers import peak, processes_running, start_build, start_worker, stop
 
@@ -105,7 +106,7 @@ def test_a_step_lost_three_times_fails(project: Project, server, prefix: str) ->
         text, _ = build.communicate(timeout=90)
     finally:
         stop([build, *workers])
-    assert build.returncode == 1, text
+    assert build.returncode == ReturnCode.FAILED | ReturnCode.DRAINED, text
     assert "lost 3 times" in text
     assert text.count("LOST") == 2
     assert "Traceback" not in text
@@ -188,7 +189,7 @@ def test_ctrl_c_lets_running_steps_finish_and_keeps_their_results(project: Proje
         text, _ = build.communicate(timeout=60)
     finally:
         stop([build])
-    assert build.returncode == 130, text
+    assert build.returncode == ReturnCode.INTERRUPTED | ReturnCode.DRAINED, text
     assert "INTERRUPT" in text
     assert (project.root / "first.txt").read_text() == "1\n"
     assert not (project.root / "second.txt").exists()
@@ -274,7 +275,7 @@ def test_a_server_that_stays_away_ends_the_build_with_a_message(
     finally:
         stop([build, worker])
         server.stop()
-    assert build.returncode == 2, out + err
+    assert build.returncode == ReturnCode.INTERNAL, out + err
     assert "gave up reconnecting" in err
     assert len(err.strip().splitlines()) == 1
     assert "Traceback" not in out + err
@@ -317,7 +318,7 @@ def test_a_step_never_runs_on_a_stale_input(project: Project) -> None:
         'step("cat a.txt > b.txt", inp=["a.txt", "delay.txt"], out="b.txt")\n'
     )
     result = project.build("-w2", env={"STEPUP_DIST_FS_WAIT": "1"})
-    assert result.returncode == 1, result.stdout
+    assert result.returncode == ReturnCode.FAILED | ReturnCode.DRAINED, result.stdout
     assert result.lines("FAIL") == ["cat a.txt > b.txt"]
     assert "input a.txt is missing or differs from what was made, on " in result.stdout.lower()
     assert not (project.root / "b.txt").exists()

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import msgpack
 
+from stepup_dist.errors import ReturnCode
 from tests.conftest import BIN, Project
 
 PLAN = """
@@ -83,7 +84,7 @@ def test_root_under_no_map_gets_no_jobs(tmp_path: Path, server, prefix: str) -> 
         )
         # The worker serves only what its map covers, so it is sent nothing: the build says
         # what the connected workers serve, then gives up.
-        assert result.returncode == 1, result.stdout + result.stderr
+        assert result.returncode == ReturnCode.PENDING, result.stdout + result.stderr
         (waiting,) = result.lines("WAITING")
         assert "1 serves /nowhere/proj" in waiting
         assert result.lines("STUCK")

@@ -18,6 +18,7 @@ import pytest
 import redis
 
 from stepup_dist.broker.keys import Keys
+from stepup_dist.errors import ReturnCode
 from tests.conftest import BIN, Project, run_cli
 from tests.helpers import HEAD, intervals, peak, timed_steps
 from tests.integration.servers import AclServer, Worker, clean_env, start_server, write_secret
@@ -159,7 +160,7 @@ def test_bob_on_alice_s_prefix_is_told_the_prefix_and_that_nothing_was_lost(
             STEPUP_DIST_SHARED_PREFIX=SHARED,
         )
         result = run_cli(["stepup-dist", "build", workers], project.root, env=env)
-        assert result.returncode == 2, result
+        assert result.returncode == ReturnCode.INTERNAL, result
         assert result.stderr.count("\n") == 1, result.stderr
         assert result.stderr.startswith(
             "stepup-dist: error: the Redis user lacks a grant for the keys of prefix "

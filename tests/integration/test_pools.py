@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from stepup_dist.errors import ReturnCode
 from tests.conftest import BIN, Project, run_cli
 from tests.helpers import (
     HEAD,
@@ -112,7 +113,7 @@ def test_missing_resource_ends_the_build_with_a_message(project: Project) -> Non
         'from stepup.core.api import step\nstep("echo x", resources="tpu:1")\nstep("echo ok")\n'
     )
     result = project.build("-w1", timeout=60)
-    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.returncode == ReturnCode.PENDING, result.stdout + result.stderr
     assert "tpu:1" in result.stdout
     assert "no connected worker offers" in result.stdout
     assert "echo ok" in result.lines("SUCCESS")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from stepup_dist.errors import ExitCode
+from stepup_dist.errors import ReturnCode
 from tests.conftest import Project
 from tests.helpers import intervals, peak, pool_cli, timed_steps
 
@@ -42,7 +42,7 @@ def test_build_level_resources_in_stepup_toml_limit_the_build(project: Project) 
     )
     result = project.build()  # no -w: jobs = 3 starts three local workers
     # The gpu step is a plan error (as an undefined pool is).
-    assert result.returncode == ExitCode.USAGE, result.stdout + result.stderr
+    assert result.returncode & ReturnCode.FAILED, result.stdout + result.stderr
     spans = intervals(log)
     assert len(spans) == 3
     assert peak(spans) == 1
@@ -68,7 +68,7 @@ def test_a_resource_that_is_no_pool_and_no_host_offers_says_both_ways_out(
 ) -> None:
     project.plan(HEAD + 'step("echo m", resources="matlab:1")\nstep("echo ok")\n')
     result = project.build("-w1", timeout=60)
-    assert result.returncode == ExitCode.STEP_FAILED, result.stdout + result.stderr
+    assert result.returncode == ReturnCode.PENDING, result.stdout + result.stderr
     (waiting,) = result.lines("WAITING")
     assert "needs matlab:1: no connected worker offers it, and no pool has its name" in waiting
     (stuck,) = result.lines("STUCK")
@@ -81,7 +81,7 @@ def test_a_bad_build_level_resource_is_one_line(project: Project, tmp_path: Path
     (project.root / "stepup.toml").write_text('[build]\nresources = "cpu:-1"\n')
     project.plan(HEAD + 'step("echo ok")\n')
     result = project.build("-w1")
-    assert result.returncode == ExitCode.USAGE, result.stdout + result.stderr
+    assert result.returncode == ReturnCode.INTERNAL, result.stdout + result.stderr
     assert result.stderr.strip().splitlines() == [
         "stepup-dist: error: StepUp's build setting resources: 'cpu:-1' is not NAME:UNITS "
         f"with UNITS >= 0 ({project.root / 'stepup.toml'})"

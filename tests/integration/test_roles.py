@@ -36,7 +36,7 @@ import pytest
 import redis
 
 from stepup_dist.broker.acl import ROLES
-from stepup_dist.errors import ExitCode
+from stepup_dist.errors import ExitCode, ReturnCode
 from tests.conftest import BIN, Project
 from tests.integration.servers import clean_env, start_server, write_secret
 
@@ -513,7 +513,7 @@ def test_a_build_missing_a_grant_stops_in_one_line(deployed: Deployed) -> None:
     project = Project(d.root / "p")
     project.plan('from stepup.core.api import step\nstep("echo hi", pool="lic")\n')
     code, out = d.finish(d.start_build(project.root), timeout=60)
-    assert code == ExitCode.USAGE, out
+    assert code == ReturnCode.INTERNAL, out
     assert "Traceback" not in out
     (line,) = [x for x in out.splitlines() if x.startswith("stepup-dist: error:")]
     assert "cannot acquire pool slots: the Redis user lacks a grant" in line

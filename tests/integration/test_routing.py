@@ -7,6 +7,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from stepup_dist.errors import ReturnCode
 from tests.conftest import BIN, Project, run_cli
 from tests.helpers import (
     HEAD,
@@ -57,7 +58,7 @@ def test_two_builds_with_local_workers_share_a_server_and_a_pool(
 def test_w0_without_a_server_is_refused_in_one_line(project: Project) -> None:
     project.plan(HEAD + "step('true')\n")
     result = project.build("-w0", timeout=30)
-    assert result.returncode == 2
+    assert result.returncode == ReturnCode.INTERNAL
     assert result.stdout == ""
     lines = result.stderr.splitlines()
     assert len(lines) == 1, result.stderr
@@ -71,7 +72,7 @@ def test_no_worker_says_waiting_then_gives_up(project: Project, server, prefix: 
     result = project.build(
         "-w0", "--redis", server.url, "--prefix", prefix, "--give-up", "4", timeout=60
     )
-    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.returncode == ReturnCode.PENDING, result.stdout + result.stderr
     waiting = result.lines("WAITING")
     assert len(waiting) == 1, result.stdout
     assert str(project.root.resolve()) in waiting[0]
@@ -101,7 +102,7 @@ def test_workers_of_other_folders_are_named_and_refuse_nothing(
         )
     finally:
         stop([worker])
-    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.returncode == ReturnCode.PENDING, result.stdout + result.stderr
     (waiting,) = result.lines("WAITING")
     assert f"1 serves {other.resolve()}" in waiting
     assert "refused" not in log.read_text()

@@ -17,6 +17,7 @@ import pexpect
 import pytest
 
 from stepup_dist.cli.watching import NOTHING
+from stepup_dist.errors import ReturnCode
 from tests.conftest import BIN, Project
 from tests.helpers import processes_running, start_worker, stop
 
@@ -216,8 +217,8 @@ def test_q_with_steps_left_exits_with_the_code_of_what_ran_not_ctrl_c_s(
     lines = w.run()
     assert ("SUCCESS", "touch started; sleep 1; echo a > a.txt") in lines
     assert "1 not run (stopped)" in lines[-1][1], lines
-    # q is asked for: no Ctrl-C's 130 (ExitCode.INTERRUPTED).
-    assert w.end() == 0
+    # q is asked for (StepUp's shutdown): DRAINED, not Ctrl-C's INTERRUPTED.
+    assert w.end() == ReturnCode.DRAINED
 
 
 def test_d_drains_the_run_and_keeps_watching(project: Project, watch: list[Watch]) -> None:
@@ -391,7 +392,8 @@ def test_without_a_terminal_sigterm_stops_the_loop(project: Project) -> None:
             break
     proc.terminate()
     rest, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 0, "".join(seen) + rest
+    # The last run's code (0), with StepUp 4's bit for a signal.
+    assert proc.returncode == ReturnCode.INTERRUPTED, "".join(seen) + rest
     assert "stopped watching" in rest
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from stepup_dist.errors import ReturnCode
 from tests.conftest import BIN, Project, Result, run_cli
 
 FAKES = Path(__file__).with_name("fake_slurm.py")
@@ -136,7 +137,7 @@ def test_sbatch_failure_is_one_line(project: Project, fake_slurm: FakeSlurm) -> 
         "sbatch: error: Batch job submission failed: Invalid partition name specified\n"
     )
     result = workers(project, "--slurm", "1", "--partition", "nope", env=env)
-    assert result.returncode == 2
+    assert result.returncode == ReturnCode.INTERNAL
     assert result.stderr == (
         "stepup-dist: error: sbatch failed: "
         "Batch job submission failed: Invalid partition name specified\n"
@@ -170,7 +171,7 @@ def test_user_mistakes_are_one_line(project: Project, fake_slurm: FakeSlurm) -> 
     ]
     for args, env, text in cases:
         result = workers(project, *args, env=env)
-        assert result.returncode == 2, (args, result)
+        assert result.returncode == ReturnCode.INTERNAL, (args, result)
         assert result.stderr.startswith("stepup-dist: error: "), (args, result.stderr)
         assert result.stderr.count("\n") == 1, (args, result.stderr)
         assert text in result.stderr, (args, result.stderr)
@@ -241,7 +242,7 @@ def test_local_workers_serve_and_stop(project: Project, server, prefix: str) -> 
 def test_local_worker_that_cannot_serve_is_one_line(project: Project) -> None:
     env = {"STEPUP_DIST_REDIS_URL": "redis://127.0.0.1:1"}
     result = workers(project, "--local", "1", env=env)
-    assert result.returncode == 2
+    assert result.returncode == ReturnCode.INTERNAL
     assert result.stderr.startswith("stepup-dist: error: cannot reach Redis at redis://127.0.0.1:1")
     assert result.stderr.count("\n") == 1
     assert not (project.root / ".stepup" / "workers.json").exists()

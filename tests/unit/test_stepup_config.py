@@ -30,14 +30,25 @@ def test_jobs_with_a_decimal_point_is_a_share_of_the_cpus(
 
 
 def test_every_other_build_setting_is_one_warning_naming_its_source(tmp_path: Path) -> None:
-    (tmp_path / ".stepup.toml").write_text("[build]\nkeep_going = true\n[clean]\ncommit = 1\n")
+    (tmp_path / ".stepup.toml").write_text("[build]\nforkserver = true\n[clean]\ncommit = 1\n")
     settings = read_settings(tmp_path, {"STEPUP_BUILD_WATCH": "1", "STEPUP_ROOT": "/x"})
+    only = "stepup-dist reads only resources, jobs and the settings of build's flags"
     assert settings.warnings == [
-        f"ignoring StepUp's build setting keep_going = True ({tmp_path / '.stepup.toml'}): "
-        "stepup-dist reads only resources and jobs",
+        f"ignoring StepUp's build setting forkserver = True ({tmp_path / '.stepup.toml'}): " + only,
         "ignoring StepUp's build setting watch = '1' (the environment, STEPUP_BUILD_*): "
-        "stepup-dist reads only resources and jobs; give build --watch",
+        + only
+        + "; give build --watch",
     ]
+
+
+def test_the_settings_of_build_s_flags_are_read(tmp_path: Path) -> None:
+    (tmp_path / "stepup.toml").write_text("[build]\nkeep_going = true\ndefer_cap = 3\n")
+    settings = read_settings(tmp_path, {"STEPUP_BUILD_CLEAN": "0"}, flags=("gpu:2",))
+    assert settings.warnings == []
+    assert settings.switches == {"keep_going": True, "defer_cap": 3, "clean": False}
+    assert settings.resources == {"gpu": 2}
+    with pytest.raises(UserError, match="keep_going = 'maybe'"):
+        read_settings(tmp_path, {"STEPUP_BUILD_KEEP_GOING": "maybe"})
 
 
 def test_a_file_that_is_no_toml_is_one_line(tmp_path: Path) -> None:
