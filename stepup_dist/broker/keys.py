@@ -181,6 +181,7 @@ class Keys:
             f"{p}:hosts",
             f"{p}:hosts-seen",
             f"{p}:seen:*",
+            f"{p}:server",
         ]
 
     def read_only_patterns(self) -> list[str]:
