@@ -419,7 +419,7 @@ def test_pool_sizes_are_the_operators(setup: str, request: pytest.FixtureRequest
     for user in (PLANNER, WORKER):
         for args in (("set", "lic", "100"), ("rm", "lic"), ("set", "new", "1")):
             done = d.run(user, "pool", *args)
-            assert done.returncode == ExitCode.USAGE, done.stdout + done.stderr
+            assert done.returncode == ReturnCode.INTERNAL, done.stdout + done.stderr
             assert done.stdout == ""
             (line,) = done.stderr.splitlines()
             assert line.startswith(
@@ -456,7 +456,7 @@ def test_local_workers_under_a_planner_only_user_end_the_build_naming_the_role(
         check=False,
     )  # fmt: skip
     took = time.monotonic() - start
-    assert done.returncode == ExitCode.USAGE, done.stdout + done.stderr
+    assert done.returncode == ReturnCode.INTERNAL, done.stdout + done.stderr
     assert "Traceback" not in done.stdout + done.stderr
     (line,) = done.stderr.splitlines()
     assert line.startswith("stepup-dist: error: the local workers cannot serve")
