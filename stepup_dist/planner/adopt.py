@@ -22,6 +22,7 @@ waiting says why, on a line of its own.
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from ..hashing import step_digest
@@ -43,10 +44,13 @@ def journal_sent(p: "PlannerCore", jobs: list[tuple[Message, str, bool]]) -> Non
         step = p.graph.steps.get(message.step)
         if step is None:
             continue
-        p.store.sent(step.key, _sent(step, message))
+        p.store.sent(step.key, _sent(step, message, p.env_values(step)))
 
 
-def _sent(step: "Step", job: RunJob) -> Sent:
+def _sent(step: "Step", job: RunJob, values: dict[str, str | None]) -> Sent:
+    """What a record of the step needs beyond its report. `values` holds the values the
+    step's digest covers (`Planner.env_values`), not the job's whole environment, which
+    adds what every step gets (SOURCE_DATE_EPOCH, its input digest)."""
     inp, out, vol, env = step.declared
     record = Record(
         step.command,
@@ -60,7 +64,7 @@ def _sent(step: "Step", job: RunJob) -> Sent:
         step.creator,
         b"",
     )
-    return Sent(job.build, job.attempt, job.token, record, dict(job.env), dict(job.inputs))
+    return Sent(job.build, job.attempt, job.token, record, values, dict(job.inputs))
 
 
 def adopt(p: "PlannerCore", clock: Callable[[], float] = time.monotonic) -> None:
@@ -130,20 +134,8 @@ def _take(p: "PlannerCore", build: str, waiting: dict[str, Sent], message: objec
     rec = sent.record
     declared = {path: s for path, s in message.out_states.items() if path in rec.out}
     digest = step_digest(rec.command, rec.workdir, sent.env, sent.inputs, declared)
-    record = Record(
-        rec.command,
-        rec.workdir,
-        rec.inp,
-        rec.out,
-        rec.vol,
-        rec.env,
-        rec.amended,
-        rec.pool,
-        rec.creator,
-        digest,
-        dict(message.out_states),
-        [],
-        message.duration,
+    record = replace(
+        rec, digest=digest, out_states=dict(message.out_states), calls=[], duration=message.duration
     )
     p.old_records[message.step] = record
     p.old_files.update(message.out_states)

@@ -6,7 +6,8 @@ downloads StepUp's wheel (into a venv) and its sdist (for the cases) into a cach
 once, under a file lock so that parallel test workers share one download.
 
 A case is run in a fresh copy of its folder, by StepUp (`stepup -n -w 2`, as a user would type
-it) and by stepup-dist (`stepup-dist build -w2`). What the run leaves is a `Listing`: every
+it) and by stepup-dist (`stepup-dist build -w2 -k`: StepUp 1.x keeps going after a failed
+step, where stepup-dist drains as StepUp 4 does). What the run leaves is a `Listing`: every
 path under the copy (directories with a trailing slash, symlinks as `-> target`), with its
 content, `.stepup/` and `__pycache__/` aside; two listings are the same when their paths and
 contents are. Whether the run failed is noted beside it (StepUp 1.3.1 exits with 0 even when
@@ -319,7 +320,9 @@ def run_stepup(ref: Reference, case: str) -> Listing:
 
 def run_stepup_dist(ref: Reference, case: str) -> Listing:
     bin_dir = Path(sys.executable).parent
-    return _run([str(bin_dir / "stepup-dist"), "build", "-w2"], ref.cases / case, bin_dir)
+    # -k: StepUp 1.x keeps going after a failed step; stepup-dist, as StepUp 4, drains
+    # without it, so what else a failing case leaves would depend on timing.
+    return _run([str(bin_dir / "stepup-dist"), "build", "-w2", "-k"], ref.cases / case, bin_dir)
 
 
 def _case_hash(src: Path) -> str:
