@@ -1,7 +1,8 @@
 """The dashboard's reads of the server, all through the broker layer.
 
 `read` is the read of `stepup-dist status --json` (`broker/census.py`: `server_status`) plus
-the build reports; `finished` lists the jobs RQ finished since the last call, for the histograms of
+the build reports and the shared step cache's counts (none when the server has no cache
+index); `finished` lists the jobs RQ finished since the last call, for the histograms of
 wait and run times.
 """
 
@@ -32,6 +33,7 @@ class ServerReader:
     def read(self) -> Reading:
         """Raises BrokerUnavailable when the server cannot be read."""
         data = server_status(self._semaphores, self._client, self._keys)
+        cache = self._cache.stats()
         return Reading(
             at=time.time(),
             pools=data["pools"],
@@ -39,7 +41,8 @@ class ServerReader:
             workers=data["workers"],
             hosts=data["hosts"],
             builds=read_reports(self._client, self._keys),
-            cache=self._cache.stats(),
+            # All zero: no build ever used a cache here (the keys do not exist).
+            cache=cache if any(cache.values()) else {},
         )
 
     def finished(self, queues: list[str]) -> list[FinishedJob]:

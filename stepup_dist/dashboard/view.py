@@ -1,4 +1,5 @@
-"""What the dashboard shows, as plain data for its page: pools, builds, workers and hosts.
+"""What the dashboard shows, as plain data for its page: pools, builds, workers, hosts and
+the shared step cache.
 
 `Reading` is one read of the server (`source.py`); `Tracker` remembers the times the server
 does not keep (since when a build waits in a pool's line, since when a worker is idle) from
@@ -30,7 +31,8 @@ class Reading:
     """Capacity of each host whose workers offer resources."""
     builds: list[BuildReport]
     cache: dict[str, float] = field(default_factory=dict)
-    """The shared step cache's counts (`broker/cache_index.py`: `STATS` and `entries`)."""
+    """The shared step cache's counts (`broker/cache_index.py`: `STATS` and `entries`);
+    empty when the server has no cache index."""
 
 
 def pool_labels(pool_id: str) -> tuple[str, str, str, str]:
@@ -120,6 +122,26 @@ def _build_row(r: BuildReport, now: float) -> dict[str, Any]:
     }
 
 
+def _cache(counts: dict[str, float]) -> dict[str, Any] | None:
+    """The cache's figures, or None when the server has no cache index (no count yet).
+
+    The bytes are those that hits left: the cache folder's own size is on the shared
+    filesystem, which the dashboard does not mount (`stepup-dist cache stats --cache DIR`).
+    """
+    if not any(counts.values()):
+        return None
+    hits, misses = int(counts.get("hits", 0)), int(counts.get("misses", 0))
+    return {
+        "entries": int(counts.get("entries", 0)),
+        "stored": int(counts.get("stored", 0)),
+        "hits": hits,
+        "misses": misses,
+        "hit_rate": hits / (hits + misses) if hits + misses else None,
+        "saved": counts.get("saved", 0.0),
+        "hit_bytes": int(counts.get("hit_bytes", 0)),
+    }
+
+
 def page_data(reading: Reading, tracker: Tracker, now: float) -> dict[str, Any]:
     """The page's JSON: every figure the page shows, durations already computed."""
     builds = {r.build: r for r in reading.builds}
@@ -193,4 +215,5 @@ def page_data(reading: Reading, tracker: Tracker, now: float) -> dict[str, Any]:
         "workers": sorted(workers, key=lambda w: (w["host"], w["name"])),
         "builds": [_build_row(r, now) for r in sorted(reading.builds, key=lambda r: r.started)],
         "queues": dict(sorted(reading.queues.items())),
+        "cache": _cache(reading.cache),
     }

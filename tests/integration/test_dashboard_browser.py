@@ -236,6 +236,8 @@ def test_dashboard_in_a_browser(browser, server, prefix: str) -> None:  # type: 
         )
         assert len(serves) == 4
         assert set(serves) == {"any folder"}
+        # No build here used a cache: the cache's section stays hidden.
+        assert browser.execute_script("return document.getElementById('cache-section').hidden")
         page = fingerprint(browser)
         check_screenshot(full_page_png(browser), page)
         browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
@@ -260,6 +262,68 @@ def test_dashboard_in_a_browser(browser, server, prefix: str) -> None:  # type: 
         stop(procs)
         dashboard.stop()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+CACHE_PLAN = """\
+from stepup.core.api import static, step
+static("data.txt")
+step("sleep 0.5; cp data.txt out.txt", inp=["data.txt"], out=["out.txt"])
+"""
+
+CACHE_SHOWN = """
+const section = document.getElementById("cache-section");
+if (section.hidden) return null;
+const counts = {};
+for (const td of section.querySelectorAll("td[data-count]")) {
+  counts[td.dataset.count] = td.textContent;
+}
+return counts;
+"""
+
+
+def test_cache_counts_after_a_build_with_hits(browser, server, prefix: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    url, cache = server.url, tmp_path / "cache"
+    # Two clones of one project, built one after the other with one cache (as in
+    # test_cache.py): the second leaves its step from the cache.
+    for name, cached in (("one", 0), ("two", 1)):
+        clone = Project(tmp_path / name)
+        clone.plan(CACHE_PLAN)
+        clone.write("data.txt", "x" * 3000)
+        result = clone.build(
+            "-w1", "--redis", url, "--prefix", prefix, "--cache", str(cache), env=clean_env()
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert len(result.lines("CACHED")) == cached
+    dashboard = DashboardProcess(clean_env(), "--redis", url, "--prefix", prefix)
+    try:
+        # At the size of the layout test below: the cache's headers show whole too.
+        browser.execute_cdp_cmd(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": 1400, "height": 1000, "deviceScaleFactor": 1, "mobile": False},
+        )
+        browser.get(dashboard.url)
+        counts = WebDriverWait(browser, 60, 0.2).until(
+            lambda driver: driver.execute_script(CACHE_SHOWN)
+        )
+        assert counts["entries"] == "1"
+        assert counts["hits"] == "1"
+        assert counts["misses"] == "1"
+        assert counts["hit_rate"] == "50 %"
+        assert float(counts["saved"].removesuffix("s")) >= 0.5
+        assert counts["hit_bytes"] == "2.9 KiB"
+        headers = browser.execute_script(
+            "return [...document.querySelectorAll('#cache-section th')].map(t => t.textContent)"
+        )
+        assert headers == [
+            "Entries", "Hits", "Misses", "Hit rate", "Time saved", "Bytes left by hits"
+        ]  # fmt: skip
+        clipped = browser.execute_script(CLIPPED)
+        assert clipped == [], "; ".join(clipped)
+        browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+    finally:
+        dashboard.stop()
 
 
 CLIPPED = """

@@ -1,6 +1,8 @@
 """The dashboard's pure parts: build reports on the wire, the page's data, the pool history,
 and the metrics of one reading, parsed back with prometheus_client's own parser."""
 
+from dataclasses import replace
+
 import msgpack
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
@@ -82,6 +84,25 @@ def test_page_data_joins_pools_with_build_reports() -> None:
     assert (build["done"], build["failed"], build["eta"], build["elapsed"]) == (3, 1, 42.5, 60.0)
 
 
+def test_page_data_shows_the_cache_only_when_the_server_has_one() -> None:
+    assert page_data(reading(100.0), Tracker(), 100.0)["cache"] is None
+    counts = {"hits": 3.0, "misses": 1.0, "stored": 5.0, "saved": 12.5, "hit_bytes": 2048.0}
+    with_cache = replace(reading(100.0), cache={**counts, "entries": 4.0})
+    assert page_data(with_cache, Tracker(), 100.0)["cache"] == {
+        "entries": 4,
+        "stored": 5,
+        "hits": 3,
+        "misses": 1,
+        "hit_rate": 0.75,
+        "saved": 12.5,
+        "hit_bytes": 2048,
+    }
+    # Entries stored but never looked up yet: no hit rate to show.
+    fresh = replace(reading(100.0), cache={"entries": 2.0, "stored": 2.0})
+    cache = page_data(fresh, Tracker(), 100.0)["cache"]
+    assert (cache["entries"], cache["hits"], cache["hit_rate"]) == (2, 0, None)
+
+
 def test_tracker_restarts_idle_time_after_busy() -> None:
     tracker = Tracker()
     tracker.update(reading(100.0))
@@ -135,6 +156,8 @@ def test_metrics_of_a_reading_parse_back() -> None:
     assert samples[("stepup_dist_steps_finished_total", (("build", "b1"), ("host", "n1")))] == 3
     assert samples[("stepup_dist_steps_failed_total", (("build", "b1"), ("host", "n1")))] == 1
     assert samples[("stepup_dist_build_eta_seconds", (("build", "b1"),))] == 42.5
+    # The server has no cache index: no cache metric, as the page shows no cache section.
+    assert not [k for k in samples if k[0].startswith("stepup_dist_cache_")]
 
 
 def test_metrics_say_down_when_the_server_cannot_be_read() -> None:

@@ -149,6 +149,36 @@ function renderQueues(queues) {
     "No queue yet."));
 }
 
+function bytes(n) {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) { n /= 1024; i += 1; }
+  return i ? `${n.toFixed(1)} ${units[i]}` : `${n} B`;
+}
+
+function renderCache(cache) {
+  // Shown only when the server has a cache index (some build used --cache).
+  document.getElementById("cache-section").hidden = !cache;
+  if (!cache) {
+    replace("cache");
+    return;
+  }
+  const rate = cache.hit_rate === null ? "" : `${Math.round(cache.hit_rate * 100)} %`;
+  replace("cache", table(
+    [["Entries", "num"], ["Hits", "num"], ["Misses", "num"], ["Hit rate", "num"], ["Time saved", "num"],
+      ["Bytes left by hits", "num"]],
+    [h("tr", { class: "cache" },
+      h("td", { class: "num", "data-count": "entries" }, cache.entries),
+      h("td", { class: "num", "data-count": "hits" }, cache.hits),
+      h("td", { class: "num", "data-count": "misses" }, cache.misses),
+      h("td", { class: "num", "data-count": "hit_rate" }, rate),
+      h("td", { class: "num", "data-count": "saved", title: `${cache.saved.toFixed(1)} s` },
+        cache.saved < 60 ? `${cache.saved.toFixed(1)}s` : duration(cache.saved)),
+      h("td", { class: "num", "data-count": "hit_bytes", title: `${cache.hit_bytes} bytes` },
+        bytes(cache.hit_bytes)))],
+    ""));
+}
+
 const SVG = "http://www.w3.org/2000/svg";
 function svg(tag, attrs) {
   const node = document.createElementNS(SVG, tag);
@@ -239,6 +269,7 @@ function render(data) {
   renderWorkers(data.workers);
   renderHosts(data.hosts);
   renderQueues(data.queues);
+  renderCache(data.cache);
 }
 
 async function fetchJson(url) {
