@@ -246,3 +246,48 @@ def test_steps_waiting_for_one_cause_share_a_line_and_each_is_stuck(
     assert waiting.startswith("on gpu a and 2 more (needs gpu:1: no connected worker offers it")
     assert len(outcome.stuck) == 3, outcome.stuck
     assert all("which no connected worker offers" in line for line in outcome.stuck)
+
+
+@pytest.mark.parametrize(
+    ("ceilings", "want"),
+    [
+        ({}, "ok"),
+        ({f"{HOST}:gpu": 1}, "ok"),
+        ({f"{HOST}:gpu": 0}, "which no connected worker offers"),
+        ({"*:gpu": 0}, "which no connected worker offers"),
+        ({"*:*": 0}, "which no connected worker offers"),
+        ({"*:*": 0, f"{HOST}:gpu": 1}, "ok"),
+    ],
+)
+def test_the_operators_ceiling_cuts_a_workers_offer(
+    clock: Clock, root: Path, ceilings: dict[str, int], want: str
+) -> None:
+    """A worker offers gpu:4 on this host; the operator's ceiling (`pool ceiling`) decides
+    what counts: the most specific of `HOST:RES`, `*:RES`, `*:*`, none: the offer. A ceiling
+    of 0 makes the resource one nobody offers, and the wait says so."""
+    cluster = Readers(steps=[NEEDS["plain"], NEEDS["gpu"]])
+    cluster.registered_groups = [WorkerGroup("steps", (), 2, 2, frozenset({HOST}))]
+    cluster.host_capacity[HOST] = {"gpu": 4}
+    cluster.host_ceilings = dict(ceilings)
+    lines = Lines()
+    planner = Planner(cluster, lines, root, lease=30.0, build=BUILD, give_up=GIVE_UP)
+    outcome = planner.run()
+    if want == "ok":
+        assert outcome.stuck == [], lines.seen
+        assert "on gpu" in lines.of("SUCCESS")
+    else:
+        assert outcome.stuck, lines.seen
+        assert want in outcome.stuck[0], (outcome.stuck, lines.seen)
+
+
+def test_a_ceiling_holds_against_the_size_a_planner_passes(clock: Clock, root: Path) -> None:
+    """A host offering gpu:4 with a ceiling of 1: one unit at a time, whatever size the
+    planner put in the pool reference."""
+    cluster = Readers()
+    cluster.host_capacity[HOST] = {"gpu": 4}
+    cluster.host_ceilings = {f"{HOST}:gpu": 1}
+    forged = cluster.host_pool(HOST, "gpu", 4, 1)
+    assert cluster.acquire([forged], "t1", 30.0, build="x")[0]
+    assert not cluster.acquire([forged], "t2", 30.0, build="y")[0]
+    cluster.host_ceilings = {}
+    assert cluster.acquire([forged], "t2", 30.0, build="y")[0]
