@@ -127,7 +127,7 @@ def acl_rule(role: str, prefix: str, shared: str | None = None) -> list[str]:
     if role == "admin":
         patterns = [f"~{prefix}:*"]
         if shared and shared != prefix:
-            patterns += [f"~{p}" for p in [keys.pool_sizes, *keys.shared_patterns()]]
+            patterns += [f"~{p}" for p in [*keys.read_only_patterns(), *keys.shared_patterns()]]
     else:
         own = keys.own_patterns()
         patterns = [f"~{p}" for p in dict.fromkeys([*own, *keys.shared_patterns()])]

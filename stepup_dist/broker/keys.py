@@ -19,6 +19,7 @@ and the shared pools' keys (`Keys.shared_patterns`, `broker/acl.py`).
 | `{p}:server` | string | a token set once: a server that restarted empty has none (broker.py) |
 | `{p}:queue-roots` | hash | worker queue -> msgpack `{"v": 1, "roots": [...]}`: what it serves |
 | `{s}:pools` | hash | cluster pool name -> size (`stepup-dist pool set`: admin only) |
+| `{s}:host-ceilings` | hash | `HOST:RES`, `*:RES`, `*:*` -> most units that count (admin only) |
 | `{s}:pool-tickets` | string | counter handing out places in the waiting lines |
 | `{x}:pool:{id}:holders` | zset | lease token -> expiry (ms, server clock) |
 | `{x}:pool:{id}:waiters` | zset | waiting build -> ticket (lowest first) |
@@ -41,7 +42,7 @@ Pool ids: `cluster:{name}` for a cluster pool; `plan:{b}:{name}` for a pool defi
 plan of build `b`; `run:{b}` for the run lease every step of build `b` holds (it has no
 limit: a lapsed run lease tells the planner that the worker is gone);
 `host:{host}:{resource}` for a resource of one host (its size is the capacity its workers
-declare with `--resources`).
+declare with `--resources`, cut to the operator's ceiling in `{s}:host-ceilings`).
 
 RQ queues, one per group of workers that serve the same folders (`docs/routing.md`):
 `steps` for workers that serve any folder; `roots.{hash}` for workers started with `--root`
@@ -133,6 +134,13 @@ class Keys:
         return f"{self.shared}:pools"
 
     @property
+    def host_ceilings(self) -> str:
+        """The operator's ceilings on what workers may offer of a host resource: fields
+        `HOST:RES`, `*:RES` (any host) and `*:*` (any resource of any host), the first that
+        exists counting (`lua/acquire.lua`); none: the workers' offer counts."""
+        return f"{self.shared}:host-ceilings"
+
+    @property
     def pool_tickets(self) -> str:
         return f"{self.shared}:pool-tickets"
 
@@ -186,9 +194,10 @@ class Keys:
 
     def read_only_patterns(self) -> list[str]:
         """What planner and worker users may read and not write: the cluster pool sizes
-        (`stepup-dist pool set` and `rm` are the admin role's). The scripts that take and
-        free slots read them without declaring them (`lua/acquire.lua`)."""
-        return [self.pool_sizes]
+        (`stepup-dist pool set` and `rm` are the admin role's) and the ceilings of host
+        resources (`pool ceiling`). The scripts that take and free slots read them without
+        declaring them (`lua/acquire.lua`)."""
+        return [self.pool_sizes, self.host_ceilings]
 
     def pool_patterns(self) -> list[str]:
         """Match the holders of every pool (for listings), shared ones included."""

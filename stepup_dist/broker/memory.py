@@ -23,7 +23,7 @@ from ..errors import BrokerUnavailable, WireError
 from ..messages import Message, Reply, Wake
 from .broker import RUN_POOL_SIZE, WorkerGroup
 from .keys import QUEUE_NAME, Keys
-from .semaphore import PoolRef
+from .semaphore import PoolRef, ceiling
 
 __all__ = ("MemoryBroker", "QueuedJob")
 
@@ -65,6 +65,9 @@ class MemoryBroker:
         self.registered_groups: list[WorkerGroup] = []
         """What `groups()` answers: set by the test (the registry of worker groups)."""
         self.host_capacity: dict[str, dict[str, int]] = {}
+        """Host -> what its workers offer (set by the test, as `register_host` would)."""
+        self.host_ceilings: dict[str, int] = {}
+        """The operator's ceilings (`HOST:RES`, `*:RES`, `*:*` -> units), as on a server."""
         self.alive: dict[str, float] = {}
         """Build -> expiry of its planner's liveness."""
         self.server = "memory-1"
@@ -211,9 +214,17 @@ class MemoryBroker:
 
     def hosts(self) -> dict[str, dict[str, int]]:
         self._up()
-        return {host: dict(c) for host, c in self.host_capacity.items()}
+        limits = self.host_ceilings
+        capacities = {
+            host: {name: ceiling(limits, host, name, units) for name, units in c.items()}
+            for host, c in self.host_capacity.items()
+        }
+        return {host: {n: u for n, u in c.items() if u > 0} for host, c in capacities.items()}
 
     def _size(self, ref: PoolRef) -> int | None:
+        kind, host, name = self.keys.split_pool_id(ref.id)
+        if kind == "host":
+            return ceiling(self.host_ceilings, host, name, ref.size)
         if ref.size:
             return ref.size
         return self.cluster_sizes.get(ref.name)

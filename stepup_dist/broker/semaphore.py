@@ -24,7 +24,7 @@ import redis
 from .connection import refusal, replicated
 from .keys import Keys
 
-__all__ = ("Acks", "Holder", "PoolRef", "PoolStatus", "Semaphores")
+__all__ = ("Acks", "Holder", "PoolRef", "PoolStatus", "Semaphores", "ceiling")
 
 
 def _script(name: str) -> str:
@@ -69,6 +69,21 @@ class PoolStatus:
 
 def _info(build: str, step: str, host: str) -> str:
     return "\t".join(x.replace("\t", " ") for x in (build, step, host))
+
+
+def _field(ref: PoolRef) -> str:
+    """What the scripts look a pool's size up by: a cluster pool's name, or the whole id of a
+    host resource (its offered size is cut to the operator's ceiling, `Keys.host_ceilings`)."""
+    return ref.id if ref.id.startswith("host:") else ref.name
+
+
+def ceiling(limits: dict[str, int], host: str, resource: str, offered: int) -> int:
+    """What counts of `offered` units of a host's resource: the offer, cut to the first of
+    the ceilings `HOST:RES`, `*:RES`, `*:*` that the operator set (`lua/acquire.lua`)."""
+    for field in (f"{host}:{resource}", f"*:{resource}", "*:*"):
+        if field in limits:
+            return min(offered, limits[field])
+    return offered
 
 
 def _queue(pipe: Any, script: Any, keys: list[str], args: list[Any]) -> None:
@@ -228,9 +243,10 @@ class Semaphores:
                 k.pool_info(pid),
                 k.pool_units(pid),
             ]
-            args += [ref.size or "", ref.name, ref.units]
-        # Read, not declared: planners may read the sizes, only the admin role write them.
-        args.append(k.pool_sizes)
+            args += [ref.size or "", _field(ref), ref.units]
+        # Read, not declared: planners may read the sizes and ceilings, only the admin role
+        # write them.
+        args += [k.pool_sizes, k.host_ceilings]
         return keys, args
 
     @staticmethod
@@ -306,8 +322,8 @@ class Semaphores:
                 k.pool_info(ref.id),
                 k.pool_units(ref.id),
             ]
-            args += [ref.size or "", ref.name]
-        args.append(k.pool_sizes)  # read, not declared (see `_acquire_call`)
+            args += [ref.size or "", _field(ref)]
+        args += [k.pool_sizes, k.host_ceilings]  # read, not declared (see `_acquire_call`)
         return [w.decode() for w in self._call("release", self._release, keys, args)]
 
     def withdraw(self, pools: list[PoolRef], waiter: str) -> None:
@@ -328,22 +344,47 @@ class Semaphores:
         self._call("register", self._host, [self._keys.hosts, self._keys.hosts_seen], [host, text])
 
     def hosts(self, max_age: float) -> dict[str, dict[str, int]]:
-        """Capacity of every host a worker with resources reported from in `max_age` s."""
+        """Capacity of every host a worker with resources reported from in `max_age` s: what
+        its workers offer, cut to the operator's ceilings (as the scripts cut it); a resource
+        whose ceiling is 0 is not offered."""
         c: Any = self._client
         try:
             capacities = c.hgetall(self._keys.hosts)
             seen = c.hgetall(self._keys.hosts_seen)
+            limits = self.ceilings()
             seconds, micros = c.time()
         except redis.RedisError as exc:
             raise refusal(exc, "cannot read the hosts") from exc
         now = seconds * 1000 + micros // 1000
         result = {}
-        for host, text in capacities.items():
-            if now - int(seen.get(host, 0)) > max_age * 1000:
+        for raw, text in capacities.items():
+            if now - int(seen.get(raw, 0)) > max_age * 1000:
                 continue
+            host = raw.decode()
             pairs = (item.split("=") for item in text.decode().split(",") if item)
-            result[host.decode()] = {name: int(units) for name, units in pairs}
+            offered = {name: ceiling(limits, host, name, int(units)) for name, units in pairs}
+            result[host] = {name: units for name, units in offered.items() if units > 0}
         return result
+
+    def ceilings(self) -> dict[str, int]:
+        """The operator's ceilings of host resources (`HOST:RES`, `*:RES`, `*:*` -> units)."""
+        c: Any = self._client
+        try:
+            return {f.decode(): int(n) for f, n in c.hgetall(self._keys.host_ceilings).items()}
+        except redis.RedisError as exc:
+            raise refusal(exc, "cannot read the host ceilings") from exc
+
+    def set_ceiling(self, host: str, resource: str, units: int) -> None:
+        try:
+            self._client.hset(self._keys.host_ceilings, f"{host}:{resource}", units)
+        except redis.RedisError as exc:
+            raise refusal(exc, f"cannot set the ceiling of {resource!r} on {host!r}") from exc
+
+    def remove_ceiling(self, host: str, resource: str) -> bool:
+        try:
+            return bool(self._client.hdel(self._keys.host_ceilings, f"{host}:{resource}"))
+        except redis.RedisError as exc:
+            raise refusal(exc, f"cannot remove the ceiling of {resource!r} on {host!r}") from exc
 
     # Cluster pools
 

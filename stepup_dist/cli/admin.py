@@ -13,7 +13,7 @@ from ..broker.semaphore import PoolStatus, Semaphores
 from ..config import Config
 from ..errors import GrantMissing, UserError
 
-__all__ = ("pool_list", "pool_rm", "pool_set", "status")
+__all__ = ("ceiling_rm", "ceiling_set", "pool_list", "pool_rm", "pool_set", "status")
 
 
 def _client(config: Config) -> Any:
@@ -58,6 +58,42 @@ def pool_rm(config: Config, name: str) -> str:
     if not removed:
         raise UserError(f"there is no cluster pool {name!r}")
     return f"pool {name!r} removed (steps holding a slot keep it until they end)"
+
+
+_HOST = re.compile(r"\*|[A-Za-z0-9_.-]+")
+"""A host name as workers report it, or `*` for every host (resource names likewise)."""
+
+
+def ceiling_set(config: Config, host: str, resource: str, units: int) -> str:
+    """The most units of `resource` that count on `host`, whatever its workers offer."""
+    for what, name in (("host", host), ("resource", resource)):
+        if not _HOST.fullmatch(name):
+            raise UserError(f"{what} {name!r} may only contain letters, digits and _ . - (or be *)")
+    if units < 0:
+        raise UserError(f"a ceiling must be 0 or more units, got {units}")
+    try:
+        _semaphores(config).set_ceiling(host, resource, units)
+    except GrantMissing as exc:
+        raise UserError(_ceilings(f"set the ceiling of {resource!r} on {host!r}", exc)) from exc
+    return f"{resource!r} on {host!r}: at most {units} counts, whatever its workers offer"
+
+
+def ceiling_rm(config: Config, host: str, resource: str) -> str:
+    try:
+        removed = _semaphores(config).remove_ceiling(host, resource)
+    except GrantMissing as exc:
+        raise UserError(_ceilings(f"remove the ceiling of {resource!r} on {host!r}", exc)) from exc
+    if not removed:
+        raise UserError(f"there is no ceiling of {resource!r} on {host!r}")
+    return f"{resource!r} on {host!r}: no ceiling of its own"
+
+
+def _ceilings(doing: str, exc: GrantMissing) -> str:
+    cause = str(exc).rpartition("(")[2].rstrip(")")
+    return (
+        f"cannot {doing}: host ceilings are the operator's, and this Redis user may only read "
+        f"them (use the admin user; {cause})"
+    )
 
 
 def _pool_rows(pools: list[PoolStatus]) -> list[str]:

@@ -425,6 +425,37 @@ def pool_rm(name: str, redis_url: str | None, prefix: str | None, **tls: str | N
     click.echo(run(_server_config(redis_url, prefix, tls), name))
 
 
+@pool.command("ceiling")
+@click.argument("host")
+@click.argument("resource")
+@click.argument("units", type=click.IntRange(min=0), required=False)
+@click.option("--rm", "remove", is_flag=True, help="Remove the ceiling instead.")
+@_REDIS
+@_PREFIX
+@tls_options
+def pool_ceiling(
+    host: str,
+    resource: str,
+    units: int | None,
+    remove: bool,
+    redis_url: str | None,
+    prefix: str | None,
+    **tls: str | None,
+) -> None:
+    """The most UNITS of RESOURCE that count on HOST, whatever its workers offer with
+    `--resources` (admin only). HOST or RESOURCE may be `*`: the ceiling of every host (or
+    every resource) without one of its own. Without any ceiling, a worker's offer counts."""
+    from .admin import ceiling_rm, ceiling_set
+
+    config = _server_config(redis_url, prefix, tls)
+    if remove:
+        click.echo(ceiling_rm(config, host, resource))
+    elif units is None:
+        raise click.UsageError("give UNITS, or --rm to remove the ceiling")
+    else:
+        click.echo(ceiling_set(config, host, resource, units))
+
+
 @pool.command("list")
 @_REDIS
 @_PREFIX

@@ -42,7 +42,7 @@ from .graph import DONE, INP_DIGEST, Graph, Step, StepStatus
 from .jobs import Jobs
 from .pools import PoolKeeper
 from .priority import Priorities, RunQueue
-from .routing import Router
+from .routing import SECRET_DIFFERS, Router, secret_differs
 from .store import Record, Store
 from .waits import ResourceWaits, offer_hint, why_unserved
 
@@ -613,7 +613,8 @@ class Planner:
         self._unserved(now)
         if not self.router.gave_up(now):
             return False
-        why = f"no connected worker serves {self.root} ({self.router.served()})"
+        unserved = self.router.unserved().replace("this folder", str(self.root))
+        why = f"{unserved} ({self.router.served()})"
         waiting = [
             key
             for key, step in self.graph.steps.items()
@@ -661,16 +662,39 @@ class Planner:
             ids = {self.jobs.job_id(key): key for key in keys}
             target = queue if host is None else self.broker.host_queue(queue, host)
             for job_id in self.broker.withdraw_jobs(target, [i for i in ids if i]):
-                key = ids[job_id]
-                self.router.started(key)
-                self.jobs.forget_job(key)
-                if key.startswith("check:"):
-                    job = self.checks.job(int(key.removeprefix("check:")))
-                    if job is not None:
-                        self._held.append((skipping.check_entry(job), None))
-                else:
-                    step = self.graph.steps[key]
-                    self._held.append(((self._run_job(step), step.key, False), host))
+                self._take_back(ids[job_id], host)
+
+    def _refused_by_secret(self, key: str, report: StepDone | Checked) -> bool:
+        """A job of ours that a worker refused because its secret is not ours: its group
+        stops counting as serving this build (`Router.refusing`), and the job is sent again
+        where workers can take it, or held, and the wait says why. True when so."""
+        sent = self.router.unstarted.get(key)
+        if not (report.refused and secret_differs(report.error) and sent is not None):
+            return False
+        if isinstance(report, StepDone):
+            step = self.graph.steps.get(key)
+            if step is None or step.status is not StepStatus.QUEUED:
+                return False
+            if report.attempt != step.attempt:
+                return False
+        queue, host = sent
+        if self.router.refuse(queue, SECRET_DIFFERS):
+            self.reporter.line("WARNING", f"{report.error[:300]}: not sending it more jobs")
+        self._take_back(key, host)
+        self._send()
+        return True
+
+    def _take_back(self, key: str, host: str | None) -> None:
+        """A job of ours that no worker will run where it was: hold it, to send again."""
+        self.router.started(key)
+        self.jobs.forget_job(key)
+        if key.startswith("check:"):
+            job = self.checks.job(int(key.removeprefix("check:")))
+            if job is not None:
+                self._held.append((skipping.check_entry(job), None))
+        else:
+            step = self.graph.steps[key]
+            self._held.append(((self._run_job(step), step.key, False), host))
 
     def _note_jobs(self, jobs: list[tuple[Message, str, bool]], ids: list[str]) -> None:
         """Remember each step's RQ job, to notice one lost before it started."""
@@ -736,11 +760,13 @@ class Planner:
                 if self.cache is None or not self.cache.is_hit(step.key):
                     self.reporter.line("START", step.key, message.host)
         elif isinstance(message, StepDone):
-            self.router.started(message.step)
-            results.on_done(self, message)
+            if not self._refused_by_secret(message.step, message):
+                self.router.started(message.step)
+                results.on_done(self, message)
         elif isinstance(message, Checked):
-            self.router.started(f"check:{message.request}")
-            skipping.on_checked(self, message)
+            if not self._refused_by_secret(f"check:{message.request}", message):
+                self.router.started(f"check:{message.request}")
+                skipping.on_checked(self, message)
         elif isinstance(message, Wake):
             self.slots.retry = True
         elif isinstance(message, Control) and message.action in CONTROLS:

@@ -23,7 +23,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-__all__ = ("Group", "Router", "covers")
+__all__ = ("SECRET_DIFFERS", "Group", "Router", "covers", "secret_differs")
 
 REFRESH_IDLE = 5.0
 """Seconds between reads of the worker registry while jobs can be sent."""
@@ -36,6 +36,20 @@ WAITING_GRACE = 2.0
 WAITING_REPEAT = 60.0
 """Seconds between two WAITING lines that say the same: a person who comes back to the
 terminal sees that the build still waits, and why."""
+
+
+SECRET_DIFFERS = "their secret differs"
+"""Why a group's workers refuse every job of this build (`Router.refusing`)."""
+
+_SECRET_REASONS = ("bad signature", ": not signed", "this worker has no secret")
+"""The reasons a worker gives (`signing.unseal`, `Broker.open_job`) when its secret is not
+the planner's."""
+
+
+def secret_differs(error: str) -> bool:
+    """True when a refusal report says that the worker's secret is not this build's: it
+    refuses every job of the build, not just this one."""
+    return error.startswith("refused by worker") and any(r in error for r in _SECRET_REASONS)
 
 
 class Group(Protocol):
@@ -95,6 +109,11 @@ class Router:
     waiting: Counter[str] = field(default_factory=Counter)
     """Queue -> how many of `unstarted` went there."""
 
+    refusing: dict[str, str] = field(default_factory=dict)
+    """Queue -> why its workers refuse this build's jobs (`SECRET_DIFFERS`): the group
+    counts as serving nothing for this build until its workers have all left (restarted
+    with the right secret, they come back as a group that serves)."""
+
     read_at: float = -1e18
     """When the registry was last read (monotonic seconds)."""
 
@@ -114,6 +133,14 @@ class Router:
     def update(self, groups: Sequence[Group], now: float) -> None:
         self.groups = list(groups)
         self.read_at = now
+        live = {g.queue for g in self.groups if g.workers > 0}
+        self.refusing = {q: why for q, why in self.refusing.items() if q in live}
+
+    def refuse(self, queue: str, why: str) -> bool:
+        """The workers of `queue` refuse this build's jobs for `why`: True when news."""
+        new = queue not in self.refusing
+        self.refusing[queue] = why
+        return new
 
     def _mine(self) -> Group | None:
         """The build's own group as the registry knows it (the hosts it reads)."""
@@ -127,10 +154,11 @@ class Router:
             for g in self.groups
             if g.workers > 0
             and g.queue != self.local
+            and g.queue not in self.refusing
             and covers(g.roots, self.folder)
             and (host is None or host in g.hosts)
         ]
-        if self.local is None:
+        if self.local is None or self.local in self.refusing:
             return found
         if host is None and self.local_workers > 0:
             found.insert(0, (self.local, self.local_workers))
@@ -146,7 +174,9 @@ class Router:
         return {
             host
             for g in self.groups
-            if g.workers > 0 and (g.queue == self.local or covers(g.roots, self.folder))
+            if g.workers > 0
+            and g.queue not in self.refusing
+            and (g.queue == self.local or covers(g.roots, self.folder))
             for host in g.hosts
         }
 
@@ -210,8 +240,26 @@ class Router:
             self.unserved_since = now
         if now - self.unserved_since < WAITING_GRACE:
             return None
-        what = f"steps of {self.folder}: no connected worker serves this folder"
+        what = f"steps of {self.folder}: {self.unserved()}"
         return self.say("folder", f"{what} ({self.served()})", now, what)
+
+    def unserved(self) -> str:
+        """Why no connected worker takes this build's jobs: none serves the folder, or those
+        that do refuse them (and why)."""
+        refusing = [
+            g
+            for g in self.groups
+            if g.workers > 0
+            and g.queue in self.refusing
+            and (g.queue == self.local or covers(g.roots, self.folder))
+        ]
+        if not refusing:
+            return "no connected worker serves this folder"
+        causes = sorted({self.refusing[g.queue] for g in refusing})
+        return (
+            f"workers of {', '.join(_what(g, self.local) for g in refusing)} refuse this "
+            f"build's jobs: {'; '.join(causes)}"
+        )
 
     def say(self, topic: str, text: str, now: float, cause: str | None = None) -> str | None:
         """`text`, if its `cause` (by default the text) is new for `topic`, or was said
@@ -241,8 +289,13 @@ class Router:
             return "no worker is connected"
         parts = []
         for g in live:
-            what = "this build" if g.queue == self.local else ", ".join(g.roots) or "any folder"
+            what = _what(g, self.local)
             hosts = f" (resources on {', '.join(sorted(g.hosts))})" if g.hosts else ""
             parts.append(f"{g.workers} serve{'s' if g.workers == 1 else ''} {what}{hosts}")
         noun = "worker is" if total == 1 else "workers are"
         return f"{total} {noun} connected: " + "; ".join(parts)
+
+
+def _what(group: Group, local: str | None) -> str:
+    """What a group serves, for messages."""
+    return "this build" if group.queue == local else ", ".join(group.roots) or "any folder"

@@ -440,6 +440,47 @@ def test_pool_sizes_are_the_operators(setup: str, request: pytest.FixtureRequest
         client.delete(f"{shared}:pools")
 
 
+@pytest.mark.parametrize("setup", ["deployed", "per_user"])
+def test_host_ceilings_are_the_operators(setup: str, request: pytest.FixtureRequest) -> None:
+    """Workers offer gpu:3 on their host; the admin's ceiling of 1 is what counts. A planner
+    or worker user's `pool ceiling` and raw writes are refused in one line; the scripts
+    read the ceiling under those users (no refusal in the ACL LOG), and two gpu steps on two
+    workers run one after the other."""
+    d: Deployed = request.getfixturevalue(setup)
+    done = d.run(ADMIN, "pool", "ceiling", "*", "gpu", "1")
+    assert done.returncode == ExitCode.OK, done.stdout + done.stderr
+    for user in (PLANNER, WORKER):
+        for args in (("*", "gpu", "5"), ("*", "gpu", "--rm"), ("node", "mem", "9")):
+            done = d.run(user, "pool", "ceiling", *args)
+            assert done.returncode == ReturnCode.INTERNAL, done.stdout + done.stderr
+            (line,) = done.stderr.splitlines()
+            assert "host ceilings are the operator's" in line, line
+            assert "use the admin user" in line, line
+    shared = d.settings[PLANNER].get("STEPUP_DIST_SHARED_PREFIX", "stepup")
+    for user in (PLANNER, WORKER):
+        client = redis.Redis.from_url(d.settings[user]["STEPUP_DIST_REDIS_URL"])
+        assert client.hget(f"{shared}:host-ceilings", "*:gpu") == b"1"
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            client.hset(f"{shared}:host-ceilings", "*:gpu", 100)
+    # Those refusals were meant; what follows must meet none.
+    d.operator.acl_log_reset()
+    d.outputs.clear()
+    start_workers(d, 2, "--resources", "gpu:3")
+    log = d.root / "gpu.log"
+    project = Project(d.root / "p")
+    project.plan(
+        "from stepup.core.api import step\n"
+        "for i in range(2):\n"
+        f'    step(f"s=$({STAMP}); sleep 1.5; echo g{{i}} $s $({STAMP}) >> {log}",'
+        ' resources="gpu:1")\n'
+    )
+    code, out = d.finish(d.start_build(project.root))
+    assert code == ReturnCode.OK, out + d.worker_log()
+    (_, _, end0), (_, start1, _) = spans(log)
+    assert start1 >= end0 - 0.05, spans(log)  # one gpu unit counts: no overlap
+    assert d.refusals() == [], "\n".join(d.refusals())
+
+
 def test_local_workers_under_a_planner_only_user_end_the_build_naming_the_role(
     deployed: Deployed,
 ) -> None:

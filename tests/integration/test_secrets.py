@@ -1,5 +1,7 @@
-"""Secrets end to end: rotation keeps work going, a mismatch fails visibly instead of hanging."""
+"""Secrets end to end: rotation keeps work going; workers whose secret differs do not count as
+serving the build, and the wait says so instead of hanging."""
 
+import time
 from pathlib import Path
 
 import pytest
@@ -27,7 +29,11 @@ def side(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def build_with(
-    base: dict[str, str], project: Project, side: Path, secrets: tuple[tuple, tuple]
+    base: dict[str, str],
+    project: Project,
+    side: Path,
+    secrets: tuple[tuple, tuple],
+    *options: str,
 ) -> tuple[Result, str]:
     """Build with -w0 and one worker; `secrets` holds the planner's and the worker's."""
     planner, worker = secrets
@@ -41,7 +47,7 @@ def build_with(
     try:
         project.plan(PLAN)
         # A hang would end in TimeoutExpired: a mismatch must end the build by itself.
-        result = project.build("-w0", env=planner_env, timeout=60)
+        result = project.build("-w0", *options, env=planner_env, timeout=60)
     finally:
         proc.stop()
     return result, proc.log()
@@ -64,16 +70,25 @@ def test_rotation_signs_with_the_first_secret_and_accepts_both(
         ((NEW,), (OLD,), "bad signature"),
     ],
 )
-def test_secret_mismatch_ends_the_build_with_the_reason(
+def test_workers_with_another_secret_do_not_count_and_the_wait_says_why(
     base: dict[str, str], project: Project, side: Path, case: tuple
 ) -> None:
+    """The only worker refuses the build's jobs as forged: it stops counting as serving the
+    build (no job is sent to it again), a WARNING names its reason once, a WAITING line
+    names the cause, and `--give-up` ends the build with its steps pending."""
     planner, worker, reason = case
-    result, log = build_with(base, project, side, (planner, worker))
+    start = time.monotonic()
+    result, log = build_with(base, project, side, (planner, worker), "--give-up", "4")
+    took = time.monotonic() - start
     shown = result.stdout + result.stderr + log
-    # The first job is the hash check of plan.py: its refusal is a plan error (FAILED).
-    assert result.returncode & ReturnCode.FAILED, shown
-    assert "hash check of plan.py on " in result.stdout, shown
-    assert result.stdout.count("refused") == 1, shown
+    assert result.returncode & ReturnCode.PENDING, shown
+    assert result.stdout.count("refused") == 1, shown  # the first job only (plan.py's check)
     assert reason in result.stdout, shown
+    waiting = [line for line in result.stdout.splitlines() if "WAITING" in line]
+    cause = "workers of any folder refuse this build's jobs: their secret differs"
+    assert any(cause in line for line in waiting), shown
+    assert cause in result.stdout.split("STUCK", 1)[-1] or cause in result.stderr, shown
+    assert log.count("refused job") == 1, log
     assert "Traceback" not in shown
     assert not (project.root / "x.txt").exists()
+    assert took < 40, took

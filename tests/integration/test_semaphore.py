@@ -134,3 +134,26 @@ def test_registered_hosts_expire(sem: Semaphores) -> None:
     assert sem.hosts(max_age=60) == {"node1": {"gpu": 2, "mem": 64}}
     time.sleep(0.3)
     assert sem.hosts(max_age=0.1) == {}
+
+
+def test_the_operators_ceiling_cuts_what_workers_offer(sem: Semaphores) -> None:
+    """A worker offers gpu:4 and mem:64; the operator's ceilings count, in the listing and in
+    the scripts, whatever size a planner passes; the most specific ceiling wins."""
+    sem.register_host("node1", {"gpu": 4, "mem": 64})
+    assert sem.hosts(max_age=60) == {"node1": {"gpu": 4, "mem": 64}}
+    sem.set_ceiling("node1", "gpu", 1)
+    sem.set_ceiling("*", "*", 0)
+    assert sem.hosts(max_age=60) == {"node1": {"gpu": 1}}
+    gpu = PoolRef(Keys.host_pool_id("node1", "gpu"), 4)  # the offer, as a planner passes it
+    assert take(sem, [gpu], "a", waiter="w1")
+    assert not take(sem, [gpu], "b", waiter="w2")
+    # The release counts by the ceiling too: one unit freed wakes the first waiter only.
+    assert take(sem, [PoolRef(Keys.host_pool_id("node1", "mem"), 64)], "m") is False
+    assert sem.release([gpu], "a") == ["w2"]
+    assert take(sem, [gpu], "b", waiter="w2")
+    sem.remove_ceiling("node1", "gpu")
+    assert sem.hosts(max_age=60) == {"node1": {}}  # `*:*` holds it at 0 now
+    sem.set_ceiling("*", "gpu", 3)
+    assert take(sem, [gpu], "c", waiter="w3")
+    assert take(sem, [gpu], "d", waiter="w4")
+    assert not take(sem, [gpu], "e", waiter="w5")

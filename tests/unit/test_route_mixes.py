@@ -13,6 +13,7 @@ is docs/routing.md's table; tests/integration/test_routing_mixes.py runs mixes f
 
 import itertools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,7 @@ import pytest
 from stepup_dist.broker.broker import WorkerGroup
 from stepup_dist.broker.memory import QueuedJob
 from stepup_dist.errors import UserError
+from stepup_dist.messages import Checked, CheckJob, RunJob, StepDone
 from stepup_dist.planner.loop import Planner
 from tests.unit.planner_kit import Clock, Lines
 from tests.unit.test_planner_decisions import Cluster
@@ -246,3 +248,114 @@ def test_steps_waiting_for_one_cause_share_a_line_and_each_is_stuck(
     assert waiting.startswith("on gpu a and 2 more (needs gpu:1: no connected worker offers it")
     assert len(outcome.stuck) == 3, outcome.stuck
     assert all("which no connected worker offers" in line for line in outcome.stuck)
+
+
+@pytest.mark.parametrize(
+    ("ceilings", "want"),
+    [
+        ({}, "ok"),
+        ({f"{HOST}:gpu": 1}, "ok"),
+        ({f"{HOST}:gpu": 0}, "which no connected worker offers"),
+        ({"*:gpu": 0}, "which no connected worker offers"),
+        ({"*:*": 0}, "which no connected worker offers"),
+        ({"*:*": 0, f"{HOST}:gpu": 1}, "ok"),
+    ],
+)
+def test_the_operators_ceiling_cuts_a_workers_offer(
+    clock: Clock, root: Path, ceilings: dict[str, int], want: str
+) -> None:
+    """A worker offers gpu:4 on this host; the operator's ceiling (`pool ceiling`) decides
+    what counts: the most specific of `HOST:RES`, `*:RES`, `*:*`, none: the offer. A ceiling
+    of 0 makes the resource one nobody offers, and the wait says so."""
+    cluster = Readers(steps=[NEEDS["plain"], NEEDS["gpu"]])
+    cluster.registered_groups = [WorkerGroup("steps", (), 2, 2, frozenset({HOST}))]
+    cluster.host_capacity[HOST] = {"gpu": 4}
+    cluster.host_ceilings = dict(ceilings)
+    lines = Lines()
+    planner = Planner(cluster, lines, root, lease=30.0, build=BUILD, give_up=GIVE_UP)
+    outcome = planner.run()
+    if want == "ok":
+        assert outcome.stuck == [], lines.seen
+        assert "on gpu" in lines.of("SUCCESS")
+    else:
+        assert outcome.stuck, lines.seen
+        assert want in outcome.stuck[0], (outcome.stuck, lines.seen)
+
+
+def test_a_ceiling_holds_against_the_size_a_planner_passes(clock: Clock, root: Path) -> None:
+    """A host offering gpu:4 with a ceiling of 1: one unit at a time, whatever size the
+    planner put in the pool reference."""
+    cluster = Readers()
+    cluster.host_capacity[HOST] = {"gpu": 4}
+    cluster.host_ceilings = {f"{HOST}:gpu": 1}
+    forged = cluster.host_pool(HOST, "gpu", 4, 1)
+    assert cluster.acquire([forged], "t1", 30.0, build="x")[0]
+    assert not cluster.acquire([forged], "t2", 30.0, build="y")[0]
+    cluster.host_ceilings = {}
+    assert cluster.acquire([forged], "t2", 30.0, build="y")[0]
+
+
+def _bad_secret(queue: str) -> Callable[[Cluster], Callable[..., bool]]:
+    """Workers of `queue` refuse every job as forged (their secret is not the planner's):
+    each refusal is reported to the build, as worker/vetting.py reports it."""
+
+    def behave(c: Cluster, job: QueuedJob) -> bool:
+        if not job.queue.startswith(queue):
+            return False
+        m = job.message
+        error = "refused by worker bad1: bad signature (not made with this secret)"
+        if isinstance(m, RunJob):
+            report: StepDone | Checked = StepDone(
+                m.build, m.step, m.attempt, -1, 0.0, HOST, "bad1", "", "", {},
+                error=error, refused=b"job",
+            )  # fmt: skip
+        else:
+            assert isinstance(m, CheckJob)
+            report = Checked(m.build, m.request, HOST, [], error=error, refused=b"job")
+        c.post(m.build, report)
+        c.finish(job, "failed")
+        return True
+
+    return lambda c: behave
+
+
+def test_workers_with_another_secret_do_not_count_and_the_wait_says_so(
+    clock: Clock, root: Path
+) -> None:
+    """The only connected workers refuse this build's jobs (their secret differs): they stop
+    counting as serving it, a WAITING line names the cause, and after --give-up the steps
+    are stuck with it; no job is left on their queue and none was run."""
+    cluster = Readers(steps=[NEEDS["plain"]])
+    cluster.registered_groups = [WorkerGroup("steps", (), 2, 2)]
+    cluster.behave = _bad_secret("steps")(cluster)
+    lines = Lines()
+    planner = Planner(cluster, lines, root, lease=30.0, build=BUILD, give_up=GIVE_UP)
+    start = time.monotonic()
+    outcome = planner.run()
+    assert time.monotonic() - start <= GIVE_UP + SETTLE
+    assert cluster.ran == []
+    cause = "workers of any folder refuse this build's jobs: their secret differs"
+    assert any(cause in text for text in lines.of("WAITING")), lines.seen
+    assert outcome.stuck, lines.seen
+    assert cause in outcome.stuck[0], outcome.stuck  # (then the steps that waited on it)
+    assert len(lines.of("WARNING")) == 1, lines.seen  # said once, not per job
+    assert not cluster.queues.get("steps")
+
+
+def test_jobs_refused_for_a_secret_go_to_workers_that_take_them(clock: Clock, root: Path) -> None:
+    """Beside the workers with another secret, a group with the right one serves the build:
+    every refused job is sent again there, and the build finishes."""
+    cluster = Readers(steps=[NEEDS["plain"], NEEDS["gpu"]])
+    cluster.host_capacity[HOST] = {"gpu": 1}
+    cluster.registered_groups = [
+        WorkerGroup("steps", (), 4, 4, frozenset({HOST})),
+        WorkerGroup("roots.p", (str(root),), 1, 1, frozenset({HOST})),
+    ]
+    cluster.behave = _bad_secret("steps")(cluster)
+    lines = Lines()
+    planner = Planner(cluster, lines, root, lease=30.0, build=BUILD, give_up=GIVE_UP)
+    outcome = planner.run()
+    assert outcome.stuck == [], lines.seen
+    assert outcome.failed == [], lines.seen
+    assert {"echo p", "on gpu"} <= set(cluster.ran), cluster.ran
+    assert cluster.readerless() == {}

@@ -12,12 +12,17 @@
 -- ARGV[3]: waiter id (the build asking)
 -- ARGV[4]: holder info without the time ("build<TAB>step<TAB>host")
 -- For pool i, ARGV[4 + 3(i-1) + 1]: size, or "" to read the cluster size
---             ARGV[4 + 3(i-1) + 2]: cluster pool name (field of the sizes hash)
+--             ARGV[4 + 3(i-1) + 2]: cluster pool name (field of the sizes hash), or the
+--               pool id `host:HOST:RES` of a host resource, whose size (what its workers
+--               offer) is cut to the operator's ceiling
 --             ARGV[4 + 3(i-1) + 3]: units wanted (1 for a pool slot, more for host resources)
--- ARGV[#ARGV]: the name of the hash of cluster pool sizes (name -> size). Not a declared
---   key, on purpose: the script only reads it, and a declared key needs write access,
---   which would let any planner change a size (docs/security.md). A standalone server
---   lets a script read an undeclared key its user may read; Redis Cluster does not.
+-- ARGV[#ARGV - 1]: the name of the hash of cluster pool sizes (name -> size). Not a
+--   declared key, on purpose: the script only reads it, and a declared key needs write
+--   access, which would let any planner change a size (docs/security.md). A standalone
+--   server lets a script read an undeclared key its user may read; Redis Cluster does not.
+-- ARGV[#ARGV]: the name of the hash of host ceilings (`HOST:RES`, `*:RES`, `*:*` -> most
+--   units that count), read and not declared for the same reason: a worker's offer and the
+--   size a planner passes count only up to the operator's ceiling.
 --
 -- A waiter may take its units when the free units cover them plus one for each waiter
 -- ahead of it in line.
@@ -29,7 +34,21 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local token, lease, waiter = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local n = (#KEYS - 1) / 5
-local sizes = ARGV[#ARGV]
+local sizes, ceilings = ARGV[#ARGV - 1], ARGV[#ARGV]
+-- The first of `HOST:RES`, `*:RES`, `*:*` the operator set; nil: no ceiling.
+local function ceiling(pool)
+  local host, res = string.match(pool, '^host:(.*):([^:]*)$')
+  if not host then
+    return nil
+  end
+  for _, field in ipairs({host .. ':' .. res, '*:' .. res, '*:*'}) do
+    local limit = tonumber(redis.call('HGET', ceilings, field))
+    if limit then
+      return limit
+    end
+  end
+  return nil
+end
 local granted = true
 for i = 1, n do
   local base = 1 + 5 * (i - 1)
@@ -48,12 +67,14 @@ for i = 1, n do
     redis.call('ZREM', waiters, unpack(gone))
   end
   local size = tonumber(ARGV[4 + 3 * (i - 1) + 1])
+  local name = ARGV[4 + 3 * (i - 1) + 2]
   if not size then
-    local name = ARGV[4 + 3 * (i - 1) + 2]
     size = tonumber(redis.call('HGET', sizes, name))
     if not size then
       return {0, 'nopool', name}
     end
+  else
+    size = math.min(size, ceiling(name) or size)
   end
   if not redis.call('ZSCORE', holders, token) then
     -- Holders count one unit each, unless some hold more (host resources): O(1) for the

@@ -3,16 +3,32 @@
 --   units hash
 -- ARGV[1]: owner token
 -- For pool i, ARGV[1 + 2(i-1) + 1]: size, or "" to read the cluster size
---             ARGV[1 + 2(i-1) + 2]: cluster pool name
--- ARGV[#ARGV]: the name of the hash of cluster pool sizes, read only, so not declared
+--             ARGV[1 + 2(i-1) + 2]: cluster pool name, or the id of a host pool
+-- ARGV[#ARGV - 1]: the name of the hash of cluster pool sizes, read only, so not declared
 --   (a declared key needs write access: see acquire.lua)
+-- ARGV[#ARGV]: the name of the hash of host ceilings, read only too (see acquire.lua): a
+--   host pool's size is what its workers offer, cut to the operator's ceiling
 -- Returns the waiter ids first in line for the slots now free (each once): the caller
 -- wakes them; a waiter that is not woken still retries within a third of its lease.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local wake, seen = {}, {}
 local n = #KEYS / 4
-local sizes = ARGV[#ARGV]
+local sizes, ceilings = ARGV[#ARGV - 1], ARGV[#ARGV]
+-- The first of `HOST:RES`, `*:RES`, `*:*` the operator set; nil: no ceiling.
+local function ceiling(pool)
+  local host, res = string.match(pool, '^host:(.*):([^:]*)$')
+  if not host then
+    return nil
+  end
+  for _, field in ipairs({host .. ':' .. res, '*:' .. res, '*:*'}) do
+    local limit = tonumber(redis.call('HGET', ceilings, field))
+    if limit then
+      return limit
+    end
+  end
+  return nil
+end
 for i = 1, n do
   local base = 4 * (i - 1)
   local holders, waiters, info, units = KEYS[base + 1], KEYS[base + 2], KEYS[base + 3], KEYS[base + 4]
@@ -26,6 +42,8 @@ for i = 1, n do
     size = tonumber(ARGV[1 + 2 * (i - 1) + 1])
     if not size then
       size = tonumber(redis.call('HGET', sizes, ARGV[1 + 2 * (i - 1) + 2])) or 0
+    else
+      size = math.min(size, ceiling(ARGV[1 + 2 * (i - 1) + 2]) or size)
     end
   end
   -- Live holders count one unit each, unless some hold more (host resources): O(1) but
