@@ -2,12 +2,14 @@
 
 import os
 import platform
+import pstats
 import shutil
 import sys
+from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
 
-__all__ = ("find_exe", "find_stepup_dist", "machine", "machine_busy")
+__all__ = ("categorize", "find_exe", "find_stepup_dist", "machine", "machine_busy")
 
 
 def find_exe(name: str) -> Path | None:
@@ -47,3 +49,20 @@ def machine_busy() -> float:
         fields = [int(x) for x in fh.readline().split()[1:9]]
     user, nice, system, _idle, _iowait, irq, softirq, steal = fields
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def categorize(
+    stats: pstats.Stats, categories: Sequence[tuple[str, Sequence[str]]]
+) -> dict[str, float]:
+    """A profile's own (tottime) seconds by category: the first whose needles occur in a
+    function's file name or name; the rest is "other (Python, stdlib)"."""
+    spent: dict[str, float] = {}
+    for (filename, _, func), (_, _, tottime, _, _) in stats.stats.items():  # type: ignore[attr-defined]
+        where = f"{filename} {func}"
+        name = "other (Python, stdlib)"
+        for category, needles in categories:
+            if any(needle in where for needle in needles):
+                name = category
+                break
+        spent[name] = spent.get(name, 0.0) + tottime
+    return spent

@@ -38,7 +38,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchlib import machine
+from benchlib import categorize, machine
 
 PLAN = """\
 #!/usr/bin/env python3
@@ -194,19 +194,6 @@ def one_build(root: Path, n: int, profile: cProfile.Profile | None) -> dict[str,
     }
 
 
-def categorize(stats: pstats.Stats) -> dict[str, float]:
-    spent: dict[str, float] = {}
-    for (filename, _, func), (_, _, tottime, _, _) in stats.stats.items():  # type: ignore[attr-defined]
-        where = f"{filename} {func}"
-        name = "other (Python, stdlib)"
-        for category, needles in CATEGORIES:
-            if any(needle in where for needle in needles):
-                name = category
-                break
-        spent[name] = spent.get(name, 0.0) + tottime
-    return spent
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=5000, help="steps in the plan (5000)")
@@ -252,7 +239,7 @@ def main() -> None:
                 profile = cProfile.Profile(time.process_time)
                 one_build(root, n, profile)
                 stats = pstats.Stats(profile)
-                spent = categorize(stats)
+                spent = categorize(stats, CATEGORIES)
                 total = sum(spent.values())
                 planner = statistics.median(r["planner"] for r in runs) / n * 1e3
                 print(

@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchlib import machine
+from benchlib import categorize, machine
 
 CATEGORIES = [
     ("RQ job life cycle", ("/rq/",)),
@@ -122,19 +122,6 @@ def one_run(root: Path, n: int, server_pid: int, profile: cProfile.Profile | Non
     return {"worker": me1 - me0, "steps": kids1 - kids0, "server": srv1 - srv0, "wall": wall}
 
 
-def categorize(stats: pstats.Stats) -> dict[str, float]:
-    spent: dict[str, float] = {}
-    for (filename, _, func), (_, _, tottime, _, _) in stats.stats.items():  # type: ignore[attr-defined]
-        where = f"{filename} {func}"
-        name = "other (Python, stdlib)"
-        for category, needles in CATEGORIES:
-            if any(needle in where for needle in needles):
-                name = category
-                break
-        spent[name] = spent.get(name, 0.0) + tottime
-    return spent
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=1000, help="jobs (1000)")
@@ -171,7 +158,7 @@ def main() -> None:
             if not args.no_profile:
                 profile = cProfile.Profile(time.process_time)
                 one_run(root, n, pid, profile)
-                spent = categorize(pstats.Stats(profile))
+                spent = categorize(pstats.Stats(profile), CATEGORIES)
                 total = sum(spent.values())
                 worker = statistics.median(r["worker"] for r in runs) / n * 1e3
                 print("\nwhere the worker's CPU goes (cProfile self CPU time, scaled):")
